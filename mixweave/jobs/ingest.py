@@ -1,0 +1,224 @@
+"""Spark ingest job: per-source globs -> ``docs/`` + ``quarantine/`` parquet, counts and stats.
+
+Plan: the driver expands the globs (sorted, so file indices are deterministic) and makes one row
+per file; ``mapInArrow`` runs :func:`mixweave.data.ingest.ingest_file` in the tasks (tokenizer
+loaded once per worker process); duplicate ids within a source are found with a window over
+``(source, doc_id)`` ordered by (file, line), so the first occurrence wins whatever the
+partitioning; each source is split into ``ceil(bytes / target_file_mb)`` output files by
+``xxhash64(doc_id)``, and ``groupBy(source, bucket).applyInArrow`` writes each file sorted by
+doc_id. Output bytes therefore depend on the data and the config only, never on the number of
+Spark partitions or tasks.
+
+Scaling: one task per input file (a huge single file is one task -- split such files upstream);
+output files are written by the executors straight into the stage's temporary folder, which must
+be on a filesystem all executors share (NFS/Lustre/a mounted bucket) on a real cluster.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import pyarrow as pa
+
+from ..data.ingest import (
+    HISTOGRAM_BINS,
+    RECORD_SCHEMA,
+    files_per_source,
+    histogram_edges,
+    merge_histograms,
+)
+from ..errors import InputError
+
+LOG = logging.getLogger(__name__)
+
+FILE_SCHEMA = pa.schema(
+    [("file_index", pa.int64()), ("source", pa.string()), ("path", pa.string()),
+     ("text_field", pa.string()), ("id_field", pa.string())]
+)
+WRITTEN_SCHEMA = pa.schema(
+    [("kind", pa.string()), ("source", pa.string()), ("file", pa.string()), ("rows", pa.int64()),
+     ("n_tokens", pa.int64()), ("n_bytes", pa.int64()), ("histogram", pa.list_(pa.int64())),
+     ("reasons", pa.map_(pa.string(), pa.int64()))]
+)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    name: str
+    paths: tuple[str, ...]
+    text_field: str = "text"
+    id_field: str = "id"
+
+
+def spark_schema(schema: pa.Schema):
+    """The Spark StructType of an Arrow schema (large_string maps to string)."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema)
+
+
+def expand_sources(sources: Mapping[str, SourceSpec]) -> list[dict]:
+    """One row per input file, sorted by (source name, path); a glob that matches nothing is an error."""
+    if not sources:
+        raise InputError("no sources given: add at least one under 'sources:' or pass --source NAME=GLOB")
+    rows = []
+    for name in sorted(sources):
+        spec = sources[name]
+        matched: set[str] = set()
+        for pattern in spec.paths:
+            hits = [p for p in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p)]
+            if not hits:
+                raise InputError(
+                    f"source {name!r}: {pattern!r} matches no file; fix the glob or remove it from the source"
+                )
+            matched.update(os.path.abspath(p) for p in hits)
+        for path in sorted(matched):
+            rows.append({"source": name, "path": path, "text_field": spec.text_field, "id_field": spec.id_field})
+    for index, row in enumerate(rows):
+        row["file_index"] = index
+    return rows
+
+
+def _read_partition(tokenizer_path: str, tokenizer_pattern: str | None, max_doc_bytes: int):
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from ..data.ingest import ingest_file
+        from ..data.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(tokenizer_path, tokenizer_pattern)  # cached per worker process
+        for batch in batches:
+            for row in batch.to_pylist():
+                yield from ingest_file(
+                    source=row["source"], path=row["path"], file_index=row["file_index"], tokenizer=tokenizer,
+                    text_field=row["text_field"], id_field=row["id_field"], max_doc_bytes=max_doc_bytes,
+                )
+
+    return run
+
+
+def _write_group(out_root: str, kind: str):
+    def run(table: pa.Table) -> pa.Table:
+        from ..data.ingest import write_docs_file, write_quarantine_file
+
+        if table.num_rows == 0:
+            return pa.Table.from_pylist([], schema=WRITTEN_SCHEMA)
+        source = table.column("source")[0].as_py()
+        bucket = table.column("bucket")[0].as_py()
+        rel = f"{kind}/{source}/part-{bucket:05d}.parquet"
+        if kind == "docs":
+            info = write_docs_file(table, Path(out_root) / rel)
+            row = {"kind": kind, "source": source, "file": rel, "rows": info["rows"], "n_tokens": info["n_tokens"],
+                   "n_bytes": info["n_bytes"], "histogram": info["histogram"], "reasons": []}
+        else:
+            info = write_quarantine_file(table, Path(out_root) / rel)
+            row = {"kind": kind, "source": source, "file": rel, "rows": info["rows"], "n_tokens": 0, "n_bytes": 0,
+                   "histogram": [0] * HISTOGRAM_BINS, "reasons": sorted(info["reasons"].items())}
+        return pa.Table.from_pylist([row], schema=WRITTEN_SCHEMA)
+
+    return run
+
+
+def run_ingest(
+    spark,
+    *,
+    sources: Mapping[str, SourceSpec],
+    out_root: str | Path,
+    tokenizer_path: str = "default",
+    tokenizer_pattern: str | None = None,
+    max_doc_bytes: int = 10_000_000,
+    target_file_mb: int = 256,
+    partitions: int = 0,
+) -> dict:
+    """Run the ingest job, writing ``docs/`` and ``quarantine/`` under ``out_root``; return the stats."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    started = time.perf_counter()
+    files = expand_sources(sources)
+    n_tasks = partitions or 2 * spark.sparkContext.defaultParallelism
+    n_tasks = max(1, min(n_tasks, len(files)))
+    file_table = pa.Table.from_pylist(files, schema=FILE_SCHEMA)
+    files_df = spark.createDataFrame(file_table.to_pandas()).repartition(n_tasks, "file_index")
+
+    records = files_df.mapInArrow(
+        _read_partition(tokenizer_path, tokenizer_pattern, max_doc_bytes), spark_schema(RECORD_SCHEMA)
+    ).persist()
+    first = Window.partitionBy("source", "doc_id").orderBy("file_index", "record_index")
+    marked = (
+        records.withColumn("_rank", F.when(F.col("kind") == "doc", F.row_number().over(first)).otherwise(F.lit(1)))
+        .withColumn("kind", F.when(F.col("_rank") > 1, F.lit("quarantine")).otherwise(F.col("kind")))
+        .withColumn("reason", F.when(F.col("_rank") > 1, F.lit("duplicate_id")).otherwise(F.col("reason")))
+        .withColumn(
+            "detail",
+            F.when(F.col("_rank") > 1, F.concat(F.lit("duplicate of an earlier record with doc_id "), F.col("doc_id")))
+            .otherwise(F.col("detail")),
+        )
+        .withColumn("raw", F.when(F.col("_rank") > 1, F.substring("text", 1, 2048)).otherwise(F.col("raw")))
+        .drop("_rank")
+    ).persist()
+
+    input_counts = {r["source"]: r["count"] for r in records.groupBy("source").count().collect()}
+    doc_bytes = {
+        r["source"]: int(r["b"] or 0)
+        for r in marked.where("kind = 'doc'").groupBy("source").agg(F.sum("n_bytes").alias("b")).collect()
+    }
+    n_files = {s: files_per_source(doc_bytes.get(s, 0), target_file_mb) for s in sources}
+    bucket_expr = F.lit(0)
+    for source, count in n_files.items():
+        if count > 1:
+            bucket_expr = F.when(F.col("source") == source, F.pmod(F.xxhash64("doc_id"), F.lit(count))).otherwise(bucket_expr)
+    out_root = str(Path(out_root).resolve())
+    docs = marked.where("kind = 'doc'").withColumn("bucket", bucket_expr.cast("int"))
+    written_docs = docs.groupBy("source", "bucket").applyInArrow(_write_group(out_root, "docs"), spark_schema(WRITTEN_SCHEMA))
+    quarantined = marked.where("kind = 'quarantine'").withColumn("bucket", F.lit(0))
+    written_q = quarantined.groupBy("source", "bucket").applyInArrow(_write_group(out_root, "quarantine"), spark_schema(WRITTEN_SCHEMA))
+    written = written_docs.unionByName(written_q).collect()
+    records.unpersist()
+    marked.unpersist()
+
+    stats = summarize(sources, input_counts, [r.asDict() for r in written])
+    stats["timings"] = {"ingest_s": round(time.perf_counter() - started, 3)}
+    stats["n_files_read"] = len(files)
+    stats["input_bytes"] = sum(os.path.getsize(f["path"]) for f in files)
+    return stats
+
+
+def summarize(sources: Mapping[str, SourceSpec], input_counts: Mapping[str, int], written: list[dict]) -> dict:
+    """Per-source docs/tokens/bytes/histogram and quarantine by reason; checks input = kept + quarantined."""
+    per_source: dict[str, dict] = {}
+    for name in sorted(sources):
+        mine = [w for w in written if w["source"] == name]
+        docs = [w for w in mine if w["kind"] == "docs"]
+        reasons: dict[str, int] = {}
+        for w in mine:
+            if w["kind"] == "quarantine":
+                items = w["reasons"].items() if isinstance(w["reasons"], dict) else (w["reasons"] or [])
+                for key, value in items:
+                    reasons[key] = reasons.get(key, 0) + value
+        kept = sum(w["rows"] for w in docs)
+        quarantined = sum(reasons.values())
+        n_input = int(input_counts.get(name, 0))
+        if kept + quarantined != n_input:
+            raise RuntimeError(f"accounting bug for source {name}: input {n_input} != kept {kept} + quarantined {quarantined}")
+        per_source[name] = {
+            "paths": list(sources[name].paths),
+            "n_input": n_input,
+            "n_docs": kept,
+            "n_quarantined": quarantined,
+            "quarantine_reasons": dict(sorted(reasons.items())),
+            "n_tokens": sum(w["n_tokens"] for w in docs),
+            "n_bytes": sum(w["n_bytes"] for w in docs),
+            "files": sorted(w["file"] for w in docs),
+            "length_histogram": {"unit": "tokens", "log2_bin_lower_edges": histogram_edges(),
+                                 "counts": merge_histograms(w["histogram"] for w in docs)},
+        }
+    totals = {
+        key: sum(s[key] for s in per_source.values())
+        for key in ("n_input", "n_docs", "n_quarantined", "n_tokens", "n_bytes")
+    }
+    return {"sources": per_source, "totals": totals}

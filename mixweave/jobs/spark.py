@@ -1,0 +1,71 @@
+"""The Spark session builder every job uses.
+
+``local[*]`` by default, any ``--master`` for a cluster; under ``spark-submit`` the session that
+spark-submit created is reused (its master wins). Quiet console (a log4j2 file shipped in the
+package, no progress bar, no UI port), Arrow enabled, and workers forced onto this interpreter
+(``PYSPARK_PYTHON = sys.executable``) so UDFs import the same venv.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Mapping
+
+LOG = logging.getLogger(__name__)
+LOG4J2_FILE = Path(__file__).with_name("log4j2.properties")
+
+
+def prepare_environment() -> None:
+    """Environment every Spark process of ours needs; safe to call repeatedly."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+
+
+def under_spark_submit() -> bool:
+    """True when spark-submit launched this interpreter (its JVM gateway is already running);
+    then the master and resources come from spark-submit's flags, not from our config."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def get_spark(
+    master: str | None = "local[*]",
+    *,
+    app_name: str = "mixweave",
+    driver_memory: str = "2g",
+    conf: Mapping[str, str] | None = None,
+):
+    """Return a SparkSession (created once per process; later calls reuse it)."""
+    prepare_environment()
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    java_opts = f"-Dlog4j2.configurationFile=file:{LOG4J2_FILE} -XX:+UseSerialGC"
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.shuffle.partitions", "8")
+        .config("spark.driver.extraJavaOptions", java_opts)
+        .config("spark.executor.extraJavaOptions", java_opts)
+        .config("spark.driver.memory", driver_memory)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.executorEnv.PYTHONHASHSEED", "0")
+    )
+    if master and not under_spark_submit():
+        builder = builder.master(master)
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    LOG.info("spark session: master=%s parallelism=%d", spark.sparkContext.master, spark.sparkContext.defaultParallelism)
+    return spark

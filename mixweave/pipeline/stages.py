@@ -1,0 +1,120 @@
+"""The stages of a run, in dependency order. Later capabilities add theirs here.
+
+ingest -> count -> mix. Each stage function is thin: it reads its inputs, calls a job or a pure
+core, and writes files into the temporary folder the runner gives it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from ..config import RunConfig, to_plain
+from ..data.manifest import artifact_files, require_manifest, write_json_atomic
+from ..errors import ConfigError
+from .runner import Stage, StageContext, StageResult
+
+STATS_SCHEMA_VERSION = 1
+
+
+# ---------------------------------------------------------------------------------------- ingest
+def ingest_config_slice(config: RunConfig) -> dict:
+    return {"sources": to_plain(config.sources), "tokenizer": to_plain(config.tokenizer), "ingest": to_plain(config.ingest)}
+
+
+def input_files_fingerprint(config: RunConfig) -> list:
+    """Size and mtime of every input file, so an edited input re-runs ingest."""
+    from ..jobs.ingest import SourceSpec, expand_sources
+
+    specs = {n: SourceSpec(n, s.paths, s.text_field, s.id_field) for n, s in config.sources.items()}
+    return [[f["path"], os.path.getsize(f["path"]), os.stat(f["path"]).st_mtime_ns] for f in expand_sources(specs)]
+
+
+def run_ingest_stage(ctx: StageContext, tmp: Path) -> StageResult:
+    from ..data.tokenizer import load_tokenizer
+    from ..jobs.ingest import SourceSpec, run_ingest
+
+    config = ctx.config
+    tokenizer = load_tokenizer(config.tokenizer.path, config.tokenizer.pattern)
+    specs = {n: SourceSpec(n, s.paths, s.text_field, s.id_field) for n, s in config.sources.items()}
+    stats = run_ingest(
+        ctx.spark(), sources=specs, out_root=tmp, tokenizer_path=config.tokenizer.path,
+        tokenizer_pattern=config.tokenizer.pattern, max_doc_bytes=config.ingest.max_doc_bytes,
+        target_file_mb=config.ingest.target_file_mb, partitions=config.spark.partitions,
+    )
+    drops = {name: s["quarantine_reasons"] for name, s in stats["sources"].items()}
+    counts = dict(stats["totals"])
+    counts["input_equals_kept_plus_quarantined"] = counts["n_input"] == counts["n_docs"] + counts["n_quarantined"]
+    return StageResult(
+        counts=counts, drops=drops, timings=stats["timings"],
+        extra={"tokenizer": tokenizer.info, "sources": stats["sources"], "input_bytes": stats["input_bytes"],
+               "n_files_read": stats["n_files_read"]},
+    )
+
+
+# ----------------------------------------------------------------------------------------- count
+def run_count_stage(ctx: StageContext, tmp: Path) -> StageResult:
+    """stats.json: per-source docs, tokens, bytes and log2 token-length histogram, from docs/ (Spark)."""
+    from pyspark.sql import functions as F
+
+    from ..data.ingest import HISTOGRAM_BINS, histogram_edges
+
+    started = time.perf_counter()
+    ingest_dir = ctx.artifact("ingest")
+    ingest_manifest = require_manifest(ingest_dir, "ingest")
+    files = [str(p) for p in artifact_files(ingest_dir, ".parquet") if "/docs/" in p.as_posix()]
+    stats_sources: dict[str, dict] = {}
+    for name, info in ingest_manifest["sources"].items():
+        stats_sources[name] = {
+            "paths": info["paths"], "n_docs": 0, "n_tokens": 0, "n_bytes": 0,
+            "n_quarantined": info["n_quarantined"], "quarantine_reasons": info["quarantine_reasons"],
+            "length_histogram": {"unit": "tokens", "log2_bin_lower_edges": histogram_edges(),
+                                 "counts": [0] * HISTOGRAM_BINS},
+            "files": [],
+        }
+    if files:
+        docs = ctx.spark().read.parquet(*files).select("source", "n_tokens", "n_bytes")
+        for row in docs.groupBy("source").agg(
+            F.count("*").alias("n"), F.sum("n_tokens").alias("t"), F.sum("n_bytes").alias("b")
+        ).collect():
+            entry = stats_sources[row["source"]]
+            entry.update(n_docs=int(row["n"]), n_tokens=int(row["t"]), n_bytes=int(row["b"]))
+        bins = F.least(F.floor(F.log2(F.greatest(F.col("n_tokens"), F.lit(1)))), F.lit(HISTOGRAM_BINS - 1)).cast("int")
+        for row in docs.groupBy("source", bins.alias("bin")).count().collect():
+            stats_sources[row["source"]]["length_histogram"]["counts"][row["bin"]] = int(row["count"])
+    for name, info in ingest_manifest["sources"].items():
+        stats_sources[name]["files"] = [f"../ingest/{f}" for f in info["files"]]
+        if stats_sources[name]["n_docs"] != info["n_docs"]:
+            raise ConfigError(f"ingest artifact {ingest_dir} disagrees with its manifest for {name}; re-run ingest")
+    stats = {
+        "schema_version": STATS_SCHEMA_VERSION,
+        "tokenizer": ingest_manifest["tokenizer"],
+        "sources": stats_sources,
+        "totals": {k: sum(s[k] for s in stats_sources.values()) for k in ("n_docs", "n_tokens", "n_bytes", "n_quarantined")},
+    }
+    write_json_atomic(tmp / "stats.json", stats)
+    return StageResult(counts=stats["totals"], timings={"count_s": round(time.perf_counter() - started, 3)})
+
+
+def load_stats(ctx_or_path) -> dict:
+    path = Path(ctx_or_path) / "stats.json"
+    require_manifest(Path(ctx_or_path), "count")
+    return json.loads(path.read_text())
+
+
+def build_stages() -> dict[str, Stage]:
+    stages = [
+        Stage("ingest", (), 1, ingest_config_slice, run_ingest_stage, extra_fingerprint=input_files_fingerprint,
+              describe="read sources, normalise, tokenise, quarantine bad records"),
+        Stage("count", ("ingest",), 1, lambda c: {}, run_count_stage,
+              describe="per-source docs, tokens, bytes, length histogram -> stats.json"),
+    ]
+    try:
+        from .mix_stage import mix_stage
+    except ImportError:  # the mixers capability is optional at this layer
+        pass
+    else:
+        stages.append(mix_stage())
+    return {s.name: s for s in stages}
