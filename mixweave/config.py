@@ -54,7 +54,7 @@ class SourceConfig:
 class IngestConfig:
     max_doc_bytes: int = 10_000_000
     """Documents longer than this (UTF-8 bytes after normalisation) are quarantined as too_long."""
-    target_file_mb: int = 256
+    target_file_mb: float = 256.0
     """Each source's docs are split into ceil(bytes / target) parquet files, by a hash of doc_id."""
 
 

@@ -157,7 +157,7 @@ def write_quarantine_file(table: pa.Table, path: str | Path) -> dict:
     return {"rows": table.num_rows, "reasons": reasons}
 
 
-def files_per_source(n_bytes: int, target_file_mb: int) -> int:
+def files_per_source(n_bytes: int, target_file_mb: float) -> int:
     return max(1, math.ceil(n_bytes / (target_file_mb * 1024 * 1024)))
 
 

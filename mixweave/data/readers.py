@@ -16,7 +16,6 @@ record, and a file-level failure (unreadable file, truncated stream) adds exactl
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import unicodedata
 import zlib
@@ -58,15 +57,51 @@ def file_format(path: str) -> str:
     return "jsonl"
 
 
-def _open_binary_stream(path: str, fmt: str) -> io.BufferedIOBase:
-    if fmt == "jsonl.gz":
-        return gzip.open(path, "rb")
-    if fmt == "jsonl.zst":
-        import zstandard
+class TruncatedStream(EOFError):
+    """A compressed stream ended before its end-of-frame marker."""
 
-        fh = open(path, "rb")
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(fh, closefd=True))
-    return open(path, "rb")
+
+def _zstd_lines(path: str) -> Iterator[bytes]:
+    """Lines of a (multi-frame) zstd file; raises TruncatedStream when the last frame is incomplete.
+
+    ``zstandard``'s stream_reader returns EOF silently on a truncated frame, so frames are fed to a
+    ``decompressobj`` by hand and its ``eof`` flag is checked at the end.
+    """
+    import zstandard
+
+    decompressor = zstandard.ZstdDecompressor()
+    dobj = decompressor.decompressobj()
+    buffer = b""
+    frame_open = False
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(1 << 20)
+            if not chunk:
+                break
+            while chunk:
+                frame_open = True
+                buffer += dobj.decompress(chunk)
+                chunk = b""
+                if dobj.eof:
+                    chunk = dobj.unused_data
+                    dobj = decompressor.decompressobj()
+                    frame_open = bool(chunk)
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                yield line + b"\n"
+    if buffer:
+        yield buffer
+    if frame_open:
+        raise TruncatedStream("zstd stream ended before the end of its frame")
+
+
+def _iter_lines(path: str, fmt: str) -> Iterator[bytes]:
+    if fmt == "jsonl.zst":
+        yield from _zstd_lines(path)
+        return
+    opener = gzip.open if fmt == "jsonl.gz" else open
+    with opener(path, "rb") as fh:
+        yield from fh
 
 
 def _parse_json_line(index: int, line: bytes) -> RawRecord:
@@ -99,23 +134,17 @@ _STREAM_ERRORS = _stream_errors()
 
 def _read_jsonl(path: str, fmt: str) -> Iterator[RawRecord]:
     index = 0
-    try:
-        stream = _open_binary_stream(path, fmt)
-    except OSError as exc:
-        yield RawRecord(0, None, "unreadable_file", f"cannot open: {exc}", "")
-        return
     pending = b""
     try:
-        with stream:
-            for line in stream:
-                if not line.endswith(b"\n"):
-                    pending = line  # the last line of the file (or of a truncated stream)
-                    break
-                if line.strip():
-                    yield _parse_json_line(index, line.rstrip(b"\r\n"))
-                    index += 1
+        for line in _iter_lines(path, fmt):
+            if not line.endswith(b"\n"):
+                pending = line  # the last line of the file (or of a truncated stream)
+                break
+            if line.strip():
+                yield _parse_json_line(index, line.rstrip(b"\r\n"))
+                index += 1
     except _STREAM_ERRORS as exc:
-        # gzip: EOFError on truncation, BadGzipFile (an OSError) on garbage; zstd: ZstdError.
+        # gzip: EOFError on truncation, BadGzipFile (an OSError) on garbage; zstd: ZstdError / TruncatedStream.
         yield from _finish_pending(index, pending)
         kind = "unreadable_file" if index == 0 and not pending else "truncated_file"
         yield RawRecord(index + (1 if pending.strip() else 0), None, kind, f"{type(exc).__name__}: {exc}", "")

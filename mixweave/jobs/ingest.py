@@ -131,7 +131,7 @@ def run_ingest(
     tokenizer_path: str = "default",
     tokenizer_pattern: str | None = None,
     max_doc_bytes: int = 10_000_000,
-    target_file_mb: int = 256,
+    target_file_mb: float = 256.0,
     partitions: int = 0,
 ) -> dict:
     """Run the ingest job, writing ``docs/`` and ``quarantine/`` under ``out_root``; return the stats."""

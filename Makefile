@@ -1,0 +1,40 @@
+# The first two targets are the README's two commands.
+#   make demo   -- venv, install, build the tiny real corpus, run every stage of configs/demo.yaml
+#   make test   -- venv (if missing), install, run the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.mixweave-installed
+export HF_HUB_OFFLINE := 1
+export TQDM_DISABLE := 1
+export SPARK_LOCAL_IP := 127.0.0.1
+
+.PHONY: demo test bench install check-java clean
+
+demo: $(STAMP) check-java
+	$(BIN)/mixweave corpus build --tier tiny --out data/tiny
+	$(BIN)/mixweave run configs/demo.yaml
+	@echo "results: out/demo (stage folders with _manifest.json; per-source stats in out/demo/count/stats.json)"
+
+test: $(STAMP) check-java
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP) check-java
+	$(BIN)/python bench/ingest.py
+
+install: $(STAMP)
+
+# torch first, pinned to the CPU wheel through constraints-cpu.txt (torch==2.13.0 resolves to the
+# +cpu wheel that lies on disk here); without the pin pip would pull ~3 GB of CUDA packages.
+$(STAMP): pyproject.toml constraints-cpu.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints-cpu.txt torch==2.13.0
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints-cpu.txt -e '.[dev]'
+	touch $(STAMP)
+
+check-java:
+	@command -v java >/dev/null || { echo "error: Spark needs Java 17+: apt-get install -y openjdk-17-jre-headless"; exit 2; }
+
+clean:
+	rm -rf out data/tiny .pytest_cache

@@ -1,0 +1,96 @@
+"""The ingest and count stages as real Spark jobs on local[2]."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from mixweave.config import parse_config
+from mixweave.data.manifest import read_manifest, verify_stage
+from mixweave.data.schema import DOCS_SCHEMA
+from mixweave.data.tokenizer import load_tokenizer
+from mixweave.pipeline.runner import run_stages
+from mixweave.pipeline.stages import build_stages, load_stats
+
+from test_bad_input import CASE_NAMES, _cases
+
+pytestmark = pytest.mark.spark
+
+
+def corpus_sources(corpus_dir: Path) -> dict:
+    return {d.name: {"paths": [str(d / "*.jsonl")]} for d in sorted(corpus_dir.iterdir()) if d.is_dir()}
+
+
+def run(tmp_path: Path, sources: dict, **extra) -> Path:
+    out = tmp_path / "run"
+    config = parse_config({"out": str(out), "sources": sources, **extra})
+    run_stages(build_stages(), config, wanted=["count"])
+    return out
+
+
+def test_fixture_corpus_ingest_and_count(spark, tmp_path, corpus_dir):
+    sources = corpus_sources(corpus_dir)
+    assert len(sources) >= 8
+    out = run(tmp_path, sources)
+    manifest = verify_stage(out / "ingest")
+    counts = manifest["counts"]
+    assert counts["n_input"] == counts["n_docs"] + counts["n_quarantined"]
+    assert counts["input_equals_kept_plus_quarantined"] is True
+    stats = load_stats(out / "count")
+    assert set(stats["sources"]) == set(sources)
+    tokenizer = load_tokenizer()
+    for name, source in stats["sources"].items():
+        assert source["n_docs"] > 0 and source["n_tokens"] > source["n_docs"]
+        assert sum(source["length_histogram"]["counts"]) == source["n_docs"]
+        table = pq.read_table(out / "ingest" / "docs" / name / "part-00000.parquet")
+        assert table.schema.equals(DOCS_SCHEMA, check_metadata=False)
+        assert table.column("doc_id").to_pylist() == sorted(table.column("doc_id").to_pylist())
+        sample = table.slice(0, 5).to_pylist()
+        assert [r["n_tokens"] for r in sample] == tokenizer.count_batch([r["text"] for r in sample])
+    assert stats["tokenizer"]["sha256"] == tokenizer.info["sha256"]
+    # a second run with the same config does nothing
+    config = parse_config({"out": str(out), "sources": sources})
+    assert [r.status for r in run_stages(build_stages(), config, wanted=["count"])] == ["skipped", "skipped"]
+
+
+def test_output_bytes_do_not_depend_on_partitioning(spark, tmp_path, corpus_dir):
+    sources = corpus_sources(corpus_dir)
+    ingest = {"target_file_mb": 0.05}  # several output files per source
+    a = run(tmp_path / "a", sources, spark={"partitions": 1}, ingest=ingest)
+    b = run(tmp_path / "b", sources, spark={"partitions": 5}, ingest=ingest)
+    files_a = read_manifest(a / "ingest")["files"]
+    files_b = read_manifest(b / "ingest")["files"]
+    assert len([f for f in files_a if "/docs/" in "/" + f["path"]]) > len(sources)
+    assert files_a == files_b
+    assert (a / "count" / "stats.json").read_bytes() == (b / "count" / "stats.json").read_bytes()
+
+
+def test_bad_files_are_quarantined_with_reasons_and_counted(spark, tmp_path):
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    expected: dict[str, int] = {}
+    for name in CASE_NAMES:
+        file_name, content, reasons, _ = _cases(tmp_path)[name]
+        (bad_dir / f"{name}-{file_name}").write_bytes(content)
+        for reason in reasons:
+            expected[reason] = expected.get(reason, 0) + 1
+    # the same id in two files of one source: the first (by path, then line) is kept
+    (bad_dir / "zz-dup1.jsonl").write_text(json.dumps({"id": "same", "text": "first copy"}) + "\n")
+    (bad_dir / "zz-dup2.jsonl").write_text(json.dumps({"id": "same", "text": "second copy"}) + "\n")
+    expected["duplicate_id"] = expected.get("duplicate_id", 0) + 1
+    out = run(tmp_path, {"bad": {"paths": [str(bad_dir / "*")]}}, ingest={"max_doc_bytes": 1000})
+    manifest = verify_stage(out / "ingest")
+    source = manifest["sources"]["bad"]
+    # every good line in the case files carries id "good": all but the first are duplicates
+    n_good = sum(1 for name in CASE_NAMES if _cases(tmp_path)[name][1].startswith(b'{"id": "good"'))
+    expected["duplicate_id"] += n_good - 1
+    assert source["quarantine_reasons"] == dict(sorted(expected.items()))
+    assert source["n_input"] == source["n_docs"] + source["n_quarantined"]
+    quarantine = pq.read_table(out / "ingest" / "quarantine" / "bad" / "part-00000.parquet").to_pylist()
+    assert len(quarantine) == source["n_quarantined"]
+    assert all(row["reason"] and row["detail"] for row in quarantine)
+    docs = pq.read_table(out / "ingest" / "docs" / "bad" / "part-00000.parquet").to_pylist()
+    assert [d["text"] for d in docs if d["doc_id"] == "same"] == ["first copy"]
