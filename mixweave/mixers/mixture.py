@@ -1,0 +1,215 @@
+"""The mixture result type and the validation of what callers pass in (sources, budgets, caps).
+
+Units: everything is in *tokens*. A weight is a share of the training budget's tokens;
+``target_tokens = weight * budget_tokens`` and ``epochs = target_tokens / n_tokens``.
+
+Zero-token sources are rejected (InputError) rather than silently given weight 0: a source with no
+tokens is almost always a wrong glob or a failed ingest, and a weight for it can never be honoured.
+The message tells the user to remove the source or fix its paths.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from mixweave.errors import ConfigError, InputError
+
+#: Values of :attr:`Mixture.binding`: which constraint decides a source's weight.
+EPOCH_CAP = "epoch_cap"  # the source is repeated exactly max_epochs times
+BUDGET_SHARE = "budget_share"  # UniMax: the source got the equal share of the remaining budget
+NONNEG = "nonneg"  # an optimiser drove the weight to zero
+NONE = "none"  # no constraint is active (the weight is the method's free choice)
+BINDINGS = (EPOCH_CAP, BUDGET_SHARE, NONNEG, NONE)
+
+#: Relative tolerance for deciding that a source sits at its epoch cap.
+CAP_RTOL = 1e-7
+#: Weights below this are reported as pinned at zero by the non-negativity constraint.
+ZERO_WEIGHT = 1e-9
+#: How many names an error message lists before it says "and N more".
+MAX_NAMES_IN_MESSAGE = 8
+
+
+@dataclass(frozen=True)
+class SourceSize:
+    """What a mixer needs to know about one source. Only ``n_tokens`` is used by the solvers."""
+
+    n_tokens: float
+    n_docs: int | None = None
+    paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """A solved mixture. Every mapping is keyed by source name, in the caller's source order.
+
+    ``weights`` sum to 1; ``target_tokens = weight * budget_tokens``;
+    ``epochs = target_tokens / n_tokens``; ``max_epochs`` holds each source's cap (None: no cap).
+    ``method``/``params`` name the algorithm and every setting it used, defaults included;
+    ``solver``/``status``/``objective`` say how the weights were found ("closed_form" solvers
+    have ``objective`` None). ``n_docs``/``paths`` echo the inputs; ``utility`` holds the raw
+    {benchmark: score} per source for the utility-based methods.
+    """
+
+    method: str
+    params: Mapping[str, Any]
+    budget_tokens: float
+    n_tokens: Mapping[str, float]
+    weights: Mapping[str, float]
+    target_tokens: Mapping[str, float]
+    epochs: Mapping[str, float]
+    max_epochs: Mapping[str, float | None]
+    binding: Mapping[str, str]
+    solver: str = "closed_form"
+    status: str = "optimal"
+    objective: float | None = None
+    n_docs: Mapping[str, int | None] = field(default_factory=dict)
+    paths: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    utility: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("params", "n_tokens", "weights", "target_tokens", "epochs", "max_epochs",
+                     "binding", "n_docs", "paths", "utility"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(self.weights)
+
+
+def name_list(names: Sequence[str]) -> str:
+    """'a, b, c' or 'a, b, ... and 12 more' for error messages."""
+    names = list(names)
+    if len(names) <= MAX_NAMES_IN_MESSAGE:
+        return ", ".join(names)
+    return ", ".join(names[:MAX_NAMES_IN_MESSAGE]) + f" and {len(names) - MAX_NAMES_IN_MESSAGE} more"
+
+
+def fmt_tokens(x: float) -> str:
+    """12,345,678 for integral token counts, 3 significant decimals otherwise."""
+    if math.isfinite(x) and abs(x - round(x)) < 1e-6 * max(1.0, abs(x)):
+        return f"{int(round(x)):,}"
+    return f"{x:,.3f}"
+
+
+def is_number(x: Any) -> bool:
+    """A real number that is not a bool (numpy scalars included)."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
+def _n_tokens_of(name: str, spec: Any) -> tuple[Any, int | None, tuple[str, ...]]:
+    if is_number(spec):
+        return spec, None, ()
+    if isinstance(spec, Mapping):
+        if "n_tokens" not in spec:
+            raise InputError(f"source {name!r} has no 'n_tokens'; give its token count "
+                             f"(e.g. {{'n_tokens': 1000000}}) or run the count stage first")
+        n_docs, paths = spec.get("n_docs"), spec.get("paths") or ()
+        return spec["n_tokens"], n_docs, tuple(paths)
+    if hasattr(spec, "n_tokens"):
+        return spec.n_tokens, getattr(spec, "n_docs", None), tuple(getattr(spec, "paths", ()) or ())
+    raise InputError(f"source {name!r}: expected a token count, a mapping with 'n_tokens' or an "
+                     f"object with .n_tokens, got {type(spec).__name__}")
+
+
+def coerce_sources(sources: Mapping[str, Any]) -> dict[str, SourceSize]:
+    """Validate ``sources`` (name -> count | mapping | object with n_tokens) into SourceSize records.
+
+    Raises InputError for an empty mapping, non-string names, and counts that are not finite,
+    negative or zero; each message names the offending sources and the fix.
+    """
+    if not isinstance(sources, Mapping):
+        raise InputError(f"sources must be a mapping name -> token count, got {type(sources).__name__}")
+    if not sources:
+        raise InputError("no sources given; add at least one source with its token count")
+    out: dict[str, SourceSize] = {}
+    bad_type, not_finite, negative, zero = [], [], [], []
+    for name, spec in sources.items():
+        if not isinstance(name, str) or not name:
+            raise InputError(f"source names must be non-empty strings, got {name!r}")
+        n, n_docs, paths = _n_tokens_of(name, spec)
+        if not is_number(n):
+            bad_type.append(name)
+            continue
+        n = float(n)
+        if not math.isfinite(n):
+            not_finite.append(name)
+        elif n < 0:
+            negative.append(name)
+        elif n == 0:
+            zero.append(name)
+        if n_docs is not None and (not is_number(n_docs) or n_docs < 0 or int(n_docs) != n_docs):
+            raise InputError(f"source {name!r}: n_docs must be a non-negative integer, got {n_docs!r}")
+        out[name] = SourceSize(n_tokens=n, n_docs=None if n_docs is None else int(n_docs),
+                               paths=tuple(str(p) for p in paths))
+    if bad_type:
+        raise InputError(f"token counts of sources {name_list(bad_type)} are not numbers; "
+                         "give each source an int or float token count")
+    if not_finite:
+        raise InputError(f"token counts of sources {name_list(not_finite)} are NaN or infinite; "
+                         "re-run the count stage for them or fix their stats")
+    if negative:
+        raise InputError(f"token counts of sources {name_list(negative)} are negative; "
+                         "re-run the count stage for them or fix their stats")
+    if zero:
+        raise InputError(f"sources {name_list(zero)} have 0 tokens, so no weight can be honoured; "
+                         "remove them from the config or fix their paths (ingest found no text)")
+    return out
+
+
+def check_budget(budget_tokens: Any) -> float:
+    """A finite, positive token budget as float, or ConfigError."""
+    if not is_number(budget_tokens) or not math.isfinite(float(budget_tokens)) or budget_tokens <= 0:
+        raise ConfigError(f"budget_tokens must be a finite number of tokens > 0, got {budget_tokens!r}; "
+                          "set mix.budget_tokens, e.g. 2.0e9")
+    return float(budget_tokens)
+
+
+def resolve_max_epochs(max_epochs: float | Mapping[str, float] | None,
+                       names: Sequence[str]) -> np.ndarray:
+    """Per-source epoch caps as an array (inf where uncapped).
+
+    ``max_epochs`` is None (no cap), one number for all sources, or a mapping name -> cap that
+    must name every source (a cap of None in the mapping means uncapped).
+    """
+    def one(value: Any, where: str) -> float:
+        if value is None:
+            return math.inf
+        if not is_number(value) or math.isnan(float(value)) or value <= 0:
+            raise ConfigError(f"max_epochs{where} must be a number > 0 (or None for no cap), got {value!r}")
+        return float(value)
+
+    if isinstance(max_epochs, Mapping):
+        missing = [n for n in names if n not in max_epochs]
+        unknown = [n for n in max_epochs if n not in names]
+        if missing:
+            raise ConfigError(f"max_epochs gives no cap for sources {name_list(missing)}; "
+                              "add them (None = uncapped) or give one number for all sources")
+        if unknown:
+            raise ConfigError(f"max_epochs names unknown sources {name_list(unknown)}; "
+                              f"known sources are {name_list(list(names))}")
+        return np.array([one(max_epochs[n], f"[{n!r}]") for n in names], dtype=float)
+    return np.full(len(names), one(max_epochs, ""), dtype=float)
+
+
+def caps_as_dict(names: Sequence[str], caps: np.ndarray) -> dict[str, float | None]:
+    return {n: (None if math.isinf(c) else float(c)) for n, c in zip(names, caps)}
+
+
+def at_cap(weights: np.ndarray, weight_caps: np.ndarray) -> np.ndarray:
+    """True where a weight sits at its cap (relative tolerance CAP_RTOL)."""
+    finite = np.isfinite(weight_caps)
+    out = np.zeros(len(weights), dtype=bool)
+    out[finite] = weights[finite] >= weight_caps[finite] * (1 - CAP_RTOL) - 1e-15
+    return out
+
+
+def binding_labels(weights: np.ndarray, weight_caps: np.ndarray, free: str = NONE) -> list[str]:
+    """Per source: EPOCH_CAP at the cap, NONNEG at zero, else ``free`` (the method's own label)."""
+    capped = at_cap(weights, weight_caps)
+    return [EPOCH_CAP if c else NONNEG if w < ZERO_WEIGHT else free for w, c in zip(weights, capped)]

@@ -1,0 +1,78 @@
+"""The ``mix`` stage: stats (or packed windows) + optional utility table -> mixture.json + chart.
+
+Mixing happens after packing (DESIGN.md): when the ICP stages run, each source's token count is
+the tokens of its S-token windows (after semantic dedup and the dropped tail), so a weight is a
+share of windows' tokens; without them it is the ingest token count. ``budget_tokens: 0`` means
+"one pass over everything" (the sum of the sources' tokens).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+from ..config import RunConfig, to_plain
+from ..data.manifest import sha256_file
+from ..data.windows import windows_info
+from ..errors import ConfigError
+from .runner import Stage, StageContext, StageResult
+from .stages import load_stats
+
+
+def mix_inputs(config: RunConfig) -> tuple[str, ...]:
+    return ("count", "pack") if config.order is not None else ("count",)
+
+
+def mix_stats(ctx: StageContext) -> tuple[dict, dict | None, dict | None, int]:
+    """(stats used for solving, order block, window block, seq_len)."""
+    stats = load_stats(ctx.artifact("count"))
+    if ctx.config.order is None:
+        return stats, None, None, 2048
+    info = windows_info(ctx.artifact("pack"))
+    packed = copy.deepcopy(stats)
+    for name, entry in packed["sources"].items():
+        windows = info.sources.get(name)
+        if windows is None:
+            raise ConfigError(f"pack has no windows for source {name}; re-run the pack stage")
+        entry["n_tokens"] = int(windows["n_tokens"])
+        entry["n_docs"] = int(windows.get("n_docs", entry["n_docs"]))
+    order = {"method": "icp", "windows": os.path.relpath(ctx.artifact("pack"), ctx.artifact("mix"))}
+    window = {"tokens": info.window_tokens, "doc_separator": "eos",
+              "labels": "extra_token" if info.plus_one else "shift_within_window"}
+    return packed, order, window, info.seq_len
+
+
+def run_mix_stage(ctx: StageContext, tmp: Path) -> StageResult:
+    from ..data.mixture_manifest import build_mixture_manifest, write_mixture_manifest
+    from ..mixers import mix_from_stats, read_utility_table
+    from ..mixers.chart import plot_mixture
+
+    m = ctx.config.mix
+    stats, order, window, seq_len = mix_stats(ctx)
+    utility = read_utility_table(m.utility) if m.utility else None
+    budget = m.budget_tokens or float(sum(s["n_tokens"] for s in stats["sources"].values()))
+    mixture = mix_from_stats(stats, method=m.method, budget_tokens=budget, max_epochs=m.max_epochs,
+                             utility=utility, **m.params)
+    manifest = build_mixture_manifest(mixture, stats, seq_len=seq_len, seed=ctx.config.seed, order=order, window=window)
+    write_mixture_manifest(tmp / "mixture.json", manifest)
+    plot_mixture(manifest, tmp / "mixture.png")
+    return StageResult(
+        counts={"n_sources": len(manifest["sources"]), "budget_tokens": manifest["budget_tokens"]},
+        extra={"method": manifest["method"],
+               "weights": {s["name"]: s["weight"] for s in manifest["sources"]},
+               "epochs": {s["name"]: s["epochs"] for s in manifest["sources"]}},
+    )
+
+
+def mix_stage() -> Stage:
+    def config_slice(c: RunConfig) -> dict:
+        return {"mix": to_plain(c.mix), "seed": c.seed}
+
+    def utility_fingerprint(c: RunConfig):
+        if c.mix and c.mix.utility and Path(c.mix.utility).is_file():
+            return sha256_file(c.mix.utility)
+        return None
+
+    return Stage("mix", mix_inputs, 1, config_slice, run_mix_stage, extra_fingerprint=utility_fingerprint,
+                 enabled=lambda c: c.mix is not None, describe="mixture weights -> mixture.json")
