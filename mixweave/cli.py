@@ -138,6 +138,87 @@ def ingest(sources, out, text_field, id_field, tokenizer, max_doc_bytes, master,
         click.echo(f"{name:<16}{s['n_input']:>9,}{s['n_docs']:>9,}{s['n_quarantined']:>13,}{s['n_tokens']:>13,}  {reasons}")
 
 
+def print_mixture_table(manifest: dict) -> None:
+    total = sum(s["n_tokens"] for s in manifest["sources"]) or 1
+    method = manifest["method"]
+    click.echo(f"mixture: {method['name']} ({method['solver']}, {method['status']}), budget "
+               f"{manifest['budget_tokens']:,.0f} tokens, seq_len {manifest['seq_len']}")
+    click.echo(f"{'source':<16}{'tokens':>13}{'share':>8}{'weight':>8}{'target':>14}{'epochs':>8}{'cap':>6}  binding")
+    for s in manifest["sources"]:
+        cap = "-" if s["max_epochs"] is None else f"{s['max_epochs']:g}"
+        click.echo(f"{s['name']:<16}{s['n_tokens']:>13,.0f}{s['n_tokens'] / total:>8.3f}{s['weight']:>8.3f}"
+                   f"{s['target_tokens']:>14,.0f}{s['epochs']:>8.2f}{cap:>6}  {s['binding']}")
+
+
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Run config: mixes its count (and pack) outputs.")
+@click.option("--stats", "stats_path", type=click.Path(dir_okay=False), help="Without a config: a stats.json to mix.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. mix.method=utilimax.")
+@click.option("--method", help="Without a config: proportional|temperature|uniform|manual|unimax|utilimax|weakest-link.")
+@click.option("--budget-tokens", type=float, help="Without a config: the token budget (default: all tokens once).")
+@click.option("--max-epochs", type=float, default=4.0, show_default=True)
+@click.option("--utility", type=click.Path(dir_okay=False), help="Utility table (parquet/csv) for utilimax / weakest-link.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Method parameter, e.g. tau=0.7 (repeatable).")
+@click.option("--out", type=click.Path(), help="With --stats: folder for mixture.json + mixture.png. With --config: the run's out.")
+@click.option("--force", is_flag=True)
+def mix(config_path, stats_path, overrides, method, budget_tokens, max_epochs, utility, params, out, force):
+    """Solve mixture weights and write mixture.json + a PNG chart."""
+    import json
+
+    import yaml
+
+    from .errors import ConfigError
+
+    if bool(config_path) == bool(stats_path):
+        raise ConfigError("give exactly one of --config (a run config) or --stats (a stats.json)")
+    if config_path:
+        from .pipeline.runner import run_stages
+        from .pipeline.stages import build_stages
+
+        extra = list(overrides)
+        if method:
+            extra.append(f"mix.method={method}")
+        if budget_tokens:
+            extra.append(f"mix.budget_tokens={budget_tokens}")
+        if utility:
+            extra.append(f"mix.utility={utility}")
+        config = _load(config_path, tuple(extra), None, out)
+        if config.mix is None:
+            config = _load(config_path, tuple(extra) + ("mix.method=unimax",), None, out)
+        reports = run_stages(build_stages(), config, wanted=["mix"], force=force)
+        _print_reports(reports)
+        target = Path(config.out) / "mix"
+    else:
+        from .data.mixture_manifest import build_mixture_manifest, write_mixture_manifest
+        from .mixers import mix_from_stats, read_utility_table
+        from .mixers.chart import plot_mixture
+
+        if not method or not out:
+            raise ConfigError("with --stats, also give --method and --out")
+        try:
+            stats = json.loads(Path(stats_path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read {stats_path} as JSON ({exc}); pass the stats.json of a count stage") from None
+        kwargs = {}
+        for item in params:
+            if "=" not in item:
+                raise ConfigError(f"--param {item!r}: write it as key=value")
+            key, raw = item.split("=", 1)
+            kwargs[key] = yaml.safe_load(raw)
+        budget = budget_tokens or float(sum(s["n_tokens"] for s in stats.get("sources", {}).values()))
+        table = read_utility_table(utility) if utility else None
+        mixture = mix_from_stats(stats, method=method, budget_tokens=budget, max_epochs=max_epochs, utility=table, **kwargs)
+        manifest = build_mixture_manifest(mixture, stats, seq_len=2048, seed=0)
+        target = Path(out)
+        target.mkdir(parents=True, exist_ok=True)
+        write_mixture_manifest(target / "mixture.json", manifest)
+        plot_mixture(manifest, target / "mixture.png")
+    from .data.mixture_manifest import read_mixture_manifest
+
+    print_mixture_table(read_mixture_manifest(target / "mixture.json"))
+    click.echo(f"wrote {target / 'mixture.json'} and {target / 'mixture.png'}")
+
+
 @cli.command()
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path())
 def verify(artifacts):

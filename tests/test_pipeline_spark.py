@@ -1,0 +1,121 @@
+"""The whole plan on the real fixture corpus: ingest -> count -> embed -> knn -> dedup -> order -> pack -> mix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from mixweave.config import parse_config
+from mixweave.data.manifest import read_manifest, verify_stage
+from mixweave.data.mixture_manifest import read_mixture_manifest
+from mixweave.data.windows import read_windows, windows_info
+from mixweave.pipeline.runner import run_stages
+from mixweave.pipeline.stages import build_stages
+
+pytestmark = pytest.mark.spark
+
+SEQ_LEN = 256
+
+
+def config_for(out: Path, corpus_dir: Path, **extra):
+    sources = {d.name: {"paths": [str(d / "*.jsonl")]} for d in sorted(corpus_dir.iterdir()) if d.is_dir()}
+    data = {
+        "out": str(out), "seed": 3, "sources": sources,
+        "order": {"k": 8, "seq_len": SEQ_LEN, "max_tokens": 64, "batch_size": 64},
+        "mix": {"method": "unimax", "max_epochs": 4},
+    }
+    data.update(extra)
+    return parse_config(data)
+
+
+@pytest.fixture(scope="module")
+def full_run(spark, tmp_path_factory, corpus_dir):
+    out = tmp_path_factory.mktemp("pipeline") / "run"
+    reports = run_stages(build_stages(), config_for(out, corpus_dir))
+    return out, reports, corpus_dir
+
+
+def test_every_stage_ran_and_verifies(full_run):
+    out, reports, _ = full_run
+    assert [r.name for r in reports] == ["ingest", "count", "embed", "knn", "dedup", "order", "pack", "mix"]
+    assert all(r.status == "ran" for r in reports)
+    for r in reports:
+        verify_stage(out / r.name)
+
+
+def test_embeddings_are_normalised_and_aligned(full_run):
+    out, _, _ = full_run
+    manifest = read_manifest(out / "embed")
+    ingest = read_manifest(out / "ingest")
+    for source, info in manifest["embeddings"].items():
+        X = np.concatenate([np.load(out / "embed" / f) for f in info["files"]])
+        assert X.dtype == np.float32 and X.shape == (ingest["sources"][source]["n_docs"], 384)
+        np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-5)
+
+
+def test_order_is_a_permutation_of_kept_docs(full_run):
+    out, _, _ = full_run
+    for source, info in read_manifest(out / "dedup")["dedup"].items():
+        keep = np.load(out / "dedup" / source / "keep.npy")
+        order = np.load(out / "order" / source / "order.npy")
+        assert order.dtype == np.int64
+        assert sorted(order.tolist()) == np.flatnonzero(keep).tolist()
+        metrics = json.loads((out / "order" / source / "metrics.json").read_text())
+        if info["kept"] > 20:
+            # the ICP path links related documents far more often than a random order
+            assert metrics["mean_adjacent_cosine"] > metrics["random_order_mean_adjacent_cosine"]
+            assert metrics["jump_rate"] < metrics["random_order_jump_rate"]
+
+
+def test_windows_are_exact_and_hold_the_ordered_stream(full_run):
+    from mixweave.data.tokenizer import load_tokenizer
+
+    out, _, _ = full_run
+    info = windows_info(out / "pack")
+    tok = load_tokenizer()
+    for source, entry in info.sources.items():
+        windows = read_windows(out / "pack", source)
+        assert windows.shape == (entry["n_windows"], SEQ_LEN) and windows.dtype == np.uint16
+        if entry["n_windows"] == 0:
+            continue
+        # rebuild the EOS-joined stream in ICP order; un-shuffle windows with the spans' window ids
+        order = np.load(out / "order" / source / "order.npy")
+        texts = []
+        for f in read_manifest(out / "ingest")["sources"][source]["files"]:
+            texts.extend(pq.read_table(out / "ingest" / f, columns=["text"]).column("text").to_pylist())
+        stream = np.concatenate([np.append(tok.encode(texts[i]), tok.eos_id) for i in order])
+        spans = pq.read_table(out / "pack" / "spans" / source / "part-00000.parquet").to_pandas()
+        first_doc = spans.sort_values(["window_id", "start"]).groupby("window_id").first()
+        # every window appears in the stream exactly where its first span says
+        offsets = np.concatenate([[0], np.cumsum([len(tok.encode(texts[i])) + 1 for i in order])])
+        position = {int(d): offsets[k] for k, d in enumerate(order)}
+        for window_id, row in first_doc.head(20).iterrows():
+            begin = position[int(row["doc"])] + int(row["doc_offset"])
+            np.testing.assert_array_equal(windows[window_id], stream[begin : begin + SEQ_LEN])
+
+
+def test_mixture_uses_window_tokens(full_run):
+    out, _, _ = full_run
+    mixture = read_mixture_manifest(out / "mix" / "mixture.json")
+    info = windows_info(out / "pack")
+    assert mixture["order"] == {"method": "icp", "windows": "../pack"}
+    assert abs(sum(s["weight"] for s in mixture["sources"]) - 1) < 1e-9
+    for s in mixture["sources"]:
+        assert s["n_tokens"] == info.sources[s["name"]]["n_tokens"]
+        assert s["epochs"] <= s["max_epochs"] + 1e-9
+    assert (out / "mix" / "mixture.png").stat().st_size > 1000
+
+
+def test_rerun_skips_and_partitioning_does_not_change_bytes(full_run, tmp_path):
+    out, _, corpus_dir = full_run
+    again = run_stages(build_stages(), config_for(out, corpus_dir))
+    assert all(r.status == "skipped" for r in again)
+    other = tmp_path / "run"
+    run_stages(build_stages(), config_for(other, corpus_dir, spark={"partitions": 5}))
+    for stage in ("ingest", "embed", "knn", "dedup", "order", "pack"):
+        assert read_manifest(out / stage)["files"] == read_manifest(other / stage)["files"], stage
+    assert (out / "mix" / "mixture.json").read_bytes() == (other / "mix" / "mixture.json").read_bytes()

@@ -1,0 +1,102 @@
+"""Offline MiniLM encoder: local load, normalisation, input order, truncation, Arrow wrapper."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import collections  # noqa: E402
+import json  # noqa: E402
+import os.path  # noqa: E402
+import re  # noqa: E402
+import textwrap  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pytest  # noqa: E402
+
+from mixweave.errors import InputError  # noqa: E402
+from mixweave.retrieval.encoders import embed_texts, encode_batches, encode_table, load_encoder  # noqa: E402
+
+# Real text of varied length: stdlib docstrings plus a few hand-written sentences.
+DOCSTRINGS = [f.__doc__ for f in (json.dumps, json.loads, re.sub, re.compile, os.path.join, textwrap.dedent,
+                                   collections.Counter, collections.OrderedDict, sorted, zip)]
+SENTENCES = [
+    "A cat is sleeping on the warm windowsill.",
+    "The kitten curled up in a sunny spot by the window.",
+    "Quarterly revenue grew by twelve percent compared with last year.",
+    "The company's profits increased in the third quarter.",
+    "Photosynthesis converts light energy into chemical energy in plants.",
+    "",
+]
+TEXTS = [t for t in DOCSTRINGS if t] + SENTENCES
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return load_encoder("default", device="cpu")
+
+
+def test_default_encoder_loads_offline_and_is_cached(encoder):
+    assert load_encoder("default", device="cpu") is encoder
+    assert encoder.max_seq_length == 256
+
+
+def test_embeddings_are_normalised_float32_in_input_order(encoder):
+    E = embed_texts(encoder, TEXTS, batch_size=4)
+    assert E.dtype == np.float32 and E.shape == (len(TEXTS), 384)
+    np.testing.assert_allclose(np.linalg.norm(E, axis=1), 1.0, atol=1e-5)
+    one_by_one = np.stack([embed_texts(encoder, [t])[0] for t in TEXTS])
+    np.testing.assert_allclose(E, one_by_one, atol=2e-5)
+    cat, kitten, revenue, profit = (E[len(TEXTS) - 6 + i] for i in range(4))
+    assert cat @ kitten > 0.4 > cat @ revenue
+    assert revenue @ profit > cat @ profit
+    assert encoder.max_seq_length == 256  # restored after the call
+    assert embed_texts(encoder, []).shape == (0, 384)
+
+
+def test_truncation_to_max_tokens(encoder):
+    head = "the quick brown fox jumps over the lazy dog"
+    a = embed_texts(encoder, [head + " and then naps all afternoon in the garden"], max_tokens=9)
+    b = embed_texts(encoder, [head + " while the stock market crashes spectacularly"], max_tokens=9)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    c = embed_texts(encoder, [head + " while the stock market crashes spectacularly"], max_tokens=510)
+    assert float(a[0] @ c[0]) < 0.999  # the default (clamped to 254) sees the tail
+
+
+def test_encode_table_and_batches(encoder):
+    table = pa.table({"doc_id": [f"d{i}" for i in range(len(TEXTS))], "text": TEXTS, "source": ["x"] * len(TEXTS)})
+    out = encode_table(table, encoder)
+    assert out.column_names == ["doc_id", "embedding"]
+    assert out.schema.field("embedding").type == pa.list_(pa.float32(), 384)
+    assert out.column("doc_id").to_pylist() == table.column("doc_id").to_pylist()
+    E = np.asarray(out.column("embedding").combine_chunks().flatten()).reshape(-1, 384)
+    np.testing.assert_allclose(E, embed_texts(encoder, TEXTS), atol=1e-6)
+    batches = list(encode_batches(table.to_batches(max_chunksize=5), "default", device="cpu",
+                                  fixed_size_list=False))
+    assert sum(b.num_rows for b in batches) == len(TEXTS)
+    assert batches[0].schema.field("embedding").type == pa.list_(pa.float32())
+    with pytest.raises(InputError, match="null"):
+        encode_table(pa.table({"doc_id": ["a"], "text": pa.array([None], pa.string())}), encoder)
+    with pytest.raises(InputError, match="missing"):
+        encode_table(pa.table({"id": ["a"], "text": ["b"]}), encoder)
+
+
+def test_hub_names_and_missing_paths_are_refused(tmp_path):
+    with pytest.raises(InputError, match="not a local folder"):
+        load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+    with pytest.raises(InputError):
+        load_encoder(tmp_path / "nope", device="cpu")
+    with pytest.raises(InputError, match="modules.json"):
+        load_encoder(tmp_path, device="cpu")
+
+
+@pytest.mark.gpu
+def test_cuda_encoder_matches_cpu(encoder):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA not available")
+    gpu = load_encoder("default", device="cuda")
+    np.testing.assert_allclose(embed_texts(gpu, TEXTS), embed_texts(encoder, TEXTS), atol=1e-3)
