@@ -214,15 +214,42 @@ def run_pack_stage(ctx: StageContext, tmp: Path) -> StageResult:
         doc_index = pa.array(order[np.asarray(spans.column("doc").to_numpy())], pa.int64()) if len(spans) else pa.array([], pa.int64())
         spans = spans.set_column(spans.schema.get_field_index("doc"), "doc", doc_index)
         files = write_windows_files(tmp, source, packed.windows, spans)
+        metrics = window_quality(ctx, source, order, packed)
+        (tmp / "metrics").mkdir(exist_ok=True)
+        write_json_atomic(tmp / "metrics" / f"{source}.json", metrics)
         per_source[source] = {"n_windows": packed.n_windows, "n_tokens": int(packed.n_windows * o.seq_len),
                               "files": files, "dropped_tokens": int(packed.dropped_tokens),
-                              "n_docs": int(order.size), "stream_tokens": int(packed.stream_tokens)}
+                              "n_docs": int(order.size), "stream_tokens": int(packed.stream_tokens),
+                              "window_pairwise_cosine_mean": metrics.get("window_pairwise_cosine_mean"),
+                              "jump_rate": metrics.get("jump_rate")}
     section = windows_section(o.seq_len, o.plus_one, tokenizer.info, per_source)
     return StageResult(
         counts={"n_windows": sum(s["n_windows"] for s in per_source.values()),
                 "n_tokens": sum(s["n_tokens"] for s in per_source.values())},
         timings={"pack_s": round(time.perf_counter() - started, 3)}, extra={"windows": section},
     )
+
+
+def window_quality(ctx: StageContext, source: str, order: np.ndarray, packed) -> dict:
+    """Order metrics including the window ones (coherence inside windows, diversity between
+    adjacent windows) for one source; ``order`` holds source doc indices, ``packed`` was built
+    from the ordered documents (span_doc = position in ``order``)."""
+    import dataclasses
+
+    from ..retrieval import order_metrics, restrict_knn
+
+    keep = np.load(ctx.artifact("dedup") / source / "keep.npy")
+    kept_index = np.flatnonzero(keep)
+    if kept_index.size < 3 or packed.n_windows == 0:
+        return {"n_docs": int(kept_index.size), "n_windows": packed.n_windows}
+    I, D = load_knn(ctx.artifact("knn"), source)
+    I_k, D_k = restrict_knn(I, D, keep)
+    X = load_embeddings(ctx.artifact("embed"), source)[kept_index]
+    path = np.searchsorted(kept_index, order)  # order in the kept numbering
+    remapped = dataclasses.replace(packed, span_doc=path[packed.span_doc])
+    metrics = order_metrics(X, path, I_k, D_k, packed=remapped, seed=ctx.config.seed)
+    metrics["n_windows"] = packed.n_windows
+    return _finite(metrics)
 
 
 def icp_stages() -> list[Stage]:
@@ -238,7 +265,7 @@ def icp_stages() -> list[Stage]:
               enabled=enabled, describe="semantic near-duplicate removal"),
         Stage("order", ("knn", "dedup", "embed"), 1, lambda c: {"seed": c.seed}, run_order_stage, enabled=enabled,
               describe="ICP traversal (Algorithm 1) per source"),
-        Stage("pack", ("ingest", "order"), 1,
+        Stage("pack", ("ingest", "order", "knn", "dedup", "embed"), 1,
               lambda c: {"seq_len": c.order.seq_len, "plus_one": c.order.plus_one, "shuffle": c.order.shuffle,
                          "seed": c.seed, "tokenizer": to_plain(c.tokenizer)},
               run_pack_stage, enabled=enabled, describe="EOS-joined stream cut into exact windows"),

@@ -1,0 +1,134 @@
+"""What every exporter shares: the plan, window conversions, token dtypes, paths, YAML.
+
+Window conventions. A pack stores windows of S tokens, or S+1 tokens overlapping the next stream
+window by one (``plus_one``). A window always counts S training tokens. Targets want:
+
+* S tokens (Megatron doc, OLMo-core instance, MDS row, HF row): an S+1 window drops its last token
+  (the reader supplies that label: Megatron takes the first token of the next shuffled window;
+  OLMo/MDS/HF models shift labels inside the row);
+* S+1 tokens (datatrove/nanotron): an S+1 window is written as is; an S window borrows the first
+  token of the next window *in written order* as its last label -- exactly what Megatron does at
+  every sample boundary. Packing with ``plus_one`` gives true labels instead.
+
+Weights. Every exporter states the plan's window counts T_i (see :mod:`mixweave.trainer.plan`):
+relative-weight trainers get ``T_i / sum T``, absolute ones get ``T_i`` samples, repetition caps
+get the mixture's ``max_epochs``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mixweave.data.windows import WindowsInfo, read_windows
+from mixweave.errors import InputError
+from mixweave.trainer.plan import MixturePlan
+
+log = logging.getLogger(__name__)
+
+
+def token_dtype(vocab_size: int, *, signed: bool = False) -> np.dtype:
+    """uint16 when every id fits (vocab <= 65536), else uint32 (int32 for readers without uint32)."""
+    if vocab_size <= 65536:
+        return np.dtype(np.uint16)
+    if vocab_size > 2**31 and signed:
+        raise InputError(f"vocab_size {vocab_size} does not fit int32")
+    return np.dtype(np.int32 if signed else np.uint32)
+
+
+@dataclass
+class ExportContext:
+    """Inputs of one export: the plan, the pack, where the output will finally live."""
+
+    pack_dir: Path
+    mixture_path: Path
+    plan: MixturePlan
+    info: WindowsInfo
+    final_dir: Path
+    path_prefix: str  # how blend/stream files refer to final_dir (default: its absolute path)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seq_len(self) -> int:
+        return self.plan.seq_len
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.info.tokenizer["vocab_size"])
+
+    @property
+    def eos_id(self) -> int:
+        return int(self.info.tokenizer["eos_id"])
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.plan.names
+
+    def active(self) -> list[str]:
+        """Sources the plan draws from (zero-target sources are exported but left out of blends)."""
+        return [s.name for s in self.plan.sources if s.target_windows > 0]
+
+    def ref(self, rel: str) -> str:
+        """``rel`` (a path inside the export folder) as the trainer config should name it."""
+        return f"{self.path_prefix.rstrip('/')}/{rel}" if self.path_prefix else rel
+
+    def windows(self, name: str) -> np.ndarray:
+        return read_windows(self.pack_dir, name)
+
+    def windows_s(self, name: str, dtype: np.dtype) -> np.ndarray:
+        """``[W, S]`` windows in ``dtype`` (S+1 windows lose their last token)."""
+        w = self.windows(name)
+        return np.ascontiguousarray(w[:, : self.seq_len], dtype=dtype)
+
+    def windows_s_plus_one(self, name: str, dtype: np.dtype) -> np.ndarray:
+        """``[W, S+1]`` windows in ``dtype`` (S windows borrow the next window's first token)."""
+        w = self.windows(name)
+        if self.plan.plus_one:
+            return np.ascontiguousarray(w, dtype=dtype)
+        out = np.empty((w.shape[0], self.seq_len + 1), dtype=dtype)
+        out[:, : self.seq_len] = w
+        if w.shape[0]:
+            out[:, self.seq_len] = np.roll(w[:, 0], -1)
+        return out
+
+    def window_convention(self, target: str) -> str:
+        pack = f"S+1={self.seq_len + 1} (overlapping)" if self.plan.plus_one else f"S={self.seq_len}"
+        if target == "S":
+            return f"pack windows of {pack} -> rows of S={self.seq_len}" + (" (last token dropped)" if self.plan.plus_one else "")
+        return f"pack windows of {pack} -> rows of S+1={self.seq_len + 1}" + (
+            "" if self.plan.plus_one else " (last label = first token of the next written window)")
+
+
+def materialized_indices(n_windows: int, target: int, seed: int, salt: int) -> np.ndarray:
+    """Window indices for ``target`` draws from ``n_windows``: whole seeded permutations (epochs)
+    then a prefix of one more -- no window repeats before all were used."""
+    if target <= 0:
+        return np.zeros(0, np.int64)
+    parts, left, epoch = [], int(target), 0
+    while left > 0:
+        perm = np.random.default_rng([seed, salt, epoch]).permutation(n_windows)
+        parts.append(perm[:left])
+        left -= min(left, n_windows)
+        epoch += 1
+    return np.concatenate(parts).astype(np.int64)
+
+
+def dump_yaml(value: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, sort_keys=False, default_flow_style=False, width=120)
+
+
+def fmt_weight(w: float) -> str:
+    return f"{w:.12g}"
+
+
+def human_count(n: int) -> str:
+    for unit, div in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= div:
+            return f"{n / div:.1f}{unit}"
+    return str(n)

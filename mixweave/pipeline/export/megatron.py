@@ -1,0 +1,87 @@
+"""Megatron-LM / Megatron-Core / NeMo 2 / Megatron-Bridge / GPT-NeoX: ``.bin`` + ``.idx``.
+
+Layout (MMIDIDX version 1, ecosystem.md section 1): per source ``<name>_text_document.bin`` =
+the windows back to back (little-endian uint16 when the vocabulary fits, else int32 -- the dtype
+Megatron-Core infers from the vocab size when ``--per-dataset-sequences-path`` is used) and
+``.idx`` = header, sizes (all S), byte pointers, doc_idx ``[0..W]`` (W + 1 entries).
+
+Each window is one document of exactly S tokens. GPTDataset cuts samples of S+1 tokens overlapping
+by one; with S-token documents every sample is one whole window plus the first token of the next
+(shuffled) window as the last label, so ICP windows survive Megatron's shuffles intact. One epoch
+of W windows yields W-1 samples.
+
+Weights: ``--data-path w1 p1 w2 p2`` with ``w_i = T_i / sum T`` -- Megatron normalises weights and
+treats them as shares of *samples*, i.e. of tokens. Repetition is implicit: asked for
+``N * w_i`` samples, a dataset adds whole epochs until it has enough. With
+``--train-samples N`` (N = sum T_i, written to ``megatron_args.txt``) each source is drawn
+T_i times = its planned epochs. Megatron does not enforce epoch caps; the plan already did.
+
+Cost: one sequential write of the windows (memory: one source's windows at a time).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mixweave.pipeline.export.common import ExportContext, fmt_weight, token_dtype
+
+MAGIC = b"MMIDIDX\x00\x00"
+DTYPE_CODES = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4}
+
+
+def write_indexed(prefix: Path, windows: np.ndarray) -> None:
+    """``prefix.bin`` + ``prefix.idx`` with one document per row of ``windows`` ([W, S])."""
+    n, s = windows.shape
+    dtype = windows.dtype
+    with open(f"{prefix}.bin", "wb") as fh:
+        windows.tofile(fh)
+    sizes = np.full(n, s, dtype=np.int32)
+    pointers = np.arange(n, dtype=np.int64) * (s * dtype.itemsize)
+    doc_idx = np.arange(n + 1, dtype=np.int64)
+    with open(f"{prefix}.idx", "wb") as fh:
+        fh.write(MAGIC + struct.pack("<Q", 1) + struct.pack("<B", DTYPE_CODES[dtype]))
+        fh.write(struct.pack("<Q", n) + struct.pack("<Q", n + 1))
+        fh.write(sizes.tobytes() + pointers.tobytes() + doc_idx.tobytes())
+
+
+def export_megatron(ctx: ExportContext, tmp: Path) -> dict[str, Any]:
+    dtype = token_dtype(ctx.vocab_size, signed=True)
+    prefixes, files = {}, []
+    for name in ctx.names:
+        rel = f"{name}_text_document"
+        write_indexed(tmp / rel, ctx.windows_s(name, dtype))
+        prefixes[name] = ctx.ref(rel)
+        files += [f"{rel}.bin", f"{rel}.idx"]
+    weights = ctx.plan.realized_weights
+    active = ctx.active()
+    blend = []
+    for name in active:
+        blend += [fmt_weight(weights[name]), prefixes[name]]
+    (tmp / "data_path.txt").write_text(" ".join(blend) + "\n", encoding="utf-8")
+    per_split = {"train": blend, "valid": None, "test": None}
+    (tmp / "data_args.json").write_text(json.dumps(per_split, indent=2) + "\n", encoding="utf-8")
+    sequences = {prefixes[n]: [ctx.plan.source(n).n_windows, ctx.plan.source(n).n_windows + 1] for n in ctx.names}
+    (tmp / "sequences_per_dataset.json").write_text(json.dumps(sequences, indent=2) + "\n", encoding="utf-8")
+    n_samples = ctx.plan.total_windows
+    args = [
+        f"--seq-length {ctx.seq_len}",
+        f"--train-samples {n_samples}   # = sum of planned windows: each source drawn T_i times",
+        f"--data-path {' '.join(blend)}",
+        "--split 100,0,0",
+        f"# or: --per-split-data-args-path {ctx.ref('data_args.json')}",
+        f"--per-dataset-sequences-path {ctx.ref('sequences_per_dataset.json')}",
+        f"--seed {ctx.plan.seed}",
+        "# leave --reset-attention-mask off for ICP windows (cross-document attention is the point)",
+    ]
+    (tmp / "megatron_args.txt").write_text("\n".join(args) + "\n", encoding="utf-8")
+    return {
+        "dtype": str(dtype), "prefixes": prefixes, "data_path": " ".join(blend),
+        "weights": {n: weights[n] for n in active}, "train_samples": n_samples,
+        "window": ctx.window_convention("S") + "; each window one document",
+        "files": files + ["data_path.txt", "data_args.json", "sequences_per_dataset.json", "megatron_args.txt"],
+    }
