@@ -93,7 +93,38 @@ def run(config_path, overrides, master, out, stages, force):
     if any(r.name == "count" for r in reports):
         click.echo(f"\nper-source statistics ({count_dir / 'stats.json'}):")
         print_stats_table(load_stats(count_dir))
-    click.echo(f"\nresults: {Path(config.out).resolve()}")
+    mixture = Path(config.out) / "mix" / "mixture.json"
+    if any(r.name == "mix" and r.status != "disabled" for r in reports) and mixture.is_file():
+        from .data.mixture_manifest import read_mixture_manifest
+
+        click.echo("")
+        print_mixture_table(read_mixture_manifest(mixture))
+    if not stages:
+        from .pipeline.report import write_report
+
+        report = write_report(config.out, Path(config.out) / "report.html", utility_path=_utility_path(config))
+        click.echo(f"\nreport: {report.resolve()}")
+    click.echo(f"results: {Path(config.out).resolve()}")
+
+
+def _utility_path(config):
+    return config.mix.utility if config.mix is not None and config.mix.utility else None
+
+
+@cli.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@click.option("--out", help="Run folder (overrides out).")
+def report(config_path, overrides, out):
+    """Write OUT/report.html from the artifacts of a run (re-runs nothing)."""
+    from .errors import ConfigError
+    from .pipeline.report import write_report
+
+    config = _load(config_path, overrides, None, out)
+    if not Path(config.out).is_dir():
+        raise ConfigError(f"run folder {config.out} does not exist; run `mixweave run {config_path}` first")
+    target = write_report(config.out, Path(config.out) / "report.html", utility_path=_utility_path(config))
+    click.echo(f"report: {target.resolve()}")
 
 
 @cli.command()

@@ -119,3 +119,31 @@ def test_rerun_skips_and_partitioning_does_not_change_bytes(full_run, tmp_path):
     for stage in ("ingest", "embed", "knn", "dedup", "order", "pack"):
         assert read_manifest(out / stage)["files"] == read_manifest(other / stage)["files"], stage
     assert (out / "mix" / "mixture.json").read_bytes() == (other / "mix" / "mixture.json").read_bytes()
+
+
+def test_report_renders_in_headless_chromium(full_run, tmp_path):
+    import shutil
+    import subprocess
+
+    from mixweave.pipeline.report import write_report
+
+    out, _, _ = full_run
+    report = write_report(out, tmp_path / "report.html")
+    text = report.read_text()
+    for heading in ("Sources", "Quarantine", "Mixture: unimax", "In-Context Pretraining order", "Stage timings"):
+        assert heading in text
+    assert "<script" not in text and text.count("data:image/png;base64,") >= 3
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed here (apt-get install chromium); the HTML itself was checked")
+    result = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'chromium'}", "--enable-logging=stderr", "--v=0",
+         "--dump-dom", report.as_uri()],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Stage timings" in result.stdout and result.stdout.count("<img") >= 3
+    console = [line for line in result.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert console == [], console

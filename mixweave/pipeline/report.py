@@ -1,0 +1,236 @@
+"""The run report: one self-contained HTML page (PNG charts inlined as data URIs, no scripts).
+
+Sections, each present when its stages ran: per-source statistics and quarantine by reason;
+mixture weights next to token shares and epochs against caps; the source x benchmark utility
+heatmap with its intervals; ICP quality (adjacent-cosine histogram of the ICP order against a
+random order, jump rate, window coherence) and dedup counts; stage timings. Everything is read
+from the stage artifacts (manifests, stats.json, mixture.json, metrics), so the report can be
+re-made at any time without re-running a stage.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.manifest import read_manifest
+
+STAGE_ORDER = ("ingest", "count", "embed", "knn", "dedup", "order", "pack", "utility", "mix", "export", "train")
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:,.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
+        if isinstance(v, int):
+            return f"{v:,}"
+        return html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def chart_mixture(mixture: dict) -> bytes:
+    import tempfile
+
+    from ..mixers.chart import plot_mixture
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = plot_mixture(mixture, Path(tmp) / "mixture.png")
+        return out.read_bytes()
+
+
+def chart_utility(table) -> bytes:
+    """Heatmap of scores normalised per benchmark, annotated with mean and (when known) +-1.96 std."""
+    scores = np.asarray(table.scores, float)
+    lo, hi = scores.min(0, keepdims=True), scores.max(0, keepdims=True)
+    normed = (scores - lo) / np.where(hi > lo, hi - lo, 1.0)
+    fig = _figure(1.4 + 1.2 * len(table.benchmarks), 1.2 + 0.45 * len(table.sources))
+    ax = fig.subplots()
+    image = ax.imshow(normed, cmap="viridis", aspect="auto", vmin=0, vmax=1)
+    ax.set_xticks(range(len(table.benchmarks)), table.benchmarks, rotation=30, ha="right")
+    ax.set_yticks(range(len(table.sources)), table.sources)
+    for i in range(scores.shape[0]):
+        for j in range(scores.shape[1]):
+            text = f"{scores[i, j]:.3g}"
+            if table.std is not None:
+                text += f"\n±{1.96 * table.std[i, j]:.2g}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if normed[i, j] < 0.6 else "black")
+    fig.colorbar(image, ax=ax, label="utility, normalised per benchmark")
+    ax.set_title("utility: source x benchmark (raw mean, 95% half-interval)")
+    return _png(fig)
+
+
+def adjacent_cosines(out: Path, source: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
+    from .icp_stages import load_embeddings
+
+    order_file = out / "order" / source / "order.npy"
+    if not order_file.is_file() or read_manifest(out / "embed") is None:
+        return None
+    order = np.load(order_file)
+    if order.size < 3:
+        return None
+    X = load_embeddings(out / "embed", source)
+    icp = np.einsum("ij,ij->i", X[order[:-1]], X[order[1:]])
+    rand = np.random.default_rng(seed).permutation(order)
+    random = np.einsum("ij,ij->i", X[rand[:-1]], X[rand[1:]])
+    return icp, random
+
+
+def chart_icp(out: Path, sources: list[str]) -> bytes | None:
+    pairs = {s: adjacent_cosines(out, s) for s in sources}
+    icp = [v[0] for v in pairs.values() if v is not None]
+    rnd = [v[1] for v in pairs.values() if v is not None]
+    if not icp:
+        return None
+    fig = _figure(8, 3.6)
+    ax = fig.subplots()
+    bins = np.linspace(-0.2, 1.0, 49)
+    ax.hist(np.concatenate(rnd), bins=bins, alpha=0.6, color="#bbbbbb", label="random order", density=True)
+    ax.hist(np.concatenate(icp), bins=bins, alpha=0.7, color="#1f77b4", label="ICP order", density=True)
+    ax.set_xlabel("cosine between consecutive documents")
+    ax.set_ylabel("density")
+    ax.set_title("adjacent-document cosine, all sources")
+    ax.legend()
+    return _png(fig)
+
+
+def chart_counts(title: str, counts: dict[str, dict[str, int]]) -> bytes | None:
+    reasons = sorted({r for per in counts.values() for r in per})
+    if not reasons:
+        return None
+    sources = sorted(counts)
+    fig = _figure(8, 1.2 + 0.35 * len(sources))
+    ax = fig.subplots()
+    left = np.zeros(len(sources))
+    for reason in reasons:
+        values = np.array([counts[s].get(reason, 0) for s in sources], float)
+        ax.barh(range(len(sources)), values, left=left, label=reason)
+        left += values
+    ax.set_yticks(range(len(sources)), sources)
+    ax.set_xlabel("records")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def chart_timings(timings: dict[str, float]) -> bytes:
+    names = list(timings)
+    fig = _figure(8, 1.0 + 0.3 * len(names))
+    ax = fig.subplots()
+    ax.barh(range(len(names)), [timings[n] for n in names], color="#2ca02c")
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds (last run of each stage)")
+    ax.set_title("stage timings")
+    return _png(fig)
+
+
+def build_report(out: str | Path, *, utility_path: str | Path | None = None, title: str = "mixweave run") -> str:
+    """The HTML text of the report for the run folder ``out``."""
+    out = Path(out)
+    manifests = {name: read_manifest(out / name) for name in STAGE_ORDER if (out / name / "_manifest.json").is_file()}
+    parts = [f"<h1>{html.escape(title)}</h1><p>run folder: <code>{html.escape(str(out.resolve()))}</code></p>"]
+
+    stats_file = out / "count" / "stats.json"
+    if stats_file.is_file():
+        stats = json.loads(stats_file.read_text())
+        rows = [[n, s["n_docs"], s["n_tokens"], round(s["n_bytes"] / 1e6, 2), s["n_quarantined"]]
+                for n, s in sorted(stats["sources"].items())]
+        parts.append("<h2>Sources</h2>" + _table(["source", "docs", "tokens", "MB", "quarantined"], rows))
+        tok = stats.get("tokenizer", {})
+        parts.append(f"<p>tokenizer: {html.escape(str(tok.get('name')))}, vocab {tok.get('vocab_size')}, "
+                     f"sha256 <code>{html.escape(str(tok.get('sha256', ''))[:16])}…</code></p>")
+    if "ingest" in manifests:
+        drops = manifests["ingest"].get("drops", {})
+        png = chart_counts("quarantined records by reason", drops)
+        counts = manifests["ingest"]["counts"]
+        parts.append(f"<h2>Quarantine</h2><p>input {counts.get('n_input', 0):,} = kept {counts.get('n_docs', 0):,} + "
+                     f"quarantined {counts.get('n_quarantined', 0):,}</p>" + (_img(png, "quarantine") if png else "<p>nothing quarantined</p>"))
+
+    mixture_file = out / "mix" / "mixture.json"
+    if mixture_file.is_file():
+        from ..data.mixture_manifest import read_mixture_manifest
+
+        mixture = read_mixture_manifest(mixture_file)
+        method = mixture["method"]
+        rows = [[s["name"], s["n_tokens"], s["weight"], s["target_tokens"], s["epochs"],
+                 "-" if s["max_epochs"] is None else s["max_epochs"], s["binding"]] for s in mixture["sources"]]
+        parts.append(f"<h2>Mixture: {html.escape(method['name'])}</h2><p>budget {mixture['budget_tokens']:,.0f} tokens, "
+                     f"solver {html.escape(str(method['solver']))} ({html.escape(str(method['status']))}), "
+                     f"seq_len {mixture['seq_len']}</p>" + _img(chart_mixture(mixture), "mixture weights and epochs")
+                     + _table(["source", "tokens", "weight", "target tokens", "epochs", "cap", "binding"], rows))
+
+    utility_file = Path(utility_path) if utility_path else out / "utility" / "utility.parquet"
+    if utility_file.is_file():
+        from ..mixers import read_utility_table
+
+        table = read_utility_table(utility_file)
+        parts.append("<h2>Utility</h2>" + _img(chart_utility(table), "utility heatmap"))
+
+    if "order" in manifests:
+        sources = sorted(manifests["order"].get("order", {}))
+        png = chart_icp(out, sources)
+        rows = []
+        for s in sources:
+            metrics_file = out / "pack" / "metrics" / f"{s}.json"
+            m = json.loads(metrics_file.read_text()) if metrics_file.is_file() else manifests["order"]["order"][s]
+            rows.append([s, m.get("n_docs"), m.get("mean_adjacent_cosine"), m.get("random_order_mean_adjacent_cosine"),
+                         m.get("ratio_to_ceiling"), m.get("jump_rate"), m.get("window_pairwise_cosine_mean"),
+                         m.get("n_windows")])
+        parts.append("<h2>In-Context Pretraining order</h2>" + (_img(png, "adjacent cosine histogram") if png else "")
+                     + _table(["source", "docs", "adjacent cos", "random order", "ratio to NN ceiling", "jump rate",
+                               "in-window cos", "windows"], [[("-" if v is None else v) for v in r] for r in rows]))
+    if "dedup" in manifests:
+        d = manifests["dedup"]
+        rows = [[s, e["n_docs"], e["removed"], e["pairs"]] for s, e in sorted(d.get("dedup", {}).items())]
+        parts.append(f"<h2>Semantic dedup (cosine ≥ {d.get('threshold')})</h2>"
+                     + _table(["source", "docs", "removed", "pairs"], rows))
+
+    timings = {name: float(m.get("timings", {}).get("total_s", 0.0)) for name, m in manifests.items()}
+    if timings:
+        parts.append("<h2>Stage timings</h2>" + _img(chart_timings(timings), "stage timings"))
+    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+             "th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%}")
+    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def write_report(out: str | Path, target: str | Path, **kwargs) -> Path:
+    """Write the report atomically (temp file + rename)."""
+    import os
+    import uuid
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(build_report(out, **kwargs), encoding="utf-8")
+    os.replace(tmp, target)
+    return target
