@@ -121,7 +121,7 @@ def test_lam_n_and_risk_diagonal_and_logged_defaults(caplog):
     assert solve(SIZES, 1e8, "utilimax", utility=UTILITY, lam="n").params["lam"] == 3.0
 
 
-def test_dpp_resolve_gives_same_answer_as_first_solve():
+def test_repeated_solve_gives_the_same_answer():
     first = solve(SIZES, 3e8, "utilimax", utility=UTILITY, lam=0.5)
     solve(SIZES, 1e8, "utilimax", utility=UTILITY, lam=2.0)  # same shape, other parameters
     again = solve(SIZES, 3e8, "utilimax", utility=UTILITY, lam=0.5)
@@ -219,3 +219,16 @@ def test_normalize_utility():
     assert normalize_utility(scores, "max")[0][0].tolist() == pytest.approx([1 / 3, 1.0, 0.5])
     with pytest.raises(InputError, match="minmax"):
         normalize_utility(-scores, "max")
+
+
+def test_concurrent_solves_agree_with_serial_ones():
+    """Programs are built per call (no shared cvxpy state), so threads need no lock."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    lams = [0.1, 0.5, 1.0, 2.0] * 3
+    serial = [values(solve(SIZES, 3e8, "utilimax", utility=UTILITY, lam=lam).weights) for lam in lams]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        threaded = list(pool.map(
+            lambda lam: values(solve(SIZES, 3e8, "utilimax", utility=UTILITY, lam=lam).weights), lams))
+    for got, want in zip(threaded, serial):
+        assert got == pytest.approx(want, abs=1e-9)

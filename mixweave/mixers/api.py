@@ -21,8 +21,9 @@ import numpy as np
 from mixweave.errors import ConfigError, InputError
 from mixweave.mixers import capping
 from mixweave.mixers.manual import manual_weights
-from mixweave.mixers.mixture import (BUDGET_SHARE, NONE, Mixture, binding_labels, caps_as_dict,
-                                     check_budget, coerce_sources, is_number, resolve_max_epochs)
+from mixweave.mixers.mixture import (BUDGET_SHARE, NONE, Mixture, SourceColumn, binding_array,
+                                     caps_as_dict, caps_as_list, check_budget, is_number,
+                                     resolve_max_epochs, source_columns)
 from mixweave.mixers.proportional import proportional_weights
 from mixweave.mixers.temperature import temperature_weights
 from mixweave.mixers.uniform import uniform_weights
@@ -218,8 +219,7 @@ def solve_with_caps(sources: Mapping[str, Any], budget_tokens: float, method: st
                     params: Mapping[str, Any]) -> Mixture:
     """:func:`solve` with ``max_epochs`` also accepted as an array of per-source caps >= 0 (inf =
     uncapped) in source order, as multi-phase solving needs (a used-up source has cap 0)."""
-    records = coerce_sources(sources)
-    names = tuple(records)
+    names, n_tokens, n_docs, paths = source_columns(sources)
     budget = check_budget(budget_tokens)
     spec = method_spec(method)
     unknown = sorted(set(params) - spec.params)
@@ -236,26 +236,30 @@ def solve_with_caps(sources: Mapping[str, Any], budget_tokens: float, method: st
             max_epochs = DEFAULT_MAX_EPOCHS
             logger.info("%s: max_epochs not set, using %g", spec.name, max_epochs)
         caps = resolve_max_epochs(max_epochs, names)
-    n_tokens = np.array([records[n].n_tokens for n in names])
     req = _Request(names, n_tokens, budget, caps, capping.weight_caps(n_tokens, caps, budget))
     outcome = spec.run(req, dict(params))
     weights = outcome.weights
     target = weights * budget
+    index: list = [None]  # one name -> position index, built on first lookup, for every column
+
+    def column(values: Any) -> SourceColumn:
+        return SourceColumn(names, values, index)
+
     return Mixture(
         method=spec.name,
         params={"max_epochs": _max_epochs_param(names, caps), **outcome.params},
         budget_tokens=budget,
-        n_tokens=dict(zip(names, map(float, n_tokens))),
-        weights=dict(zip(names, map(float, weights))),
-        target_tokens=dict(zip(names, map(float, target))),
-        epochs=dict(zip(names, map(float, target / n_tokens))),
-        max_epochs=caps_as_dict(names, caps),
-        binding=dict(zip(names, binding_labels(weights, req.weight_caps, outcome.free_binding))),
+        n_tokens=column(n_tokens),
+        weights=column(weights),
+        target_tokens=column(target),
+        epochs=column(target / n_tokens),
+        max_epochs=column(caps if np.all(np.isfinite(caps)) else caps_as_list(caps)),
+        binding=column(binding_array(weights, req.weight_caps, outcome.free_binding)),
         solver=outcome.solver,
         status=outcome.status,
         objective=outcome.objective,
-        n_docs={n: records[n].n_docs for n in names},
-        paths={n: records[n].paths for n in names},
+        n_docs=column(n_docs),
+        paths=column(paths),
         utility=outcome.utility,
     )
 

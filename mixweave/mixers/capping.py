@@ -53,7 +53,8 @@ def check_fixed_weights_fit(names: Sequence[str], weights: np.ndarray, n_tokens:
     if not np.any(over):
         return
     positive = weights > 0
-    largest = float(np.min(max_epochs[positive] * n_tokens[positive] / weights[positive]))
+    with np.errstate(over="ignore"):  # a tiny weight allows an unbounded budget (inf), not a min
+        largest = float(np.min(max_epochs[positive] * n_tokens[positive] / weights[positive]))
     offenders = [f"{n} ({e:.4g} > {c:g} epochs)" for n, e, c, o in zip(names, epochs, max_epochs, over) if o]
     raise InfeasibleError(
         f"{method} weights break the epoch cap for sources {name_list(offenders)} at "
