@@ -21,7 +21,7 @@ test: $(STAMP) check-java
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP) check-java
-	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/run_all.py --json bench/results.json
 
 install: $(STAMP)
 
@@ -31,6 +31,8 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -c constraints-cpu.txt torch==2.13.0
 	$(BIN)/pip install -q --disable-pip-version-check -c constraints-cpu.txt -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints-cpu.txt --no-deps mosaicml-streaming==0.13.0
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints-cpu.txt 'xxhash<4' 'zstd<2' 'python-snappy<1' brotli 'catalogue<3'
 	touch $(STAMP)
 
 check-java:

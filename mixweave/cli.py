@@ -108,7 +108,9 @@ def run(config_path, overrides, master, out, stages, force):
 
 
 def _utility_path(config):
-    return config.mix.utility if config.mix is not None and config.mix.utility else None
+    if config.mix is not None and config.mix.utility:
+        return config.mix.utility
+    return None  # the report finds OUT/utility/utility.parquet by itself
 
 
 @cli.command()
@@ -263,8 +265,15 @@ def verify(artifacts):
 
 def _attach_optional_commands() -> None:
     from .corpus.cli import corpus
+    from .mixers.utility.cli import utility_command
+
+    from .pipeline.export.cli import export_command
+    from .trainer.cli import train_command
 
     cli.add_command(corpus)
+    cli.add_command(utility_command)
+    cli.add_command(export_command)
+    cli.add_command(train_command)
 
 
 def main(argv: list[str] | None = None) -> None:

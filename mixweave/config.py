@@ -83,6 +83,31 @@ class OrderConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class UtilityConfig:
+    """Source x benchmark utility: embedding similarity (CPU), MEDU (an LLM), or an existing table."""
+
+    method: str = "embedding"
+    """embedding | medu | table"""
+    table: str | None = None
+    """[table] an existing utility table (parquet/csv)."""
+    per_source: int = 100
+    """Documents sampled per source (seeded, identical for any partitioning)."""
+    top_k: int = 5
+    """[embedding] top-k cosine similarities per document."""
+    max_tokens: int = 256
+    """[embedding] tokens of each text the encoder reads."""
+    encoder: str = "default"
+    backend: str = "transformers"
+    """[medu] transformers | vllm | openai"""
+    model: str | None = None
+    """[medu] a local model folder (transformers, vllm) or a served model name (openai)."""
+    mode: str = "generate"
+    """[medu] generate (free text ending in 'Final Score: <label>') | logprob (one forward pass)."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """Further MEDU/embedding settings (see mixweave.mixers.utility.api), e.g. {backend_options: {base_url: ...}}."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class MixConfig:
     method: str = "unimax"
     """proportional | temperature | uniform | manual | unimax | utilimax | weakest-link"""
@@ -96,6 +121,25 @@ class MixConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ExportConfig:
+    formats: tuple[str, ...] = ("megatron", "mds")
+    """megatron | olmo | mds | hf | datatrove (or all)."""
+    mds_weighting: str = "choose"
+    hf_materialize: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    depth: int = 2
+    """One dial sizes the compact GPT (width, heads follow)."""
+    steps: int | None = None
+    """None: exactly the planned tokens of the mixture."""
+    batch_size: int = 8
+    settings: dict[str, Any] = field(default_factory=dict)
+    """Further trainer settings (lr, warmup_steps, log_interval, device, ...; see mixweave.trainer.train)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunConfig:
     out: str = "out/run"
     seed: int = 0
@@ -105,7 +149,10 @@ class RunConfig:
     benchmarks: str | None = None
     ingest: IngestConfig = field(default_factory=IngestConfig)
     order: OrderConfig | None = None
+    utility: UtilityConfig | None = None
     mix: MixConfig | None = None
+    export: ExportConfig | None = None
+    train: TrainConfig | None = None
 
     def to_dict(self) -> dict:
         return to_plain(self)
@@ -254,6 +301,25 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
         methods = ("auto", "flat", "ivf", "ivfpq", "hnsw", "torch")
         if o.knn_method not in methods:
             raise ConfigError(f"order.knn_method {o.knn_method!r}: use one of {', '.join(methods)}")
+    if config.utility is not None:
+        u = config.utility
+        if u.method not in ("embedding", "medu", "table"):
+            raise ConfigError(f"utility.method {u.method!r}: use embedding, medu or table")
+        if u.method == "table" and not u.table:
+            raise ConfigError("utility.method table needs utility.table: the path of a parquet/csv utility table")
+        if u.method == "medu" and not u.model:
+            raise ConfigError("utility.method medu needs utility.model: a local model folder or a served model name")
+        if u.method != "table" and not config.benchmarks:
+            raise ConfigError(f"utility.method {u.method} needs benchmarks: the path of a benchmarks.jsonl")
+        if u.per_source < 1:
+            raise ConfigError(f"utility.per_source must be >= 1, got {u.per_source}")
+    if (config.export is not None or config.train is not None) and (config.mix is None or config.order is None):
+        raise ConfigError("export and train need both an order section (windows) and a mix section (mixture.json)")
+    if config.export is not None:
+        known = ("megatron", "olmo", "mds", "hf", "datatrove", "all")
+        bad = [f for f in config.export.formats if f.lower() not in known]
+        if bad:
+            raise ConfigError(f"export.formats: unknown format {bad[0]!r}; use {', '.join(known)}")
     if config.ingest.max_doc_bytes <= 0:
         raise ConfigError(f"ingest.max_doc_bytes must be > 0, got {config.ingest.max_doc_bytes}")
     return config

@@ -21,7 +21,20 @@ from .stages import load_stats
 
 
 def mix_inputs(config: RunConfig) -> tuple[str, ...]:
-    return ("count", "pack") if config.order is not None else ("count",)
+    inputs = ("count", "pack") if config.order is not None else ("count",)
+    if config.utility is not None and not (config.mix and config.mix.utility):
+        inputs += ("utility",)
+    return inputs
+
+
+def utility_table_path(ctx: StageContext) -> Path | None:
+    """mix.utility when given, else the utility stage's table when that stage is configured."""
+    m = ctx.config.mix
+    if m.utility:
+        return Path(m.utility)
+    if ctx.config.utility is not None:
+        return ctx.artifact("utility") / "utility.parquet"
+    return None
 
 
 def mix_stats(ctx: StageContext) -> tuple[dict, dict | None, dict | None, int]:
@@ -50,7 +63,8 @@ def run_mix_stage(ctx: StageContext, tmp: Path) -> StageResult:
 
     m = ctx.config.mix
     stats, order, window, seq_len = mix_stats(ctx)
-    utility = read_utility_table(m.utility) if m.utility else None
+    table_path = utility_table_path(ctx)
+    utility = read_utility_table(table_path) if table_path else None
     budget = m.budget_tokens or float(sum(s["n_tokens"] for s in stats["sources"].values()))
     mixture = mix_from_stats(stats, method=m.method, budget_tokens=budget, max_epochs=m.max_epochs,
                              utility=utility, **m.params)

@@ -113,7 +113,12 @@ def build_stages() -> dict[str, Stage]:
     ]
     from .icp_stages import icp_stages
     from .mix_stage import mix_stage
+    from .utility_stage import utility_stage
 
     stages.extend(icp_stages())
+    stages.append(utility_stage())
     stages.append(mix_stage())
+    from .train_export_stages import export_train_stages
+
+    stages.extend(export_train_stages())
     return {s.name: s for s in stages}

@@ -18,9 +18,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from mixweave.data.manifest import (MANIFEST_NAME, atomic_stage_dir, build_manifest, fingerprint, manifest_sha256,
-                                    read_manifest, sha256_file, write_json_atomic)
-from mixweave.data.mixture_manifest import read_mixture_manifest
+from mixweave.data.manifest import (
+    MANIFEST_NAME,
+    atomic_stage_dir,
+    build_manifest,
+    fingerprint,
+    manifest_sha256,
+    read_manifest,
+    sha256_file,
+    write_json_atomic,
+)
 from mixweave.data.windows import windows_info
 from mixweave.errors import ConfigError
 
@@ -75,10 +82,6 @@ def export(format: str, pack_dir: str | Path, mixture_path: str | Path, out_dir:
         accepted = ", ".join(sorted(OPTIONS[fmt])) or "none"
         raise ConfigError(f"export format {fmt} does not take option(s) {', '.join(unknown)}; it accepts: {accepted}")
     pack_dir, mixture_path, out = Path(pack_dir), Path(mixture_path), Path(out_dir)
-    mixture = read_mixture_manifest(mixture_path)
-    if mixture.get("phases"):
-        log.warning("export %s: %s has %d phases; this export uses the overall mixture (one blend). Export one "
-                    "mixture per phase for phase-wise blends.", fmt, mixture_path, len(mixture["phases"]))
     plan = load_plan(pack_dir, mixture_path)
     prefix = str(out.resolve()) if path_prefix is None else str(path_prefix)
     config = {"format": fmt, "path_prefix": prefix, "options": dict(sorted(options.items()))}

@@ -30,7 +30,8 @@ def export_command(formats, pack_dir, mixture_path, out_dir, path_prefix, mds_we
     """Export the pack + mixture to trainer-native files (Megatron, OLMo-core, MDS, HF, datatrove)."""
     from mixweave.pipeline.export import export
 
-    wanted = list(FORMATS) if any(f.lower() == "all" for f in formats) else list(dict.fromkeys(f.lower() for f in formats))
+    lowered = [f.lower() for f in formats]
+    wanted = list(FORMATS) if "all" in lowered else list(dict.fromkeys(lowered))
     for fmt in wanted:
         options = {"mds": {"mds_weighting": mds_weighting}, "hf": {"hf_materialize": hf_materialize}}.get(fmt, {})
         prefix = None if path_prefix is None else f"{path_prefix.rstrip('/')}/{fmt}"

@@ -98,7 +98,8 @@ class ExportContext:
     def window_convention(self, target: str) -> str:
         pack = f"S+1={self.seq_len + 1} (overlapping)" if self.plan.plus_one else f"S={self.seq_len}"
         if target == "S":
-            return f"pack windows of {pack} -> rows of S={self.seq_len}" + (" (last token dropped)" if self.plan.plus_one else "")
+            dropped = " (last token dropped)" if self.plan.plus_one else ""
+            return f"pack windows of {pack} -> rows of S={self.seq_len}{dropped}"
         return f"pack windows of {pack} -> rows of S+1={self.seq_len + 1}" + (
             "" if self.plan.plus_one else " (last label = first token of the next written window)")
 

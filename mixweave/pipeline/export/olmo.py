@@ -20,7 +20,6 @@ Cost: one sequential write per source plus O(docs) for the metadata rows.
 
 from __future__ import annotations
 
-import gzip
 import math
 from pathlib import Path
 from typing import Any
@@ -36,14 +35,24 @@ def _ceil6(x: float) -> float:
     return math.ceil(x * 1e6 - 1e-6) / 1e6
 
 
-def _metadata_rows(windows: np.ndarray, eos_id: int, name: str, part: int, first_window: int) -> bytes:
+def _write_metadata(path: Path, windows: np.ndarray, eos_id: int, name: str, part: int, first_window: int) -> int:
+    """Dolma rows ``start,end,id,src,loc`` (gzip CSV, no header); returns the number of documents."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pcsv
+
     n, s = windows.shape
     flat = windows.reshape(-1)
     ends = np.union1d(np.flatnonzero(flat == eos_id) + 1, np.arange(1, n + 1, dtype=np.int64) * s)
-    starts = np.concatenate([[0], ends[:-1]])
-    loc = starts // s + first_window
-    lines = [f"{a},{b},{name}-{part:05d}-{j},{name},{w}" for j, (a, b, w) in enumerate(zip(starts.tolist(), ends.tolist(), loc.tolist()))]
-    return ("\n".join(lines) + "\n").encode("utf-8")
+    starts = np.concatenate([[0], ends[:-1]]).astype(np.int64)
+    ids = pc.binary_join_element_wise(pa.scalar(f"{name}-{part:05d}"),
+                                      pc.cast(pa.array(np.arange(ends.size)), pa.string()), "-")
+    table = pa.table({"start": starts, "end": ends, "id": ids,
+                      "src": pa.repeat(pa.scalar(name), ends.size) if ends.size else pa.array([], pa.string()),
+                      "loc": starts // s + first_window})
+    with pa.CompressedOutputStream(str(path), "gzip") as out:
+        pcsv.write_csv(table, out, pcsv.WriteOptions(include_header=False, quoting_style="none"))
+    return int(ends.size)
 
 
 def export_olmo(ctx: ExportContext, tmp: Path) -> dict[str, Any]:
@@ -60,9 +69,7 @@ def export_olmo(ctx: ExportContext, tmp: Path) -> dict[str, Any]:
             chunk = windows[lo:lo + per_file]
             rel = f"{name}/part-{part:05d}.npy"
             chunk.tofile(tmp / rel)
-            with open(tmp / rel.replace(".npy", ".csv.gz"), "wb") as raw:
-                with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as fh:
-                    fh.write(_metadata_rows(chunk, ctx.eos_id, name, part, lo))
+            _write_metadata(tmp / rel.replace(".npy", ".csv.gz"), chunk, ctx.eos_id, name, part, lo)
             paths[name].append(ctx.ref(rel))
             files += [rel, rel.replace(".npy", ".csv.gz")]
     weights = ctx.plan.realized_weights

@@ -1,0 +1,141 @@
+"""Utility estimation cost, measured side by side in one run (no assertions).
+
+MEDU ``generate`` (reasoning + ``Final Score:``, the paper's way) against ``logprob`` (one forward
+pass, label probabilities at a fixed answer slot) on the same documents and the same random-weight
+model of a real architecture, then the embedding-similarity estimator on the same documents.
+Prints tokens generated per rating, wall time per document and the logprob/generate speed ratio.
+
+A random-weight model never writes eos, so generate mode always spends ``--max-new-tokens``
+(an instruct model writes ~150-400 tokens of reasoning; the paper caps at 1024).
+
+    .venv/bin/python bench/utility.py                          # tiny Llama on CPU, ~1 min
+    .venv/bin/python bench/utility.py --shape llama-1b --backend vllm --docs 64   # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CORPUS = ROOT / "tests" / "data" / "corpus"
+
+
+def load_inputs(per_source: int):
+    from mixweave.mixers.utility.api import read_benchmarks
+    from mixweave.mixers.utility.sampling import load_sampled_docs
+
+    if (CORPUS / "benchmarks.jsonl").is_file():
+        docs = load_sampled_docs(str(CORPUS), per_source, seed=0)
+        return docs, read_benchmarks(CORPUS / "benchmarks.jsonl")
+    import pyarrow as pa
+
+    texts = [f"Document {i}: " + "the quick brown fox jumps over the lazy dog. " * 40 for i in range(2 * per_source)]
+    docs = pa.table({"doc_id": [str(i) for i in range(len(texts))], "source": ["a", "b"] * per_source,
+                     "text": texts})
+    return docs, {"demo": [{"id": "0", "prompt": "What jumps over the lazy dog?", "answer": "The fox."}]}
+
+
+def run_medu(mode: str, docs, examples, model: str, args) -> dict:
+    from mixweave.mixers.utility import estimate_utility
+
+    descriptions = {b: f"Benchmark {b}: needs knowledge and skills shown by its examples." for b in examples}
+    options = {"batch_size": args.batch_size}
+    if args.backend == "transformers" and args.threads:
+        options["num_threads"] = args.threads
+    t0 = time.perf_counter()
+    _, cost = estimate_utility("medu", docs, examples, backend=args.backend, model=model, mode=mode,
+                               descriptions=descriptions, per_source=None, rate_max_tokens=args.max_new_tokens,
+                               max_doc_tokens=args.max_doc_tokens, temperature=0.0, batch_size=64,
+                               backend_options=options, n_boot=100)
+    wall = time.perf_counter() - t0
+    n = cost["n_ratings"]
+    return {"mode": mode, "ratings": n, "rate_s": cost["wall_s"]["rate"], "wall_s": wall,
+            "s_per_rating": cost["wall_s"]["rate"] / n, "ratings_per_s": n / cost["wall_s"]["rate"],
+            "tokens_in_per_rating": cost["tokens"]["rate_in_per_rating"],
+            "tokens_out_per_rating": cost["tokens"]["out_per_rating"], "flops": cost["flops"]["estimator"],
+            "unparseable": cost["n_unparseable"]}
+
+
+def run_embedding(docs, examples, args) -> dict:
+    import torch
+
+    from mixweave.mixers.utility import estimate_utility
+    from mixweave.retrieval.encoders import load_encoder
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    enc = load_encoder("default")
+    load = time.perf_counter() - t0
+    _, cost = estimate_utility("embedding", docs, examples, encoder=enc, per_source=None, max_tokens=256)
+    n = cost["n_docs"] * cost["n_benchmarks"]
+    return {"load_s": load, "embed_s": cost["wall_s"]["embed"], "docs": cost["n_docs"],
+            "s_per_doc": cost["wall_s"]["embed"] / max(1, cost["n_docs"]), "scores": n,
+            "flops": cost["flops"]["estimator"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--docs", type=int, default=3, help="documents per source (default 3)")
+    ap.add_argument("--shape", default="tiny", choices=["tiny", "llama-1b", "llama-8b"])
+    ap.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--max-doc-tokens", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=8, help="transformers backend batch")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch default)")
+    ap.add_argument("--json", action="store_true", help="also print the raw numbers as JSON")
+    args = ap.parse_args()
+
+    import logging
+
+    import torch
+
+    from mixweave.mixers.utility.tiny import make_tiny_model
+
+    logging.getLogger("mixweave").setLevel(logging.ERROR)  # random answers: the NaN-cell warning is expected
+
+    if args.threads and args.backend == "transformers":
+        torch.set_num_threads(args.threads)
+    docs, examples = load_inputs(args.docs)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        texts = docs.column("text").to_pylist()[:20]
+        model = str(make_tiny_model(Path(tmp) / args.shape, shape=args.shape, texts=texts))
+        build = time.perf_counter() - t0
+        gen = run_medu("generate", docs, examples, model, args)
+        lp = run_medu("logprob", docs, examples, model, args)
+    emb = run_embedding(docs, examples, args)
+
+    print(f"utility estimation bench: {docs.num_rows} docs x {len(examples)} benchmarks = {gen['ratings']} ratings; "
+          f"model {args.shape} ({args.backend}, built in {build:.1f}s), torch threads {torch.get_num_threads()}")
+    print(f"{'':28}{'generate':>14}{'logprob':>14}{'ratio':>10}")
+    rows = [("tokens generated / rating", "tokens_out_per_rating", "{:.1f}"),
+            ("tokens read / rating", "tokens_in_per_rating", "{:.0f}"),
+            ("wall s / rating", "s_per_rating", "{:.4f}"),
+            ("ratings / s", "ratings_per_s", "{:.2f}"),
+            ("FLOPs (2 N T)", "flops", "{:.3g}")]
+    for label, key, fmt in rows:
+        g, p = gen[key], lp[key]
+        ratio = f"{(p / g if key == 'ratings_per_s' else g / p):.1f}x" if g and p else "-"
+        print(f"{label:<28}{fmt.format(g):>14}{fmt.format(p):>14}{ratio:>10}")
+    print(f"logprob mode rates {lp['ratings_per_s'] / gen['ratings_per_s']:.1f}x the documents per second of generate "
+          f"mode ({args.max_new_tokens} new tokens per generate answer)")
+    print(f"embedding utility: {emb['docs']} docs in {emb['embed_s']:.2f}s ({emb['s_per_doc'] * 1000:.1f} ms/doc, "
+          f"all benchmarks at once; encoder load {emb['load_s']:.1f}s), {emb['flops']:.3g} FLOPs")
+    if args.json:
+        print(json.dumps({"generate": gen, "logprob": lp, "embedding": emb}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Utility estimation: how useful each source is for each benchmark.
+
+- ``embedding``: mean top-k cosine similarity of sampled documents to benchmark examples (CPU, no
+  LLM; the default) -- :mod:`.embedding`;
+- ``medu``: an LLM describes each benchmark from its dev examples, merges the descriptions, and
+  rates sampled documents Great..Useless (5..1), by generated answer or label probabilities --
+  :mod:`.medu`, with backends ``transformers`` / ``vllm`` / ``openai`` (:mod:`.backend`).
+
+Both produce the long table ``source, benchmark, mean, std, ci_low, ci_high, n, n_unparseable``
+that :func:`mixweave.mixers.read_utility_table` reads, and a cost report (tokens, FLOPs, wall time,
+and the FLOPs of training ablations over the same sources). Light at import time: heavy libraries
+(torch, transformers, vllm, sentence-transformers) load on first use.
+"""
+
+from mixweave.mixers.utility.aggregate import TABLE_COLUMNS, aggregate_scores, bootstrap_ci, normalize_table
+from mixweave.mixers.utility.api import (
+    METHODS,
+    EmbeddingSettings,
+    MeduSettings,
+    UtilityResult,
+    estimate_utility,
+    read_benchmarks,
+    run_estimate,
+    write_utility_outputs,
+)
+from mixweave.mixers.utility.backend import BACKENDS, Backend, Generation, LabelProbs, make_backend
+from mixweave.mixers.utility.cache import ResultCache
+from mixweave.mixers.utility.cost import ablation_comparison, inference_flops, training_flops
+from mixweave.mixers.utility.medu import (
+    MODES,
+    BackendError,
+    MeduOptions,
+    chunk_examples,
+    describe_benchmarks,
+    merge_plan,
+    rate_documents,
+)
+from mixweave.mixers.utility.prompts import load_prompts
+from mixweave.mixers.utility.sampling import load_sampled_docs, sample_docs, sample_docs_spark
+from mixweave.mixers.utility.scoring import LABELS, SCORES, expected_score, parse_final_score
+
+__all__ = [
+    "BACKENDS", "LABELS", "METHODS", "MODES", "SCORES", "TABLE_COLUMNS", "Backend", "BackendError",
+    "EmbeddingSettings", "Generation", "LabelProbs", "MeduOptions", "MeduSettings", "ResultCache",
+    "UtilityResult", "ablation_comparison", "aggregate_scores", "bootstrap_ci", "chunk_examples",
+    "describe_benchmarks", "estimate_utility", "expected_score", "inference_flops", "load_prompts",
+    "load_sampled_docs", "make_backend", "merge_plan", "normalize_table", "parse_final_score",
+    "rate_documents", "read_benchmarks", "run_estimate", "sample_docs", "sample_docs_spark",
+    "training_flops", "write_utility_outputs",
+]

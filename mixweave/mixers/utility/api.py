@@ -1,0 +1,464 @@
+"""``estimate_utility(method, docs, benchmarks, **settings) -> (table, cost)`` and its file I/O.
+
+Methods: ``embedding`` (cheap, CPU, no LLM; the demo default) and ``medu`` (an LLM rates sampled
+documents against each benchmark's merged description). Both return the same long table
+(``source, benchmark, mean, std, ci_low, ci_high, n, n_unparseable``, a pyarrow Table that
+:func:`mixweave.mixers.read_utility_table` reads once written) and a JSON-ready cost dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mixweave.errors import ConfigError, InputError
+from mixweave.mixers.utility.aggregate import TABLE_COLUMNS, aggregate_scores, normalize_table
+from mixweave.mixers.utility.cost import DEFAULT_ABLATION_PARAMS, ablation_comparison, inference_flops
+from mixweave.mixers.utility.sampling import DOC_COLUMNS, load_sampled_docs, sample_docs
+
+log = logging.getLogger(__name__)
+
+METHODS = ("embedding", "medu")
+DEV_SPLITS = ("dev", "validation", "val", "valid")
+STAGE_VERSION = 1
+
+
+# -- settings ---------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class CommonSettings:
+    per_source: int | dict[str, int] | None = 100
+    """Documents sampled per source (None = all)."""
+    seed: int = 0
+    split: str = "auto"
+    """Benchmark split to use: 'auto' = dev/validation records when a benchmark has them, else all."""
+    max_examples: int | None = None
+    """At most this many examples per benchmark (seeded choice); None = all."""
+    n_boot: int = 2000
+    alpha: float = 0.05
+    ablation_params: float = DEFAULT_ABLATION_PARAMS
+    ablation_tokens: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbeddingSettings(CommonSettings):
+    encoder: Any = "default"
+    top_k: int = 5
+    max_tokens: int = 256
+    batch_size: int = 32
+    device: str | None = None
+    normalize: str = "minmax"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeduSettings(CommonSettings):
+    backend: Any = "transformers"
+    """'transformers' | 'vllm' | 'openai', or a ready Backend object."""
+    model: str | None = None
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    mode: str = "generate"
+    prompt_version: str = "v1"
+    max_doc_tokens: int = 2048
+    examples_per_chunk: int = 8
+    max_chunks: int = 8
+    max_example_chars: int = 2000
+    describe_max_tokens: int = 512
+    rate_max_tokens: int = 512
+    temperature: float = 0.1
+    batch_size: int = 64
+    cache: Any = None
+    """sqlite path (or a ResultCache) for resumable runs; None = in memory (nothing resumes)."""
+    descriptions: Any = None
+    """{benchmark: description} (or a JSON file of it) to skip describe/merge."""
+    model_params: float | None = None
+    """Parameter count for the FLOPs estimate when the backend cannot know it (openai)."""
+    normalize: str = "none"
+
+
+def parse_settings(cls: type, settings: Mapping[str, Any]) -> Any:
+    """``cls(**settings)``, with unknown keys reported by name and the valid ones listed."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(settings) - names)
+    if unknown:
+        raise ConfigError(f"unknown utility settings {unknown}; valid ones are {sorted(names)}")
+    try:
+        return cls(**settings)
+    except TypeError as exc:
+        raise ConfigError(f"bad utility settings: {exc}") from exc
+
+
+def settings_dict(settings: Any) -> dict[str, Any]:
+    """JSON-ready settings (objects such as a Backend or an encoder become their type name)."""
+    out = {}
+    for f in dataclasses.fields(settings):
+        v = getattr(settings, f.name)
+        ok = v is None or isinstance(v, (str, int, float, bool, list, dict, tuple))
+        out[f.name] = v if ok else f"<{type(v).__name__}>"
+    return json.loads(json.dumps(out, default=str))
+
+
+# -- inputs -------------------------------------------------------------------------------------
+def read_benchmarks(benchmarks: Any, *, split: str = "auto", max_examples: int | None = None,
+                    seed: int = 0) -> dict[str, list[dict[str, Any]]]:
+    """``benchmarks.jsonl`` records ``{benchmark, split, id, prompt, answer}`` (a path, a list of
+    records, or an already grouped ``{benchmark: [records]}``) -> ``{benchmark: [records]}``.
+
+    Records without a benchmark name or a string prompt are skipped (counted in a warning).
+    ``split='auto'`` keeps dev/validation records for benchmarks that have any (their test split
+    stays unseen), else all of them; any other value keeps that split only."""
+    import numpy as np
+
+    records: list[Any] = []
+    if isinstance(benchmarks, (str, Path)):
+        path = Path(benchmarks)
+        if not path.is_file():
+            raise InputError(f"benchmarks file {path} does not exist; give a benchmarks.jsonl "
+                             "(one {benchmark, split, id, prompt, answer} per line)")
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.strip():
+                    try:
+                        records.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        records.append(None)
+    elif isinstance(benchmarks, Mapping):  # already grouped: {benchmark: [records]}
+        records = [{**r, "benchmark": name} if isinstance(r, Mapping) else r
+                   for name, recs in benchmarks.items() for r in recs]
+    else:
+        records = list(benchmarks)
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    bad = 0
+    for i, rec in enumerate(records):
+        if not isinstance(rec, Mapping) or not rec.get("benchmark") or not isinstance(rec.get("prompt"), str):
+            bad += 1
+            continue
+        r = dict(rec)
+        r.setdefault("id", str(i))
+        r["answer"] = "" if r.get("answer") is None else str(r["answer"])
+        grouped.setdefault(str(r["benchmark"]), []).append(r)
+    if bad:
+        log.warning("benchmarks: skipped %d records without a benchmark name or a string prompt", bad)
+    if not grouped:
+        raise InputError("no usable benchmark records: each line needs 'benchmark' and 'prompt' (and "
+                         "ideally 'answer', 'split', 'id')")
+    out = {}
+    for name, recs in sorted(grouped.items()):
+        if split == "auto":
+            dev = [r for r in recs if str(r.get("split", "")).lower() in DEV_SPLITS]
+            chosen = dev or recs
+            if not dev:
+                log.info("benchmark %s has no dev/validation records: describing it from its %s split", name,
+                         "/".join(sorted({str(r.get("split")) for r in recs})))
+        else:
+            chosen = [r for r in recs if str(r.get("split", "")) == split]
+            if not chosen:
+                raise InputError(f"benchmark {name!r} has no records with split {split!r}; "
+                                 f"it has {sorted({str(r.get('split')) for r in recs})}")
+        if max_examples is not None and len(chosen) > max_examples:
+            chosen = sorted(chosen, key=lambda r: str(r["id"]))
+            pick = sorted(np.random.default_rng(seed).choice(len(chosen), max_examples, replace=False))
+            chosen = [chosen[i] for i in pick]
+        out[name] = chosen
+    return out
+
+
+def coerce_docs(docs: Any) -> Any:
+    """A pyarrow Table (doc_id, source, text as strings) from a Table, a DataFrame or a list of
+    dicts; rows with a null/empty text are dropped (warned). Paths go through
+    :func:`~mixweave.mixers.utility.sampling.load_sampled_docs` instead."""
+    import pyarrow as pa
+
+    if isinstance(docs, pa.Table):
+        table = docs
+    elif hasattr(docs, "columns") and hasattr(docs, "to_dict"):
+        table = pa.Table.from_pandas(docs, preserve_index=False)
+    elif isinstance(docs, Sequence) and not isinstance(docs, (str, bytes)):
+        rows = list(docs)
+        if rows and not all(isinstance(r, Mapping) for r in rows):
+            raise InputError("documents must be dicts with doc_id, source, text")
+        table = pa.table({c: pa.array([None if r.get(c) is None else str(r.get(c)) for r in rows], pa.string())
+                          for c in DOC_COLUMNS})
+    else:
+        raise InputError(f"documents must be a pyarrow Table, a DataFrame, a list of dicts or a path; "
+                         f"got {type(docs).__name__}")
+    missing = [c for c in DOC_COLUMNS if c not in table.column_names]
+    if missing:
+        raise InputError(f"documents lack columns {missing}; give doc_id, source and text")
+    table = table.select(list(DOC_COLUMNS)).cast(pa.schema([(c, pa.string()) for c in DOC_COLUMNS]))
+    texts = table.column("text").to_pylist()
+    keep = [i for i, t in enumerate(texts) if t is not None and t.strip()
+            and table.column("doc_id")[i].is_valid and table.column("source")[i].is_valid]
+    if len(keep) < table.num_rows:
+        log.warning("dropped %d documents with a null id/source or an empty text", table.num_rows - len(keep))
+        table = table.take(pa.array(keep, pa.int64()))
+    if table.num_rows == 0:
+        raise InputError("no documents to rate: the documents table is empty")
+    return table
+
+
+def _sampled(docs: Any, settings: CommonSettings) -> Any:
+    if isinstance(docs, (str, Path)):
+        return coerce_docs(load_sampled_docs(docs, settings.per_source, settings.seed))
+    return sample_docs(coerce_docs(docs), settings.per_source, settings.seed)
+
+
+# -- the entry point ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class UtilityResult:
+    """Everything one estimate produced: the table, the cost report, and for MEDU the per-document
+    ratings and the benchmark descriptions the model was shown."""
+
+    table: Any
+    cost: dict[str, Any]
+    ratings: list[dict[str, Any]] | None = None
+    descriptions: dict[str, str] | None = None
+
+
+def estimate_utility(method: str, docs: Any, benchmarks: Any, **settings: Any) -> tuple[Any, dict[str, Any]]:
+    """Utility of each source for each benchmark: ``(table, cost)``.
+
+    ``docs``: documents (pyarrow Table / DataFrame / list of dicts with doc_id, source, text) or a
+    path / glob (ingest output, parquet, jsonl); they are sampled per source (``per_source``,
+    ``seed``). ``benchmarks``: a benchmarks.jsonl path or its records. ``settings``: the fields of
+    :class:`EmbeddingSettings` or :class:`MeduSettings`."""
+    result = run_estimate(method, docs, benchmarks, **settings)
+    return result.table, result.cost
+
+
+def run_estimate(method: str, docs: Any, benchmarks: Any, **settings: Any) -> UtilityResult:
+    """:func:`estimate_utility` with the ratings and descriptions kept (what the CLI writes)."""
+    if method not in METHODS:
+        raise ConfigError(f"utility method must be one of {', '.join(METHODS)}, got {method!r}")
+    cls = EmbeddingSettings if method == "embedding" else MeduSettings
+    s = parse_settings(cls, settings)
+    if method == "medu" and isinstance(s.backend, str):
+        from mixweave.mixers.utility.backend import check_backend_settings
+
+        check_backend_settings(s.backend, s.model, s.backend_options)
+    t0 = time.perf_counter()
+    examples = read_benchmarks(benchmarks, split=s.split, max_examples=s.max_examples, seed=s.seed)
+    sample = _sampled(docs, s)
+    t_sample = time.perf_counter() - t0
+    ratings = descriptions = None
+    if method == "embedding":
+        table, cost = _embedding(sample, examples, s)
+    else:
+        table, cost, ratings, descriptions = _medu(sample, examples, s)
+    table, norm = normalize_table(table, s.normalize)
+    source_list = sample.column("source").to_pylist()
+    sources = sorted(set(source_list))
+    cost.update({
+        "method": method, "settings": settings_dict(s),
+        "n_sources": len(sources), "n_benchmarks": len(examples), "n_docs": sample.num_rows,
+        "docs_per_source": {src: source_list.count(src) for src in sources},
+        "examples_per_benchmark": {b: len(v) for b, v in examples.items()},
+        "normalize": {"method": s.normalize, "per_benchmark": norm},
+    })
+    cost["ablation"] = ablation_comparison(cost["flops"]["estimator"], n_sources=len(sources),
+                                           ablation_params=s.ablation_params, ablation_tokens=s.ablation_tokens)
+    cost["wall_s"]["sample"] = round(t_sample, 3)
+    cost["wall_s"]["total"] = round(time.perf_counter() - t0, 3)
+    return UtilityResult(table, _json_ready(cost), ratings, descriptions)
+
+
+def _embedding(sample: Any, examples: dict[str, list[dict[str, Any]]], s: EmbeddingSettings) -> tuple[Any, dict]:
+    from mixweave.mixers.utility.embedding import embedding_document_scores
+
+    rows, info = embedding_document_scores(sample, examples, encoder=s.encoder, top_k=s.top_k,
+                                           max_tokens=s.max_tokens, batch_size=s.batch_size, device=s.device)
+    table = aggregate_scores(rows, n_boot=s.n_boot, alpha=s.alpha, seed=s.seed,
+                             sources=sorted(set(sample.column("source").to_pylist())), benchmarks=sorted(examples))
+    tokens = info["tokens_in"] or 0
+    cost = {"estimator": {k: v for k, v in info.items() if k != "wall_s"},
+            "tokens": {"in": tokens, "out": 0, "out_per_rating": 0.0},
+            "flops": {"estimator": inference_flops(info["encoder_params"], tokens),
+                      "formula": "2 x encoder params x tokens read"},
+            "wall_s": dict(info["wall_s"])}
+    return table, cost
+
+
+def _open_cache(spec: Any) -> tuple[Any, bool]:
+    from mixweave.mixers.utility.cache import ResultCache
+
+    if isinstance(spec, ResultCache):
+        return spec, False
+    return ResultCache(spec), True
+
+
+def _medu(sample: Any, examples: dict[str, list[dict[str, Any]]], s: MeduSettings) -> tuple[Any, dict, list, dict]:
+    from mixweave.mixers.utility.backend import Backend, make_backend
+    from mixweave.mixers.utility.medu import MeduOptions, describe_benchmarks, rate_documents
+    from mixweave.mixers.utility.prompts import load_prompts
+
+    opts = MeduOptions(mode=s.mode, max_doc_tokens=s.max_doc_tokens, examples_per_chunk=s.examples_per_chunk,
+                       max_chunks=s.max_chunks, max_example_chars=s.max_example_chars,
+                       describe_max_tokens=s.describe_max_tokens, rate_max_tokens=s.rate_max_tokens,
+                       temperature=s.temperature, seed=s.seed, batch_size=s.batch_size)
+    prompts = load_prompts(s.prompt_version)
+    t0 = time.perf_counter()
+    own_backend = not isinstance(s.backend, Backend)
+    backend = make_backend(s.backend, s.model, **s.backend_options) if own_backend else s.backend
+    t_load = time.perf_counter() - t0
+    cache, own_cache = _open_cache(s.cache)
+    try:
+        t1 = time.perf_counter()
+        given = _given_descriptions(s.descriptions, examples)
+        if given is None:
+            descriptions, describe_info = describe_benchmarks(backend, examples, prompts, opts, cache)
+        else:
+            descriptions, describe_info = given, {"given": True}
+        t_describe = time.perf_counter() - t1
+        ratings, usage = rate_documents(backend, [dict(zip(DOC_COLUMNS, r)) for r in zip(
+            *(sample.column(c).to_pylist() for c in DOC_COLUMNS))], descriptions, prompts, opts, cache)
+        info = backend.info()
+    finally:
+        if own_cache:
+            cache.close()
+        if own_backend:
+            backend.close()
+    table = aggregate_scores(ratings, n_boot=s.n_boot, alpha=s.alpha, seed=s.seed,
+                             sources=sorted(set(sample.column("source").to_pylist())), benchmarks=sorted(examples))
+    n_params = s.model_params or info.get("n_params")
+    d_usage = describe_info.get("usage", {})
+    all_in = (usage.tokens_in + usage.cached_tokens_in + d_usage.get("tokens_in", 0)
+              + d_usage.get("cached_tokens_in", 0))
+    all_out = (usage.tokens_out + usage.cached_tokens_out + d_usage.get("tokens_out", 0)
+               + d_usage.get("cached_tokens_out", 0))
+    n_rated = max(1, usage.prompts - usage.failed)
+    if n_params is None:
+        log.warning("model parameter count unknown: set model_params for the FLOPs estimate")
+    cost = {
+        "estimator": info,
+        "mode": s.mode,
+        "prompt_version": prompts.version,
+        "describe": describe_info,
+        "rate": usage.as_dict(),
+        "n_ratings": usage.prompts, "n_failed": usage.failed,
+        "n_unparseable": int(sum(1 for r in ratings if r["score"] is None and not r["error"])),
+        "tokens": {
+            "in": all_in, "out": all_out,
+            "in_this_run": usage.tokens_in + d_usage.get("tokens_in", 0),
+            "out_this_run": usage.tokens_out + d_usage.get("tokens_out", 0),
+            "rate_in_per_rating": (usage.tokens_in + usage.cached_tokens_in) / n_rated,
+            "out_per_rating": (usage.tokens_out + usage.cached_tokens_out) / n_rated,
+        },
+        "flops": {"estimator": inference_flops(n_params, all_in + all_out),
+                  "this_run": inference_flops(n_params, usage.tokens_in + usage.tokens_out
+                                              + d_usage.get("tokens_in", 0) + d_usage.get("tokens_out", 0)),
+                  "formula": "2 x model params x (tokens in + tokens out), cached work included in 'estimator'"},
+        "wall_s": {"load_model": round(t_load, 3), "describe": round(t_describe, 3), "rate": round(usage.wall_s, 3)},
+    }
+    return table, cost, ratings, descriptions
+
+
+def _given_descriptions(spec: Any, examples: Mapping[str, Any]) -> dict[str, str] | None:
+    if spec is None:
+        return None
+    if isinstance(spec, (str, Path)):
+        path = Path(spec)
+        if not path.is_file():
+            raise InputError(f"descriptions file {path} does not exist; give a JSON {{benchmark: text}}")
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(spec, Mapping):
+        raise ConfigError("descriptions must be a mapping {benchmark: description} or a JSON file of one")
+    missing = sorted(set(examples) - set(spec))
+    if missing:
+        raise ConfigError(f"descriptions lack benchmarks {missing}; add them or drop descriptions to generate all")
+    return {b: str(spec[b]) for b in examples}
+
+
+# -- an existing table ---------------------------------------------------------------------------
+def table_result(path: str | Path) -> UtilityResult:
+    """``--method table``: an existing utility table (parquet/csv, long or wide, optional std) read
+    with the mixers' own reader and rewritten in the standard long format; no model runs.
+    ``ci_low``/``ci_high`` are mean +- 1.96 std when a std is given, else the mean; ``n`` is 0
+    (unknown)."""
+    import pyarrow as pa
+
+    from mixweave.mixers import read_utility_table
+
+    t0 = time.perf_counter()
+    table = read_utility_table(path)
+    rows = []
+    for i, source in enumerate(table.sources):
+        for j, bench in enumerate(table.benchmarks):
+            mean = float(table.scores[i, j])
+            std = float(table.std[i, j]) if table.std is not None else float("nan")
+            half = 1.96 * std if table.std is not None else 0.0
+            rows.append({"source": source, "benchmark": bench, "mean": mean, "std": std,
+                         "ci_low": mean - half, "ci_high": mean + half, "n": 0, "n_unparseable": 0})
+    schema = pa.schema([("source", pa.string()), ("benchmark", pa.string()), ("mean", pa.float64()),
+                        ("std", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
+                        ("n", pa.int64()), ("n_unparseable", pa.int64())])
+    wall = round(time.perf_counter() - t0, 3)
+    cost = {"method": "table", "source_file": str(path), "tokens": {"in": 0, "out": 0, "out_per_rating": 0.0},
+            "flops": {"estimator": 0.0}, "wall_s": {"total": wall}, "n_sources": len(table.sources),
+            "n_benchmarks": len(table.benchmarks), "n_docs": 0, "ablation": {}}
+    return UtilityResult(pa.Table.from_pylist(rows, schema=schema), cost)
+
+
+# -- outputs ------------------------------------------------------------------------------------
+def write_utility_files(result: UtilityResult, folder: str | Path) -> None:
+    """The utility files (no manifest) into ``folder``: what both the CLI and the run stage write."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from mixweave.data.manifest import write_json_atomic
+
+    folder = Path(folder)
+    table, cost = result.table, result.cost
+    if tuple(table.column_names) != TABLE_COLUMNS:
+        raise InputError(f"utility table columns must be {TABLE_COLUMNS}, got {table.column_names}")
+    pq.write_table(table, folder / "utility.parquet")
+    pacsv.write_csv(table, folder / "utility.csv")
+    if result.ratings:
+        cols = {"source": pa.string(), "doc_id": pa.string(), "benchmark": pa.string(), "score": pa.float64(),
+                "label": pa.string(), "tokens_in": pa.int64(), "tokens_out": pa.int64(), "cached": pa.bool_(),
+                "error": pa.string()}
+        pq.write_table(pa.table({c: pa.array([r.get(c) for r in result.ratings], t) for c, t in cols.items()}),
+                       folder / "ratings.parquet")
+    if result.descriptions:
+        write_json_atomic(folder / "descriptions.json", result.descriptions)
+    write_json_atomic(folder / "cost.json", _json_ready(cost))
+
+
+def write_utility_outputs(result: UtilityResult, out: str | Path, *, config: Mapping[str, Any] | None = None,
+                          inputs: Mapping[str, dict] | None = None) -> Path:
+    """Write ``utility.parquet``, ``utility.csv``, ``cost.json`` (+ ``ratings.parquet`` and
+    ``descriptions.json`` for MEDU) and ``_manifest.json`` last, atomically, into ``out``."""
+    from mixweave.data.manifest import atomic_stage_dir, build_manifest, fingerprint, write_json_atomic
+
+    table, cost = result.table, result.cost
+    cfg = dict(config or cost.get("settings") or {})
+    in_sha = {k: str(v.get("sha256", "")) for k, v in (inputs or {}).items()}
+    with atomic_stage_dir(out) as tmp:
+        write_utility_files(result, tmp)
+        manifest = build_manifest(
+            stage="utility", stage_version=STAGE_VERSION, config=cfg,
+            fingerprint_value=fingerprint("utility", STAGE_VERSION, cfg, in_sha),
+            inputs=dict(inputs or {}), root=tmp,
+            counts={"rows": table.num_rows, "n_docs": cost.get("n_docs"), "n_sources": cost.get("n_sources"),
+                    "n_benchmarks": cost.get("n_benchmarks")},
+            drops={"unparseable": cost.get("n_unparseable", 0), "failed": cost.get("n_failed", 0)},
+            timings=cost.get("wall_s", {}))
+        write_json_atomic(tmp / "_manifest.json", manifest)
+    return Path(out)
+
+
+def _json_ready(value: Any) -> Any:
+    """NaN/inf -> None recursively (cost.json is strict JSON)."""
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value

@@ -1,0 +1,114 @@
+"""Embedding-similarity utility: the top-k core against brute force, and the whole CLI path on the
+real fixture corpus (tests/data/corpus) with all-MiniLM-L6-v2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from mixweave.errors import ConfigError
+from mixweave.mixers import read_utility_table
+from mixweave.mixers.utility.embedding import example_text, topk_mean_similarity
+
+CORPUS = Path(__file__).parent / "data" / "corpus"
+
+
+def test_topk_mean_similarity_vs_brute_force():
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(7, 16)).astype(np.float32)
+    b = rng.normal(size=(5, 16)).astype(np.float32)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    for k in (1, 3, 5, 9):
+        want = [np.mean(sorted((float(x @ y) for y in b), reverse=True)[:min(k, 5)]) for x in d]
+        assert topk_mean_similarity(d, b, k) == pytest.approx(want, abs=1e-6)
+    assert topk_mean_similarity(d, b[:0], 3).tolist() == [0.0] * 7
+    with pytest.raises(ConfigError):
+        topk_mean_similarity(d, b, 0)
+    assert example_text({"prompt": "Q?", "answer": "A."}) == "Q?\nA."
+
+
+INLINE_CODE = [
+    "def is_palindrome(s: str) -> bool:\n    s = ''.join(c.lower() for c in s if c.isalnum())\n"
+    "    return s == s[::-1]\n",
+    "def flatten(xs):\n    out = []\n    for x in xs:\n"
+    "        out.extend(flatten(x) if isinstance(x, list) else [x])\n    return out\n",
+    "def gcd(a: int, b: int) -> int:\n    while b:\n        a, b = b, a % b\n    return a\n",
+]
+INLINE_PROSE = [
+    "The Danube is Europe's second-longest river, flowing through ten countries to the Black Sea.",
+    "Mozart composed more than six hundred works, including symphonies, concertos and operas.",
+    "The French Revolution began in 1789 and abolished the absolute monarchy in France.",
+]
+INLINE_BENCH = [
+    {"benchmark": "humaneval", "split": "test", "id": "h0", "answer": "    return sorted(set(xs))\n",
+     "prompt": "def unique(xs: list) -> list:\n    \"\"\"Return sorted unique elements in a list.\"\"\"\n"},
+    {"benchmark": "humaneval", "split": "test", "id": "h1", "answer": "    return max(xs)\n",
+     "prompt": "def max_element(xs: list):\n    \"\"\"Return the maximum element in the list.\"\"\"\n"},
+    {"benchmark": "history", "split": "dev", "id": "t0", "answer": "1789",
+     "prompt": "In which year did the French Revolution begin?"},
+    {"benchmark": "history", "split": "dev", "id": "t1", "answer": "Vienna",
+     "prompt": "Which city on the Danube was the capital of the Habsburg monarchy?"},
+]
+
+
+def _inputs(tmp_path, use_fixture=True):
+    """The fixture corpus when present, else a small inline corpus of real text."""
+    if use_fixture and (CORPUS / "benchmarks.jsonl").is_file() and any(CORPUS.glob("code/*.jsonl")):
+        return str(CORPUS), CORPUS / "benchmarks.jsonl", 6, {"humaneval": "code"}
+    docs = tmp_path / "corpus"
+    for src, texts in (("code", INLINE_CODE), ("encyclopedic", INLINE_PROSE)):
+        (docs / src).mkdir(parents=True)
+        (docs / src / "part.jsonl").write_text("".join(json.dumps({"id": f"{src}{i}", "text": t}) + "\n"
+                                                       for i, t in enumerate(texts)))
+    bench = tmp_path / "benchmarks.jsonl"
+    bench.write_text("".join(json.dumps(r) + "\n" for r in INLINE_BENCH))
+    return str(docs), bench, 3, {"humaneval": "code", "history": "encyclopedic"}
+
+
+@pytest.mark.parametrize("use_fixture", [True, False], ids=["fixture-corpus", "inline-text"])
+def test_cli_embedding_utility_ranks_code_first_for_code_benchmarks(tmp_path, use_fixture):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("sentence_transformers")
+    from click.testing import CliRunner
+
+    from mixweave.mixers.utility.cli import utility_command
+
+    docs, bench, per_source, expected_top = _inputs(tmp_path, use_fixture)
+    out = tmp_path / "utility"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # small batches on a busy 2-core machine: one thread is faster
+    try:
+        res = CliRunner().invoke(utility_command, ["--method", "embedding", "--docs", docs, "--benchmarks", str(bench),
+                                                   "--out", str(out), "--per-source", str(per_source), "--top-k", "3",
+                                                   "--max-tokens", "128"])
+    finally:
+        torch.set_num_threads(before)
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    table = pq.read_table(out / "utility.parquet").to_pylist()
+    ut = read_utility_table(out / "utility.csv")
+    benchmarks = {r["benchmark"] for r in table}
+    assert len(benchmarks) >= 2 and set(expected_top) <= benchmarks
+    n_sources = len({r["source"] for r in table})
+    assert len(table) == n_sources * len(benchmarks)
+    for bench_name, source in expected_top.items():
+        cells = {r["source"]: r["mean"] for r in table if r["benchmark"] == bench_name}
+        assert max(cells, key=cells.get) == source, (bench_name, cells)
+    humaneval = {r["source"]: r for r in table if r["benchmark"] == "humaneval"}
+    assert humaneval[expected_top["humaneval"]]["mean"] == pytest.approx(1.0)  # minmax per benchmark
+    assert min(r["mean"] for r in humaneval.values()) == pytest.approx(0.0)
+    for r in table:
+        assert r["n"] == per_source and r["n_unparseable"] == 0 and r["ci_low"] <= r["mean"] <= r["ci_high"]
+    i = ut.sources.index(expected_top["humaneval"])
+    assert ut.scores[i, ut.benchmarks.index("humaneval")] == pytest.approx(1.0)
+    cost = json.loads((out / "cost.json").read_text())
+    assert cost["method"] == "embedding" and cost["tokens"]["in"] > 0 and cost["flops"]["estimator"] > 0
+    assert cost["ablation"]["all_runs_over_estimator"] > 1e3
+    assert set(cost["normalize"]["per_benchmark"]) == benchmarks
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["stage"] == "utility" and {f["path"] for f in manifest["files"]} >= {"utility.parquet", "cost.json"}
+    assert "humaneval" in res.output
