@@ -29,10 +29,10 @@ install: $(STAMP)
 # +cpu wheel that lies on disk here); without the pin pip would pull ~3 GB of CUDA packages.
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints-cpu.txt torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints-cpu.txt -e '.[dev]'
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints-cpu.txt --no-deps mosaicml-streaming==0.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints-cpu.txt 'xxhash<4' 'zstd<2' 'python-snappy<1' brotli 'catalogue<3'
+	$(BIN)/pip install -qq --disable-pip-version-check -c constraints-cpu.txt torch==2.13.0
+	$(BIN)/pip install -qq --disable-pip-version-check -c constraints-cpu.txt -e '.[dev]'
+	$(BIN)/pip install -qq --disable-pip-version-check -c constraints-cpu.txt --no-deps mosaicml-streaming==0.13.0
+	$(BIN)/pip install -qq --disable-pip-version-check -c constraints-cpu.txt 'xxhash<4' 'zstd<2' 'python-snappy<1' brotli 'catalogue<3'
 	touch $(STAMP)
 
 check-java:
