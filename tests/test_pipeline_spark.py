@@ -26,7 +26,11 @@ def config_for(out: Path, corpus_dir: Path, **extra):
     data = {
         "out": str(out), "seed": 3, "sources": sources,
         "order": {"k": 8, "seq_len": SEQ_LEN, "max_tokens": 64, "batch_size": 64},
-        "mix": {"method": "unimax", "max_epochs": 4},
+        "benchmarks": str(corpus_dir / "benchmarks.jsonl"),
+        "utility": {"method": "embedding", "per_source": 8, "max_tokens": 64},
+        "mix": {"method": "utilimax", "max_epochs": 4},
+        "export": {"formats": ["megatron", "mds"]},
+        "train": {"depth": 1, "steps": 3, "batch_size": 2, "settings": {"log_interval": 1}},
     }
     data.update(extra)
     return parse_config(data)
@@ -41,7 +45,8 @@ def full_run(spark, tmp_path_factory, corpus_dir):
 
 def test_every_stage_ran_and_verifies(full_run):
     out, reports, _ = full_run
-    assert [r.name for r in reports] == ["ingest", "count", "embed", "knn", "dedup", "order", "pack", "mix"]
+    assert [r.name for r in reports] == ["ingest", "count", "embed", "knn", "dedup", "order", "pack", "utility", "mix",
+                                         "export", "train"]
     assert all(r.status == "ran" for r in reports)
     for r in reports:
         verify_stage(out / r.name)
@@ -103,6 +108,8 @@ def test_mixture_uses_window_tokens(full_run):
     mixture = read_mixture_manifest(out / "mix" / "mixture.json")
     info = windows_info(out / "pack")
     assert mixture["order"] == {"method": "icp", "windows": "../pack"}
+    assert mixture["method"]["name"] == "utilimax" and mixture["method"]["status"] == "optimal"
+    assert all(s["utility"] for s in mixture["sources"])  # the utility stage's table reached the manifest
     assert abs(sum(s["weight"] for s in mixture["sources"]) - 1) < 1e-9
     for s in mixture["sources"]:
         assert s["n_tokens"] == info.sources[s["name"]]["n_tokens"]
@@ -113,11 +120,12 @@ def test_mixture_uses_window_tokens(full_run):
 def test_rerun_skips_and_partitioning_does_not_change_bytes(full_run, tmp_path):
     out, _, corpus_dir = full_run
     again = run_stages(build_stages(), config_for(out, corpus_dir))
-    assert all(r.status == "skipped" for r in again)
+    assert all(r.status == "skipped" for r in again), [(r.name, r.status) for r in again]
     other = tmp_path / "run"
     run_stages(build_stages(), config_for(other, corpus_dir, spark={"partitions": 5}))
-    for stage in ("ingest", "embed", "knn", "dedup", "order", "pack"):
-        assert read_manifest(out / stage)["files"] == read_manifest(other / stage)["files"], stage
+    for stage in ("ingest", "embed", "knn", "dedup", "order", "pack", "utility"):
+        files = [f for f in read_manifest(out / stage)["files"] if f["path"] != "cost.json"]  # cost.json holds wall times
+        assert files == [f for f in read_manifest(other / stage)["files"] if f["path"] != "cost.json"], stage
     assert (out / "mix" / "mixture.json").read_bytes() == (other / "mix" / "mixture.json").read_bytes()
 
 
@@ -130,7 +138,7 @@ def test_report_renders_in_headless_chromium(full_run, tmp_path):
     out, _, _ = full_run
     report = write_report(out, tmp_path / "report.html")
     text = report.read_text()
-    for heading in ("Sources", "Quarantine", "Mixture: unimax", "In-Context Pretraining order", "Stage timings"):
+    for heading in ("Sources", "Quarantine", "Mixture: utilimax", "Utility", "In-Context Pretraining order", "Stage timings"):
         assert heading in text
     assert "<script" not in text and text.count("data:image/png;base64,") >= 3
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -147,3 +155,12 @@ def test_report_renders_in_headless_chromium(full_run, tmp_path):
     assert "Stage timings" in result.stdout and result.stdout.count("<img") >= 3
     console = [line for line in result.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert console == [], console
+
+
+def test_exports_and_training_ran(full_run):
+    out, _, _ = full_run
+    exports = read_manifest(out / "export")["exports"]
+    assert set(exports) == {"megatron", "mds"} and all(e["windows"] > 0 for e in exports.values())
+    assert (out / "export" / "megatron" / "_manifest.json").is_file()
+    train = read_manifest(out / "train")["train"]
+    assert train["finished"] and train["last_step"] == 3 and train["first_loss"] > 0
