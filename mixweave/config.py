@@ -76,6 +76,9 @@ class OrderConfig:
     """auto | flat | ivf | ivfpq | hnsw | torch (exact below a size threshold, IVF above)."""
     dedup_cosine: float = 0.95
     """Pairs at or above this cosine are near-duplicates; one document per component is kept."""
+    partitions: int = 0
+    """0 = one global traversal per source; N > 0 = N coarse clusters per source, each traversed as
+    its own Spark task, clusters ordered by the centroid graph (for sources beyond one machine)."""
     seq_len: int = 2048
     plus_one: bool = False
     """Windows of seq_len + 1 tokens overlapping by one (Megatron/nanotron convention)."""
@@ -293,6 +296,8 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
         raise ConfigError(f"mix.max_epochs must be > 0, got {config.mix.max_epochs}")
     if config.order is not None:
         o = config.order
+        if o.partitions < 0:
+            raise ConfigError(f"order.partitions must be >= 0 (0 = global traversal), got {o.partitions}")
         for key, value in (("k", o.k), ("seq_len", o.seq_len), ("batch_size", o.batch_size), ("max_tokens", o.max_tokens)):
             if value < 1:
                 raise ConfigError(f"order.{key} must be >= 1, got {value}")

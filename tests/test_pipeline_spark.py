@@ -164,3 +164,21 @@ def test_exports_and_training_ran(full_run):
     assert (out / "export" / "megatron" / "_manifest.json").is_file()
     train = read_manifest(out / "train")["train"]
     assert train["finished"] and train["last_step"] == 3 and train["first_loss"] > 0
+
+
+def test_partitioned_order_stage_is_a_permutation_close_to_global(full_run, tmp_path):
+    out, _, corpus_dir = full_run
+    config = config_for(tmp_path / "run", corpus_dir,
+                        order={"k": 8, "seq_len": SEQ_LEN, "max_tokens": 64, "batch_size": 64, "partitions": 4})
+    reused = {name: out / name for name in ("ingest", "count", "embed", "knn", "dedup")}
+    reports = run_stages(build_stages(), config, wanted=["order"], overrides=reused)
+    assert {r.name: r.status for r in reports}["order"] == "ran"
+    assert all(r.status == "skipped" for r in reports if r.name != "order")
+    for source in read_manifest(out / "dedup")["dedup"]:
+        order = np.load(tmp_path / "run" / "order" / source / "order.npy")
+        assert np.array_equal(np.sort(order), np.sort(np.load(out / "order" / source / "order.npy")))
+        part = json.loads((tmp_path / "run" / "order" / source / "metrics.json").read_text())
+        whole = json.loads((out / "order" / source / "metrics.json").read_text())
+        if whole.get("mean_adjacent_cosine") and whole["n_docs"] > 40:
+            assert part["mean_adjacent_cosine"] > part["random_order_mean_adjacent_cosine"]
+            assert part["mean_adjacent_cosine"] >= 0.8 * whole["mean_adjacent_cosine"]

@@ -145,3 +145,23 @@ def test_order_clusters_is_a_permutation():
     assert sorted(order.tolist()) == list(range(12))
     with pytest.raises(InputError):
         traverse_clustered(np.array([[1], [0]]), np.ones((2, 1), np.float32), np.array([0, 1]), [0])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_traverse_equals_the_merged_csr_walk_on_larger_graphs(seed):
+    """The array-native kernels (out-rows read in place + transposed in-lists) walk exactly like
+    the merged symmetric CSR (``build_graph`` + ``greedy_walk``), with either id width."""
+    from mixweave.retrieval import _kernels
+    from mixweave.retrieval.knn import check_knn
+
+    rng = np.random.default_rng(500 + seed)
+    I, D = check_knn(*random_knn(rng, 3000, 12, tie_values=seed % 2 == 0))
+    g = build_graph(I, D)
+    merged = _kernels.greedy_walk(g.indptr, g.indices, g.weights, _kernels.order_by_degree(g.indptr))
+    assert np.array_equal(traverse(I, D), merged)
+    for proto in (np.empty(0, np.int32), np.empty(0, np.int64)):
+        ptr, src, wt = _kernels.knn_in_lists(I, D, proto)
+        assert src.dtype == proto.dtype
+        assert np.array_equal(_kernels.knn_degrees(I, ptr, src), g.degree)
+        walk = _kernels.knn_walk(I, D, ptr, src, wt, _kernels.order_by_value(g.degree))
+        assert np.array_equal(walk, merged)

@@ -91,7 +91,8 @@ def run_embed(
     if not units:
         return {"rows": 0, "seconds": 0.0}
     n_tasks = max(1, min(len(units), 4 * spark.sparkContext.defaultParallelism))
-    frame = spark.createDataFrame(pa.Table.from_pylist(units, schema=UNIT_SCHEMA).to_pandas()).repartition(n_tasks, "unit")
+    # range partitioning spreads consecutive units evenly over tasks (hash partitioning left some idle)
+    frame = spark.createDataFrame(pa.Table.from_pylist(units, schema=UNIT_SCHEMA).to_pandas()).repartitionByRange(n_tasks, "unit")
     done = frame.mapInArrow(
         _embed_units(str(Path(out_root).resolve()), encoder, max_tokens, batch_size, torch_threads, device),
         spark_schema(DONE_SCHEMA),

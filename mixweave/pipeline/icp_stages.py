@@ -168,7 +168,19 @@ def run_order_stage(ctx: StageContext, tmp: Path) -> StageResult:
         kept_index = np.flatnonzero(keep)
         I_k, D_k = restrict_knn(I, D, keep)
         t0 = time.perf_counter()
-        path = traverse(I_k, D_k) if kept_index.size else np.zeros(0, np.int64)
+        n_clusters = min(ctx.config.order.partitions, kept_index.size // 2)
+        if n_clusters >= 2:
+            from ..jobs.order import run_partitioned_order
+
+            X_kept = load_embeddings(embed_dir, source)[kept_index]
+            (tmp / f".{source}-partitions").mkdir(parents=True, exist_ok=True)
+            path, _ = run_partitioned_order(ctx.spark(), X_kept, I_k, D_k, n_clusters=n_clusters, seed=ctx.config.seed,
+                                            work_dir=tmp / f".{source}-partitions")
+            import shutil
+
+            shutil.rmtree(tmp / f".{source}-partitions", ignore_errors=True)
+        else:
+            path = traverse(I_k, D_k) if kept_index.size else np.zeros(0, np.int64)
         seconds = time.perf_counter() - t0
         order = kept_index[path]
         (tmp / source).mkdir(parents=True, exist_ok=True)
@@ -264,7 +276,8 @@ def icp_stages() -> list[Stage]:
               run_knn_stage, enabled=enabled, describe="FAISS kNN per source"),
         Stage("dedup", ("knn", "ingest"), 1, lambda c: {"dedup_cosine": c.order.dedup_cosine}, run_dedup_stage,
               enabled=enabled, describe="semantic near-duplicate removal"),
-        Stage("order", ("knn", "dedup", "embed"), 1, lambda c: {"seed": c.seed}, run_order_stage, enabled=enabled,
+        Stage("order", ("knn", "dedup", "embed"), 1, lambda c: {"seed": c.seed, "partitions": c.order.partitions},
+              run_order_stage, enabled=enabled,
               describe="ICP traversal (Algorithm 1) per source"),
         Stage("pack", ("ingest", "order", "knn", "dedup", "embed"), 1,
               lambda c: {"seq_len": c.order.seq_len, "plus_one": c.order.plus_one, "shuffle": c.order.shuffle,

@@ -19,10 +19,16 @@ neighbour with the highest weight; when the current document has no unvisited ne
 smaller neighbour id wins; among equal degrees the smaller document id wins (the paper picks a
 random one; we prefer reproducibility). The result is a permutation of ``range(N)``.
 
-Cost. Graph build O(Nk) (counting sort by row, parallel edges merged through a slot array), walk
-O(Nk) (each row scanned once for its best unvisited neighbour), restart pointer O(N) over a
-counting sort by degree: no comparison sort at all. Memory ~12 bytes per directed edge (2Nk)
-plus a few int64 per document, no Python object per document (numba kernels, see ``_kernels``).
+Cost. ``traverse`` never materialises the merged graph: a document's out-list is its own kNN row
+(read in place) and only the reverse lists are built, by one counting-sort transpose of the valid
+kNN entries (O(Nk), one scattered write each, int32 ids below 2^31 documents). Degrees come from
+merging each sorted out-row with its ascending in-list; the walk scans both lists (a neighbour
+listed in both is seen twice, which cannot change the argmax) and keeps visited flags in a bitset;
+the restart pointer runs over a counting sort by degree: no comparison sort at all. Memory: the
+input plus ~8 bytes per valid kNN entry plus ~40 bytes per document, no Python object per
+document (numba kernels, see ``_kernels``). Measured on one core (bench/icp.py): N=1e6, k=20 in
+1.75 s, 0.61 GB peak; N=1e7 in 29 s, 4.5 GB peak of which 2.3 GB is the input.
+:func:`build_graph` still gives the merged CSR for metrics and inspection.
 """
 
 from __future__ import annotations
@@ -87,14 +93,28 @@ def traverse(I: np.ndarray, D: np.ndarray) -> np.ndarray:
     ``[N, k]`` similarities. Returns an int64 permutation of ``range(N)``: position t holds the
     document placed t-th. Deterministic; O(Nk) time and memory.
     """
+    t0 = time.perf_counter()
+    I, D = check_knn(I, D)
+    order = _walk_knn(I, D)
+    log.info("traverse: N=%d k=%d in %.2fs", I.shape[0], I.shape[1], time.perf_counter() - t0)
+    return order
+
+
+def _walk_knn(I: np.ndarray, D: np.ndarray, doc_rank: np.ndarray | None = None) -> np.ndarray:
+    """Algorithm 1 over validated kNN arrays. Restarts follow (degree, id), or (doc_rank, degree,
+    id) when ``doc_rank`` is given (clusters walked one after the other)."""
     from mixweave.retrieval import _kernels
 
-    t0 = time.perf_counter()
-    graph = build_graph(I, D)
-    order = _kernels.greedy_walk(graph.indptr, graph.indices, graph.weights,
-                                 _kernels.order_by_degree(graph.indptr))
-    _check_permutation(order, graph.n)
-    log.info("traverse: N=%d edges=%d in %.2fs", graph.n, graph.indices.size // 2, time.perf_counter() - t0)
+    n = I.shape[0]
+    proto = np.empty(0, np.int32 if n < np.iinfo(np.int32).max else np.int64)
+    in_ptr, in_src, in_wt = _kernels.knn_in_lists(I, D, proto)
+    degree = _kernels.knn_degrees(I, in_ptr, in_src)
+    if doc_rank is None:
+        start_order = _kernels.order_by_value(degree)
+    else:
+        start_order = np.lexsort((np.arange(n), degree, doc_rank)).astype(np.int64)
+    order = _kernels.knn_walk(I, D, in_ptr, in_src, in_wt, start_order)
+    _check_permutation(order, n)
     return order
 
 
@@ -126,14 +146,8 @@ def traverse_clustered(
     rank[np.searchsorted(uniq, cluster_order)] = np.arange(uniq.size)
     doc_rank = rank[np.searchsorted(uniq, labels)]
 
-    rows = np.repeat(np.arange(n, dtype=np.int64), I.shape[1]).reshape(I.shape)
-    valid = (I >= 0) & (I != rows)
-    valid[valid] = labels[I[valid]] == labels[rows[valid]]
-    indptr, indices, weights = _kernels.symmetric_csr(n, rows[valid], I[valid], D[valid])
-    start_order = np.lexsort((np.arange(n), np.diff(indptr), doc_rank)).astype(np.int64)
-    order = _kernels.greedy_walk(indptr, indices, weights, start_order)
-    _check_permutation(order, n)
-    return order
+    I_in = _kernels.mask_cross_cluster(I, labels.astype(np.int64, copy=False))
+    return _walk_knn(I_in, D, doc_rank)
 
 
 def order_clusters(centroids: np.ndarray, k: int = 10) -> np.ndarray:

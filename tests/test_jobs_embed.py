@@ -1,0 +1,99 @@
+"""Spark embed job on local[2] equals in-process embedding of the same texts (issue 4 item 9)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mixweave.data.schema import DOCS_SCHEMA
+
+pytestmark = pytest.mark.spark
+
+ROW_GROUP = 7  # several units per file, several tasks
+
+
+def real_texts(corpus_dir: Path, source: str, n: int) -> list[dict]:
+    rows = []
+    for path in sorted((corpus_dir / source).glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            if rec.get("text", "").strip():
+                rows.append({"doc_id": str(rec["id"]), "text": rec["text"]})
+    if len(rows) < n:
+        pytest.skip(f"tests/data/corpus/{source} has only {len(rows)} documents")
+    return rows[:n]
+
+
+def write_docs(path: Path, source: str, rows: list[dict]) -> None:
+    table = pa.Table.from_pylist([
+        {"doc_id": r["doc_id"], "source": source, "text": r["text"], "n_bytes": len(r["text"].encode()),
+         "n_tokens": 0, "meta": "{}"} for r in rows], schema=DOCS_SCHEMA)
+    pq.write_table(table, path, row_group_size=ROW_GROUP)
+
+
+@pytest.fixture(scope="module")
+def docs(tmp_path_factory, corpus_dir):
+    root = tmp_path_factory.mktemp("ingest")
+    files = {}
+    for source, n in (("code", 20), ("encyclopedic", 16)):
+        rows = real_texts(corpus_dir, source, n)
+        (root / source).mkdir()
+        half = n // 2
+        paths = [root / source / "part-00000.parquet", root / source / "part-00001.parquet"]
+        write_docs(paths[0], source, rows[:half])
+        write_docs(paths[1], source, rows[half:])
+        files[source] = paths
+    return root, files
+
+
+def test_spark_embed_equals_in_process(spark, docs, tmp_path):
+    import torch
+
+    from mixweave.jobs.embed import plan_units, run_embed
+    from mixweave.retrieval.encoders import embed_texts, load_encoder
+
+    root, files = docs
+    units = plan_units(files, root)
+    assert len(units) == 8  # 4 files of 10 or 8 rows, row groups of 7: 2 units each
+    info = run_embed(spark, units=units, out_root=tmp_path, encoder="default", max_tokens=510, batch_size=4,
+                     torch_threads=1, device="cpu")
+    assert info["rows"] == 36
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # the job pins 1 thread per task: same kernels, same bits
+    try:
+        model = load_encoder("default", "cpu")
+        for source, paths in files.items():
+            texts = [t for p in paths for t in pq.read_table(p, columns=["text"]).column("text").to_pylist()]
+            mine = sorted(u["out_file"] for u in units if u["source"] == source)
+            blocks = [np.load(tmp_path / f) for f in mine]
+            spark_emb = np.concatenate(blocks)  # name order == document order
+            assert spark_emb.dtype == np.float32 and spark_emb.shape == (len(texts), 384)
+            np.testing.assert_allclose(np.linalg.norm(spark_emb, axis=1), 1.0, atol=1e-5)
+            # the whole source in one call: batches differ, so equal up to float rounding
+            whole = embed_texts(model, texts, max_tokens=510, batch_size=4)
+            np.testing.assert_allclose(spark_emb, whole, atol=1e-5, rtol=0)
+            # unit by unit, same batches as the tasks: bitwise equal
+            for unit in (u for u in units if u["source"] == source):
+                table = pq.ParquetFile(unit["docs_file"]).read_row_group(unit["row_group"], columns=["text"])
+                unit_texts = table.column("text").to_pylist()[unit["start"]:unit["stop"]]
+                local = embed_texts(model, unit_texts, max_tokens=510, batch_size=4)
+                assert np.array_equal(np.load(tmp_path / unit["out_file"]), local), unit["out_file"]
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_spark_embed_is_independent_of_partitioning(spark, docs, tmp_path):
+    from mixweave.jobs.embed import plan_units, run_embed
+
+    root, files = docs
+    units = [u for u in plan_units(files, root) if u["source"] == "code"]
+    run_embed(spark, units=units, out_root=tmp_path / "a", batch_size=4, torch_threads=1, device="cpu")
+    run_embed(spark, units=units[::-1], out_root=tmp_path / "b", batch_size=4, torch_threads=1, device="cpu")
+    for u in units:
+        assert np.array_equal(np.load(tmp_path / "a" / u["out_file"]), np.load(tmp_path / "b" / u["out_file"]))
