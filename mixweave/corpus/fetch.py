@@ -153,6 +153,7 @@ def _run_client(cmd: list[str], cwd: Path, what: str) -> None:
 
 
 def _download(spec: PackageSpec, folder: Path) -> None:
+    folder = folder.resolve()  # the clients run with cwd=folder: a relative -d would nest the folder
     folder.mkdir(parents=True, exist_ok=True)
     if spec.registry == "pypi":
         _run_client([sys.executable, "-m", "pip", "download", "--no-deps", "--no-input",
