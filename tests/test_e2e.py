@@ -158,3 +158,21 @@ def test_standalone_cluster_equals_local(reference, tmp_path):
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
         logs.close()
+
+
+def test_runs_under_spark_submit(tmp_path):
+    """spark-submit needs a .py entry file (mixweave/submit.py); its --master wins over ours."""
+    import pyspark
+
+    spark_submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+    entry = subprocess.run([sys.executable, "-m", "mixweave.submit", "--path"], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    result = subprocess.run(
+        [str(spark_submit), "--master", "local[1]", "--conf", "spark.ui.enabled=false", entry, "-v", "ingest",
+         "--source", f"books={CORPUS}/books/*.jsonl", "--out", str(tmp_path / "ingest")],
+        capture_output=True, text=True, env=env(), timeout=300, stdin=subprocess.DEVNULL, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = read_manifest(tmp_path / "ingest")
+    assert manifest["spark_master"] == "local[1]"
+    assert manifest["counts"]["n_docs"] > 0 and manifest["counts"]["input_equals_kept_plus_quarantined"]

@@ -50,7 +50,7 @@ def run_ingest_stage(ctx: StageContext, tmp: Path) -> StageResult:
     return StageResult(
         counts=counts, drops=drops, timings=stats["timings"],
         extra={"tokenizer": tokenizer.info, "sources": stats["sources"], "input_bytes": stats["input_bytes"],
-               "n_files_read": stats["n_files_read"]},
+               "n_files_read": stats["n_files_read"], "spark_master": ctx.spark().sparkContext.master},
     )
 
 
