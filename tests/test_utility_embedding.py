@@ -112,3 +112,31 @@ def test_cli_embedding_utility_ranks_code_first_for_code_benchmarks(tmp_path, us
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["stage"] == "utility" and {f["path"] for f in manifest["files"]} >= {"utility.parquet", "cost.json"}
     assert "humaneval" in res.output
+
+
+def test_utility_cli_ablation_and_table_methods(tmp_path):
+    """`mixweave utility --method ablation` trains per source on a real pack and writes the standard
+    table; `--method table` adopts that table again. Both are read by the mixers' reader."""
+    from mixweave.cli import main
+    from mixweave.mixers import read_utility_table
+    from mixweave.trainer.model import GPT, GPTConfig
+    from mixweave.trainer.sample_data import build_sample_inputs
+
+    corpus = Path(__file__).parent / "data" / "corpus"
+    small = build_sample_inputs(tmp_path / "in", seq_len=32, corpus_dir=corpus, sources=["books", "code"],
+                                vocab_size=512, max_chars_per_source=60_000)
+    budget = 4 * GPT(GPTConfig.from_depth(1, vocab_size=512, seq_len=32)).flops_per_token(32) * 8 * 31
+    try:
+        main(["utility", "--method", "ablation", "--pack", str(small.pack_dir), "--benchmarks",
+              str(small.benchmarks_path), "--flops-budget", str(budget), "--depth", "1", "--out", str(tmp_path / "abl")])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    table = read_utility_table(tmp_path / "abl" / "utility.parquet")
+    assert table.sources == ("books", "code") and len(table.benchmarks) >= 4
+    try:
+        main(["utility", "--method", "table", "--table", str(tmp_path / "abl" / "utility.parquet"), "--out",
+              str(tmp_path / "tbl")])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    again = read_utility_table(tmp_path / "tbl" / "utility.parquet")
+    assert again.sources == table.sources and (again.scores == table.scores).all()

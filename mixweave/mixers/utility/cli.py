@@ -60,8 +60,13 @@ def _backend_options(backend: str, o: dict[str, Any]) -> dict[str, Any]:
 
 
 @click.command("utility")
-@click.option("--method", type=click.Choice(["embedding", "medu", "table"]), default="embedding", show_default=True,
-              help="embedding similarity (CPU), MEDU (an LLM), or table (an existing parquet/csv table, --table).")
+@click.option("--method", type=click.Choice(["embedding", "medu", "table", "ablation"]), default="embedding",
+              show_default=True, help="embedding similarity (CPU), MEDU (an LLM), table (an existing parquet/csv "
+              "table, --table), or ablation (a small model trained per source under --flops-budget, on --pack).")
+@click.option("--pack", "pack_dir", type=click.Path(file_okay=False), help="[ablation] pack artifact folder.")
+@click.option("--flops-budget", type=float, help="[ablation] training FLOPs per source.")
+@click.option("--depth", type=int, default=2, show_default=True, help="[ablation] model depth.")
+@click.option("--seeds", default="0", show_default=True, help="[ablation] comma-separated seeds (std over seeds).")
 @click.option("--docs", "docs", help="Ingest output folder, docs folder, or glob of parquet/jsonl files.")
 @click.option("--benchmarks", type=click.Path(dir_okay=False), help="benchmarks.jsonl.")
 @click.option("--table", "table_path", type=click.Path(dir_okay=False),
@@ -114,6 +119,24 @@ def utility_command(**o: Any) -> None:
     from mixweave.mixers.utility.api import run_estimate, table_result, write_utility_outputs
 
     out = Path(o["out"])
+    if o["method"] == "ablation":
+        if not (o["pack_dir"] and o["benchmarks"] and o["flops_budget"]):
+            raise ConfigError("--method ablation needs --pack (a pack folder), --benchmarks and --flops-budget")
+        from mixweave.trainer.ablation import ablation_utility
+
+        try:
+            seeds = [int(x) for x in o["seeds"].split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds {o['seeds']!r}: give comma-separated integers, e.g. 0,1,2") from None
+        work = out.parent / f"{out.name}.ablation-runs"  # per-source runs, beside the atomic output folder
+        ablation_utility(o["pack_dir"], o["benchmarks"], work, flops_budget=o["flops_budget"], depth=o["depth"],
+                         seeds=seeds)
+        result = table_result(work / "utility.parquet")
+        result.cost.update({"method": "ablation", "runs": str(work)})
+        write_utility_outputs(result, out, inputs={"pack": {"path": o["pack_dir"]},
+                                                   "benchmarks": {"path": o["benchmarks"], "sha256": _sha(o["benchmarks"])}})
+        _print_summary(result, out)
+        return
     if o["method"] == "table":
         if not o["table_path"]:
             raise ConfigError("--method table needs --table PATH (a parquet or csv utility table)")
