@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 from ..config import RunConfig, to_plain
-from ..data.manifest import artifact_files, require_manifest, write_json_atomic
-from ..errors import ConfigError
+from ..data.manifest import require_manifest, write_json_atomic
 from .runner import Stage, StageContext, StageResult
 
 STATS_SCHEMA_VERSION = 1
@@ -56,38 +55,20 @@ def run_ingest_stage(ctx: StageContext, tmp: Path) -> StageResult:
 
 # ----------------------------------------------------------------------------------------- count
 def run_count_stage(ctx: StageContext, tmp: Path) -> StageResult:
-    """stats.json: per-source docs, tokens, bytes and log2 token-length histogram, from docs/ (Spark)."""
-    from pyspark.sql import functions as F
+    """stats.json: per-source docs, tokens, bytes and log2 token-length histogram.
 
-    from ..data.ingest import HISTOGRAM_BINS, histogram_edges
-
+    Ingest already computes these from the exact rows it wrote (``summarize`` in the ingest job),
+    so this stage projects the ingest manifest instead of re-reading every document; `mixweave
+    verify` is what checks the files against that manifest."""
     started = time.perf_counter()
     ingest_dir = ctx.artifact("ingest")
     ingest_manifest = require_manifest(ingest_dir, "ingest")
-    files = [str(p) for p in artifact_files(ingest_dir, ".parquet") if "/docs/" in p.as_posix()]
-    stats_sources: dict[str, dict] = {}
-    for name, info in ingest_manifest["sources"].items():
-        stats_sources[name] = {
-            "paths": info["paths"], "n_docs": 0, "n_tokens": 0, "n_bytes": 0,
-            "n_quarantined": info["n_quarantined"], "quarantine_reasons": info["quarantine_reasons"],
-            "length_histogram": {"unit": "tokens", "log2_bin_lower_edges": histogram_edges(),
-                                 "counts": [0] * HISTOGRAM_BINS},
-            "files": [],
-        }
-    if files:
-        docs = ctx.spark().read.parquet(*files).select("source", "n_tokens", "n_bytes")
-        for row in docs.groupBy("source").agg(
-            F.count("*").alias("n"), F.sum("n_tokens").alias("t"), F.sum("n_bytes").alias("b")
-        ).collect():
-            entry = stats_sources[row["source"]]
-            entry.update(n_docs=int(row["n"]), n_tokens=int(row["t"]), n_bytes=int(row["b"]))
-        bins = F.least(F.floor(F.log2(F.greatest(F.col("n_tokens"), F.lit(1)))), F.lit(HISTOGRAM_BINS - 1)).cast("int")
-        for row in docs.groupBy("source", bins.alias("bin")).count().collect():
-            stats_sources[row["source"]]["length_histogram"]["counts"][row["bin"]] = int(row["count"])
-    for name, info in ingest_manifest["sources"].items():
-        stats_sources[name]["files"] = [f"../ingest/{f}" for f in info["files"]]
-        if stats_sources[name]["n_docs"] != info["n_docs"]:
-            raise ConfigError(f"ingest artifact {ingest_dir} disagrees with its manifest for {name}; re-run ingest")
+    keys = ("paths", "n_docs", "n_tokens", "n_bytes", "n_quarantined", "quarantine_reasons", "length_histogram")
+    stats_sources = {
+        name: {**{k: info[k] for k in keys},
+               "files": [os.path.relpath(ingest_dir / f, ctx.artifact("count")) for f in info["files"]]}
+        for name, info in ingest_manifest["sources"].items()
+    }
     stats = {
         "schema_version": STATS_SCHEMA_VERSION,
         "tokenizer": ingest_manifest["tokenizer"],
