@@ -237,9 +237,7 @@ def mix(config_path, stats_path, overrides, method, budget_tokens, max_epochs, u
         _print_reports(reports)
         target = Path(config.out) / "mix"
     else:
-        from .data.mixture_manifest import build_mixture_manifest, write_mixture_manifest
-        from .mixers import mix_from_stats, read_utility_table
-        from .mixers.chart import plot_mixture
+        from .pipeline.mix_stage import solve_and_write_mixture
 
         if not method or not out:
             raise ConfigError("with --stats, also give --method and --out")
@@ -253,14 +251,9 @@ def mix(config_path, stats_path, overrides, method, budget_tokens, max_epochs, u
                 raise ConfigError(f"--param {item!r}: write it as key=value")
             key, raw = item.split("=", 1)
             kwargs[key] = yaml.safe_load(raw)
-        budget = budget_tokens or float(sum(s["n_tokens"] for s in stats.get("sources", {}).values()))
-        table = read_utility_table(utility) if utility else None
-        mixture = mix_from_stats(stats, method=method, budget_tokens=budget, max_epochs=max_epochs, utility=table, **kwargs)
-        manifest = build_mixture_manifest(mixture, stats, seq_len=2048, seed=0)
         target = Path(out)
-        target.mkdir(parents=True, exist_ok=True)
-        write_mixture_manifest(target / "mixture.json", manifest)
-        plot_mixture(manifest, target / "mixture.png")
+        solve_and_write_mixture(target, stats, method=method, budget_tokens=budget_tokens or 0.0,
+                                max_epochs=max_epochs, utility_path=utility, params=kwargs)
     from .data.mixture_manifest import read_mixture_manifest
 
     print_mixture_table(read_mixture_manifest(target / "mixture.json"))

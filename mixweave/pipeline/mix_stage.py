@@ -56,21 +56,38 @@ def mix_stats(ctx: StageContext) -> tuple[dict, dict | None, dict | None, int]:
     return packed, order, window, info.seq_len
 
 
-def run_mix_stage(ctx: StageContext, tmp: Path) -> StageResult:
+def solve_and_write_mixture(
+    folder: Path, stats: dict, *, method: str, budget_tokens: float, max_epochs: float,
+    utility_path: str | Path | None = None, params: dict | None = None, seq_len: int = 2048, seed: int = 0,
+    order: dict | None = None, window: dict | None = None,
+) -> dict:
+    """Solve the mixture for ``stats`` and write ``folder/mixture.json`` + ``folder/mixture.png``.
+
+    ``budget_tokens`` 0 means one pass over every source's tokens. Shared by the ``mix`` stage and
+    ``mixweave mix --stats``; returns the manifest written."""
     from ..data.mixture_manifest import build_mixture_manifest, write_mixture_manifest
     from ..mixers import mix_from_stats, read_utility_table
     from ..mixers.chart import plot_mixture
 
+    utility = read_utility_table(utility_path) if utility_path else None
+    budget = budget_tokens or float(sum(s["n_tokens"] for s in stats.get("sources", {}).values()))
+    mixture = mix_from_stats(stats, method=method, budget_tokens=budget, max_epochs=max_epochs, utility=utility,
+                             **(params or {}))
+    manifest = build_mixture_manifest(mixture, stats, seq_len=seq_len, seed=seed, order=order, window=window)
+    folder.mkdir(parents=True, exist_ok=True)  # only once the request proved feasible
+    write_mixture_manifest(folder / "mixture.json", manifest)
+    plot_mixture(manifest, folder / "mixture.png")
+    return manifest
+
+
+def run_mix_stage(ctx: StageContext, tmp: Path) -> StageResult:
     m = ctx.config.mix
     stats, order, window, seq_len = mix_stats(ctx)
-    table_path = utility_table_path(ctx)
-    utility = read_utility_table(table_path) if table_path else None
-    budget = m.budget_tokens or float(sum(s["n_tokens"] for s in stats["sources"].values()))
-    mixture = mix_from_stats(stats, method=m.method, budget_tokens=budget, max_epochs=m.max_epochs,
-                             utility=utility, **m.params)
-    manifest = build_mixture_manifest(mixture, stats, seq_len=seq_len, seed=ctx.config.seed, order=order, window=window)
-    write_mixture_manifest(tmp / "mixture.json", manifest)
-    plot_mixture(manifest, tmp / "mixture.png")
+    manifest = solve_and_write_mixture(
+        tmp, stats, method=m.method, budget_tokens=m.budget_tokens, max_epochs=m.max_epochs,
+        utility_path=utility_table_path(ctx), params=m.params, seq_len=seq_len, seed=ctx.config.seed,
+        order=order, window=window,
+    )
     return StageResult(
         counts={"n_sources": len(manifest["sources"]), "budget_tokens": manifest["budget_tokens"]},
         extra={"method": manifest["method"],
