@@ -23,10 +23,11 @@ from typing import Any, Iterable
 from mixweave.corpus.archives import open_archive
 from mixweave.corpus.benchmarks import load_benchmarks
 from mixweave.corpus.contamination import ContaminationChecker
-from mixweave.corpus.fetch import ResolvedPackage, file_sha256, resolve_package
+from mixweave.corpus.fetch import ResolvedPackage, resolve_package
 from mixweave.corpus.packages import BENCHMARK_PACKAGE, PACKAGES
 from mixweave.corpus.sources import EXTRACTORS, ExtractorSpec, TierSpec, get_tier
 from mixweave.corpus.normalize import normalize_text, split_document, text_sha256, utf8_len
+from mixweave.data.manifest import sha256_file, write_text_atomic
 from mixweave.errors import ConfigError
 
 __all__ = ["build_corpus", "Record", "allocate_fair_shares", "select_within_cap",
@@ -150,7 +151,7 @@ def _write_shards(records: Iterable[Record], folder: Path, source: str, shard_by
         final = folder / f"{source}-{len(files):05d}.jsonl"
         os.replace(tmp, final)
         files.append({"path": f"{source}/{final.name}", "docs": count, "bytes": size,
-                      "sha256": file_sha256(final)})
+                      "sha256": sha256_file(final)})
         handle = None
 
     for record in records:
@@ -244,10 +245,7 @@ def build_corpus(tier: str | TierSpec, out_dir: str | Path, cache_dir: str | Pat
     bench_path = out / BENCHMARKS_NAME
     examples = [e.to_dict() for e in load_benchmarks(packages[BENCHMARK_PACKAGE].path,
                                                       spec.benchmark_examples, spec.seed)]
-    tmp = bench_path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples),
-                   encoding="utf-8")
-    os.replace(tmp, bench_path)
+    write_text_atomic(bench_path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples))
     checker = ContaminationChecker(examples)
 
     seen: set[str] = set()
@@ -293,14 +291,12 @@ def build_corpus(tier: str | TierSpec, out_dir: str | Path, cache_dir: str | Pat
                    "docs": sum(s["docs"] for s in sources_manifest.values()),
                    "bytes": sum(s["bytes"] for s in sources_manifest.values()),
                    "files": sum(len(s["files"]) for s in sources_manifest.values())},
-        "benchmarks": {"path": BENCHMARKS_NAME, "sha256": file_sha256(bench_path),
+        "benchmarks": {"path": BENCHMARKS_NAME, "sha256": sha256_file(bench_path),
                        "examples": len(examples), "counts": counts,
                        "package": packages[BENCHMARK_PACKAGE].to_manifest()},
         "contamination": checker.report(),
     }
-    tmp = out / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out / MANIFEST_NAME)
+    write_text_atomic(out / MANIFEST_NAME, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     log.info("corpus %s: %d sources, %d docs, %.1f MB in %.1fs", spec.name,
              manifest["totals"]["sources"], manifest["totals"]["docs"],
              manifest["totals"]["bytes"] / 1e6, time.perf_counter() - started)

@@ -24,9 +24,10 @@ from typing import Any
 
 from mixweave.corpus.archives import deb_control_fields, open_archive
 from mixweave.corpus.packages import PackageSpec
+from mixweave.data.manifest import sha256_file
 from mixweave.errors import InputError, MixweaveError
 
-__all__ = ["FetchError", "ResolvedPackage", "resolve_package", "stdlib_root", "file_sha256"]
+__all__ = ["FetchError", "ResolvedPackage", "resolve_package", "stdlib_root"]
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +59,6 @@ class ResolvedPackage:
             "file": self.path.name,
             "sha256": self.sha256,
         }
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def stdlib_root() -> Path:
@@ -253,4 +245,4 @@ def resolve_package(spec: PackageSpec, cache_dir: Path, *, fetch: bool = True) -
         version = deb_control_fields(path).get("Version", "unknown")
     else:
         version = spec.version or "unknown"
-    return ResolvedPackage(spec, path, version, file_sha256(path), _declared_licence(spec, path))
+    return ResolvedPackage(spec, path, version, sha256_file(path), _declared_licence(spec, path))

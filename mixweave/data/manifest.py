@@ -45,16 +45,21 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False, default=str)
 
 
-def write_json_atomic(path: str | os.PathLike, value: Any, *, indent: int = 2) -> None:
-    """Write JSON through a temp file and ``os.replace`` so readers never see half a file."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 text through a temp file, fsync and ``os.replace``: readers never see half a file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(value, fh, indent=indent, sort_keys=True, allow_nan=False, ensure_ascii=False)
-        fh.write("\n")
+        fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | os.PathLike, value: Any, *, indent: int = 2) -> None:
+    """Write JSON (sorted keys, no NaN) atomically with :func:`write_text_atomic`."""
+    text = json.dumps(value, indent=indent, sort_keys=True, allow_nan=False, ensure_ascii=False)
+    write_text_atomic(path, text + "\n")
 
 
 @functools.lru_cache(maxsize=1)

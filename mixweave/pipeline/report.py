@@ -225,12 +225,9 @@ def build_report(out: str | Path, *, utility_path: str | Path | None = None, tit
 
 def write_report(out: str | Path, target: str | Path, **kwargs) -> Path:
     """Write the report atomically (temp file + rename)."""
-    import os
-    import uuid
+    from ..data.manifest import write_text_atomic
 
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(build_report(out, **kwargs), encoding="utf-8")
-    os.replace(tmp, target)
+    write_text_atomic(target, build_report(out, **kwargs))
     return target
