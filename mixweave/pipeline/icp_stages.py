@@ -10,8 +10,8 @@ driver's memory as float32 [N, 384] plus its kNN arrays (~1.7 KB per document at
 
 from __future__ import annotations
 
-import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..config import RunConfig, to_plain
+from ..config import to_plain
 from ..data.manifest import artifact_files, require_manifest, write_json_atomic
 from ..data.windows import windows_section, write_windows_files
 from ..errors import ConfigError
@@ -62,7 +62,7 @@ def run_embed_stage(ctx: StageContext, tmp: Path) -> StageResult:
     files = docs_files_by_source(ingest_dir)
     units = plan_units(files, ingest_dir)
     started = time.perf_counter()
-    info = run_embed(ctx.spark(), units=units, out_root=tmp, encoder=o.encoder, max_tokens=o.max_tokens,
+    run_embed(ctx.spark(), units=units, out_root=tmp, encoder=o.encoder, max_tokens=o.max_tokens,
                      batch_size=o.batch_size, torch_threads=o.torch_threads, device=o.device)
     seconds = time.perf_counter() - started
     per_source = {}
@@ -82,7 +82,7 @@ def run_embed_stage(ctx: StageContext, tmp: Path) -> StageResult:
 # -------------------------------------------------------------------------------------------- knn
 def run_knn_stage(ctx: StageContext, tmp: Path) -> StageResult:
     from ..retrieval import knn
-    from ..retrieval.knn import recall_at_k
+    from ..retrieval.knn import choose_method, recall_at_k
 
     o = ctx.config.order
     embed_dir = ctx.artifact("embed")
@@ -96,8 +96,6 @@ def run_knn_stage(ctx: StageContext, tmp: Path) -> StageResult:
             I, D = np.full((n, 1), -1, np.int64), np.full((n, 1), -np.inf, np.float32)
             method = "none"
         else:
-            from ..retrieval.knn import choose_method
-
             method = choose_method(n, o.knn_method)[0]
             I, D = knn(X, k, method=o.knn_method, seed=ctx.config.seed)
         entry = {"n_docs": n, "k": int(I.shape[1]), "method": method}
@@ -128,12 +126,13 @@ def run_dedup_stage(ctx: StageContext, tmp: Path) -> StageResult:
     knn_dir = ctx.artifact("knn")
     ingest_dir = ctx.artifact("ingest")
     sources = require_manifest(knn_dir, "knn")["knn"]
+    docs_files = docs_files_by_source(ingest_dir)
     per_source, drops = {}, {}
     for source in sorted(sources):
         I, D = load_knn(knn_dir, source)
         result = semantic_dedup(I, D, threshold=o.dedup_cosine)
         ids = []
-        for path in docs_files_by_source(ingest_dir)[source]:
+        for path in docs_files[source]:
             ids.extend(pq.read_table(path, columns=["doc_id"]).column("doc_id").to_pylist())
         ids_arr = np.asarray(ids, dtype=object)
         (tmp / source).mkdir(parents=True, exist_ok=True)
@@ -167,18 +166,16 @@ def run_order_stage(ctx: StageContext, tmp: Path) -> StageResult:
         keep = np.load(dedup_dir / source / "keep.npy")
         kept_index = np.flatnonzero(keep)
         I_k, D_k = restrict_knn(I, D, keep)
+        X_kept = load_embeddings(embed_dir, source)[kept_index] if kept_index.size > 2 else None
         t0 = time.perf_counter()
         n_clusters = min(ctx.config.order.partitions, kept_index.size // 2)
         if n_clusters >= 2:
             from ..jobs.order import run_partitioned_order
 
-            X_kept = load_embeddings(embed_dir, source)[kept_index]
             (tmp / f".{source}-partitions").mkdir(parents=True, exist_ok=True)
             path, _ = run_partitioned_order(ctx.spark(), X_kept, I_k, D_k, n_clusters=n_clusters, seed=ctx.config.seed,
                                             work_dir=tmp / f".{source}-partitions")
-            import shutil
-
-            shutil.rmtree(tmp / f".{source}-partitions", ignore_errors=True)
+            shutil.rmtree(tmp / f".{source}-partitions", ignore_errors=True)  # staging only, not an output
         else:
             path = traverse(I_k, D_k) if kept_index.size else np.zeros(0, np.int64)
         seconds = time.perf_counter() - t0
@@ -186,9 +183,8 @@ def run_order_stage(ctx: StageContext, tmp: Path) -> StageResult:
         (tmp / source).mkdir(parents=True, exist_ok=True)
         np.save(tmp / source / "order.npy", order.astype(np.int64))
         metrics = {"n_docs": int(kept_index.size)}
-        if kept_index.size > 2:
-            X = load_embeddings(embed_dir, source)[kept_index]
-            metrics.update(order_metrics(X, path, I_k, D_k, seed=ctx.config.seed))
+        if X_kept is not None:
+            metrics.update(order_metrics(X_kept, path, I_k, D_k, seed=ctx.config.seed))
         write_json_atomic(tmp / source / "metrics.json", _finite(metrics))  # no timings: bytes stay reproducible
         metrics["traverse_s"] = round(seconds, 4)
         per_source[source] = _finite({k: metrics.get(k) for k in (

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..config import RunConfig, to_plain
+from ..config import to_plain
 from ..data.manifest import sha256_file
 from .runner import Stage, StageContext, StageResult
 

@@ -295,10 +295,8 @@ def _medu(sample: Any, examples: dict[str, list[dict[str, Any]]], s: MeduSetting
     from mixweave.mixers.utility.medu import MeduOptions, describe_benchmarks, rate_documents
     from mixweave.mixers.utility.prompts import load_prompts
 
-    opts = MeduOptions(mode=s.mode, max_doc_tokens=s.max_doc_tokens, examples_per_chunk=s.examples_per_chunk,
-                       max_chunks=s.max_chunks, max_example_chars=s.max_example_chars,
-                       describe_max_tokens=s.describe_max_tokens, rate_max_tokens=s.rate_max_tokens,
-                       temperature=s.temperature, seed=s.seed, batch_size=s.batch_size)
+    # MeduSettings carries every MeduOptions field (plus backend, cache, ...): copy them by name
+    opts = MeduOptions(**{f.name: getattr(s, f.name) for f in dataclasses.fields(MeduOptions)})
     prompts = load_prompts(s.prompt_version)
     t0 = time.perf_counter()
     own_backend = not isinstance(s.backend, Backend)
