@@ -129,6 +129,9 @@ class ExportConfig:
     """megatron | olmo | mds | hf | datatrove (or all)."""
     mds_weighting: str = "choose"
     hf_materialize: bool = True
+    global_batch_size: int | None = None
+    """Sequences per optimizer step in the target trainer (OLMo-core rounds a source mixture to whole
+    batches); the exported counts are chosen so that the trainer realises them exactly. None = 1."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -82,11 +82,44 @@ def fingerprint(stage: str, stage_version: int, config: Any, input_sha256: dict[
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
+TMP_MARK = ".tmp-"
+
+
+def _hash_and_find(path: Path, needle: bytes | None) -> tuple[str, bool]:
+    """sha256 of a file and whether ``needle`` occurs in it, in one streaming pass."""
+    digest = hashlib.sha256()
+    found = False
+    tail = b""
+    keep = len(needle) - 1 if needle else 0
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+            if needle and not found:
+                window = tail + block
+                found = needle in window
+                tail = window[-keep:] if keep else b""
+    return digest.hexdigest(), found
+
+
 def list_output_files(root: Path) -> list[dict]:
-    """Every regular file under ``root`` except the manifest, sorted, with bytes and sha256."""
+    """Every regular file under ``root`` except the manifest, sorted, with bytes and sha256.
+
+    When ``root`` is a stage's temporary folder (``.<name>.tmp-<hex>``), every file is also searched
+    for that folder's name in the same pass: an artifact that names its temporary location would
+    point at a folder that no longer exists once the stage commits, so that raises ManifestError.
+    Symbolic links are refused: an artifact holds its own bytes."""
+    needle = root.name.encode() if root.name.startswith(".") and TMP_MARK in root.name else None
     files = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_NAME):
-        files.append({"path": path.relative_to(root).as_posix(), "bytes": path.stat().st_size, "sha256": sha256_file(path)})
+    for path in sorted(p for p in root.rglob("*") if p.name != MANIFEST_NAME and (p.is_file() or p.is_symlink())):
+        rel = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            raise ManifestError(f"stage output {rel} is a symbolic link; a stage must write its own files")
+        sha, leaked = _hash_and_find(path, needle)
+        if leaked:
+            raise ManifestError(
+                f"stage output {rel} names the stage's temporary folder {root.name}, which is renamed away when "
+                "the stage commits; write the artifact's final path instead (this is a bug in mixweave)")
+        files.append({"path": rel, "bytes": path.stat().st_size, "sha256": sha})
     return files
 
 

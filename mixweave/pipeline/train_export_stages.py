@@ -25,7 +25,9 @@ def run_export_stage(ctx: StageContext, tmp: Path) -> StageResult:
     per_format = {}
     for fmt in wanted:
         options = {"mds": {"mds_weighting": e.mds_weighting}, "hf": {"hf_materialize": e.hf_materialize}}.get(fmt, {})
-        summary = export(fmt, ctx.artifact("pack"), mixture, tmp / fmt, force=True, **options)
+        # Write into the temporary folder, but name the stage's final folder in every trainer config.
+        summary = export(fmt, ctx.artifact("pack"), mixture, tmp / fmt, final_dir=ctx.artifact("export") / fmt,
+                         force=True, **options)
         per_format[fmt] = {"windows": summary["plan"]["total_windows"], "tokens": summary["plan"]["realized_tokens"],
                            "seconds": summary.get("seconds")}
     return StageResult(counts={"formats": len(per_format)}, extra={"exports": per_format})

@@ -69,10 +69,13 @@ def normalize_format(fmt: str) -> str:
 
 
 def export(format: str, pack_dir: str | Path, mixture_path: str | Path, out_dir: str | Path, *,
-           path_prefix: str | None = None, force: bool = False, **options: Any) -> dict[str, Any]:
+           path_prefix: str | None = None, final_dir: str | Path | None = None, force: bool = False,
+           **options: Any) -> dict[str, Any]:
     """Write ``format`` into ``out_dir`` (atomically) and return its summary (also stored under
-    ``export`` in ``out_dir/_manifest.json``). ``path_prefix``: how config files name the output
-    folder (default its absolute path; e.g. ``s3://bucket/run`` after an upload)."""
+    ``export`` in ``out_dir/_manifest.json``). ``final_dir``: where ``out_dir`` will finally live when
+    it is written inside a stage's temporary folder (default ``out_dir`` itself); config files name
+    that place, never the temporary one. ``path_prefix``: how config files name the output folder
+    (default the absolute path of ``final_dir``; e.g. ``s3://bucket/run`` after an upload)."""
     from mixweave.pipeline.export.common import ExportContext
     from mixweave.trainer.plan import load_plan
 
@@ -82,8 +85,9 @@ def export(format: str, pack_dir: str | Path, mixture_path: str | Path, out_dir:
         accepted = ", ".join(sorted(OPTIONS[fmt])) or "none"
         raise ConfigError(f"export format {fmt} does not take option(s) {', '.join(unknown)}; it accepts: {accepted}")
     pack_dir, mixture_path, out = Path(pack_dir), Path(mixture_path), Path(out_dir)
+    final = out if final_dir is None else Path(final_dir)
     plan = load_plan(pack_dir, mixture_path)
-    prefix = str(out.resolve()) if path_prefix is None else str(path_prefix)
+    prefix = str(final.resolve()) if path_prefix is None else str(path_prefix)
     config = {"format": fmt, "path_prefix": prefix, "options": dict(sorted(options.items()))}
     inputs = {"pack": manifest_sha256(pack_dir), "mixture": sha256_file(mixture_path)}
     value = fingerprint("export", EXPORT_VERSION, config, inputs)
@@ -94,10 +98,10 @@ def export(format: str, pack_dir: str | Path, mixture_path: str | Path, out_dir:
     started = time.perf_counter()
     with atomic_stage_dir(out) as tmp:
         ctx = ExportContext(pack_dir=pack_dir, mixture_path=mixture_path, plan=plan, info=windows_info(pack_dir),
-                            final_dir=out, path_prefix=prefix, options=dict(options))
+                            final_dir=final, path_prefix=prefix, options=dict(options))
         summary = _writer(fmt)(ctx, tmp)
         seconds = round(time.perf_counter() - started, 3)
-        summary = {"format": fmt, "out": str(out), "path_prefix": prefix, **summary, "plan": plan.to_dict(),
+        summary = {"format": fmt, "out": str(final), "path_prefix": prefix, **summary, "plan": plan.to_dict(),
                    "seconds": seconds}
         manifest = build_manifest(
             stage="export", stage_version=EXPORT_VERSION, config=config, fingerprint_value=value,
@@ -107,7 +111,7 @@ def export(format: str, pack_dir: str | Path, mixture_path: str | Path, out_dir:
             timings={"total_s": seconds}, extra={"export": summary})
         write_json_atomic(tmp / MANIFEST_NAME, manifest)
     log.info("export %s: %d sources, %d planned windows -> %s (%.1fs)", fmt, len(plan.sources), plan.total_windows,
-             out, seconds)
+             final, seconds)
     return summary
 
 
