@@ -204,7 +204,7 @@ def print_mixture_table(manifest: dict) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. mix.method=utilimax.")
 @click.option("--method", help="Without a config: proportional|temperature|uniform|manual|unimax|utilimax|weakest-link.")
 @click.option("--budget-tokens", type=float, help="Without a config: the token budget (default: all tokens once).")
-@click.option("--max-epochs", type=float, default=4.0, show_default=True)
+@click.option("--max-epochs", type=float, help="Epoch cap per source (default 4, or the config's mix.max_epochs).")
 @click.option("--utility", type=click.Path(dir_okay=False), help="Utility table (parquet/csv) for utilimax / weakest-link.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Method parameter, e.g. tau=0.7 (repeatable).")
 @click.option("--out", type=click.Path(), help="With --stats: folder for mixture.json + mixture.png. With --config: the run's out.")
@@ -213,12 +213,17 @@ def mix(config_path, stats_path, overrides, method, budget_tokens, max_epochs, u
     """Solve mixture weights and write mixture.json + a PNG chart."""
     import json
 
-    import yaml
-
+    from .config import parse_value
     from .errors import ConfigError
 
     if bool(config_path) == bool(stats_path):
         raise ConfigError("give exactly one of --config (a run config) or --stats (a stats.json)")
+    kwargs = {}
+    for item in params:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise ConfigError(f"--param {item!r}: write it as key=value, e.g. --param tau=3.33")
+        key, raw = item.split("=", 1)
+        kwargs[key.strip()] = parse_value(raw, f"--param {key.strip()}")
     if config_path:
         from .pipeline.runner import run_stages
         from .pipeline.stages import build_stages
@@ -226,10 +231,13 @@ def mix(config_path, stats_path, overrides, method, budget_tokens, max_epochs, u
         extra = list(overrides)
         if method:
             extra.append(f"mix.method={method}")
-        if budget_tokens:
-            extra.append(f"mix.budget_tokens={budget_tokens}")
+        if budget_tokens is not None:
+            extra.append(f"mix.budget_tokens={budget_tokens!r}")
+        if max_epochs is not None:
+            extra.append(f"mix.max_epochs={max_epochs!r}")
         if utility:
             extra.append(f"mix.utility={utility}")
+        extra.extend(f"mix.params.{key}={json.dumps(value)}" for key, value in kwargs.items())
         config = _load(config_path, tuple(extra), None, out)
         if config.mix is None:
             config = _load(config_path, tuple(extra) + ("mix.method=unimax",), None, out)
@@ -243,17 +251,17 @@ def mix(config_path, stats_path, overrides, method, budget_tokens, max_epochs, u
             raise ConfigError("with --stats, also give --method and --out")
         try:
             stats = json.loads(Path(stats_path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read {stats_path} as JSON ({exc}); pass the stats.json of a count stage") from None
-        kwargs = {}
-        for item in params:
-            if "=" not in item:
-                raise ConfigError(f"--param {item!r}: write it as key=value")
-            key, raw = item.split("=", 1)
-            kwargs[key] = yaml.safe_load(raw)
+        from .config import from_dict
+        from .mixers.params import METHOD_PARAMS, method_key
+
+        if method_key(method) in METHOD_PARAMS:
+            from_dict(METHOD_PARAMS[method_key(method)], kwargs, "--param")
         target = Path(out)
         solve_and_write_mixture(target, stats, method=method, budget_tokens=budget_tokens or 0.0,
-                                max_epochs=max_epochs, utility_path=utility, params=kwargs)
+                                max_epochs=4.0 if max_epochs is None else max_epochs, utility_path=utility,
+                                params=kwargs)
     from .data.mixture_manifest import read_mixture_manifest
 
     print_mixture_table(read_mixture_manifest(target / "mixture.json"))

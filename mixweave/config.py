@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from .data.manifest import check_name
 from .errors import ConfigError
 
 
@@ -184,11 +186,22 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     args = typing.get_args(tp)
     if tp is Any:
         return value
+    if origin is typing.Literal:
+        if not any(type(value) is type(a) and value == a for a in args):
+            raise ConfigError(f"{where}: {value!r} is not allowed; use one of {', '.join(map(repr, args))}")
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], where)
+        errors = []
+        for alternative in inner:
+            try:
+                return _convert(value, alternative, where)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0] if len(errors) == 1 else ConfigError(
+            f"{where}: {value!r} is none of {' | '.join(_type_name(a) for a in args)}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping of {tp.__name__} settings, got {type(value).__name__} {value!r}")
@@ -205,6 +218,10 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
         return {str(k): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{where}: expected nothing (null), got {value!r}")
+        return None
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
@@ -249,6 +266,76 @@ def from_dict(cls: type, data: Mapping[str, Any], where: str = "config") -> Any:
     return cls(**kwargs)
 
 
+# ------------------------------------------------------------------------------------ YAML
+MAX_YAML_NODES = 100_000
+"""Values one YAML document may expand to, counting every alias at its full size: far more than
+any config needs, far fewer than an alias bomb (a 1 KB file whose nested aliases expand to
+billions of values and would take minutes and gigabytes to walk)."""
+
+_FLOAT_WITHOUT_DOT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+
+
+class StrictYamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, stricter where a config needs it: a key written twice in one mapping
+    is an error (YAML would silently keep the last), a document whose aliases expand to more than
+    :data:`MAX_YAML_NODES` values is refused before anything walks it, and ``1e1`` / ``2e9`` are
+    numbers (YAML 1.1 reads them as strings)."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        sizes: dict[int, int] = {}
+
+        def expanded(n) -> int:  # memoised per node, so the check itself is linear in the file
+            if id(n) not in sizes:
+                sizes[id(n)] = 0  # a recursive alias counts once
+                children = [c for pair in n.value for c in pair] if isinstance(n, yaml.MappingNode) else (
+                    n.value if isinstance(n, yaml.SequenceNode) else [])
+                sizes[id(n)] = min(1 + sum(expanded(c) for c in children), MAX_YAML_NODES + 1)
+            return sizes[id(n)]
+
+        if node is not None and expanded(node) > MAX_YAML_NODES:
+            raise ConfigError(f"YAML expands to more than {MAX_YAML_NODES:,} values through its aliases; "
+                              "write the values out instead of nesting anchors")
+        return node
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise ConfigError(f"key {key!r} is written twice in one mapping (lines {seen[key] + 1} and "
+                                  f"{key_node.start_mark.line + 1}); keep one")
+            if isinstance(key, typing.Hashable):
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+StrictYamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_WITHOUT_DOT, list("-+0123456789"))
+
+
+def yaml_load(text: str, where: str) -> Any:
+    """Parse YAML with :class:`StrictYamlLoader`; any problem is one ConfigError naming ``where``."""
+    try:
+        return yaml.load(text, Loader=StrictYamlLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where} is not valid YAML{at} ({problem}); fix the syntax "
+                          "(plain values only: no !!python or other tags)") from None
+    except RecursionError:
+        raise ConfigError(f"{where} is nested too deeply to be a config") from None
+
+
+def parse_value(raw: str, where: str) -> Any:
+    """A ``key=value`` override's value, parsed as YAML (``2e9`` is a number, ``local[2]`` a string)."""
+    if raw == "":
+        return ""
+    return yaml_load(raw, where)
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ``key.sub=value`` strings to a raw config mapping (values parsed as YAML)."""
     data = dict(data)
@@ -256,10 +343,12 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: write it as key.sub=value")
         key, raw = item.split("=", 1)
+        if not key.strip() or any(not part for part in key.strip().split(".")):
+            raise ConfigError(f"--set {item!r}: the key must be a dotted name like mix.method")
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
+            value = parse_value(raw, f"--set {key.strip()}")
+        except ConfigError:
+            value = raw  # not YAML (e.g. a glob with '*'): the plain string, validated with the rest
         parts = key.strip().split(".")
         node = data
         for part in parts[:-1]:
@@ -276,13 +365,10 @@ def load_raw(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass the path of a YAML run config")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where}; fix the syntax") from None
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    data = yaml_load(text, f"config file {path}")
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -290,13 +376,64 @@ def load_raw(path: str | Path) -> dict:
     return data
 
 
+SPARK_MASTER = re.compile(r"^(local(\[(\*|[1-9][0-9]*)(,[0-9]+)?\])?|local-cluster\[[0-9]+,[0-9]+,[0-9]+\]"
+                          r"|yarn|(spark|mesos|k8s)://\S+)$")
+MEMORY_SIZE = re.compile(r"^[1-9][0-9]*[kmgtKMGT]?[bB]?$")
+
+
+def _check_sections(config: RunConfig) -> None:
+    """Free-form sections (mix.params, utility.settings, train.settings) checked against the typed
+    settings of the component that reads them, so a typo fails before any stage runs."""
+    if config.mix is not None:
+        from .mixers.params import METHOD_PARAMS, method_key
+
+        key = method_key(config.mix.method)
+        if key not in METHOD_PARAMS:
+            raise ConfigError(f"mix.method {config.mix.method!r}: use one of "
+                              f"{', '.join(k.replace('_', '-') for k in METHOD_PARAMS)}")
+        from_dict(METHOD_PARAMS[key], config.mix.params, "mix.params")
+    if config.utility is not None and config.utility.method != "table":
+        from .mixers.utility.api import EmbeddingSettings, MeduSettings
+
+        cls = EmbeddingSettings if config.utility.method == "embedding" else MeduSettings
+        set_by_stage = {"per_source", "seed", "encoder", "top_k", "max_tokens", "backend", "model", "mode", "cache"}
+        clash = sorted(set(config.utility.settings) & set_by_stage)
+        if clash:
+            raise ConfigError(f"utility.settings.{clash[0]}: set it as utility.{clash[0]} instead")
+        from_dict(cls, config.utility.settings, "utility.settings")
+    if config.train is not None:
+        from .trainer.train import TrainConfig as TrainerSettings
+
+        set_by_stage = {"depth", "batch_size", "steps"}
+        clash = sorted(set(config.train.settings) & set_by_stage)
+        if clash:
+            raise ConfigError(f"train.settings.{clash[0]}: set it as train.{clash[0]} instead")
+        settings = from_dict(TrainerSettings, {"depth": config.train.depth, "batch_size": config.train.batch_size,
+                                               **config.train.settings}, "train.settings")
+        settings.validate()
+
+
 def parse_config(data: Mapping[str, Any]) -> RunConfig:
     config = from_dict(RunConfig, data)
+    if not config.out.strip():
+        raise ConfigError("out is empty: give the run folder, e.g. out: out/demo (or --out out/demo)")
     for name in config.sources:
-        if not name or not all(c.isalnum() or c in "-_." for c in name):
-            raise ConfigError(f"source name {name!r}: use letters, digits, '-', '_' or '.' only")
+        check_name(name, "source name", ConfigError)
+    if not SPARK_MASTER.match(config.spark.master):
+        raise ConfigError(f"spark.master {config.spark.master!r} is not a Spark master URL; use local[*], local[2], "
+                          "spark://host:7077, yarn or k8s://https://host:port")
+    if not MEMORY_SIZE.match(config.spark.driver_memory):
+        raise ConfigError(f"spark.driver_memory {config.spark.driver_memory!r}: write a size such as 2g or 512m")
+    if config.spark.partitions < 0:
+        raise ConfigError(f"spark.partitions must be >= 0 (0 = automatic), got {config.spark.partitions}")
+    if not config.ingest.target_file_mb > 0:
+        raise ConfigError(f"ingest.target_file_mb must be > 0 (size of each output parquet file), got "
+                          f"{config.ingest.target_file_mb}")
     if config.mix is not None and config.mix.max_epochs <= 0:
         raise ConfigError(f"mix.max_epochs must be > 0, got {config.mix.max_epochs}")
+    if config.mix is not None and not (config.mix.budget_tokens == 0 or config.mix.budget_tokens >= 1):
+        raise ConfigError(f"mix.budget_tokens must be 0 (one pass over every source) or at least 1 token, got "
+                          f"{config.mix.budget_tokens:g}")
     if config.order is not None:
         o = config.order
         if o.partitions < 0:
@@ -330,6 +467,11 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
             raise ConfigError(f"export.formats: unknown format {bad[0]!r}; use {', '.join(known)}")
     if config.ingest.max_doc_bytes <= 0:
         raise ConfigError(f"ingest.max_doc_bytes must be > 0, got {config.ingest.max_doc_bytes}")
+    if config.export is not None and config.export.global_batch_size is not None and config.export.global_batch_size < 1:
+        raise ConfigError(f"export.global_batch_size must be >= 1 sequences, got {config.export.global_batch_size}")
+    if not config.sources and (config.order or config.mix or config.utility):
+        raise ConfigError("sources is empty: add at least one source with its paths")
+    _check_sections(config)
     return config
 
 

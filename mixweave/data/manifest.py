@@ -16,17 +16,20 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import fcntl
 import functools
 import hashlib
 import json
 import os
+import re
 import shutil
+import threading
 import subprocess
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import ManifestError
+from ..errors import InputError, ManifestError
 
 MANIFEST_NAME = "_manifest.json"
 SCHEMA_VERSION = 1
@@ -197,6 +200,11 @@ def verify_stage(artifact: str | os.PathLike) -> dict:
     root = Path(artifact)
     manifest = require_manifest(root, "producing")
     problems = []
+    listed = {entry.get("path") for entry in manifest["files"]}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink()):
+        rel = path.relative_to(root).as_posix()
+        if path.name != MANIFEST_NAME and rel not in listed:  # nested artifacts' manifests are not listed
+            problems.append(f"{rel} is not listed in the manifest (added after the stage wrote it)")
     for entry in manifest["files"]:
         path = _safe_member(root, entry.get("path"))
         if not path.is_file():
@@ -220,6 +228,81 @@ def artifact_files(artifact: str | os.PathLike, suffix: str = "") -> list[Path]:
     return [_safe_member(root, e["path"]) for e in manifest["files"] if e["path"].endswith(suffix)]
 
 
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def check_name(name: Any, what: str, error: type[Exception] = InputError) -> str:
+    """A name that becomes a path component (a source, a format): 1-100 letters, digits, '_', '.',
+    '-', starting with a letter or digit -- so never '', '.', '..', a hidden file or a separator."""
+    if not isinstance(name, str) or not SAFE_NAME.match(name):
+        raise error(f"{what} {name!r}: use 1-100 letters, digits, '_', '.' or '-', starting with a letter "
+                            "or digit (it becomes a folder or file name)")
+    return name
+
+
+def read_listed_file(artifact: str | os.PathLike, rel: str) -> bytes:
+    """The bytes of ``rel`` inside a completed artifact, checked against the size and sha256 that its
+    manifest lists: a file edited by hand after its stage wrote it is refused, not silently used."""
+    root = Path(artifact)
+    manifest = require_manifest(root, "producing")
+    entry = next((e for e in manifest["files"] if e.get("path") == rel), None)
+    if entry is None:
+        raise ManifestError(f"{root} lists no {rel} in its {MANIFEST_NAME}; re-run its stage")
+    data = _safe_member(root, rel).read_bytes()
+    if len(data) != entry.get("bytes") or hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+        raise ManifestError(f"{root / rel} was changed after its stage wrote it (sha256 differs from the manifest); "
+                            "re-run the stage (or --force it) instead of editing its output")
+    return data
+
+
+_HELD: dict[str, list] = {}
+_HELD_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def hold_folder(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive advisory lock (``flock``) on ``folder`` while mixweave writes into it.
+
+    A second process that wants to write the same run folder fails at once with a clear message
+    instead of deleting the first one's temporary stage folders. Re-entrant inside one process (the
+    runner holds the run folder for the whole run; each stage commit takes it again)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = os.path.realpath(folder)
+    with _HELD_GUARD:
+        held = _HELD.get(key)
+        if held is not None:
+            held[1] += 1
+        else:
+            fd = os.open(key, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise ManifestError(f"{folder} is being written by another mixweave process; wait for it to finish "
+                                    "or write elsewhere (--out)") from None
+            _HELD[key] = [fd, 1]
+    try:
+        yield
+    finally:
+        with _HELD_GUARD:
+            held = _HELD[key]
+            held[1] -= 1
+            if held[1] == 0:
+                del _HELD[key]
+                fcntl.flock(held[0], fcntl.LOCK_UN)
+                os.close(held[0])
+
+
+def refuse_foreign_folder(final: Path) -> None:
+    """Never replace what mixweave did not create: ``final`` must be absent, empty, or an artifact."""
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        raise ManifestError(f"{final} exists and is not a folder; choose another output path (--out) or remove it")
+    if final.is_dir() and not (final / MANIFEST_NAME).is_file() and any(final.iterdir()):
+        raise ManifestError(f"{final} already holds files that mixweave did not write (no {MANIFEST_NAME}); "
+                            "choose another output path (--out) or empty it yourself")
+
+
 def clean_stale_temporaries(parent: Path, name: str) -> None:
     for stale in parent.glob(f".{name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -235,21 +318,23 @@ def atomic_stage_dir(final: str | os.PathLike) -> Iterator[Path]:
     temporary folder. On an exception the temporary folder is removed and ``final`` is untouched.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_temporaries(final.parent, final.name)
-    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        if not (tmp / MANIFEST_NAME).is_file():
-            raise RuntimeError(f"stage wrote no {MANIFEST_NAME} into {tmp}")
-        if final.exists():
-            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    refuse_foreign_folder(final)
+    with hold_folder(final.parent):
+        clean_stale_temporaries(final.parent, final.name)
+        tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"
+        tmp.mkdir()
+        try:
+            yield tmp
+            if not (tmp / MANIFEST_NAME).is_file():
+                raise RuntimeError(f"stage wrote no {MANIFEST_NAME} into {tmp}")
+            refuse_foreign_folder(final)
+            if final.exists():
+                old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise

@@ -24,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from mixweave.data.manifest import check_name
 from mixweave.errors import InputError, ManifestError
 
 SCHEMA_VERSION = 1
@@ -313,4 +314,6 @@ def read_mixture_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         raise ManifestError(f"{path}: invalid mixture manifest: {problems[0]}{more}; "
                             "re-run `mixweave mix` to regenerate it")
+    for source in manifest["sources"]:
+        check_name(source["name"], f"{path}: source name")  # exporters and the trainer turn it into paths
     return manifest

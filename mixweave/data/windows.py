@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import InputError
-from .manifest import MANIFEST_NAME, _safe_member, require_manifest, write_json_atomic
+from .manifest import MANIFEST_NAME, _safe_member, check_name, require_manifest, write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ def windows_info(pack_dir: str | Path) -> WindowsInfo:
     info = manifest.get("windows")
     if not isinstance(info, dict):
         raise InputError(f"{pack_dir} is not a pack artifact (its manifest has no 'windows' section); run the pack stage")
+    for name in info["sources"]:
+        check_name(name, f"{pack_dir}: source name")  # exporters turn it into file names
     return WindowsInfo(int(info["seq_len"]), bool(info["plus_one"]), dict(info["tokenizer"]), dict(info["sources"]))
 
 

@@ -11,6 +11,7 @@ inside :func:`~mixweave.data.manifest.atomic_stage_dir`, so a crash leaves the p
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -24,6 +25,7 @@ from ..data.manifest import (
     atomic_stage_dir,
     build_manifest,
     fingerprint,
+    hold_folder,
     manifest_sha256,
     read_manifest,
     write_json_atomic,
@@ -162,14 +164,19 @@ def run_stages(
     on_report: Callable[[StageReport], None] | None = None, overrides: dict[str, Path] | None = None,
 ) -> list[StageReport]:
     ctx = StageContext(config=config, out=Path(config.out), overrides=dict(overrides or {}))
-    ctx.out.mkdir(parents=True, exist_ok=True)
     reports = []
-    for stage in plan_order(stages, wanted, config):
-        if not stage.enabled(config):
-            report = StageReport(stage.name, "disabled", 0.0, ctx.artifact(stage.name))
-        else:
-            report = run_stage(stage, ctx, force=force)
-        reports.append(report)
-        if on_report:
-            on_report(report)
+    plan = plan_order(stages, wanted, config)
+    with contextlib.ExitStack() as held:
+        # One writer per run folder (and per pinned artifact folder) for the whole run: a second
+        # run on the same folder fails at once instead of deleting this one's temporary folders.
+        for folder in sorted({ctx.out, *(ctx.artifact(s.name).parent for s in plan)}, key=str):
+            held.enter_context(hold_folder(folder))
+        for stage in plan:
+            if not stage.enabled(config):
+                report = StageReport(stage.name, "disabled", 0.0, ctx.artifact(stage.name))
+            else:
+                report = run_stage(stage, ctx, force=force)
+            reports.append(report)
+            if on_report:
+                on_report(report)
     return reports

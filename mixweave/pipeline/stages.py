@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from ..config import RunConfig, to_plain
-from ..data.manifest import require_manifest, write_json_atomic
+from ..data.manifest import read_listed_file, require_manifest, write_json_atomic
 from .runner import Stage, StageContext, StageResult
 
 STATS_SCHEMA_VERSION = 1
@@ -79,10 +79,9 @@ def run_count_stage(ctx: StageContext, tmp: Path) -> StageResult:
     return StageResult(counts=stats["totals"], timings={"count_s": round(time.perf_counter() - started, 3)})
 
 
-def load_stats(ctx_or_path) -> dict:
-    path = Path(ctx_or_path) / "stats.json"
-    require_manifest(Path(ctx_or_path), "count")
-    return json.loads(path.read_text())
+def load_stats(count_dir) -> dict:
+    """stats.json of a count artifact, refused when it was edited after the stage wrote it."""
+    return json.loads(read_listed_file(count_dir, "stats.json"))
 
 
 def build_stages() -> dict[str, Stage]:
