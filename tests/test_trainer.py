@@ -229,6 +229,98 @@ def test_resume_matches_the_uninterrupted_run_exactly(small, tmp_path):
         train(small.pack_dir, small.mixture_path, tmp_path / "part", **{**common, "lr": 1e-3})
 
 
+class HostReads:
+    """Counts reads of tensor values into Python made directly by code in ``filename``: scalar reads
+    (``float(t)``, ``t.item()``, seen by the dispatcher as ``_local_scalar_dense``) and ``t.tolist()``."""
+
+    PLUMBING = ("torch/_dynamo/", "torch/_compile.py", "torch/utils/_python_dispatch.py")
+
+    def __init__(self, filename: str):
+        self.filename, self.count = filename, 0
+
+    def _called_from_target(self, frame) -> bool:
+        while frame is not None and any(part in frame.f_code.co_filename for part in self.PLUMBING):
+            frame = frame.f_back
+        return frame is not None and frame.f_code.co_filename == self.filename
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        probe = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func is torch.ops.aten._local_scalar_dense.default and probe._called_from_target(sys._getframe(1)):
+                    probe.count += 1
+                return func(*args, **(kwargs or {}))
+
+        self.tolist = torch.Tensor.tolist
+
+        def counted_tolist(tensor):
+            if probe._called_from_target(sys._getframe(1)):
+                probe.count += 1
+            return probe.tolist(tensor)
+
+        torch.Tensor.tolist = counted_tolist
+        self.mode = Mode()
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+        torch.Tensor.tolist = self.tolist
+
+
+def test_host_read_counter_sees_float_item_and_tolist():
+    def reads(t):
+        return float(t.sum()), t[0].item(), t.tolist()
+
+    with HostReads(__file__.replace("test_trainer.py", "nothing.py")) as other:
+        reads(torch.ones(3))
+    with HostReads(reads.__code__.co_filename) as here:
+        reads(torch.ones(3))
+    assert other.count == 0 and here.count == 3
+
+
+def test_losses_reach_the_host_once_per_log_interval(small, tmp_path, monkeypatch):
+    from mixweave.trainer import train as train_module
+
+    common = dict(depth=1, steps=6, batch_size=2, grad_accum=2, lr=3e-3, holdout_windows=0)
+    micro: list[torch.Tensor] = []
+    real_loss = train_module._loss
+
+    def recorded_loss(model, batch):
+        loss = real_loss(model, batch)
+        micro.append(loss.detach().clone())
+        return loss
+
+    monkeypatch.setattr(train_module, "_loss", recorded_loss)
+    with HostReads(train_module.__file__) as reads:
+        every3 = train_module.train(small.pack_dir, small.mixture_path, tmp_path / "k3", log_interval=3, **common)
+    assert reads.count == 2  # steps 3 and 6; the old loop read 12 micro-losses
+    # the step loss is what adding each micro-step's float gave before: 0.0 + float(l1 / 2) + float(l2 / 2)
+    before = [0.0 + float(micro[2 * i] / 2) + float(micro[2 * i + 1] / 2) for i in range(6)]
+    assert every3.losses == before
+
+    every1 = train_module.train(small.pack_dir, small.mixture_path, tmp_path / "k1", log_interval=1, **common)
+    assert every1.losses == every3.losses
+    logged1 = [json.loads(line)["loss"] for line in (tmp_path / "k1" / "metrics.jsonl").read_text().splitlines()]
+    logged3 = [json.loads(line)["loss"] for line in (tmp_path / "k3" / "metrics.jsonl").read_text().splitlines()]
+    assert logged1 == every1.losses and logged3 == [every3.losses[2], every3.losses[5]]
+
+
+def test_training_logs_progress_with_rate_and_eta(small, tmp_path, caplog, monkeypatch):
+    from mixweave.data import progress
+    from mixweave.trainer.train import train
+
+    monkeypatch.setattr(progress, "DEFAULT_INTERVAL", 0.0)
+    caplog.set_level(logging.INFO, logger="mixweave.trainer.train")
+    train(small.pack_dir, small.mixture_path, tmp_path / "run", depth=1, steps=4, batch_size=2, holdout_windows=0)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("train: ")]
+    assert lines[0].startswith("train: 1/4 step (25%)") and "tok/s" in lines[0] and "ETA" in lines[0]
+    assert lines[-1].startswith("train: 4/4 step (100%)")
+
+
 def test_training_reads_plus_one_windows(small, tmp_path):
     from mixweave.data.mixture_manifest import write_mixture_manifest
     from mixweave.data.windows import read_windows, windows_info, write_pack_artifact

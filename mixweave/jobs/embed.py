@@ -86,6 +86,7 @@ def run_embed(
     device: str | None = None,
 ) -> dict:
     """Embed every unit with Spark; returns rows per unit and the encoder seconds."""
+    from ..data.progress import spark_progress
     from .ingest import spark_schema
 
     if not units:
@@ -93,10 +94,11 @@ def run_embed(
     n_tasks = max(1, min(len(units), 4 * spark.sparkContext.defaultParallelism))
     # range partitioning spreads consecutive units evenly over tasks (hash partitioning left some idle)
     frame = spark.createDataFrame(pa.Table.from_pylist(units, schema=UNIT_SCHEMA).to_pandas()).repartitionByRange(n_tasks, "unit")
-    done = frame.mapInArrow(
-        _embed_units(str(Path(out_root).resolve()), encoder, max_tokens, batch_size, torch_threads, device),
-        spark_schema(DONE_SCHEMA),
-    ).collect()
+    with spark_progress(spark, "embed"):  # tasks run in executors: the driver reports their progress
+        done = frame.mapInArrow(
+            _embed_units(str(Path(out_root).resolve()), encoder, max_tokens, batch_size, torch_threads, device),
+            spark_schema(DONE_SCHEMA),
+        ).collect()
     if len(done) != len(units):
         raise RuntimeError(f"embedding finished {len(done)} of {len(units)} units")
     return {"rows": int(sum(r["rows"] for r in done)), "encoder_seconds": round(sum(r["seconds"] for r in done), 3)}

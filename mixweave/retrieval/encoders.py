@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from mixweave.data.progress import Progress
 from mixweave.errors import InputError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 510
-PROGRESS_EVERY_S = 30.0
 _ENCODERS: dict[tuple[str, str], Any] = {}
 _CLAMP_LOGGED: set[int] = set()
 
@@ -117,20 +117,14 @@ def embed_texts(encoder: Any, texts: Sequence[str], *, max_tokens: int = DEFAULT
     order = np.argsort(-np.fromiter((len(t) for t in texts), np.int64, len(texts)), kind="stable")
     out = np.empty((len(texts), dim), np.float32)
     t0 = time.perf_counter()
-    last_log = t0
     encoder.max_seq_length = effective
     try:
-        for lo in range(0, len(texts), batch_size):
-            idx = order[lo:lo + batch_size]
-            out[idx] = encoder.encode([texts[i] for i in idx], batch_size=batch_size, show_progress_bar=False,
-                                      convert_to_numpy=True, normalize_embeddings=True)
-            now = time.perf_counter()
-            if now - last_log > PROGRESS_EVERY_S:  # long partitions: a periodic line with rate and ETA
-                last_log = now
-                done = lo + len(idx)
-                rate = done / (now - t0)
-                log.info("embedded %d/%d texts, %.0f/s, ETA %.0fs", done, len(texts), rate,
-                         (len(texts) - done) / rate)
+        with Progress(len(texts), unit="doc", label="embed", logger=log) as progress:
+            for lo in range(0, len(texts), batch_size):
+                idx = order[lo:lo + batch_size]
+                out[idx] = encoder.encode([texts[i] for i in idx], batch_size=batch_size, show_progress_bar=False,
+                                          convert_to_numpy=True, normalize_embeddings=True)
+                progress.update(len(idx))
     finally:
         encoder.max_seq_length = model_limit
     norms = np.linalg.norm(out, axis=1, keepdims=True)

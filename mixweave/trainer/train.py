@@ -12,8 +12,10 @@ config, the mixture's and pack's sha256, the sampler state and step) are written
 ``out/checkpoints/latest`` names the newest. ``train`` resumes from it when the run-defining config
 and the inputs match, and the resumed run is bit-identical to an uninterrupted one on CPU
 (same ops, same data positions, same optimizer state). One log line per ``log_interval``: step,
-loss, lr, tokens/s, MFU (against ``peak_flops``, or a table of CUDA bf16 peaks); the same numbers
-go to ``out/metrics.jsonl``. A finished run writes ``out/eval.json`` and ``out/_manifest.json``.
+loss (of that step), lr, tokens/s, MFU (against ``peak_flops``, or a table of CUDA bf16 peaks); the
+same numbers go to ``out/metrics.jsonl``. Step losses stay on the device until then: one host sync
+per log interval, not one per micro-step. Between log lines, :class:`~mixweave.data.progress.Progress`
+shows steps done, tokens/s and the ETA (a bar on a terminal, a log line every 15 s otherwise). A finished run writes ``out/eval.json`` and ``out/_manifest.json``.
 
 Multi-process: when ``torch.distributed`` is initialised the model is wrapped in DDP and each rank
 reads its own shard of the order (:class:`MixtureSampler`).
@@ -37,6 +39,7 @@ from typing import Any, Callable
 import torch
 
 from mixweave.data.manifest import MANIFEST_NAME, build_manifest, fingerprint, write_json_atomic
+from mixweave.data.progress import Progress
 from mixweave.errors import ConfigError
 from mixweave.trainer.dataset import MixtureLoader, PackDataset
 from mixweave.trainer.model import GPT, GPTConfig
@@ -294,53 +297,49 @@ def train_plan(plan: MixturePlan, pack_dir: str | Path, out_dir: str | Path, cfg
         return _save_checkpoint(out, step, model, opt, meta, cfg.keep_checkpoints)
 
     model.train()
-    for step in range(start + 1, stop + 1):
-        lr = lr_at(step, cfg, steps, warmup)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        total = 0.0
-        for micro in range(cfg.grad_accum):
-            batch = loader.next_batch().to(device, non_blocking=True)
-            sync = contextlib.nullcontext()
-            if distributed and micro < cfg.grad_accum - 1:
-                sync = train_model.no_sync()
-            with sync, (autocast() if autocast else contextlib.nullcontext()):
-                loss = _loss(train_model, batch) / cfg.grad_accum
-            loss.backward()
-            total += float(loss.detach())
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        result.losses.append(total)
-        result.step = step
-        result.tokens_seen += tokens_per_step
-        window_tok += tokens_per_step
-        if step % cfg.log_interval == 0 or step == stop:
-            if use_cuda:
-                torch.cuda.synchronize()
-            dt = time.perf_counter() - window_t
-            tps = window_tok / max(dt, 1e-9)
-            mfu = tps * flops_tok / peak if peak else None
-            record = {"step": step, "loss": total, "lr": lr, "tokens_per_s": tps, "mfu": mfu,
-                      "tokens_seen": result.tokens_seen}
-            log.info("step %d/%d | loss %.4f | lr %.2e | %s tok/s | MFU %s", step, steps, total, lr,
-                     f"{tps:,.0f}", "n/a" if mfu is None else f"{100 * mfu:.1f}%")
-            if rank == 0:
-                with open(metrics_path, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(record) + "\n")
-            if on_log:
-                on_log(record)
-            result.mfu = mfu
-            window_t, window_tok = time.perf_counter(), 0
-        if cfg.eval_interval and step % cfg.eval_interval == 0 and step != steps:
-            ev = _eval(model, dataset, holdout, examples, device, cfg, autocast)
-            log.info("eval step %d: %s", step, _eval_line(ev))
-            if rank == 0:
-                with open(metrics_path, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps({"step": step, "eval": ev}) + "\n")
-        if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0 and step != stop:
-            checkpoint(step)
+    pending: list[torch.Tensor] = []  # per-step losses still on the device (read once per log interval)
+    with Progress(stop - start, unit="step", label="train", logger=log) as progress:
+        for step in range(start + 1, stop + 1):
+            lr = lr_at(step, cfg, steps, warmup)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            pending.append(_accumulate_step(train_model, loader, device, cfg, distributed, autocast))
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            result.step = step
+            result.tokens_seen += tokens_per_step
+            window_tok += tokens_per_step
+            progress.update(1, tok=tokens_per_step)
+            if step % cfg.log_interval == 0 or step == stop:
+                result.losses.extend(_losses_to_host(pending))
+                pending.clear()
+                total = result.losses[-1]  # the logged loss is the loss of the logging step
+                if use_cuda:
+                    torch.cuda.synchronize()
+                dt = time.perf_counter() - window_t
+                tps = window_tok / max(dt, 1e-9)
+                mfu = tps * flops_tok / peak if peak else None
+                record = {"step": step, "loss": total, "lr": lr, "tokens_per_s": tps, "mfu": mfu,
+                          "tokens_seen": result.tokens_seen}
+                log.info("step %d/%d | loss %.4f | lr %.2e | %s tok/s | MFU %s", step, steps, total, lr,
+                         f"{tps:,.0f}", "n/a" if mfu is None else f"{100 * mfu:.1f}%")
+                if rank == 0:
+                    with open(metrics_path, "a", encoding="utf-8") as fh:
+                        fh.write(json.dumps(record) + "\n")
+                if on_log:
+                    on_log(record)
+                result.mfu = mfu
+                window_t, window_tok = time.perf_counter(), 0
+            if cfg.eval_interval and step % cfg.eval_interval == 0 and step != steps:
+                ev = _eval(model, dataset, holdout, examples, device, cfg, autocast)
+                log.info("eval step %d: %s", step, _eval_line(ev))
+                if rank == 0:
+                    with open(metrics_path, "a", encoding="utf-8") as fh:
+                        fh.write(json.dumps({"step": step, "eval": ev}) + "\n")
+            if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0 and step != stop:
+                checkpoint(step)
     elapsed = time.perf_counter() - run_t0
     run_steps = result.step - start
     result.tokens_per_s = run_steps * tokens_per_step / max(elapsed, 1e-9)
@@ -361,6 +360,29 @@ def train_plan(plan: MixturePlan, pack_dir: str | Path, out_dir: str | Path, cfg
                                              "params": model.num_params()})
             write_json_atomic(out / MANIFEST_NAME, manifest)
     return result
+
+
+def _accumulate_step(train_model, loader: MixtureLoader, device: torch.device, cfg: TrainConfig, distributed: bool,
+                     autocast) -> torch.Tensor:
+    """Forward and backward over ``grad_accum`` micro-batches. Returns the step's loss (sum of the
+    micro-losses / grad_accum), added in float64 on the device in micro-batch order: the same value
+    that adding their Python floats gave, without a host sync per micro-step."""
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for micro in range(cfg.grad_accum):
+        batch = loader.next_batch().to(device, non_blocking=True)
+        sync = contextlib.nullcontext()
+        if distributed and micro < cfg.grad_accum - 1:
+            sync = train_model.no_sync()
+        with sync, (autocast() if autocast else contextlib.nullcontext()):
+            loss = _loss(train_model, batch) / cfg.grad_accum
+        loss.backward()
+        total += loss.detach().to(torch.float64)
+    return total
+
+
+def _losses_to_host(pending: list[torch.Tensor]) -> list[float]:
+    """The per-step losses of a log interval as Python floats: the loop's one host sync per interval."""
+    return torch.stack(pending).tolist() if pending else []
 
 
 def _loss(model, batch: torch.Tensor) -> torch.Tensor:
