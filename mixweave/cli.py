@@ -43,6 +43,11 @@ def _setup_logging(verbosity: int) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    # Libraries (py4j during a Ctrl-C, pyspark) log tracebacks to the root logger, and some call
+    # logging.basicConfig; a NullHandler there keeps users' consoles to mixweave's own lines.
+    top = logging.getLogger()
+    if not any(isinstance(h, logging.NullHandler) for h in top.handlers):
+        top.handlers[:] = [logging.NullHandler()]
     for noisy in ("py4j", "pyspark", "numba", "matplotlib", "sentence_transformers", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -300,8 +305,8 @@ def main(argv: list[str] | None = None) -> None:
         LOG.debug("optional commands unavailable: %s", exc)
     try:
         cli.main(args=argv, prog_name="mixweave", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("error: aborted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("error: interrupted; run the same command again to resume (finished stages are kept)", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
@@ -309,9 +314,6 @@ def main(argv: list[str] | None = None) -> None:
     except MixweaveError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
-        sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into one line
         if os.environ.get("MIXWEAVE_DEBUG"):
             raise

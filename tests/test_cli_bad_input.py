@@ -40,6 +40,9 @@ def config_file(tmp: Path, text: str) -> Path:
 
 
 GOOD_SOURCES = f"sources: {{books: {{paths: ['{CORPUS}/books/*.jsonl']}}}}\n"
+# 1 KB whose aliases expand to 9^7 (4.8 million) values
+ALIAS_BOMB = "mix:\n  method: unimax\n  params:\n    x0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+    f"    x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 7))
 
 
 def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
@@ -50,6 +53,9 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
     bad_tok.write_text("not a tokenizer")
     not_json = tmp / "stats-broken.json"
     not_json.write_text("{oops")
+    foreign = tmp / "notes"  # a folder the user owns: no stage may delete or replace it
+    foreign.mkdir(exist_ok=True)
+    (foreign / "notes.txt").write_text("mine")
     c = lambda text: str(config_file(tmp, text))  # noqa: E731
     return {
         "missing config": (["run", str(tmp / "absent.yaml")], "does not exist"),
@@ -86,6 +92,42 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "utility table absent": (["utility", "--method", "table", "--table", str(tmp / "none.parquet"), "--out", str(tmp / "u")], "does not exist"),
         "utility table flag missing": (["utility", "--method", "table", "--out", str(tmp / "u")], "--table"),
         "report without run": (["report", "--config", c(GOOD_SOURCES + f"out: {tmp}/never\n")], "does not exist"),
+        # config validated whole before any stage runs (hardening issue)
+        "source key written twice": (["run", c(f"sources: {{a: {{paths: [x]}}, a: {{paths: [y]}}}}\n")], "written twice"),
+        "yaml alias bomb": (["run", c(GOOD_SOURCES + ALIAS_BOMB)], "aliases"),
+        "python tag in --param": (["mix", "--stats", str(stats), "--method", "temperature", "--param",
+                                   "tau=!!python/object/apply:os.system [ls]", "--out", str(tmp / "m")], "not valid yaml"),
+        "bad yaml in --param": (["mix", "--stats", str(stats), "--method", "temperature", "--param", "tau=[1",
+                                 "--out", str(tmp / "m")], "not valid yaml"),
+        "typo in --param": (["mix", "--stats", str(stats), "--method", "temperature", "--param", "tua=2",
+                             "--out", str(tmp / "m")], "tua"),
+        "typo in --param with --config": (["mix", "--config", c(GOOD_SOURCES + f"out: {tmp}/o\n"), "--method",
+                                           "temperature", "--param", "tua=2"], "mix.params.tua"),
+        "empty out": (["run", c(GOOD_SOURCES), "--set", "out="], "out is empty"),
+        "budget below one token": (["run", c(GOOD_SOURCES + "mix: {budget_tokens: 1.0e-9}\n")], "budget_tokens"),
+        "zero target file size": (["run", c(GOOD_SOURCES + "ingest: {target_file_mb: 0}\n")], "target_file_mb"),
+        "bad spark master": (["run", c(GOOD_SOURCES + "spark: {master: 'lcoal[2]'}\n")], "spark.master"),
+        "bad driver memory": (["run", c(GOOD_SOURCES + "spark: {driver_memory: lots}\n")], "driver_memory"),
+        "unknown mix method": (["run", c(GOOD_SOURCES + "mix: {method: vibes}\n")], "mix.method"),
+        "typo in mix.params": (["run", c(GOOD_SOURCES + "mix: {method: temperature, params: {tua: 0.7}}\n")], "mix.params.tua"),
+        "wrong type in mix.params": (["run", c(GOOD_SOURCES + "mix: {method: utilimax, params: {lam: high}}\n")], "mix.params.lam"),
+        "typo in utility.settings": (["run", c(GOOD_SOURCES + "benchmarks: b.jsonl\nutility: {settings: {topk: 3}}\n")],
+                                     "utility.settings.topk"),
+        "typo in train.settings": (["run", c(GOOD_SOURCES + "order: {}\nmix: {}\ntrain: {settings: {learning_rate: 0.1}}\n")],
+                                   "train.settings.learning_rate"),
+        "wrong type in train.settings": (["run", c(GOOD_SOURCES + "order: {}\nmix: {}\ntrain: {settings: {lr: fast}}\n")],
+                                         "train.settings.lr"),
+        # names are path components
+        "source named ..": (["run", c("sources: {'..': {paths: [x]}}\n")], "source name '..'"),
+        "source name with a slash": (["run", c("sources: {'a/b': {paths: [x]}}\n")], "source name 'a/b'"),
+        "hidden source name": (["run", c("sources: {'.git': {paths: [x]}}\n")], "source name '.git'"),
+        "ingest source named ..": (["ingest", "--source", f"..={CORPUS}/books/*.jsonl", "--out", str(tmp / "o")], "source name"),
+        # never delete or overwrite what mixweave did not create
+        "ingest --out on a foreign folder": (["ingest", "--source", f"books={CORPUS}/books/*.jsonl", "--out",
+                                              str(foreign)], "did not write"),
+        "utility --out on a foreign folder": (["utility", "--method", "table", "--table", str(util_missing), "--out",
+                                               str(foreign)], "did not write"),
+        "run out is a file": (["run", c(GOOD_SOURCES + f"out: {foreign / 'notes.txt'}\n"), "--stage", "ingest"], "not a folder"),
     }
 
 

@@ -267,7 +267,12 @@ def hold_folder(folder: str | os.PathLike) -> Iterator[None]:
     instead of deleting the first one's temporary stage folders. Re-entrant inside one process (the
     runner holds the run folder for the whole run; each stage commit takes it again)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ManifestError(f"{folder} exists and is not a folder; choose another output path (--out)") from None
+    except OSError as exc:
+        raise ManifestError(f"cannot create output folder {folder} ({exc.strerror}); choose another --out") from None
     key = os.path.realpath(folder)
     with _HELD_GUARD:
         held = _HELD.get(key)

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
+from ..errors import InputError
+
 LOG = logging.getLogger(__name__)
 LOG4J2_FILE = Path(__file__).with_name("log4j2.properties")
 
@@ -65,7 +67,12 @@ def get_spark(
         builder = builder.master(master)
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    try:
+        spark = builder.getOrCreate()
+    except Exception as exc:  # noqa: BLE001 - py4j/JVM failures have no common base class
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise InputError(f"Spark did not start with master {master!r} and driver memory {driver_memory!r} ({first[:300]}); "
+                         "check spark.master, spark.driver_memory, spark.conf and that Java 17 is installed") from None
     spark.sparkContext.setLogLevel("ERROR")
     LOG.info("spark session: master=%s parallelism=%d", spark.sparkContext.master, spark.sparkContext.defaultParallelism)
     return spark

@@ -202,6 +202,7 @@ def _finite(values: dict) -> dict:
 def run_pack_stage(ctx: StageContext, tmp: Path) -> StageResult:
     from ..data.tokenizer import load_tokenizer
     from ..retrieval import pack_windows, spans_table
+    from ..retrieval.pack import source_seed
 
     o = ctx.config.order
     ingest_dir, order_dir = ctx.artifact("ingest"), ctx.artifact("order")
@@ -212,12 +213,12 @@ def run_pack_stage(ctx: StageContext, tmp: Path) -> StageResult:
         raise ConfigError("the tokenizer changed since ingest; re-run ingest (mixweave run --force --stage ingest)")
     dtype = np.dtype(tokenizer.info["dtype"])
     per_source, started = {}, time.perf_counter()
-    for index, source in enumerate(sorted(sources)):
+    for source in sorted(sources):
         order = np.load(order_dir / source / "order.npy")
         texts = read_source_texts(ingest_dir, source)
         tokens = tokenizer.encode_batch([texts[i] for i in order]) if order.size else []
         packed = pack_windows(tokens, np.arange(len(tokens)), seq_len=o.seq_len, eos_id=tokenizer.eos_id,
-                              plus_one=o.plus_one, shuffle=o.shuffle, seed=ctx.config.seed + index, dtype=dtype)
+                              plus_one=o.plus_one, shuffle=o.shuffle, seed=source_seed(ctx.config.seed, source), dtype=dtype)
         spans = spans_table(packed)
         # spans refer to positions in the ordered list; map them back to the source's document index
         doc_index = pa.array(order[np.asarray(spans.column("doc").to_numpy())], pa.int64()) if len(spans) else pa.array([], pa.int64())

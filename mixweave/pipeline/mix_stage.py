@@ -40,6 +40,12 @@ def utility_table_path(ctx: StageContext) -> Path | None:
 def mix_stats(ctx: StageContext) -> tuple[dict, dict | None, dict | None, int]:
     """(stats used for solving, order block, window block, seq_len)."""
     stats = load_stats(ctx.artifact("count"))
+    for name, entry in stats["sources"].items():
+        if entry["n_docs"] == 0:
+            reasons = ", ".join(f"{k}={v}" for k, v in sorted(entry.get("quarantine_reasons", {}).items())) or "none"
+            raise ConfigError(f"source {name}: ingest kept no documents ({entry.get('n_quarantined', 0)} quarantined: "
+                              f"{reasons}; see {ctx.artifact('ingest') / 'quarantine' / name}); fix its paths or "
+                              "fields, or remove it from sources")
     if ctx.config.order is None:
         return stats, None, None, 2048
     info = windows_info(ctx.artifact("pack"))
@@ -48,6 +54,12 @@ def mix_stats(ctx: StageContext) -> tuple[dict, dict | None, dict | None, int]:
         windows = info.sources.get(name)
         if windows is None:
             raise ConfigError(f"pack has no windows for source {name}; re-run the pack stage")
+        if int(windows["n_windows"]) == 0:
+            raise ConfigError(
+                f"source {name}: its {windows.get('n_docs', '?')} documents kept after dedup hold "
+                f"{windows.get('stream_tokens', '?')} tokens with separators, fewer than one window of "
+                f"{info.window_tokens} tokens, so pack made no windows; lower order.seq_len, add data to the "
+                "source, or remove it from sources")
         entry["n_tokens"] = int(windows["n_tokens"])
         entry["n_docs"] = int(windows.get("n_docs", entry["n_docs"]))
     order = {"method": "icp", "windows": os.path.relpath(ctx.artifact("pack"), ctx.artifact("mix"))}
@@ -83,6 +95,9 @@ def solve_and_write_mixture(
 def run_mix_stage(ctx: StageContext, tmp: Path) -> StageResult:
     m = ctx.config.mix
     stats, order, window, seq_len = mix_stats(ctx)
+    if window is not None and 0 < m.budget_tokens < window["tokens"]:
+        raise ConfigError(f"mix.budget_tokens {m.budget_tokens:g} is less than one window of {window['tokens']} tokens; "
+                          "give a budget of at least one window (0 = one pass over every source)")
     manifest = solve_and_write_mixture(
         tmp, stats, method=m.method, budget_tokens=m.budget_tokens, max_epochs=m.max_epochs,
         utility_path=utility_table_path(ctx), params=m.params, seq_len=seq_len, seed=ctx.config.seed,

@@ -28,6 +28,8 @@ vectorised numpy over documents. Per Spark partition the tail is dropped per par
 
 from __future__ import annotations
 
+import hashlib
+
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,6 +73,13 @@ class PackedWindows:
             "docs_split_across_windows": int((np.unique(self.span_doc, return_counts=True)[1] > 1).sum()),
         }
 
+
+
+def source_seed(seed: int, name: str) -> int:
+    """A per-source seed derived from the run seed and the source's *name* (sha256), so adding or
+    removing a source never reshuffles the others (an index in the sorted list would)."""
+    digest = hashlib.sha256(f"{int(seed)}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
 
 def _as_flat(tokens, offsets) -> tuple[np.ndarray, np.ndarray]:
     if offsets is None:

@@ -1,0 +1,269 @@
+"""Regression tests for the hardening issue: the commit helper, folder locks, names, stage inputs
+checked against their manifests, per-source seeds, tiny sources and Ctrl-C. The CLI's one-line
+error cases live in test_cli_bad_input.py; this file holds what needs a real run or a process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mixweave.cli import main
+from mixweave.config import load_config, parse_config
+from mixweave.data.manifest import (MANIFEST_NAME, atomic_stage_dir, hold_folder, list_output_files, read_manifest,
+                                    verify_stage, write_json_atomic)
+from mixweave.data.mixture_manifest import read_mixture_manifest
+from mixweave.data.windows import read_windows
+from mixweave.errors import ConfigError, InputError, ManifestError
+from mixweave.pipeline.runner import Stage, StageContext, StageResult, run_stage, run_stages
+from mixweave.pipeline.stages import build_stages
+from mixweave.retrieval.pack import source_seed
+
+CORPUS = Path(__file__).parent / "data" / "corpus"
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# ------------------------------------------------------------------------------- commit helper
+def test_an_output_naming_the_temporary_folder_is_refused(tmp_path):
+    with pytest.raises(ManifestError, match="names the stage's temporary folder"):
+        with atomic_stage_dir(tmp_path / "export") as tmp:
+            (tmp / "data_path.txt").write_text(f"1.0 {tmp}/megatron/web\n")
+            write_json_atomic(tmp / MANIFEST_NAME, {"stage": "x", "files": list_output_files(tmp)})
+    assert not (tmp_path / "export").exists() and not list(tmp_path.glob(".export.tmp-*"))
+
+
+def test_the_search_spans_read_blocks(tmp_path):
+    tmp = tmp_path / ".s.tmp-0123456789ab"
+    tmp.mkdir()
+    (tmp / "big.bin").write_bytes(b"x" * ((1 << 20) - 5) + tmp.name.encode())  # straddles the 1 MiB block edge
+    with pytest.raises(ManifestError, match="big.bin"):
+        list_output_files(tmp)
+
+
+def test_a_symlink_in_an_output_is_refused(tmp_path):
+    tmp = tmp_path / ".s.tmp-0123456789ab"
+    tmp.mkdir()
+    (tmp_path / "outside.txt").write_text("x")
+    (tmp / "link.txt").symlink_to(tmp_path / "outside.txt")
+    with pytest.raises(ManifestError, match="symbolic link"):
+        list_output_files(tmp)
+
+
+def _toy_stage(ctx, tmp):
+    (tmp / "data.txt").write_text("payload")
+    return StageResult()
+
+
+def test_a_second_writer_of_a_run_folder_is_refused(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom mixweave.data.manifest import hold_folder\n"
+         f"with hold_folder({str(out)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        (out / ".s.tmp-othersrun").mkdir()  # the other run's temporary folder
+        with pytest.raises(ManifestError, match="another mixweave process"):
+            run_stages({"s": Stage("s", (), 1, lambda c: {}, _toy_stage)}, parse_config({"out": str(out)}))
+        assert (out / ".s.tmp-othersrun").is_dir()  # not deleted
+    finally:
+        holder.kill()
+        holder.wait()
+    run_stages({"s": Stage("s", (), 1, lambda c: {}, _toy_stage)}, parse_config({"out": str(out)}))
+    assert (out / "s" / "data.txt").read_text() == "payload"
+
+
+def test_the_folder_lock_is_reentrant_in_one_process(tmp_path):
+    with hold_folder(tmp_path), hold_folder(tmp_path):
+        with atomic_stage_dir(tmp_path / "a") as tmp:
+            write_json_atomic(tmp / MANIFEST_NAME, {"stage": "a", "files": []})
+    assert read_manifest(tmp_path / "a") is not None
+
+
+def test_verify_flags_a_file_added_after_the_stage(tmp_path):
+    run_stages({"s": Stage("s", (), 1, lambda c: {}, _toy_stage)}, parse_config({"out": str(tmp_path)}))
+    verify_stage(tmp_path / "s")
+    (tmp_path / "s" / "extra.parquet").write_bytes(b"PAR1")
+    with pytest.raises(ManifestError, match="extra.parquet is not listed"):
+        verify_stage(tmp_path / "s")
+
+
+def test_a_stage_never_replaces_a_folder_it_did_not_write(tmp_path):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "notes.txt").write_text("mine")
+    with pytest.raises(ManifestError, match="did not write"):
+        run_stages({"s": Stage("s", (), 1, lambda c: {}, _toy_stage)}, parse_config({"out": str(tmp_path)}))
+    assert (tmp_path / "s" / "notes.txt").read_text() == "mine"
+
+
+# ----------------------------------------------------------------------------------------- names
+def test_a_mixture_naming_a_path_is_refused(tmp_path):
+    from mixweave.pipeline.mix_stage import solve_and_write_mixture
+
+    stats = {"schema_version": 1, "sources": {n: {"n_docs": 10, "n_tokens": t, "n_bytes": 100, "paths": [n]}
+                                              for n, t in (("web", 1000), ("code", 500))},
+             "tokenizer": {"name": "gpt2", "path": "x", "sha256": "0" * 64, "vocab_size": 50257, "eos_id": 50256,
+                           "dtype": "uint16"}}
+    solve_and_write_mixture(tmp_path / "m", stats, method="uniform", budget_tokens=0, max_epochs=4)
+    path = tmp_path / "m" / "mixture.json"
+    manifest = json.loads(path.read_text())
+    manifest["sources"][0]["name"] = "../../escape"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match="source name '../../escape'"):
+        read_mixture_manifest(path)
+
+
+def test_numbers_without_a_dot_are_numbers(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"sources: {{books: {{paths: ['{CORPUS}/books/*.jsonl']}}}}\n"
+                      "mix: {method: temperature, budget_tokens: 2e9, params: {tau: 1e1}}\n")
+    loaded = load_config(config)
+    assert loaded.mix.params == {"tau": 10.0} and loaded.mix.budget_tokens == 2e9
+
+
+def test_source_seed_depends_on_the_name_only():
+    assert source_seed(0, "web") == source_seed(0, "web")
+    assert len({source_seed(0, n) for n in ("web", "code", "books")}) == 3
+    assert source_seed(1, "web") != source_seed(0, "web")
+
+
+# ------------------------------------------------------------------------------ through a run
+def _subset(root: Path, source: str, n: int, *, short: bool = False) -> str:
+    """The first ``n`` documents of a fixture source (or ``n`` one-word documents) as one jsonl."""
+    folder = root / source
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for path in sorted((CORPUS / source).glob("*.jsonl")) if not short else []:
+        lines.extend(path.read_text().splitlines())
+    records = [json.dumps({"id": f"{source}-{i}", "text": "word"}) for i in range(n)] if short else lines[:n]
+    (folder / "part.jsonl").write_text("\n".join(records) + "\n")
+    return str(folder / "*.jsonl")
+
+
+def _config(out: Path, sources: dict[str, str], **extra):
+    data = {"out": str(out), "seed": 5, "sources": {n: {"paths": [g]} for n, g in sources.items()},
+            "order": {"k": 4, "seq_len": 128, "max_tokens": 32, "batch_size": 64},
+            "mix": {"method": "unimax", "max_epochs": 4}}
+    data.update(extra)
+    return parse_config(data)
+
+
+@pytest.fixture(scope="module")
+def small_runs(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("hardening")
+    data = root / "data"
+    globs = {name: _subset(data, name, 30) for name in ("books", "code", "web")}
+    two = root / "two"
+    run_stages(build_stages(), _config(two, {"code": globs["code"], "web": globs["web"]}), wanted=["mix"])
+    three = root / "three"
+    run_stages(build_stages(), _config(three, globs), wanted=["pack"])
+    return root, data, globs, two, three
+
+
+@pytest.mark.spark
+def test_adding_a_source_does_not_reshuffle_the_others(small_runs):
+    _, _, _, two, three = small_runs
+    for source in ("code", "web"):  # 'books' sorts first: an index-based seed would move both
+        assert np.array_equal(read_windows(two / "pack", source), read_windows(three / "pack", source)), source
+
+
+@pytest.mark.spark
+def test_mix_with_config_applies_max_epochs_and_params(small_runs, capsys, tmp_path):
+    root, _, globs, two, _ = small_runs
+    config = tmp_path / "run.yaml"
+    config.write_text(json.dumps({"out": str(two), "seed": 5,
+                                  "sources": {n: {"paths": [globs[n]]} for n in ("code", "web")},
+                                  "order": {"k": 4, "seq_len": 128, "max_tokens": 32, "batch_size": 64},
+                                  "mix": {"method": "unimax", "max_epochs": 4}}))
+    code, out, err = run_cli(["mix", "--config", str(config), "--method", "temperature", "--param", "tau=2",
+                              "--max-epochs", "7"], capsys)
+    assert code in (0, None), err
+    mixture = read_mixture_manifest(two / "mix" / "mixture.json")
+    assert mixture["method"]["name"] == "temperature" and mixture["method"]["params"]["tau"] == 2.0
+    assert {s["max_epochs"] for s in mixture["sources"]} == {7.0}
+
+
+@pytest.mark.spark
+def test_a_hand_edited_stats_file_is_not_mixed(small_runs):
+    _, _, globs, two, _ = small_runs
+    stats_path = two / "count" / "stats.json"
+    original = stats_path.read_text()
+    try:
+        stats = json.loads(original)
+        stats["sources"]["web"]["n_tokens"] *= 10
+        stats_path.write_text(json.dumps(stats))
+        config = _config(two, {"code": globs["code"], "web": globs["web"]})
+        with pytest.raises(ManifestError, match="changed after its stage wrote it"):
+            run_stage(build_stages()["mix"], StageContext(config=config, out=two), force=True)
+    finally:
+        stats_path.write_text(original)
+
+
+@pytest.mark.spark
+def test_a_source_too_small_for_one_window_is_explained(small_runs):
+    root, data, globs, _, _ = small_runs
+    tiny = _subset(data, "tiny", 3, short=True)
+    config = _config(root / "tiny-run", {"code": globs["code"], "tiny": tiny})
+    with pytest.raises(ConfigError, match=r"source tiny: its \d+ documents .* fewer than one window of 128 tokens"):
+        run_stages(build_stages(), config, wanted=["mix"])
+
+
+@pytest.mark.spark
+def test_a_run_does_not_read_its_own_output(small_runs):
+    root, data, _, _, _ = small_runs
+    import pyarrow.json as pj
+    import pyarrow.parquet as pq
+
+    nest = data / "nest"
+    _subset(nest, "web", 10)
+    pq.write_table(pj.read_json(nest / "web" / "part.jsonl"), nest / "web" / "part.parquet")
+    (nest / "web" / "part.jsonl").unlink()
+    # the run's out lies under the source's glob, and ingest writes parquet there
+    config = parse_config({"out": str(nest / "out"), "sources": {"web": {"paths": [str(nest / "**" / "*.parquet")]}},
+                           "ingest": {"target_file_mb": 1}})
+    counts = []
+    for _ in range(2):
+        run_stages(build_stages(), config, wanted=["ingest"], force=True)
+        counts.append(read_manifest(nest / "out" / "ingest")["counts"]["n_docs"])
+    assert counts == [10, 10]
+
+
+# ----------------------------------------------------------------------------------------- Ctrl-C
+@pytest.mark.spark
+def test_ctrl_c_prints_one_line_and_no_traceback(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"out: {tmp_path / 'out'}\nsources: {{books: {{paths: ['{CORPUS}/books/*.jsonl']}}}}\n"
+                      "order: {max_tokens: 32}\n")
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    proc = subprocess.Popen([sys.executable, "-m", "mixweave.cli", "run", str(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    seen = ""
+    while "spark session" not in seen and time.monotonic() < deadline and proc.poll() is None:
+        seen += proc.stderr.readline()
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    err = seen + err
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: interrupted; run the same command again to resume (finished stages are kept)"]
+    assert not list((tmp_path / "out").glob(".*.tmp-*"))
