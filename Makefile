@@ -10,14 +10,14 @@ export HF_HUB_OFFLINE := 1
 export TQDM_DISABLE := 1
 export SPARK_LOCAL_IP := 127.0.0.1
 
-.PHONY: demo test bench install check-java clean
+.PHONY: demo test bench install check-java check-chromium clean
 
 demo: $(STAMP) check-java
 	$(BIN)/mixweave corpus build --tier tiny --out data/tiny
 	$(BIN)/mixweave run configs/demo.yaml
 	@echo "results: out/demo (stage folders with _manifest.json; per-source stats in out/demo/count/stats.json)"
 
-test: $(STAMP) check-java
+test: $(STAMP) check-java check-chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP) check-java
@@ -37,6 +37,19 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 
 check-java:
 	@command -v java >/dev/null || { echo "error: Spark needs Java 17+: apt-get install -y openjdk-17-jre-headless"; exit 2; }
+
+# The report test renders report.html in headless Chromium. Installed here when missing and we are
+# root on Debian/Ubuntu (CI); elsewhere it says how. MIXWEAVE_SKIP_BROWSER=1 skips that one test.
+check-chromium:
+	@if [ "$${MIXWEAVE_SKIP_BROWSER:-0}" = 1 ] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then \
+	  exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium (apt-get) for the report's browser test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	else \
+	  echo "error: the report test needs Chromium: sudo apt-get install -y --no-install-recommends chromium" \
+	       "(or set MIXWEAVE_SKIP_BROWSER=1 to skip that test)"; exit 2; \
+	fi
 
 clean:
 	rm -rf out data/tiny .pytest_cache

@@ -135,17 +135,27 @@ def _context(spark: Any) -> Any:
 
 def spark_tasks(sc: Any, job_ids: set[int], stages: dict[int, tuple[int, int]]) -> int:
     """Add the active jobs to ``job_ids`` and refresh ``stages`` (stage id -> tasks, completed).
-    Returns how many jobs are active now."""
+    Returns how many of the jobs in ``job_ids`` still run."""
     tracker = sc.statusTracker()
-    active = list(tracker.getActiveJobsIds())
-    job_ids.update(active)
+    job_ids.update(tracker.getActiveJobsIds())
+    running: set[int] = set()
+    n_running = 0
     for job_id in job_ids:
         job = tracker.getJobInfo(job_id)
-        for stage_id in (job.stageIds if job else ()):
+        if job is None:
+            continue
+        still = job.status not in ("SUCCEEDED", "FAILED")
+        n_running += still
+        for stage_id in job.stageIds:
             stage = tracker.getStageInfo(stage_id)
             if stage is not None:
                 stages[stage_id] = (stage.numTasks, stage.numCompletedTasks)
-    return len(active)
+            if still:
+                running.add(stage_id)
+    # a finished job's stage without a completed task was skipped (an earlier job wrote its output)
+    for stage_id in [s for s, (_, done) in stages.items() if done == 0 and s not in running]:
+        del stages[stage_id]
+    return n_running
 
 
 class _SparkPoller:
@@ -166,7 +176,12 @@ class _SparkPoller:
     def stop(self, exc_type: Any) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
-        self.tick(final=True)
+        deadline = time.perf_counter() + 5.0  # the tracker learns of finished tasks a moment late
+        try:
+            while self.tick(final=True) and time.perf_counter() < deadline:
+                time.sleep(0.1)
+        except Exception as exc:  # noqa: BLE001 - e.g. the session was stopped inside the block
+            LOG.debug("spark progress: %s", exc)
         if self.job_ids:
             self.progress.__exit__(exc_type, None, None)
         elif self.progress._tqdm is not None:
@@ -179,14 +194,15 @@ class _SparkPoller:
             except Exception as exc:  # noqa: BLE001 - a progress line must never break the work
                 LOG.debug("spark progress: %s", exc)
 
-    def tick(self, final: bool = False) -> None:
-        """Poll once; report completed/total tasks of every job seen while open."""
+    def tick(self, final: bool = False) -> int:
+        """Poll once; report completed/total tasks of every job seen while open. Returns how
+        many of those jobs still run."""
         sc = self.sc_source()
         if sc is None or getattr(sc, "_jsc", None) is None:
-            return
+            return 0
         active = spark_tasks(sc, self.job_ids, self.stages)
         if not self.stages or (not active and not final):
-            return
+            return active
         total = sum(t for t, _ in self.stages.values())
         done = sum(c for _, c in self.stages.values())
         p = self.progress
@@ -199,6 +215,7 @@ class _SparkPoller:
             p._tqdm.update(step)
         elif not final:
             p.update(0)  # logs when the interval has passed
+        return active
 
 
 @contextmanager
