@@ -298,7 +298,8 @@ def train_plan(plan: MixturePlan, pack_dir: str | Path, out_dir: str | Path, cfg
 
     model.train()
     pending: list[torch.Tensor] = []  # per-step losses still on the device (read once per log interval)
-    with Progress(stop - start, unit="step", label="train", logger=log) as progress:
+    quiet = {} if rank == 0 else {"interval": math.inf, "bar": False}  # one progress report per run, from rank 0
+    with Progress(stop - start, unit="step", label="train", logger=log, **quiet) as progress:
         for step in range(start + 1, stop + 1):
             lr = lr_at(step, cfg, steps, warmup)
             for group in opt.param_groups:
