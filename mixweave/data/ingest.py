@@ -11,7 +11,9 @@ settings, so the bytes depend only on the rows, never on Spark's partitioning.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -19,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .readers import default_doc_id, read_file, validate_record
+from .readers import default_doc_id, read_file, safe_text, strict_json, validate_record
 from .schema import DOCS_SCHEMA, QUARANTINE_SCHEMA
 from .tokenizer import Tokenizer
 
@@ -41,6 +43,8 @@ RECORD_SCHEMA = pa.schema(
     ]
 )
 
+LOG = logging.getLogger(__name__)
+
 TOKENIZE_BATCH = 256
 # Token-length histogram: bin b counts docs with 2^b <= n_tokens < 2^(b+1) (bin 0 also holds 0..1).
 HISTOGRAM_BINS = 32
@@ -50,6 +54,11 @@ def _json_default(value):
     if isinstance(value, (bytes, bytearray)):
         return value.decode("utf-8", errors="replace")
     return str(value)
+
+
+def _raw_preview(value: dict) -> str:
+    """The quarantine ``raw`` of a parsed record: its JSON, cut to 2 KB, always valid UTF-8."""
+    return safe_text(json.dumps(value, ensure_ascii=False, default=_json_default)[:2048])
 
 
 def ingest_file(
@@ -62,9 +71,19 @@ def ingest_file(
     id_field: str = "id",
     max_doc_bytes: int = 10_000_000,
     batch_rows: int = 4096,
+    id_key: str | None = None,
+    file_error: str | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """Yield RecordBatches of :data:`RECORD_SCHEMA` for one file (docs and quarantine interleaved)."""
+    """Yield RecordBatches of :data:`RECORD_SCHEMA` for one file (docs and quarantine interleaved).
+
+    ``id_key`` names the file in default doc ids (the path relative to the source's glob root;
+    the file name when not given). ``file_error`` (set when the file cannot even be named or
+    listed, e.g. a non-UTF-8 file name) makes the file one ``unreadable_file`` row without reading.
+    An unexpected error while reading ends the file with one ``reader_error`` row (the records
+    before it are kept) instead of failing the whole job.
+    """
     rows: dict[str, list] = {name: [] for name in RECORD_SCHEMA.names}
+    key = id_key if id_key is not None else os.path.basename(path)
 
     def add(kind, index, doc_id=None, text=None, n_bytes=None, meta=None, reason=None, detail=None, raw=None):
         rows["kind"].append(kind)
@@ -90,26 +109,38 @@ def ingest_file(
             rows[name] = []
         return batch
 
-    for record in read_file(path):
-        if record.reason is not None:
-            add("quarantine", record.record_index, reason=record.reason, detail=record.detail, raw=record.raw)
-        else:
-            valid, reason, detail = validate_record(
-                record.value,
-                source=source,
-                default_id=default_doc_id(source, path, record.record_index),
-                text_field=text_field,
-                id_field=id_field,
-                max_doc_bytes=max_doc_bytes,
-            )
-            if valid is None:
-                raw = json.dumps(record.value, ensure_ascii=False, default=_json_default)[:2048]
-                add("quarantine", record.record_index, reason=reason, detail=detail, raw=raw)
+    if file_error is not None:
+        add("quarantine", 0, reason="unreadable_file", detail=file_error, raw="")
+        yield flush()
+        return
+    next_index = 0
+    try:
+        for record in read_file(path, max_doc_bytes=max_doc_bytes):
+            next_index = record.record_index  # the record in hand until it is added
+            if record.reason is not None:
+                add("quarantine", record.record_index, reason=record.reason, detail=record.detail, raw=record.raw)
             else:
-                meta = json.dumps(valid.meta, sort_keys=True, ensure_ascii=False, default=_json_default)
-                add("doc", record.record_index, valid.doc_id, valid.text, len(valid.text.encode("utf-8")), meta)
-        if len(rows["kind"]) >= batch_rows:
-            yield flush()
+                valid, reason, detail = validate_record(
+                    record.value,
+                    source=source,
+                    default_id=default_doc_id(source, key, record.record_index),
+                    text_field=text_field,
+                    id_field=id_field,
+                    max_doc_bytes=max_doc_bytes,
+                )
+                if valid is None:
+                    add("quarantine", record.record_index, reason=reason, detail=detail, raw=_raw_preview(record.value))
+                else:
+                    meta = strict_json(valid.meta, default=_json_default)
+                    add("doc", record.record_index, valid.doc_id, valid.text, len(valid.text.encode("utf-8")), meta)
+            next_index = record.record_index + 1
+            if len(rows["kind"]) >= batch_rows:
+                yield flush()
+    except Exception as exc:  # a reader bug must cost one file's tail, not the whole ingest
+        LOG.exception("reading %s failed after %d records", path, next_index)
+        add("quarantine", next_index, reason="reader_error",
+            detail=safe_text(f"{type(exc).__name__}: {exc}"[:1000]) + " (a mixweave reader bug: please report it)",
+            raw="")
     if rows["kind"]:
         yield flush()
 

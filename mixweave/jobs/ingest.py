@@ -16,7 +16,6 @@ be on a filesystem all executors share (NFS/Lustre/a mounted bucket) on a real c
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import time
@@ -33,13 +32,15 @@ from ..data.ingest import (
     histogram_edges,
     merge_histograms,
 )
+from ..data.readers import expand_glob, glob_root, id_key
 from ..errors import InputError
 
 LOG = logging.getLogger(__name__)
 
 FILE_SCHEMA = pa.schema(
     [("file_index", pa.int64()), ("source", pa.string()), ("path", pa.string()),
-     ("text_field", pa.string()), ("id_field", pa.string())]
+     ("text_field", pa.string()), ("id_field", pa.string()), ("id_key", pa.string()),
+     ("file_error", pa.string())]
 )
 WRITTEN_SCHEMA = pa.schema(
     [("kind", pa.string()), ("source", pa.string()), ("file", pa.string()), ("rows", pa.int64()),
@@ -63,26 +64,62 @@ def spark_schema(schema: pa.Schema):
     return from_arrow_schema(schema)
 
 
-def expand_sources(sources: Mapping[str, SourceSpec]) -> list[dict]:
-    """One row per input file, sorted by (source name, path); a glob that matches nothing is an error."""
+def _utf8_name(path: str) -> tuple[str, str | None]:
+    """``(path, None)``, or a printable path and an error for a file name that is not UTF-8
+    (Python hands such names over with surrogate escapes, which Arrow cannot store)."""
+    try:
+        path.encode("utf-8")
+        return path, None
+    except UnicodeEncodeError:
+        printable = os.fsencode(path).decode("utf-8", errors="replace")
+        return printable, "the file name is not valid UTF-8; rename the file"
+
+
+def expand_sources(sources: Mapping[str, SourceSpec], exclude: tuple[str, ...] = ()) -> list[dict]:
+    """One row per input file, sorted by (source name, path); a glob that matches nothing is an error.
+
+    Globs are expanded by :func:`mixweave.data.readers.expand_glob` (no symlink loops, each real
+    file once per source). Files under ``exclude`` folders (the run's output) or inside a mixweave
+    stage folder are skipped -- a run never reads its own output -- and their number is logged once.
+    Each row carries ``id_key``, the file's path relative to the common root of the source's
+    globs, from which default doc ids are made.
+    """
     if not sources:
         raise InputError("no sources given: add at least one under 'sources:' or pass --source NAME=GLOB")
     rows = []
+    n_excluded = 0
     for name in sorted(sources):
         spec = sources[name]
-        matched: set[str] = set()
+        root = glob_root(spec.paths)
+        matched: dict[str, tuple[str | None, str]] = {}  # real path -> (error, path)
         for pattern in spec.paths:
-            hits = [p for p in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p)]
-            if not hits:
+            hits = expand_glob(pattern, exclude)
+            kept = [h for h in hits if not h.excluded]
+            n_excluded += len(hits) - len(kept)
+            if not kept:
+                skipped = f" ({len(hits)} under the run's output or a stage folder were skipped)" if hits else ""
                 raise InputError(
-                    f"source {name!r}: {pattern!r} matches no file; fix the glob or remove it from the source"
+                    f"source {name!r}: {pattern!r} matches no file{skipped}; fix the glob or remove it from the source"
                 )
-            matched.update(os.path.abspath(p) for p in hits)
-        for path in sorted(matched):
-            rows.append({"source": name, "path": path, "text_field": spec.text_field, "id_field": spec.id_field})
+            for hit in kept:
+                matched.setdefault(os.path.realpath(hit.path), (hit.error, os.path.abspath(hit.path)))
+        for error, path in sorted(matched.values(), key=lambda item: item[1]):
+            printable, name_error = _utf8_name(path)
+            rows.append({"source": name, "path": printable, "text_field": spec.text_field, "id_field": spec.id_field,
+                         "id_key": _utf8_name(id_key(path, root))[0], "file_error": error or name_error})
+    if n_excluded:
+        LOG.warning("skipped %d input file(s) under the run's output folder or a mixweave stage folder", n_excluded)
     for index, row in enumerate(rows):
         row["file_index"] = index
     return rows
+
+
+def input_file_size(path: str) -> int:
+    """Bytes of an input file; 0 for what cannot be stat'ed (a dangling symlink is quarantined, not sized)."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def _read_partition(tokenizer_path: str, tokenizer_pattern: str | None, max_doc_bytes: int):
@@ -96,6 +133,7 @@ def _read_partition(tokenizer_path: str, tokenizer_pattern: str | None, max_doc_
                 yield from ingest_file(
                     source=row["source"], path=row["path"], file_index=row["file_index"], tokenizer=tokenizer,
                     text_field=row["text_field"], id_field=row["id_field"], max_doc_bytes=max_doc_bytes,
+                    id_key=row["id_key"], file_error=row["file_error"],
                 )
 
     return run
@@ -133,13 +171,17 @@ def run_ingest(
     max_doc_bytes: int = 10_000_000,
     target_file_mb: float = 256.0,
     partitions: int = 0,
+    exclude: tuple[str, ...] = (),
 ) -> dict:
-    """Run the ingest job, writing ``docs/`` and ``quarantine/`` under ``out_root``; return the stats."""
+    """Run the ingest job, writing ``docs/`` and ``quarantine/`` under ``out_root``; return the stats.
+
+    ``exclude``: folders whose files are never read even when a glob matches them (the run's output).
+    """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     started = time.perf_counter()
-    files = expand_sources(sources)
+    files = expand_sources(sources, exclude=(*exclude, str(out_root)))
     n_tasks = partitions or 2 * spark.sparkContext.defaultParallelism
     n_tasks = max(1, min(n_tasks, len(files)))
     file_table = pa.Table.from_pylist(files, schema=FILE_SCHEMA)
@@ -184,7 +226,7 @@ def run_ingest(
     stats = summarize(sources, input_counts, [r.asDict() for r in written])
     stats["timings"] = {"ingest_s": round(time.perf_counter() - started, 3)}
     stats["n_files_read"] = len(files)
-    stats["input_bytes"] = sum(os.path.getsize(f["path"]) for f in files)
+    stats["input_bytes"] = sum(input_file_size(f["path"]) for f in files)
     return stats
 
 

@@ -24,11 +24,22 @@ def ingest_config_slice(config: RunConfig) -> dict:
 
 
 def input_files_fingerprint(config: RunConfig) -> list:
-    """Size and mtime of every input file, so an edited input re-runs ingest."""
+    """Size and mtime of every input file, so an edited input re-runs ingest.
+
+    Files under the run's out folder (and in any mixweave stage folder) are not inputs, exactly as
+    in :func:`run_ingest_stage`, so a run's own output never changes its ingest fingerprint.
+    """
     from ..jobs.ingest import SourceSpec, expand_sources
 
     specs = {n: SourceSpec(n, s.paths, s.text_field, s.id_field) for n, s in config.sources.items()}
-    return [[f["path"], os.path.getsize(f["path"]), os.stat(f["path"]).st_mtime_ns] for f in expand_sources(specs)]
+    rows = []
+    for f in expand_sources(specs, exclude=(str(Path(config.out).resolve()),)):
+        try:
+            st = os.stat(f["path"])
+            rows.append([f["path"], st.st_size, st.st_mtime_ns])
+        except OSError:  # a dangling symlink: quarantined at ingest; its presence still counts
+            rows.append([f["path"], None, None])
+    return rows
 
 
 def run_ingest_stage(ctx: StageContext, tmp: Path) -> StageResult:
@@ -38,10 +49,12 @@ def run_ingest_stage(ctx: StageContext, tmp: Path) -> StageResult:
     config = ctx.config
     tokenizer = load_tokenizer(config.tokenizer.path, config.tokenizer.pattern)
     specs = {n: SourceSpec(n, s.paths, s.text_field, s.id_field) for n, s in config.sources.items()}
+    # a run never reads its own output: not the run folder, nor this stage's (possibly pinned) folder
+    exclude = tuple(str(p.resolve()) for p in (ctx.out, ctx.artifact("ingest"), tmp))
     stats = run_ingest(
         ctx.spark(), sources=specs, out_root=tmp, tokenizer_path=config.tokenizer.path,
         tokenizer_pattern=config.tokenizer.pattern, max_doc_bytes=config.ingest.max_doc_bytes,
-        target_file_mb=config.ingest.target_file_mb, partitions=config.spark.partitions,
+        target_file_mb=config.ingest.target_file_mb, partitions=config.spark.partitions, exclude=exclude,
     )
     drops = {name: s["quarantine_reasons"] for name, s in stats["sources"].items()}
     counts = dict(stats["totals"])
