@@ -56,11 +56,17 @@ def scripted(path, body):
 
 class FaultServer:
     """ThreadingHTTPServer on 127.0.0.1:0. ``faults[marker]`` is a list of faults, one consumed per
-    request whose prompt contains ``marker``; requests without a pending fault get ``responder``."""
+    request whose prompt contains ``marker``; requests without a pending fault get ``responder``.
 
-    def __init__(self, responder=scripted, delay=0.0, hang_s=1.0):
-        self.responder, self.delay, self.hang_s = responder, delay, hang_s
-        self.faults: dict[str, list[str]] = {}
+    A fault is a name (``500``, ``429``, ``400``, ``malformed``, ``empty``, ``drop``, ``timeout``;
+    ``echo``: a 500 whose body repeats the request line and headers; ``drip`` / ``drip_head``: the
+    body / the status line sent one byte every ``drip_s``; ``redirect``: a 307 elsewhere) or raw
+    ``bytes`` sent as a 200 body."""
+
+    def __init__(self, responder=scripted, delay=0.0, hang_s=1.0, drip_s=0.1):
+        self.responder, self.delay, self.hang_s, self.drip_s = responder, delay, hang_s, drip_s
+        self.stop = threading.Event()
+        self.faults: dict[str, list] = {}
         self.requests: list[tuple[str, dict, dict]] = []
         self.active = self.max_active = 0
         self.lock = threading.Lock()
@@ -99,8 +105,35 @@ class FaultServer:
                     with outer.lock:
                         outer.active -= 1
 
+            def _drip(self, payload):
+                for i in range(len(payload)):
+                    if outer.stop.wait(outer.drip_s):
+                        return
+                    try:
+                        self.wfile.write(payload[i:i + 1])
+                        self.wfile.flush()
+                    except OSError:
+                        return  # the client gave up
+
             def _handle(self, fault, body):
-                if fault == "500":
+                if isinstance(fault, bytes):
+                    self._send(200, fault)
+                elif fault == "echo":
+                    echoed = {"request": self.requestline, "headers": dict(self.headers)}
+                    self._send(500, json.dumps({"error": "bad auth", "echo": echoed}).encode())
+                elif fault == "drip":
+                    payload = json.dumps(outer.responder(self.path, body)).encode() + b" " * 400
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.flush()
+                    self._drip(payload)
+                elif fault == "drip_head":
+                    self.close_connection = True
+                    self._drip(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + b"X-Pad: " + b"a" * 400 + b"\r\n\r\n{}")
+                elif fault == "redirect":
+                    self._send(307, b"", [("Location", "http://127.0.0.1:9/elsewhere")])
+                elif fault == "500":
                     self._send(500, b'{"error": "boom"}')
                 elif fault == "429":
                     self._send(429, b'{"error": "slow down"}', [("Retry-After", "0")])
@@ -134,6 +167,7 @@ class FaultServer:
         return self
 
     def __exit__(self, *exc):
+        self.stop.set()
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=5)

@@ -11,22 +11,31 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mixweave.errors import ConfigError, InputError
+from mixweave.errors import ConfigError, InputError, MixweaveError
 from mixweave.mixers.utility.aggregate import TABLE_COLUMNS, aggregate_scores, normalize_table
 from mixweave.mixers.utility.cost import DEFAULT_ABLATION_PARAMS, ablation_comparison, inference_flops
 from mixweave.mixers.utility.sampling import DOC_COLUMNS, load_sampled_docs, sample_docs
+from mixweave.mixers.utility.secrets import scrub, url_secrets
 
 log = logging.getLogger(__name__)
 
 METHODS = ("embedding", "medu")
 DEV_SPLITS = ("dev", "validation", "val", "valid")
 STAGE_VERSION = 1
+DocVectors = Callable[[Any], Any]
+"""sampled documents table -> their embeddings [n, dim] (rows aligned), or None to encode them."""
+
+
+class IncompleteUtilityError(MixweaveError):
+    """Some source x benchmark cell has no rated document: the table would feed NaN to the mixer."""
 
 
 # -- settings ---------------------------------------------------------------------------------
@@ -78,6 +87,23 @@ class MeduSettings(CommonSettings):
     model_params: float | None = None
     """Parameter count for the FLOPs estimate when the backend cannot know it (openai)."""
     normalize: str = "none"
+
+
+SETTINGS_CLASSES: dict[str, type] = {"embedding": EmbeddingSettings, "medu": MeduSettings}
+"""The settings dataclass of each method: its fields are the accepted ``utility.settings`` keys."""
+
+
+def accepted_settings(method: str) -> dict[str, str]:
+    """``{key: type}`` of the ``utility.settings`` keys ``method`` accepts (types as written in the
+    dataclass, e.g. ``'int | dict[str, int] | None'``)."""
+    if method not in SETTINGS_CLASSES:
+        raise ConfigError(f"utility method must be one of {', '.join(METHODS)}, got {method!r}")
+    return {f.name: str(f.type) for f in dataclasses.fields(SETTINGS_CLASSES[method])}
+
+
+ACCEPTED_SETTINGS: dict[str, dict[str, str]] = {m: accepted_settings(m) for m in SETTINGS_CLASSES}
+"""``{method: {utility.settings key: type}}``; ``backend_options`` (medu) is checked per backend by
+:func:`mixweave.mixers.utility.backend.backend_option_names`."""
 
 
 def parse_settings(cls: type, settings: Mapping[str, Any]) -> Any:
@@ -230,8 +256,14 @@ def estimate_utility(method: str, docs: Any, benchmarks: Any, **settings: Any) -
     return result.table, result.cost
 
 
-def run_estimate(method: str, docs: Any, benchmarks: Any, **settings: Any) -> UtilityResult:
-    """:func:`estimate_utility` with the ratings and descriptions kept (what the CLI writes)."""
+def run_estimate(method: str, docs: Any, benchmarks: Any, *, doc_vectors: DocVectors | None = None,
+                 **settings: Any) -> UtilityResult:
+    """:func:`estimate_utility` with the ratings and descriptions kept (what the CLI writes).
+
+    ``doc_vectors`` (embedding only): a function from the sampled documents table to their
+    L2-normalised embeddings (rows aligned), computed elsewhere with the same encoder and
+    ``max_tokens`` (the run's ``embed`` artifact); it may return None to have them encoded here.
+    Raises BackendError when every MEDU rating request failed (nothing worth writing)."""
     if method not in METHODS:
         raise ConfigError(f"utility method must be one of {', '.join(METHODS)}, got {method!r}")
     cls = EmbeddingSettings if method == "embedding" else MeduSettings
@@ -246,7 +278,7 @@ def run_estimate(method: str, docs: Any, benchmarks: Any, **settings: Any) -> Ut
     t_sample = time.perf_counter() - t0
     ratings = descriptions = None
     if method == "embedding":
-        table, cost = _embedding(sample, examples, s)
+        table, cost = _embedding(sample, examples, s, doc_vectors)
     else:
         table, cost, ratings, descriptions = _medu(sample, examples, s)
     table, norm = normalize_table(table, s.normalize)
@@ -263,14 +295,17 @@ def run_estimate(method: str, docs: Any, benchmarks: Any, **settings: Any) -> Ut
                                            ablation_params=s.ablation_params, ablation_tokens=s.ablation_tokens)
     cost["wall_s"]["sample"] = round(t_sample, 3)
     cost["wall_s"]["total"] = round(time.perf_counter() - t0, 3)
-    return UtilityResult(table, _json_ready(cost), ratings, descriptions)
+    return scrub_result(UtilityResult(table, _json_ready(cost), ratings, descriptions), known_secrets(s))
 
 
-def _embedding(sample: Any, examples: dict[str, list[dict[str, Any]]], s: EmbeddingSettings) -> tuple[Any, dict]:
+def _embedding(sample: Any, examples: dict[str, list[dict[str, Any]]], s: EmbeddingSettings,
+               doc_vectors: DocVectors | None = None) -> tuple[Any, dict]:
     from mixweave.mixers.utility.embedding import embedding_document_scores
 
+    vectors = doc_vectors(sample) if doc_vectors is not None else None
     rows, info = embedding_document_scores(sample, examples, encoder=s.encoder, top_k=s.top_k,
-                                           max_tokens=s.max_tokens, batch_size=s.batch_size, device=s.device)
+                                           max_tokens=s.max_tokens, batch_size=s.batch_size, device=s.device,
+                                           doc_emb=vectors)
     table = aggregate_scores(rows, n_boot=s.n_boot, alpha=s.alpha, seed=s.seed,
                              sources=sorted(set(sample.column("source").to_pylist())), benchmarks=sorted(examples))
     tokens = info["tokens_in"] or 0
@@ -319,6 +354,7 @@ def _medu(sample: Any, examples: dict[str, list[dict[str, Any]]], s: MeduSetting
             cache.close()
         if own_backend:
             backend.close()
+    _raise_if_all_failed(ratings, info)
     table = aggregate_scores(ratings, n_boot=s.n_boot, alpha=s.alpha, seed=s.seed,
                              sources=sorted(set(sample.column("source").to_pylist())), benchmarks=sorted(examples))
     n_params = s.model_params or info.get("n_params")
@@ -352,6 +388,27 @@ def _medu(sample: Any, examples: dict[str, list[dict[str, Any]]], s: MeduSetting
         "wall_s": {"load_model": round(t_load, 3), "describe": round(t_describe, 3), "rate": round(usage.wall_s, 3)},
     }
     return table, cost, ratings, descriptions
+
+
+def _raise_if_all_failed(ratings: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) -> None:
+    """BackendError when no rating request got an answer: an all-NaN table is never a result."""
+    from mixweave.mixers.utility.medu import BackendError
+
+    failed = [r for r in ratings if r.get("error")]
+    if not ratings or len(failed) < len(ratings):
+        return
+    where = f"{info.get('kind', 'LLM')} backend, model {info.get('served_model') or info.get('model_id')!r}"
+    if info.get("base_url"):
+        where += f" at {info['base_url']}"
+    raise BackendError(f"all {len(ratings)} rating requests to the {where} failed (first error: "
+                       f"{_one_line(failed[0]['error'])}); check that the server is up and serves that model, the "
+                       "API key and backend_options (base_url, timeout_s, max_retries), then re-run: nothing was "
+                       "written and finished work is cached")
+
+
+def _one_line(text: Any, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text[:limit] + ("..." if len(text) > limit else "")
 
 
 def _given_descriptions(spec: Any, examples: Mapping[str, Any]) -> dict[str, str] | None:
@@ -400,9 +457,69 @@ def table_result(path: str | Path) -> UtilityResult:
     return UtilityResult(pa.Table.from_pylist(rows, schema=schema), cost)
 
 
+# -- secrets ------------------------------------------------------------------------------------
+def known_secrets(settings: Any) -> list[str]:
+    """Credential values the settings lead to: the openai API key from its environment variable and
+    the credentials inside ``base_url`` (see :mod:`.secrets`)."""
+    backend = getattr(settings, "backend", None)
+    if backend is None:
+        return []
+    if not isinstance(backend, str):
+        return list(getattr(backend, "_secrets", ()))
+    opts = getattr(settings, "backend_options", None) or {}
+    if backend != "openai" or not isinstance(opts, Mapping):
+        return []
+    env = opts.get("api_key_env", "OPENAI_API_KEY")
+    found = [os.environ.get(env, "")] if isinstance(env, str) and env else []
+    if isinstance(opts.get("base_url"), str):
+        found += url_secrets(opts["base_url"])
+    return [x for x in found if x]
+
+
+def scrub_result(result: UtilityResult, secrets: Sequence[str] = ()) -> UtilityResult:
+    """``result`` with every secret (known values, URL credentials, auth headers) replaced by ``***``
+    in the cost report, the ratings and the descriptions."""
+    return UtilityResult(result.table, scrub(result.cost, secrets),
+                         None if result.ratings is None else scrub(result.ratings, secrets),
+                         None if result.descriptions is None else scrub(result.descriptions, secrets))
+
+
 # -- outputs ------------------------------------------------------------------------------------
+def check_complete(result: UtilityResult) -> None:
+    """IncompleteUtilityError when a source x benchmark cell has no rated document (NaN mean).
+
+    Policy: a utility artifact never holds an empty cell (the mixer would get NaN). Cells with
+    some but not all ratings failed are written, with their smaller ``n``, and a warning."""
+    rows = result.table.to_pylist()
+    empty = [r for r in rows if r["mean"] is None or not math.isfinite(r["mean"])]
+    failed = [r for r in result.ratings or () if r.get("error")]
+    if empty:
+        raise IncompleteUtilityError(_empty_cells_message(empty, len(rows), failed))
+    if failed:
+        log.warning("utility: %d of %d ratings failed after retries (first error: %s); their cells are "
+                    "estimated from fewer documents (see n); force the utility stage to retry them",
+                    len(failed), len(result.ratings or ()), _one_line(failed[0]["error"]))
+
+
+def _empty_cells_message(empty: list[dict[str, Any]], n_cells: int, failed: list[dict[str, Any]]) -> str:
+    names = ", ".join(f"{r['source']}/{r['benchmark']}" for r in empty[:5]) + (", ..." if len(empty) > 5 else "")
+    cells = {(r["source"], r["benchmark"]) for r in empty}
+    n_failed = sum(1 for r in failed if (r["source"], r["benchmark"]) in cells)
+    n_unparsed = sum(int(r["n_unparseable"] or 0) for r in empty)
+    head = (f"utility: {len(empty)} of {n_cells} source/benchmark cells have no rated document ({names}): "
+            f"{n_failed} of their ratings failed, {n_unparsed} were unparseable; nothing was written")
+    if n_failed:
+        first = next(r for r in failed if (r["source"], r["benchmark"]) in cells)
+        return (f"{head}. First error: {_one_line(first['error'])}. Fix the backend and re-run "
+                "(finished ratings are cached, failed ones are retried)")
+    return (f"{head}. The model's answers could not be read: use mode logprob, a stronger model, a larger "
+            "rate_max_tokens or per_source, or drop the benchmark")
+
+
 def write_utility_files(result: UtilityResult, folder: str | Path) -> None:
-    """The utility files (no manifest) into ``folder``: what both the CLI and the run stage write."""
+    """The utility files (no manifest) into ``folder``: what both the CLI and the run stage write.
+    Refuses (IncompleteUtilityError, nothing written) a table with an empty cell; every secret is
+    scrubbed from what is written."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -410,9 +527,11 @@ def write_utility_files(result: UtilityResult, folder: str | Path) -> None:
     from mixweave.data.manifest import write_json_atomic
 
     folder = Path(folder)
+    if tuple(result.table.column_names) != TABLE_COLUMNS:
+        raise InputError(f"utility table columns must be {TABLE_COLUMNS}, got {result.table.column_names}")
+    check_complete(result)
+    result = scrub_result(result)
     table, cost = result.table, result.cost
-    if tuple(table.column_names) != TABLE_COLUMNS:
-        raise InputError(f"utility table columns must be {TABLE_COLUMNS}, got {table.column_names}")
     pq.write_table(table, folder / "utility.parquet")
     pacsv.write_csv(table, folder / "utility.csv")
     if result.ratings:
@@ -433,14 +552,14 @@ def write_utility_outputs(result: UtilityResult, out: str | Path, *, config: Map
     from mixweave.data.manifest import atomic_stage_dir, build_manifest, fingerprint, write_json_atomic
 
     table, cost = result.table, result.cost
-    cfg = dict(config or cost.get("settings") or {})
+    cfg = scrub(dict(config or cost.get("settings") or {}))
     in_sha = {k: str(v.get("sha256", "")) for k, v in (inputs or {}).items()}
     with atomic_stage_dir(out) as tmp:
         write_utility_files(result, tmp)
         manifest = build_manifest(
             stage="utility", stage_version=STAGE_VERSION, config=cfg,
             fingerprint_value=fingerprint("utility", STAGE_VERSION, cfg, in_sha),
-            inputs=dict(inputs or {}), root=tmp,
+            inputs=scrub(dict(inputs or {})), root=tmp,
             counts={"rows": table.num_rows, "n_docs": cost.get("n_docs"), "n_sources": cost.get("n_sources"),
                     "n_benchmarks": cost.get("n_benchmarks")},
             drops={"unparseable": cost.get("n_unparseable", 0), "failed": cost.get("n_failed", 0)},

@@ -170,29 +170,56 @@ def params_from_config(path: Path) -> int | None:
     return layers * (attn + mlp) + vocab * h * (1 if tied else 2)
 
 
-def make_backend(kind: str, model: str | None = None, **options: Any) -> Backend:
-    """Build a backend by name: ``transformers`` / ``vllm`` (``model`` = local folder) or
-    ``openai`` (``model`` = the served model name, ``base_url`` required)."""
+def backend_class(kind: str) -> type:
+    """The class of backend ``kind`` (imports its module; heavy libraries still load on first use)."""
     if kind == "transformers":
         from mixweave.mixers.utility.transformers_backend import TransformersBackend
 
-        return TransformersBackend(_need_model(kind, model), **options)
+        return TransformersBackend
     if kind == "vllm":
         from mixweave.mixers.utility.vllm_backend import VLLMBackend
 
-        return VLLMBackend(_need_model(kind, model), **options)
+        return VLLMBackend
     if kind == "openai":
         from mixweave.mixers.utility.openai_backend import OpenAIBackend
 
-        return OpenAIBackend(model=_need_model(kind, model), **options)
+        return OpenAIBackend
     raise ConfigError(f"unknown backend {kind!r}; use one of {', '.join(BACKENDS)}")
 
 
+def backend_option_names(kind: str) -> dict[str, str]:
+    """``{option: type}`` that ``backend_options`` may hold for backend ``kind``."""
+    import inspect
+
+    params = inspect.signature(backend_class(kind).__init__).parameters
+    return {name: str(p.annotation) for name, p in params.items()
+            if name not in ("self", "model", "model_path") and p.kind is p.KEYWORD_ONLY}
+
+
+def make_backend(kind: str, model: str | None = None, **options: Any) -> Backend:
+    """Build a backend by name: ``transformers`` / ``vllm`` (``model`` = local folder) or
+    ``openai`` (``model`` = the served model name, ``base_url`` required). Unknown options raise
+    ConfigError listing the valid ones."""
+    cls = backend_class(kind)
+    unknown = sorted(set(options) - set(backend_option_names(kind)))
+    if unknown:
+        raise ConfigError(f"unknown backend_options {unknown} for backend {kind!r}; valid ones are "
+                          f"{sorted(backend_option_names(kind))}")
+    return cls(_need_model(kind, model), **options)
+
+
 def check_backend_settings(kind: str, model: str | None, options: dict[str, Any]) -> None:
-    """Fail fast (before any document is read) on settings that cannot work: unknown backend,
-    missing model, a model that is not a local folder, an openai backend without base_url."""
+    """Fail fast (before any document is read) on settings that cannot work: unknown backend or
+    backend option, missing model, a model that is not a local folder, an openai backend without a
+    valid base_url."""
     if kind not in BACKENDS:
         raise ConfigError(f"unknown backend {kind!r}; use one of {', '.join(BACKENDS)}")
+    if not isinstance(options, dict):
+        raise ConfigError(f"backend_options must be a mapping, got {type(options).__name__}")
+    unknown = sorted(set(options) - set(backend_option_names(kind)))
+    if unknown:
+        raise ConfigError(f"unknown backend_options {unknown} for backend {kind!r}; valid ones are "
+                          f"{sorted(backend_option_names(kind))}")
     _need_model(kind, model)
     if kind in ("transformers", "vllm"):
         local_model_dir(str(model))
@@ -200,8 +227,10 @@ def check_backend_settings(kind: str, model: str | None, options: dict[str, Any]
         from mixweave.mixers.utility.vllm_backend import import_vllm
 
         import_vllm()
-    if kind == "openai" and not options.get("base_url"):
-        raise ConfigError("backend 'openai' needs base_url, e.g. http://127.0.0.1:8000/v1 (--base-url)")
+    if kind == "openai":
+        from mixweave.mixers.utility.openai_http import split_base_url
+
+        split_base_url(options.get("base_url"))  # ConfigError naming the fix, credentials redacted
 
 
 def _need_model(kind: str, model: str | None) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from mixweave.errors import ConfigError
+from mixweave.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,14 @@ def example_text(ex: Mapping[str, Any]) -> str:
 
 def embedding_document_scores(docs: Any, examples: Mapping[str, Sequence[Mapping[str, Any]]], *,
                               encoder: Any = "default", top_k: int = 5, max_tokens: int = 256,
-                              batch_size: int = 32,
-                              device: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                              batch_size: int = 32, device: str | None = None,
+                              doc_emb: np.ndarray | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One row ``{source, doc_id, benchmark, score}`` per (document, benchmark), plus cost info.
 
     ``docs``: a pyarrow Table with doc_id, source, text. ``encoder``: a loaded SentenceTransformer
-    or a local model path / "default" (see :mod:`mixweave.retrieval.encoders`)."""
+    or a local model path / "default" (see :mod:`mixweave.retrieval.encoders`). ``doc_emb``: the
+    documents' embeddings made earlier with the same encoder and ``max_tokens`` (rows aligned with
+    ``docs``); then only the benchmark examples are encoded."""
     from mixweave.retrieval.encoders import embed_texts, load_encoder
 
     t0 = time.perf_counter()
@@ -63,8 +65,12 @@ def embedding_document_scores(docs: Any, examples: Mapping[str, Sequence[Mapping
     names = sorted(examples)
     ex_texts = [example_text(e) for b in names for e in examples[b]]
     t1 = time.perf_counter()
-    doc_emb = embed_texts(model, texts, max_tokens=max_tokens, batch_size=batch_size)
+    reused = doc_emb is not None
     ex_emb = embed_texts(model, ex_texts, max_tokens=max_tokens, batch_size=batch_size)
+    if reused:
+        doc_emb = _checked_doc_emb(doc_emb, len(texts), ex_emb.shape[1])
+    else:
+        doc_emb = embed_texts(model, texts, max_tokens=max_tokens, batch_size=batch_size)
     t_embed = time.perf_counter() - t1
     rows: list[dict[str, Any]] = []
     lo = 0
@@ -79,9 +85,20 @@ def embedding_document_scores(docs: Any, examples: Mapping[str, Sequence[Mapping
     info = {"encoder": str(encoder) if isinstance(encoder, str) or encoder is None else type(encoder).__name__,
             "encoder_params": n_params, "top_k": top_k, "max_tokens": max_tokens,
             "n_docs": len(texts), "n_examples": len(ex_texts), "tokens_in": n_tokens,
+            "doc_embeddings": "reused" if reused else "encoded",
             "wall_s": {"load": round(t_load, 3), "embed": round(t_embed, 3),
                        "total": round(time.perf_counter() - t0, 3)}}
     return rows, info
+
+
+def _checked_doc_emb(doc_emb: Any, n_docs: int, dim: int) -> np.ndarray:
+    """``doc_emb`` as float32 [n_docs, dim], or InputError when it does not fit the documents."""
+    arr = np.asarray(doc_emb, dtype=np.float32)
+    if arr.shape != (n_docs, dim) or not np.all(np.isfinite(arr)):
+        raise InputError(f"precomputed document embeddings have shape {arr.shape} (or non-finite values), "
+                         f"expected ({n_docs}, {dim}) finite values from the same encoder; re-run the embed "
+                         "stage or let the utility stage encode the documents")
+    return arr
 
 
 def _count_tokens(model: Any, texts: Sequence[str], max_tokens: int) -> int | None:

@@ -1,11 +1,16 @@
 """``openai`` backend: any OpenAI-compatible server (``vllm serve``, TGI, a hosted API).
 
 Requests go out from a thread pool of ``concurrency`` workers (stdlib ``urllib``; no client
-package). Each request has a ``timeout_s``; timeouts, connection errors, 429, 5xx and malformed
-bodies are retried up to ``max_retries`` times with exponential backoff and jitter (``Retry-After``
-honoured, capped at ``backoff_max_s``); 4xx other than 408/409/429 fail at once. A request that
-still fails returns a result with ``error`` set, so one bad request never sinks a batch; counts by
-kind are kept in :attr:`OpenAIBackend.stats`.
+package). ``timeout_s`` is the wall-clock budget of *one attempt* (connect, send, headers and the
+whole body; not per socket read, so a server that drips bytes is cut off too), and each retry gets
+a fresh one: a request that keeps failing ends after at most ``(max_retries + 1) x timeout_s``
+plus the backoff waits (each at most ``backoff_max_s``). Timeouts, connection errors, 429, 5xx and
+malformed bodies are retried up to ``max_retries`` times with exponential backoff and jitter
+(``Retry-After`` honoured, capped at ``backoff_max_s``); other 4xx, redirects, bodies above
+``max_response_bytes`` and a server without logprobs fail at once. A request that still fails
+returns a result with ``error`` set (the reason), so one bad request never sinks a batch; counts
+by kind are kept in :attr:`OpenAIBackend.stats`. Any response body is validated field by field
+(:mod:`.openai_parse`): a malformed one fails its request, never the run.
 
 Endpoints: ``chat`` (``/chat/completions``, the server applies the chat template) or
 ``completions`` (``/completions``, raw text, for base models). In ``label_probs`` the answer slot
@@ -14,46 +19,44 @@ is either prefilled (``completions``; ``chat`` with ``prefill=True`` uses vLLM's
 position after the model itself wrote ``Final Score:``), and the labels are read from that
 position's ``top_logprobs`` (at most 20 on most servers; unseen labels count as 0).
 
-The API key is read from the environment variable named by ``api_key_env`` and only ever put in
-the ``Authorization`` header: never in logs, errors, ``info()`` or manifests.
+Secrets: the API key is read from the environment variable named by ``api_key_env`` and only ever
+put in the ``Authorization`` header. Credentials in ``base_url`` (``user:pass@``, or query
+parameters such as ``?api_key=``) are sent but shown as ``***``. Every error message and log line
+is scrubbed of all of them (a server that echoes request headers included), and ``info()`` and
+``repr()`` only show the redacted URL.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import math
 import os
 import random
-import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from mixweave.errors import ConfigError
+from mixweave.mixers.utility import openai_parse as parse
 from mixweave.mixers.utility.backend import Backend, Generation, HFTextTokenizer, LabelProbs
+from mixweave.mixers.utility.openai_http import RequestFailed, post_json, split_base_url
 from mixweave.mixers.utility.scoring import LABELS, label_for_token
+from mixweave.mixers.utility.secrets import scrub_text
 
 log = logging.getLogger(__name__)
 
 ENDPOINTS = ("chat", "completions")
 NO_LOGPROBS = ("the server returned no logprobs (it does not support them, e.g. transformers serve); "
                "use --mode generate with this server")
-_RETRY_STATUS = {408, 409, 429}
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+T = TypeVar("T")
 
-
-class RequestFailed(Exception):
-    """One HTTP attempt failed; ``kind`` names the failure, ``retryable`` says whether to retry."""
-
-    def __init__(self, kind: str, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.kind, self.retryable, self.retry_after = kind, retryable, retry_after
+__all__ = ["ENDPOINTS", "NO_LOGPROBS", "OpenAIBackend", "RequestFailed", "answer_slot", "backoff_delay",
+           "probs_from_top"]
 
 
 def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None, rng: random.Random) -> float:
@@ -74,21 +77,25 @@ class OpenAIBackend(Backend):
                  max_retries: int = 4, backoff_s: float = 1.0, backoff_max_s: float = 30.0,
                  top_logprobs: int = 20, prefill: bool = True, tokenizer: str | None = None,
                  model_params: float | None = None, extra_body: dict[str, Any] | None = None,
-                 model_id: str | None = None, seed: int = 0) -> None:
-        if not base_url or not str(base_url).startswith(("http://", "https://")):
-            raise ConfigError("backend 'openai' needs base_url, e.g. http://127.0.0.1:8000/v1 (--base-url)")
+                 model_id: str | None = None, seed: int = 0,
+                 max_response_bytes: int = MAX_RESPONSE_BYTES) -> None:
+        self._target = split_base_url(base_url)
         if endpoint not in ENDPOINTS:
             raise ConfigError(f"endpoint must be one of {', '.join(ENDPOINTS)}, got {endpoint!r}")
-        if concurrency < 1 or max_retries < 0 or timeout_s <= 0:
-            raise ConfigError("openai backend: concurrency >= 1, max_retries >= 0 and timeout_s > 0 are required")
+        _check_numbers(concurrency=concurrency, max_retries=max_retries, timeout_s=timeout_s, backoff_s=backoff_s,
+                       backoff_max_s=backoff_max_s, top_logprobs=top_logprobs, max_response_bytes=max_response_bytes)
+        if extra_body is not None and not isinstance(extra_body, dict):
+            raise ConfigError(f"extra_body must be a mapping of request fields, got {type(extra_body).__name__}")
         self.model = model
-        self.base_url = str(base_url).rstrip("/")
+        self.base_url = self._target.shown
         self.endpoint = endpoint
         self.api_key_env = api_key_env
         self.__key = os.environ.get(api_key_env, "") if api_key_env else ""
+        self._secrets = tuple(s for s in (self.__key, *self._target.secrets) if s)
         self.concurrency, self.timeout_s, self.max_retries = int(concurrency), float(timeout_s), int(max_retries)
         self.backoff_s, self.backoff_max_s = float(backoff_s), float(backoff_max_s)
         self.top_logprobs, self.prefill = int(top_logprobs), bool(prefill)
+        self.max_response_bytes = int(max_response_bytes)
         self.extra_body = dict(extra_body or {})
         self.n_params = int(model_params) if model_params else None
         self.model_id = model_id or f"openai:{model}"
@@ -102,6 +109,10 @@ class OpenAIBackend(Backend):
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r}, endpoint={self.endpoint!r})"
 
+    def scrub(self, text: str) -> str:
+        """``text`` with the API key and URL credentials replaced by ``***``."""
+        return scrub_text(text, self._secrets)
+
     # -- local tokenizer: truncation, and token counts when a server reports no usage --------
     def _tokenizer(self) -> HFTextTokenizer:
         with self._lock:
@@ -113,57 +124,44 @@ class OpenAIBackend(Backend):
         return self._tokenizer().truncate(text, max_tokens)
 
     def _usage_or_count(self, payload: dict[str, Any], prompt: str, answer: str) -> tuple[int, int]:
-        t_in, t_out = _usage(payload)
+        t_in, t_out = parse.usage_tokens(payload) or (0, 0)
         if t_in == 0 and t_out == 0:  # no usage block: approximate with the local tokenizer
             self._count("usage_estimated")
             t_in, t_out = self._tokenizer().count([prompt, answer])
         return t_in, t_out
 
     # -- HTTP -----------------------------------------------------------------------------
-    def _post_once(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        data = json.dumps(body).encode()
+    def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
         if self.__key:
             headers["Authorization"] = f"Bearer {self.__key}"
-        req = urllib.request.Request(self.base_url + path, data=data, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310 - user-given URL
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            status = exc.code
-            retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-            detail = _short(exc.read() if hasattr(exc, "read") else b"")
-            exc.close()
-            retryable = status in _RETRY_STATUS or status >= 500
-            kind = f"http_{status}" if status in (429, 500, 502, 503, 504) else f"http_{status // 100}xx"
-            raise RequestFailed(kind, f"HTTP {status}: {detail}", retryable=retryable,
-                                retry_after=retry_after) from None
-        except (TimeoutError, socket.timeout):
-            raise RequestFailed("timeout", f"no answer within {self.timeout_s:g}s", retryable=True) from None
-        except urllib.error.URLError as exc:
-            is_timeout = isinstance(exc.reason, (TimeoutError, socket.timeout))
-            kind = "timeout" if is_timeout else "connection"
-            raise RequestFailed(kind, f"{kind}: {exc.reason}", retryable=True) from None
-        except (ConnectionError, OSError, http.client.HTTPException) as exc:
-            raise RequestFailed("connection", f"connection: {exc}", retryable=True) from None
-        try:
-            payload = json.loads(raw)
-            if not isinstance(payload, dict) or not isinstance(payload.get("choices"), list) or not payload["choices"]:
-                raise ValueError("no choices")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise RequestFailed("malformed", f"malformed response body ({exc}): {_short(raw)}",
-                                retryable=True) from None
-        return payload
+        elif self._target.basic_auth:
+            headers["Authorization"] = f"Basic {self._target.basic_auth}"
+        return headers
 
-    def _post(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
-        """POST with bounded retries; ``(payload, None)`` or ``(None, error message)``."""
+    def _attempt(self, path: str, data: bytes, read: Callable[[dict[str, Any]], T]) -> T:
+        """One POST and the reading of its answer; RequestFailed on any failure."""
+        raw = post_json(self._target.url(path), data, self._headers(), timeout_s=self.timeout_s,
+                        max_bytes=self.max_response_bytes)
+        try:
+            return read(parse.decode_payload(raw))
+        except parse.Malformed as exc:
+            raise RequestFailed("malformed", f"malformed response ({exc})", retryable=True) from None
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError, OverflowError) as exc:
+            # a shape openai_parse does not check yet: still one failed request, not a failed run
+            raise RequestFailed("malformed", f"malformed response ({type(exc).__name__}: {exc})",
+                                retryable=True) from None
+
+    def _post(self, path: str, body: dict[str, Any], read: Callable[[dict[str, Any]], T]) -> tuple[T | None, str | None]:
+        """POST with bounded retries; ``(read(payload), None)`` or ``(None, error message)``."""
+        data = json.dumps(body).encode()
         last = "no attempt"
         for attempt in range(self.max_retries + 1):
             self._count("attempts")
             try:
-                payload = self._post_once(path, body)
+                result = self._attempt(path, data, read)
                 self._count("ok")
-                return payload, None
+                return result, None
             except RequestFailed as exc:
                 self._count(f"fail_{exc.kind}")
                 last = f"{exc.kind}: {exc}"
@@ -175,7 +173,7 @@ class OpenAIBackend(Backend):
                 log.debug("request failed (%s); retry %d/%d in %.2fs", exc.kind, attempt + 1, self.max_retries, delay)
                 time.sleep(delay)
         self._count("gave_up")
-        message = f"{path} failed after {attempt + 1} attempt(s): {last}"
+        message = self.scrub(f"{path} failed after {attempt + 1} attempt(s): {last}")
         with self._lock:
             if len(self.errors) < 100:
                 self.errors.append(message)
@@ -210,52 +208,44 @@ class OpenAIBackend(Backend):
     # -- the two operations -----------------------------------------------------------------
     def generate(self, prompts: Sequence[str], *, max_tokens: int, temperature: float,
                  seed: int) -> list[Generation]:
-        def one(prompt: str) -> Generation:
-            path, body = self._body(prompt, max_tokens, temperature, seed)
-            payload, err = self._post(path, body)
-            if payload is None:
-                return Generation("", 0, 0, err)
-            try:
-                choice = payload["choices"][0]
-                text = choice["text"] if self.endpoint == "completions" else choice["message"]["content"]
-                text = text or ""
-            except (KeyError, IndexError, TypeError) as exc:
-                self._count("fail_malformed")
-                return Generation("", 0, 0, f"malformed choice: {exc!r}")
+        def read(payload: dict[str, Any], prompt: str) -> Generation:
+            text = parse.choice_text(parse.first_choice(payload), self.endpoint)
             t_in, t_out = self._usage_or_count(payload, prompt, text)
             return Generation(text, t_in, t_out)
+
+        def one(prompt: str) -> Generation:
+            path, body = self._body(prompt, max_tokens, temperature, seed)
+            result, err = self._post(path, body, lambda payload: read(payload, prompt))
+            return result if result is not None else Generation("", 0, 0, err)
 
         return self._map(one, list(prompts))
 
     def label_probs(self, prompts: Sequence[str], labels: Sequence[str] = LABELS, *,
                     answer_prefix: str) -> list[LabelProbs]:
         prefilled = self.endpoint == "completions" or self.prefill
+        zeros = tuple(0.0 for _ in labels)
 
-        def one(prompt: str) -> LabelProbs:
-            prefix = answer_prefix if prefilled else None
-            max_tokens = 1 if prefilled else 16
-            path, body = self._body(prompt, max_tokens, 0.0, 0, prefix)
-            if self.endpoint == "completions":
-                body["logprobs"] = self.top_logprobs
-            else:
-                body.update(logprobs=True, top_logprobs=self.top_logprobs)
-            payload, err = self._post(path, body)
-            zeros = tuple(0.0 for _ in labels)
-            if payload is None:
-                return LabelProbs(zeros, 0, 0, err)
+        def read(payload: dict[str, Any], prompt: str) -> LabelProbs:
             t_in, t_out = self._usage_or_count(payload, prompt, "")
-            if not payload["choices"][0].get("logprobs"):
+            choice = parse.first_choice(payload)
+            if not parse.has_logprobs(choice):
                 self._count("no_logprobs")
-                return LabelProbs(zeros, t_in, t_out, NO_LOGPROBS)
-            try:
-                positions = _top_logprobs(payload["choices"][0], self.endpoint)
-            except (KeyError, IndexError, TypeError, ValueError) as exc:
-                self._count("fail_malformed")
-                return LabelProbs(zeros, t_in, t_out, f"malformed logprobs: {exc!r}")
+                raise RequestFailed("no_logprobs", NO_LOGPROBS, retryable=False)
+            positions = parse.top_logprobs(choice, self.endpoint)
             slot = 0 if prefilled else answer_slot([tok for tok, _ in positions], answer_prefix)
             if slot is None or slot >= len(positions):
                 return LabelProbs(zeros, t_in, t_out)  # the model never reached the slot: unparseable
             return LabelProbs(probs_from_top(positions[slot][1], labels), t_in, t_out)
+
+        def one(prompt: str) -> LabelProbs:
+            prefix = answer_prefix if prefilled else None
+            path, body = self._body(prompt, 1 if prefilled else 16, 0.0, 0, prefix)
+            if self.endpoint == "completions":
+                body["logprobs"] = self.top_logprobs
+            else:
+                body.update(logprobs=True, top_logprobs=self.top_logprobs)
+            result, err = self._post(path, body, lambda payload: read(payload, prompt))
+            return result if result is not None else LabelProbs(zeros, 0, 0, err)
 
         return self._map(one, list(prompts))
 
@@ -266,21 +256,20 @@ class OpenAIBackend(Backend):
                 "requests": dict(self.stats)}
 
 
-def _usage(payload: dict[str, Any]) -> tuple[int, int]:
-    usage = payload.get("usage") or {}
-    try:
-        return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-    except (TypeError, ValueError):
-        return 0, 0
+_LOWER_BOUNDS = {"concurrency": (1, False), "max_retries": (0, False), "timeout_s": (0, True),
+                 "backoff_s": (0, False), "backoff_max_s": (0, True), "top_logprobs": (1, False),
+                 "max_response_bytes": (1, False)}
+"""Option -> (lower bound, whether the bound itself is excluded)."""
 
 
-def _top_logprobs(choice: dict[str, Any], endpoint: str) -> list[tuple[str, dict[str, float]]]:
-    """``[(sampled token, {candidate token: logprob})]`` per generated position, both API styles."""
-    lp = choice["logprobs"]
-    if endpoint == "completions":
-        return [(tok, dict(top or {})) for tok, top in zip(lp["tokens"], lp["top_logprobs"])]
-    return [(c["token"], {t["token"]: float(t["logprob"]) for t in c.get("top_logprobs") or []})
-            for c in lp["content"]]
+def _check_numbers(**values: Any) -> None:
+    """ConfigError unless every value is a finite number within its bound in :data:`_LOWER_BOUNDS`."""
+    for name, value in values.items():
+        low, strict = _LOWER_BOUNDS[name]
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or value < low or (strict and value <= low):
+            raise ConfigError(f"openai backend: {name} must be a number {'>' if strict else '>='} {low}, "
+                              f"got {value!r}")
 
 
 def answer_slot(tokens: Sequence[str], answer_prefix: str) -> int | None:
@@ -304,16 +293,3 @@ def probs_from_top(top: dict[str, float], labels: Sequence[str] = LABELS) -> tup
         if label is not None and logprob is not None and math.isfinite(float(logprob)):
             out[list(labels).index(label)] += math.exp(float(logprob))
     return tuple(out)
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _short(raw: bytes | str, limit: int = 200) -> str:
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    text = " ".join(text.split())
-    return text[:limit] + ("..." if len(text) > limit else "")
