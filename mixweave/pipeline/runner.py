@@ -30,6 +30,7 @@ from ..data.manifest import (
     read_manifest,
     write_json_atomic,
 )
+from ..data.progress import spark_progress
 from ..errors import ConfigError
 
 LOG = logging.getLogger(__name__)
@@ -111,7 +112,8 @@ def run_stage(stage: Stage, ctx: StageContext, *, force: bool = False) -> StageR
     LOG.info("stage %s: running", stage.name)
     with atomic_stage_dir(final) as tmp:
         fault_point(stage.name, "start")
-        result = stage.run(ctx, tmp)
+        with spark_progress(None, stage.name):  # tasks done / total, rate, ETA of any Spark work the stage runs
+            result = stage.run(ctx, tmp)
         fault_point(stage.name, "before_manifest")
         seconds = round(time.perf_counter() - started, 3)
         manifest = build_manifest(
