@@ -3,6 +3,7 @@ weights/repetition as planned). Real text: the corpus fixture (or stdlib sources
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is dep
 CORPUS = Path(__file__).parent / "data" / "corpus"
 S = 64
 SOURCES = ["books", "code", "web"]
+DS_FILES = "**/*.ds"  # a source's .ds files sit in head/ and rest/ (datatrove's default "*.ds" stays at the top)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +129,22 @@ def test_megatron_roundtrip_with_indexed_dataset(inputs, exported):
         assert np.array_equal(np.stack([ds[i] for i in range(len(ds))]), w)
 
 
-def test_megatron_blend_draws_planned_windows(inputs, exported):
+@contextlib.contextmanager
+def one_rank_group(tmp: Path):
+    """A 1-rank gloo process group for the block: Megatron's BlendedDataset needs torch.distributed to
+    save its index cache to ``path_to_cache``; without a cache path GPTDataset writes its cache INTO
+    the export folder (``<prefix>/cache/``), which then no longer verifies. Destroyed afterwards so
+    later tests (the trainer) do not see a process group."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp / 'pg'}", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def test_megatron_blend_draws_planned_windows(inputs, exported, tmp_path):
     mc = _megatron()
     out = Path(exported["megatron"]["out"])
     per_split = json.loads((out / "data_args.json").read_text())
@@ -137,9 +154,11 @@ def test_megatron_blend_draws_planned_windows(inputs, exported):
     tok = mc.MegatronTokenizer.from_pretrained(metadata_path={"library": "null"}, vocab_size=50257)
     config = mc.GPTDatasetConfig(random_seed=1, sequence_length=S, blend=mc.get_blend_from_list(per_split["train"]),
                                  split="100,0,0", tokenizer=tok, reset_position_ids=False, reset_attention_mask=False,
-                                 eod_mask_loss=False, sequences_per_dataset=sequences)
+                                 eod_mask_loss=False, sequences_per_dataset=sequences,
+                                 path_to_cache=str(tmp_path / "cache"))
     n = exported["megatron"]["train_samples"]
-    train, _, _ = mc.BlendedMegatronDatasetBuilder(mc.GPTDataset, [n, 0, 0], lambda: True, config).build()
+    with one_rank_group(tmp_path):
+        train, _, _ = mc.BlendedMegatronDatasetBuilder(mc.GPTDataset, [n, 0, 0], lambda: True, config).build()
     assert n == inputs.plan.total_windows
     # Megatron asks each dataset for ceil(N * w_i) samples: float noise can add one sample per source
     assert n <= len(train) <= n + len(inputs.plan.sources)
@@ -304,7 +323,8 @@ def test_datatrove_roundtrip_s_windows_borrow_next_label(inputs, exported):
 
     out = Path(exported["datatrove"]["out"])
     for name, w in inputs.windows.items():
-        ds = DatatroveFolderDataset(str(out / name), seq_len=S, token_size=2, shuffle=False, return_positions=True)
+        ds = DatatroveFolderDataset(str(out / name), seq_len=S, token_size=2, shuffle=False, return_positions=True,
+                                    filename_pattern=DS_FILES)
         assert len(ds) == w.shape[0]
         got = np.stack([ds[i]["input_ids"].numpy() for i in range(len(ds))])
         assert np.array_equal(got[:, :S], w) and np.array_equal(got[:, S], np.roll(w[:, 0], -1))
@@ -312,8 +332,9 @@ def test_datatrove_roundtrip_s_windows_borrow_next_label(inputs, exported):
         item = next(i for i in range(len(ds)) if (w[i][:-1] == 50256).any())
         eos = int(np.flatnonzero(w[item] == 50256)[0])
         assert int(ds[item]["positions"][eos + 1]) == 0
-        meta = (out / name / f"{name}_00000.ds.metadata").read_text().splitlines()
-        assert meta[0] == "gpt2|2" and int(meta[1]) == w.shape[0] * (S + 1)
+        meta = (out / name / "head" / f"{name}_00000.ds.metadata").read_text().splitlines()
+        head = inputs.plan.source(name).target_windows % w.shape[0] or w.shape[0]
+        assert meta[0] == "gpt2|2" and int(meta[1]) == head * (S + 1)
 
 
 def test_datatrove_plus_one_pack_keeps_true_labels(tmp_path):
@@ -330,7 +351,7 @@ def test_datatrove_plus_one_pack_keeps_true_labels(tmp_path):
     mixture = _manual_mixture(tmp_path, {"code": n * S}, {"code": 1.0}, n * S, tok.info, window={
         "tokens": S + 1, "doc_separator": "eos", "labels": "extra_token"})
     export("datatrove", pack, mixture, tmp_path / "dt")
-    ds = DatatroveFolderDataset(str(tmp_path / "dt" / "code"), seq_len=S, token_size=2)
+    ds = DatatroveFolderDataset(str(tmp_path / "dt" / "code"), seq_len=S, token_size=2, filename_pattern=DS_FILES)
     assert np.array_equal(np.stack([ds[i]["input_ids"].numpy() for i in range(len(ds))]), windows)
     export("megatron", pack, mixture, tmp_path / "meg")  # S+1 windows lose their last token for S targets
     bin_ = np.fromfile(tmp_path / "meg" / "code_text_document.bin", np.uint16).reshape(-1, S)
@@ -340,9 +361,11 @@ def test_datatrove_plus_one_pack_keeps_true_labels(tmp_path):
 def test_nanotron_weights_are_token_shares(inputs, exported):
     stage = yaml.safe_load((Path(exported["datatrove"]["out"]) / "nanotron.yaml").read_text())["data_stages"][0]
     dataset = stage["data"]["dataset"]
-    weights = dict(zip([Path(f).name for f in dataset["dataset_folder"]], dataset["dataset_weights"]))
+    weights = Counter()
+    for folder, weight in zip(dataset["dataset_folder"], dataset["dataset_weights"]):
+        weights[Path(folder).parent.name] += weight  # a source is listed as <name>/head and <name>/rest entries
     total = inputs.plan.total_windows
-    assert weights == pytest.approx({s.name: s.target_windows / total for s in inputs.plan.sources})
+    assert dict(weights) == pytest.approx({s.name: s.target_windows / total for s in inputs.plan.sources})
     assert dataset["token_size_in_bytes"] == 2 and dataset["vocab_size"] == 50257
 
 
@@ -429,7 +452,7 @@ def test_large_vocabulary_uses_four_byte_tokens(tmp_path):
     assert ds[0].dtype == np.int32 and np.array_equal(np.stack([ds[i] for i in range(12)]), windows)
     dt = export("datatrove", pack, mixture, tmp_path / "dt")
     assert dt["token_size"] == 4
-    ds = DatatroveFolderDataset(str(tmp_path / "dt" / "web"), seq_len=S, token_size=4)
+    ds = DatatroveFolderDataset(str(tmp_path / "dt" / "web"), seq_len=S, token_size=4, filename_pattern=DS_FILES)
     assert np.array_equal(np.stack([ds[i]["input_ids"].numpy()[:S] for i in range(12)]), windows)
     olmo = export("olmo", pack, mixture, tmp_path / "olmo")
     assert np.array_equal(np.fromfile(olmo["paths"]["web"][0], np.uint32).reshape(-1, S), windows)

@@ -16,6 +16,15 @@ from ..data.manifest import sha256_file
 from .runner import Stage, StageContext, StageResult
 
 
+def export_options(e, fmt: str) -> dict:
+    """The exporter options ``fmt`` takes from the export config (the batch only when it is set, so
+    exports without one keep their fingerprint)."""
+    options = {"mds": {"mds_weighting": e.mds_weighting}, "hf": {"hf_materialize": e.hf_materialize}}.get(fmt, {})
+    if fmt in ("olmo", "datatrove") and e.global_batch_size is not None:
+        options["global_batch_size"] = int(e.global_batch_size)
+    return options
+
+
 def run_export_stage(ctx: StageContext, tmp: Path) -> StageResult:
     from .export import FORMATS, export
 
@@ -24,7 +33,7 @@ def run_export_stage(ctx: StageContext, tmp: Path) -> StageResult:
     mixture = ctx.artifact("mix") / "mixture.json"
     per_format = {}
     for fmt in wanted:
-        options = {"mds": {"mds_weighting": e.mds_weighting}, "hf": {"hf_materialize": e.hf_materialize}}.get(fmt, {})
+        options = export_options(e, fmt)
         # Write into the temporary folder, but name the stage's final folder in every trainer config.
         summary = export(fmt, ctx.artifact("pack"), mixture, tmp / fmt, final_dir=ctx.artifact("export") / fmt,
                          force=True, **options)

@@ -39,10 +39,10 @@ ALIASES = {"nemo": "megatron", "neox": "megatron", "gpt-neox": "megatron", "olmo
            "streaming": "mds", "mosaic": "mds", "huggingface": "hf", "datasets": "hf", "nanotron": "datatrove"}
 OPTIONS = {
     "megatron": set(),
-    "olmo": {"max_file_bytes"},
+    "olmo": {"max_file_bytes", "global_batch_size"},
     "mds": {"mds_weighting", "mds_size_limit"},
     "hf": {"hf_materialize", "max_file_bytes"},
-    "datatrove": {"max_file_bytes"},
+    "datatrove": {"max_file_bytes", "global_batch_size"},
 }
 
 

@@ -18,6 +18,7 @@ get the mixture's ``max_epochs``.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import numpy as np
 
 from mixweave.data.windows import WindowsInfo, read_windows
 from mixweave.errors import InputError
-from mixweave.trainer.plan import MixturePlan
+from mixweave.trainer.plan import CAP_SLACK, MixturePlan, hamilton
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,42 @@ def materialized_indices(n_windows: int, target: int, seed: int, salt: int) -> n
         left -= min(left, n_windows)
         epoch += 1
     return np.concatenate(parts).astype(np.int64)
+
+
+def source_limit(plan: MixturePlan, name: str) -> int | None:
+    """Most windows ``name`` may be drawn: ``floor(max_epochs * W)`` (the plan's own rounding), None = no cap."""
+    sp = plan.source(name)
+    if sp.max_epochs is None:
+        return None
+    return int(math.floor(sp.max_epochs * sp.n_windows * (1 + CAP_SLACK)))
+
+
+def batch_targets(plan: MixturePlan, batch: int | None) -> dict[str, int]:
+    """Windows per source for a trainer that trains whole batches of ``batch`` sequences.
+
+    Such a trainer draws ``N' = batch * ceil(N / batch)`` sequences. The plan's counts T_i are kept
+    and the ``N' - N`` extra ones (0 when N is a whole number of batches) are shared out by largest
+    remainder in proportion to T_i among the sources below their epoch cap (a source at its cap is
+    skipped and its share goes to the others). Trade-off: the run gets up to ``batch - 1`` more
+    windows than planned, at the planned shares to within one window, rather than shares skewed
+    towards one source (what OLMo-core's own rounding does). If every active source is at its cap
+    the extra cannot be placed: returns the plan's counts (the caller states what the trainer does).
+    """
+    targets = {s.name: s.target_windows for s in plan.sources if s.target_windows > 0}
+    b = max(1, int(batch or 1))
+    extra = b * math.ceil(plan.total_windows / b) - plan.total_windows
+    while extra > 0:
+        room = {n: (None if (lim := source_limit(plan, n)) is None else lim - t) for n, t in targets.items()}
+        open_ = [n for n in targets if room[n] is None or room[n] > 0]
+        if not open_:
+            return {s.name: s.target_windows for s in plan.sources if s.target_windows > 0}
+        weights = np.array([plan.source(n).target_windows for n in open_], dtype=np.float64)
+        shares = hamilton(weights * extra / weights.sum(), extra)
+        for n, k in zip(open_, shares):
+            k = int(k) if room[n] is None else min(int(k), room[n])
+            targets[n] += k
+            extra -= k
+    return targets
 
 
 def dump_yaml(value: Any) -> str:

@@ -1,17 +1,31 @@
 """datatrove / nanotron (Nanoset): ``.ds`` + ``.ds.index`` + ``.ds.metadata`` with S+1 windows.
 
-Layout (datatrove's ``TokenizedFile``): per source folder ``<name>/<name>_NNNNN.ds`` = raw
-little-endian token ids (uint16 when the vocabulary fits, else uint32; the reader's
-``token_size`` 2 or 4), ``.ds.index`` = uint64 document end offsets in tokens (after every EOS and
-at every window end), ``.ds.metadata`` = ``tokenizer|token_size``, token count, human count.
-``DatatroveFolderDataset(folder, seq_len=S, token_size=...)`` item i is tokens
-``[i*(S+1), (i+1)*(S+1))``: exactly window i (inputs ``[:-1]``, labels ``[1:]``). Files hold whole
-windows, so no window straddles two files.
+Layout (datatrove's ``TokenizedFile``): per source ``<name>/head/<name>_NNNNN.ds`` and
+``<name>/rest/<name>_NNNNN.ds`` = raw little-endian token ids (uint16 when the vocabulary fits, else
+uint32; the reader's ``token_size`` 2 or 4), ``.ds.index`` = uint64 document end offsets in tokens
+(after every EOS and at every window end), ``.ds.metadata`` = ``tokenizer|token_size``, token
+count, human count. ``head/`` holds the pack's first ``r = T_i mod W_i`` windows (all of them when
+r = 0 or the source is not drawn), ``rest/`` the others, so ``DatatroveFolderDataset(<name>,
+seq_len=S, token_size=..., filename_pattern="**/*.ds")`` (sorted: head, then rest) reads the whole
+source in pack order (its default pattern ``*.ds`` does not descend into sub-folders); item i is
+tokens ``[i*(S+1), (i+1)*(S+1))``: exactly window i (inputs ``[:-1]``, labels ``[1:]``). Files hold
+whole windows, so no window straddles two files.
 
-Weights (``nanotron.yaml``, a ``data_stages`` entry): ``dataset_folder`` + ``dataset_weights =
-T_i / sum T`` (relative token shares). Nanoset blends by max error over the sum of dataset sizes
-and wraps a source modulo its size, so repetition is implicit; train for ``sum T`` sequences
-(``train_steps x global batch``) to draw each source T_i times.
+Weights (``nanotron.yaml``, a ``data_stages`` entry). Nanoset (nanotron ``data/nanoset.py``) builds
+ONE epoch of ``sum(dataset sizes)`` samples with ``build_nanoset_index_helper`` (max-error
+blending by weight, sample index = draws modulo the dataset size), shuffles it and repeats that
+same epoch; with one folder per source and weights = shares, a source drawn more or less than its
+size wraps within that one epoch: the demo used 67 of books' 309 windows up to 4 times and shares
+drifted by up to 0.0016. So each source is listed as folders whose sizes add up to its count T_i:
+``[head, rest] x floor(T_i / W_i)`` then ``head`` once more for the partial epoch (only ``head``
+for a downsampled source), each entry weighted by its size / ``sum T``. The folder sizes then sum
+to ``N = sum T`` and weights proportional to sizes make the max-error helper draw every entry
+exactly its size, each index once: trained for N sequences (``train_steps x global batch``)
+Nanoset draws exactly T_i windows of each source, whole epochs before repeats (each window
+``floor`` or ``ceil`` of the source's epochs times), planned shares exactly. Trained for M != N
+sequences it repeats (or truncates) that shuffled epoch: the first M mod N samples are a random
+prefix. Option ``global_batch_size`` B: the counts are first rounded to ``N' = B*ceil(N/B)``
+(:func:`common.batch_targets`) so whole batches realise them.
 """
 
 from __future__ import annotations
@@ -21,7 +35,14 @@ from typing import Any
 
 import numpy as np
 
-from mixweave.pipeline.export.common import ExportContext, dump_yaml, fmt_weight, human_count, token_dtype
+from mixweave.pipeline.export.common import (
+    ExportContext,
+    batch_targets,
+    dump_yaml,
+    fmt_weight,
+    human_count,
+    token_dtype,
+)
 
 MAX_FILE_BYTES = 1 << 30
 
@@ -38,22 +59,40 @@ def write_ds(path: Path, windows: np.ndarray, eos_id: int, tokenizer_name: str) 
         f"{tokenizer_name}|{windows.dtype.itemsize}\n{total}\n{human_count(total)}T", encoding="utf-8")
 
 
+def nanoset_entries(targets: dict[str, int], n_windows: dict[str, int]) -> list[tuple[str, str, int]]:
+    """``(source, folder, windows)`` Nanoset entries whose sizes add up to each source's target."""
+    entries = []
+    for name, t in targets.items():
+        w = n_windows[name]
+        epochs, r = divmod(t, w)
+        if r == 0:
+            entries += [(name, "head", w)] * epochs
+        else:
+            entries += [(name, "head", r), (name, "rest", w - r)] * epochs + [(name, "head", r)]
+    return entries
+
+
 def export_datatrove(ctx: ExportContext, tmp: Path) -> dict[str, Any]:
     dtype = token_dtype(ctx.vocab_size)
     width = ctx.seq_len + 1
     per_file = max(1, int(ctx.options.get("max_file_bytes", MAX_FILE_BYTES)) // (width * dtype.itemsize))
     tok_name = str(ctx.info.tokenizer.get("name", "unknown"))
+    targets = batch_targets(ctx.plan, ctx.options.get("global_batch_size"))
     files, folders = [], {}
     for name in ctx.names:
         windows = ctx.windows_s_plus_one(name, dtype)
-        (tmp / name).mkdir()
-        for part, lo in enumerate(range(0, max(windows.shape[0], 1), per_file)):
-            rel = f"{name}/{name}_{part:05d}.ds"
-            write_ds(tmp / rel, windows[lo:lo + per_file], ctx.eos_id, tok_name)
-            files += [rel, f"{rel}.index", f"{rel}.metadata"]
+        split = targets.get(name, 0) % max(len(windows), 1) or len(windows)
+        for sub, part_windows in (("head", windows[:split]), ("rest", windows[split:])):
+            if sub == "rest" and not len(part_windows):
+                continue
+            (tmp / name / sub).mkdir(parents=True)
+            for part, lo in enumerate(range(0, max(len(part_windows), 1), per_file)):
+                rel = f"{name}/{sub}/{name}_{part:05d}.ds"
+                write_ds(tmp / rel, part_windows[lo:lo + per_file], ctx.eos_id, tok_name)
+                files += [rel, f"{rel}.index", f"{rel}.metadata"]
         folders[name] = ctx.ref(name)
-    weights = ctx.plan.realized_weights
-    active = ctx.active()
+    entries = nanoset_entries(targets, {s.name: s.n_windows for s in ctx.plan.sources})
+    total = sum(targets.values())
     stage = {
         "name": "mixweave",
         "start_training_step": 1,
@@ -61,8 +100,8 @@ def export_datatrove(ctx: ExportContext, tmp: Path) -> dict[str, Any]:
             "seed": ctx.plan.seed,
             "num_loading_workers": 1,
             "dataset": {
-                "dataset_folder": [folders[n] for n in active],
-                "dataset_weights": [float(fmt_weight(weights[n])) for n in active],
+                "dataset_folder": [ctx.ref(f"{name}/{sub}") for name, sub, _ in entries],
+                "dataset_weights": [float(fmt_weight(size / total)) for _, _, size in entries],
                 "token_size_in_bytes": dtype.itemsize,
                 "tokenizer_name": tok_name,
                 "vocab_size": ctx.vocab_size,
@@ -70,9 +109,12 @@ def export_datatrove(ctx: ExportContext, tmp: Path) -> dict[str, Any]:
             },
         },
     }
-    header = (f"# nanotron data stage written by mixweave: sequence_length {ctx.seq_len}; train for "
-              f"{ctx.plan.total_windows} sequences (train_steps x global batch) to draw each source as planned.\n")
+    header = (f"# nanotron data stage written by mixweave: sequence_length {ctx.seq_len}; train for exactly {total} "
+              "sequences (train_steps x global batch): each source is listed as folders whose sizes add up to its "
+              "planned windows, so Nanoset draws each window whole epochs before repeats.\n")
     (tmp / "nanotron.yaml").write_text(header + dump_yaml({"data_stages": [stage]}), encoding="utf-8")
     return {"dtype": str(dtype), "token_size": dtype.itemsize, "folders": folders,
-            "weights": {n: weights[n] for n in active}, "sequences": ctx.plan.total_windows,
+            "entries": [{"source": n, "folder": ctx.ref(f"{n}/{sub}"), "windows": k} for n, sub, k in entries],
+            "weights": {n: t / total for n, t in targets.items()}, "windows_per_source": targets,
+            "sequences": total, "global_batch_size": int(ctx.options.get("global_batch_size") or 1),
             "window": ctx.window_convention("S+1"), "files": files + ["nanotron.yaml"]}

@@ -76,6 +76,7 @@ def export_megatron(ctx: ExportContext, tmp: Path) -> dict[str, Any]:
         f"# or: --per-split-data-args-path {ctx.ref('data_args.json')}",
         f"--per-dataset-sequences-path {ctx.ref('sequences_per_dataset.json')}",
         f"--seed {ctx.plan.seed}",
+        "# set --data-cache-path DIR: without it Megatron writes its index cache into <prefix>/cache/ here",
         "# leave --reset-attention-mask off for ICP windows (cross-document attention is the point)",
     ]
     (tmp / "megatron_args.txt").write_text("\n".join(args) + "\n", encoding="utf-8")
