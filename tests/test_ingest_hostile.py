@@ -188,3 +188,42 @@ def test_non_utf8_file_name_is_one_quarantine_row(tmp_path):
     rows[0]["path"].encode("utf-8")  # storable in Arrow
     out = _ids(Path(rows[0]["path"]), file_error=rows[0]["file_error"])
     assert [r["reason"] for r in out] == ["unreadable_file"]
+
+
+def test_parquet_row_with_invalid_utf8_costs_that_row_only(tmp_path):
+    import pyarrow.parquet as pq
+
+    text = pa.array([b"good text", b"bad \xff\xfe", b"more good"], type=pa.binary()).view(pa.string())
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": text}), tmp_path / "x.parquet")
+    records = list(read_file(str(tmp_path / "x.parquet")))
+    assert [(r.record_index, r.reason) for r in records] == [(0, None), (1, "invalid_utf8"), (2, None)]
+
+
+def test_non_finite_floats_in_parquet_meta_become_null(tmp_path):
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["a doc"], "score": pa.array([float("nan")])}), tmp_path / "x.parquet")
+    rows = _ids(tmp_path / "x.parquet")
+    assert [(r["kind"], json.loads(r["meta"])) for r in rows] == [("doc", {"score": None})]
+
+
+def test_unlistable_folder_is_reported_not_skipped(tmp_path, monkeypatch):
+    _tree(tmp_path, ["ok/a.jsonl", "locked/b.jsonl"])
+    real_scandir = os.scandir
+
+    def scandir(path):  # what a folder without read permission does (root would ignore a chmod)
+        if os.path.basename(path) == "locked":
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    hits = expand_glob(str(tmp_path / "*" / "*.jsonl"))
+    assert [(os.path.basename(h.path), h.error) for h in hits] == [
+        ("locked", "cannot list folder: PermissionError: Permission denied"), ("a.jsonl", None)]
+    rows = expand_sources({"s": SourceSpec("s", (str(tmp_path / "*" / "*.jsonl"),))})
+    assert [(os.path.basename(r["path"]), r["file_error"] is not None) for r in rows] == [("locked", True), ("a.jsonl", False)]
+
+
+def test_a_file_in_the_middle_of_a_pattern_matches_nothing(tmp_path):
+    _tree(tmp_path, ["a.jsonl"])
+    assert expand_glob(str(tmp_path / "a.jsonl" / "*.jsonl")) == []

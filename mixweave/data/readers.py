@@ -35,7 +35,7 @@ import unicodedata
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 from .schema import RAW_PREVIEW_BYTES
 
@@ -250,8 +250,7 @@ def _guarded_chunks(path: str, fmt: str) -> Iterator[bytes | _StreamFailure]:
         yield _StreamFailure(exc)
 
 
-@dataclass(frozen=True)
-class Line:
+class Line(NamedTuple):
     """One physical line: ``data`` without its newline (only a bounded prefix when the line is
     longer than the limit), its full length ``n_bytes``, whether a newline ended it, and the stream
     error that cut it off (set on the last item of a failed stream only)."""
@@ -316,6 +315,9 @@ def _reject_constant(name: str):
     raise NonStandardNumber(name)
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -359,7 +361,7 @@ def parse_json_line(index: int, line: bytes) -> RawRecord:
     except UnicodeDecodeError as exc:
         return RawRecord(index, None, "invalid_utf8", f"byte {exc.start}: {exc.reason}", _preview(line))
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         return RawRecord(index, None, "invalid_json", f"{exc.msg} at column {exc.colno}", _preview(text))
     except NonStandardNumber as exc:
@@ -371,7 +373,10 @@ def parse_json_line(index: int, line: bytes) -> RawRecord:
         return RawRecord(index, None, "invalid_json", f"unusable value: {exc}", _preview(text))
     if not isinstance(value, dict):
         return RawRecord(index, None, "invalid_json", f"a JSON {type(value).__name__}, not an object", _preview(text))
-    depth, surrogate = _depth_and_surrogate(value, bool(_SURROGATE_ESCAPE.search(text)))
+    look_for_surrogates = bool(_SURROGATE_ESCAPE.search(text))
+    if not look_for_surrogates and text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return RawRecord(index, value)  # fast path: too few brackets to nest too deep, no surrogate escape
+    depth, surrogate = _depth_and_surrogate(value, look_for_surrogates)
     if surrogate:
         detail = "a string holds a lone surrogate escape (e.g. \\ud800), which is not Unicode text"
         return RawRecord(index, None, "invalid_unicode", detail, _preview(text))
@@ -651,8 +656,8 @@ def expand_glob(pattern: str, exclude: Iterable[str] = ()) -> list[GlobHit]:
         seen.add((real, k, excluded))
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except FileNotFoundError:
-            continue
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # nothing there (a path component that is a file matches no file below it)
         except OSError as exc:
             hits.append(GlobHit(folder, excluded, f"cannot list folder: {type(exc).__name__}: {exc.strerror}"))
             continue
