@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import json
+import lzma
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,8 +29,10 @@ def test_formats_read_identically(tmp_path):
     (tmp_path / "a.jsonl").write_bytes(JSONL)
     (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(JSONL))
     (tmp_path / "a.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(JSONL))
+    (tmp_path / "a.jsonl.bz2").write_bytes(bz2.compress(JSONL))
+    (tmp_path / "a.jsonl.xz").write_bytes(lzma.compress(JSONL))
     pq.write_table(pa.Table.from_pylist(RECORDS), tmp_path / "a.parquet")
-    for name in ("a.jsonl", "a.jsonl.gz", "a.jsonl.zst", "a.parquet"):
+    for name in ("a.jsonl", "a.jsonl.gz", "a.jsonl.zst", "a.jsonl.bz2", "a.jsonl.xz", "a.parquet"):
         assert values(tmp_path / name) == RECORDS, name
         assert reasons(tmp_path / name) == []
 
@@ -38,6 +42,9 @@ def test_file_format_by_suffix():
     assert file_format("x.jsonl.zst") == "jsonl.zst"
     assert file_format("x.parquet") == "parquet"
     assert file_format("x.jsonl") == "jsonl"
+    assert file_format("x.jsonl.bz2") == "jsonl.bz2"
+    assert file_format("x.jsonl.XZ") == "jsonl.xz"
+    assert file_format("x.jsonl.zip") == "unsupported:.zip"
 
 
 def test_blank_lines_skipped_and_last_line_without_newline_kept(tmp_path):
