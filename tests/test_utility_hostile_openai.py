@@ -16,7 +16,6 @@ from mixweave.mixers.utility import LABELS
 from mixweave.mixers.utility.backend import check_backend_settings, make_backend
 from mixweave.mixers.utility.openai_backend import OpenAIBackend
 from mixweave.mixers.utility.prompts import ANSWER_PREFIX
-from mixweave.mixers.utility.secrets import redact_url, scrub, scrub_text, url_secrets
 
 GOOD_MSG = '{"message": {"content": "Final Score: Good"}, "text": "Final Score: Good"}'
 
@@ -190,6 +189,8 @@ def test_bad_base_urls_and_options_are_config_errors_without_secrets():
 
 
 def test_scrubbing_helpers():
+    from mixweave.mixers.utility.secrets import redact_url, scrub, scrub_text, url_secrets
+
     assert redact_url("https://u:p@h:1/v1?api_key=abc&x=1&Token=t#f") == "https://***@h:1/v1?api_key=***&x=1&Token=***#f"
     assert redact_url("http://h/v1?api-version=2024") == "http://h/v1?api-version=2024"
     assert sorted(url_secrets("http://u:p%40ss@h/?sig=s1&q=2")) == ["p@ss", "s1", "u"]

@@ -112,6 +112,20 @@ def test_all_requests_failing_commits_nothing_and_a_rerun_retries(tmp_path, caps
     assert len(table) == 4 and all(r["n"] == 4 for r in table)
 
 
+def test_failing_describe_step_names_the_first_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MW_HOSTILE_KEY", KEY)
+    with FaultServer() as srv:
+        section = medu_section(srv.url)
+        del section["settings"]["descriptions"]
+        config = write_run(tmp_path, utility=section)
+        fake_ingest(config)
+        srv.faults = {"": ["429"] * 1000}  # every request
+        code, output = run_cli(["run", str(config), "--stage", "utility"], capsys)
+    assert code != 0 and "internal error" not in output
+    assert "failed 2 of 2 describe requests" in output and "first error:" in output and "HTTP 429" in output
+    assert read_manifest(tmp_path / "out" / "utility") is None
+
+
 def test_a_source_with_no_successful_rating_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MW_HOSTILE_KEY", KEY)
     with FaultServer() as srv:
@@ -239,3 +253,12 @@ def test_embed_is_an_input_only_when_encoder_and_max_tokens_match(tmp_path):
     plain = tmp_path / "no-order"
     plain.mkdir()
     assert utility_inputs(load_config(write_run(plain, utility={"method": "embedding"}))) == ("ingest",)
+
+
+def test_gather_reads_rows_across_blocks():
+    from mixweave.pipeline.utility_stage import _gather
+
+    full = np.arange(30, dtype=np.float32).reshape(10, 3)
+    blocks = [full[:4], full[4:5], full[5:]]
+    positions = np.array([9, 0, 4, 5, 3, 3])
+    np.testing.assert_array_equal(_gather(blocks, positions), full[positions])

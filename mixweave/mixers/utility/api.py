@@ -23,7 +23,7 @@ from mixweave.errors import ConfigError, InputError, MixweaveError
 from mixweave.mixers.utility.aggregate import TABLE_COLUMNS, aggregate_scores, normalize_table
 from mixweave.mixers.utility.cost import DEFAULT_ABLATION_PARAMS, ablation_comparison, inference_flops
 from mixweave.mixers.utility.sampling import DOC_COLUMNS, load_sampled_docs, sample_docs
-from mixweave.mixers.utility.secrets import scrub, url_secrets
+from mixweave.mixers.utility.secrets import scrub, scrub_text, url_secrets
 
 log = logging.getLogger(__name__)
 
@@ -478,10 +478,12 @@ def known_secrets(settings: Any) -> list[str]:
 
 def scrub_result(result: UtilityResult, secrets: Sequence[str] = ()) -> UtilityResult:
     """``result`` with every secret (known values, URL credentials, auth headers) replaced by ``***``
-    in the cost report, the ratings and the descriptions."""
-    return UtilityResult(result.table, scrub(result.cost, secrets),
-                         None if result.ratings is None else scrub(result.ratings, secrets),
-                         None if result.descriptions is None else scrub(result.descriptions, secrets))
+    in the cost report, the ratings' errors and the descriptions."""
+    ratings = None if result.ratings is None else [
+        {**r, "error": scrub_text(r["error"], secrets)} if r.get("error") else r for r in result.ratings]
+    descriptions = None if result.descriptions is None else {
+        b: scrub_text(str(d), secrets) for b, d in result.descriptions.items()}
+    return UtilityResult(result.table, scrub(result.cost, secrets), ratings, descriptions)
 
 
 # -- outputs ------------------------------------------------------------------------------------

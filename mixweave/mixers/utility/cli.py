@@ -107,7 +107,8 @@ def _backend_options(backend: str, o: dict[str, Any]) -> dict[str, Any]:
 @click.option("--endpoint", type=click.Choice(["chat", "completions"]), help="[openai] API style.")
 @click.option("--api-key-env", help="[openai] environment variable holding the API key (default OPENAI_API_KEY).")
 @click.option("--concurrency", type=int, help="[openai] requests in flight.")
-@click.option("--timeout", "timeout_s", type=float, help="[openai] seconds per request.")
+@click.option("--timeout", "timeout_s", type=float,
+              help="[openai] wall-clock seconds per attempt (connect to last byte); each retry gets its own.")
 @click.option("--max-retries", type=int, help="[openai] retries per request.")
 @click.option("--tokenizer", help="[openai] local tokenizer for truncation (default: GPT-2 BPE).")
 @click.option("--model-params", type=float, help="[medu] parameter count for FLOPs (needed for openai).")

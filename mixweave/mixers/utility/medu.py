@@ -209,7 +209,7 @@ def describe_benchmarks(backend: Backend, examples: Mapping[str, Sequence[Mappin
                          "prompt": prompts.render("describe", benchmark=bench, examples=block)})
     texts, usage = _cached_generate(backend, cache, jobs, kind="describe", prompt_id=describe_id,
                                     batch_size=opts.batch_size, **gen)
-    _raise_missing(jobs, texts, "describe")
+    _raise_missing(jobs, texts, "describe", usage)
     nodes = {b: {i: texts[k] for i, k in enumerate(keys)} for b, keys in leaves.items()}
     plans = {b: merge_plan(len(keys), opts.seed) for b, keys in leaves.items()}
     depth = max((len(p.levels) for p in plans.values()), default=0)
@@ -226,7 +226,7 @@ def describe_benchmarks(backend: Backend, examples: Mapping[str, Sequence[Mappin
                                                       description_b=defuse(b))})
         merged, u = _cached_generate(backend, cache, jobs, kind="merge", prompt_id=merge_id,
                                      batch_size=opts.batch_size, **gen)
-        _raise_missing(jobs, merged, "merge")
+        _raise_missing(jobs, merged, "merge", u)
         usage.add(u)
         for j in jobs:
             nodes[j["benchmark"]][j["out"]] = merged[j["key"]]
@@ -239,11 +239,13 @@ def describe_benchmarks(backend: Backend, examples: Mapping[str, Sequence[Mappin
     return descriptions, info
 
 
-def _raise_missing(jobs: list[dict[str, Any]], texts: Mapping[str, str], step: str) -> None:
+def _raise_missing(jobs: list[dict[str, Any]], texts: Mapping[str, str], step: str, usage: Usage) -> None:
     missing = [j["benchmark"] for j in jobs if j["key"] not in texts]
     if missing:
-        raise BackendError(f"the LLM backend failed to {step} for benchmarks {sorted(set(missing))} "
-                           "after its retries; check the server / model and re-run (finished work is cached)")
+        first = " ".join(str(usage.errors[0]).split())[:300] if usage.errors else "none recorded"
+        raise BackendError(f"the LLM backend failed {len(missing)} of {len(jobs)} {step} requests (benchmarks "
+                           f"{sorted(set(missing))}) after its retries; first error: {first}; check the server, "
+                           "model and backend_options, then re-run (finished work is cached)")
 
 
 def rate_documents(backend: Backend, docs: Sequence[Mapping[str, Any]], descriptions: Mapping[str, str],

@@ -77,13 +77,15 @@ def scrub_text(text: str, secrets: Iterable[str] = ()) -> str:
 
 def scrub(value: Any, secrets: Iterable[str] = ()) -> Any:
     """A copy of ``value`` (nested dicts, lists, tuples, strings) with every secret replaced;
-    mapping entries named like a credential (``api_key``, ``token`` ...) lose their value."""
+    string entries of mappings named like a credential (``api_key``, ``token`` ...) lose their value."""
     secrets = tuple(secrets)
     if isinstance(value, str):
         return scrub_text(value, secrets)
     if isinstance(value, Mapping):
-        return {k: (REDACTED if _SECRET_FIELD.match(str(k)) and v not in (None, "") else scrub(v, secrets))
+        return {k: (REDACTED if isinstance(v, str) and v and _SECRET_FIELD.match(str(k)) else scrub(v, secrets))
                 for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(scrub(v, secrets) for v in value)
+    if isinstance(value, list):
+        return [scrub(v, secrets) for v in value]
+    if isinstance(value, tuple):
+        return tuple(scrub(v, secrets) for v in value)
     return value
