@@ -227,3 +227,9 @@ def test_unlistable_folder_is_reported_not_skipped(tmp_path, monkeypatch):
 def test_a_file_in_the_middle_of_a_pattern_matches_nothing(tmp_path):
     _tree(tmp_path, ["a.jsonl"])
     assert expand_glob(str(tmp_path / "a.jsonl" / "*.jsonl")) == []
+
+
+def test_a_stream_cut_inside_its_first_block_is_truncated_not_unreadable(tmp_path):
+    blob = bz2.compress(b'{"text": "one block only"}\n' * 10)
+    (tmp_path / "cut.jsonl.bz2").write_bytes(blob[: len(blob) // 2])
+    assert [r.reason for r in read_file(str(tmp_path / "cut.jsonl.bz2"))] == ["truncated_file"]

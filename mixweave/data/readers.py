@@ -402,7 +402,8 @@ def _read_jsonl(path: str, fmt: str, max_doc_bytes: int) -> Iterator[RawRecord]:
         first = False
         if line.error is not None:
             exc = line.error
-            kind = "unreadable_file" if index == 0 and not line.n_bytes else "truncated_file"
+            cut = isinstance(exc, EOFError) or index > 0 or line.n_bytes > 0  # EOFError: the stream ends early
+            kind = "truncated_file" if cut else "unreadable_file"
             yield RawRecord(index, None, kind, f"{type(exc).__name__}: {exc}", _preview(data))
             return
         if line.n_bytes > limit:

@@ -46,7 +46,7 @@ QUARANTINE_REASONS = {
     "too_long": "the text is longer than ingest.max_doc_bytes (or its line is longer than 6x that + 1 MiB)",
     "duplicate_id": "another record of the run already has this doc_id (the first one is kept)",
     "bad_id": "the id field is present but not a string or integer",
-    "truncated_file": "the file ends mid-stream (truncated gzip/zstd or a last line cut off)",
+    "truncated_file": "the file ends mid-stream (a truncated gzip/zstd/bz2/xz stream or a last line cut off)",
     "unreadable_file": "the file cannot be opened or decoded at all (corrupt parquet, not gzip, a dangling "
                        "symlink, a directory, a non-UTF-8 file name, ...)",
     "unsupported_compression": "the file is compressed in a format the readers do not read (zip, 7z, lz4, ...)",
