@@ -473,3 +473,21 @@ def test_export_cli_writes_each_format_under_out(inputs, tmp_path):
     assert (tmp_path / "megatron" / "data_path.txt").read_text().split()[1] == \
         "s3://bucket/run/megatron/books_text_document"
     assert (tmp_path / "hf" / "interleave.json").is_file()
+
+
+def test_export_cli_global_batch_size_writes_whole_batches(inputs, tmp_path):
+    from click.testing import CliRunner
+
+    from mixweave.pipeline.export.cli import export_command
+
+    result = CliRunner().invoke(export_command, ["--format", "olmo", "--pack", str(inputs.pack_dir), "--mixture",
+                                                 str(inputs.mixture_path), "--out", str(tmp_path),
+                                                 "--global-batch-size", "7"])
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load((tmp_path / "olmo" / "source_mixture.yaml").read_text())
+    assert config["global_batch_size"] == 7 * S and config["requested_tokens"] % (7 * S) == 0
+    assert "OLMo-core at 7 sequences a batch realises" in result.output
+    bad = CliRunner().invoke(export_command, ["--format", "olmo", "--pack", str(inputs.pack_dir), "--mixture",
+                                              str(inputs.mixture_path), "--out", str(tmp_path / "b"),
+                                              "--global-batch-size", "0"])
+    assert bad.exit_code == 2 and "global-batch-size" in bad.output
