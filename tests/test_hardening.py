@@ -267,3 +267,20 @@ def test_ctrl_c_prints_one_line_and_no_traceback(tmp_path):
     assert [line for line in err.splitlines() if line.startswith("error:")] == [
         "error: interrupted; run the same command again to resume (finished stages are kept)"]
     assert not list((tmp_path / "out").glob(".*.tmp-*"))
+
+
+@pytest.mark.spark
+def test_a_file_added_into_an_artifact_is_not_read(small_runs, tmp_path):
+    import shutil
+
+    from mixweave.mixers.utility.sampling import resolve_docs_paths
+
+    _, _, _, two, _ = small_runs
+    ingest = tmp_path / "ingest"
+    shutil.copytree(two / "ingest", ingest)
+    listed = resolve_docs_paths(ingest)
+    intruder = ingest / "docs" / "web" / "part-99999.parquet"
+    shutil.copy(listed[0], intruder)
+    assert resolve_docs_paths(ingest) == listed and str(intruder) not in listed
+    with pytest.raises(ManifestError, match="part-99999.parquet is not listed"):
+        verify_stage(ingest)

@@ -176,8 +176,8 @@ def run_stages(
         for stage in plan:
             if not stage.enabled(config):
                 report = StageReport(stage.name, "disabled", 0.0, ctx.artifact(stage.name))
-            else:
-                report = run_stage(stage, ctx, force=force)
+            else:  # --force re-runs the stages asked for, not everything they depend on
+                report = run_stage(stage, ctx, force=force and (not wanted or stage.name in wanted))
             reports.append(report)
             if on_report:
                 on_report(report)

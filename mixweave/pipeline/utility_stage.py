@@ -129,7 +129,7 @@ def run_utility_stage(ctx: StageContext, tmp: Path) -> StageResult:
         else:
             cache = ctx.artifact("utility").parent / "utility.medu-cache.sqlite"
             settings = {"backend": u.backend, "model": u.model, "mode": u.mode, "cache": str(cache), **common}
-        docs = str(ctx.artifact("ingest") / "docs")
+        docs = str(ctx.artifact("ingest"))  # the artifact: its manifest lists the docs files
         result = run_estimate(u.method, docs, ctx.config.benchmarks, doc_vectors=doc_vectors, **settings)
     write_utility_files(result, tmp)
     cost = result.cost

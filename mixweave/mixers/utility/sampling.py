@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from mixweave.data.manifest import MANIFEST_NAME, artifact_files
 from mixweave.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,9 @@ def resolve_docs_paths(spec: str | Path | Sequence[str | Path]) -> list[str]:
     files: list[str] = []
     for item in specs:
         p = Path(item)
-        if p.is_dir():
+        if p.is_dir() and (p / MANIFEST_NAME).is_file():  # an ingest artifact: only the files it lists
+            files.extend(str(f) for f in artifact_files(p, ".parquet") if f.parent.parent.name == "docs")
+        elif p.is_dir():
             for pattern in ("docs/*/*.parquet", "*/*.parquet", "*.parquet", "*/*.jsonl", "*.jsonl"):
                 hits = sorted(glob.glob(str(p / pattern)))
                 if hits:
