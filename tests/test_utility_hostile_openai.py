@@ -92,7 +92,7 @@ def ask(be, mode, prompts):
 def test_malformed_body_fails_that_request_only(mode, endpoint, name, raw, reason):
     with FaultServer() as srv:
         srv.faults = {"doc-bad": [raw]}
-        be = client(srv, endpoint=endpoint, max_retries=0)
+        be = client(srv, endpoint=endpoint, max_retries=0, timeout_s=10)  # answers at once; a loaded machine must not turn it into a timeout
         bad, good = ask(be, mode, ["rate doc-bad", "rate doc-good"])
     assert bad.error is not None and "malformed" in bad.error and reason in bad.error, bad.error
     assert bad.tokens_in == 0 and bad.tokens_out == 0
@@ -103,7 +103,7 @@ def test_malformed_body_fails_that_request_only(mode, endpoint, name, raw, reaso
 def test_malformed_bodies_are_retried_then_succeed():
     with FaultServer() as srv:
         srv.faults = {"doc-1": [b'{"choices": [1]}', body(usage='"lots"')]}
-        be = client(srv, max_retries=2)
+        be = client(srv, max_retries=2, timeout_s=10)
         (res,) = be.label_probs(["rate doc-1"], LABELS, answer_prefix=ANSWER_PREFIX)
     assert res.error is None and res.probs[1] == pytest.approx(0.7)
     assert be.stats["fail_malformed"] == 2 and srv.count("doc-1") == 3
@@ -113,7 +113,7 @@ def test_huge_body_is_refused_without_retry():
     padded = body(f'{{"message": {{"content": "{"x" * 5000} Final Score: Good"}}}}')
     with FaultServer() as srv:
         srv.faults = {"doc-huge": [padded] * 5}
-        be = client(srv, max_retries=3, max_response_bytes=2000)
+        be = client(srv, max_retries=3, max_response_bytes=2000, timeout_s=10)
         huge, fine = ask(be, "generate", ["doc-huge", "doc-fine"])
     assert "larger than 2000 bytes" in huge.error and srv.count("doc-huge") == 1
     assert fine.error is None
@@ -139,7 +139,7 @@ def test_dripping_server_is_cut_off_at_the_deadline(fault):
 def test_redirect_is_not_followed():
     with FaultServer() as srv:
         srv.faults = {"doc-r": ["redirect"] * 3}
-        be = client(srv, api_key_env="MW_REDIRECT_KEY")
+        be = client(srv, api_key_env="MW_REDIRECT_KEY", timeout_s=10)
         (res,) = ask(be, "generate", ["doc-r"])
     assert "HTTP 307" in res.error and srv.count("doc-r") == 1
 
