@@ -104,7 +104,8 @@ def print_stats_table(stats: dict) -> None:
 def run(config_path, overrides, master, out, stages, force):
     """Run every stage of CONFIG in dependency order; finished stages are skipped."""
     from .pipeline.runner import run_stages
-    from .pipeline.stages import build_stages, load_stats
+    from .data.artifacts import load_stats
+    from .pipeline.stages import build_stages
 
     config = _load(config_path, overrides, master, out)
     click.echo(f"mixweave run: {config_path} -> {config.out}", err=True)
@@ -250,7 +251,7 @@ def mix(config_path, stats_path, overrides, method, budget_tokens, max_epochs, u
         _print_reports(reports)
         target = Path(config.out) / "mix"
     else:
-        from .pipeline.mix_stage import solve_and_write_mixture
+        from .pipeline.stages.mix import solve_and_write_mixture
 
         if not method or not out:
             raise ConfigError("with --stats, also give --method and --out")

@@ -115,7 +115,7 @@ def test_a_stage_never_replaces_a_folder_it_did_not_write(tmp_path):
 
 # ----------------------------------------------------------------------------------------- names
 def test_a_mixture_naming_a_path_is_refused(tmp_path):
-    from mixweave.pipeline.mix_stage import solve_and_write_mixture
+    from mixweave.pipeline.stages.mix import solve_and_write_mixture
 
     stats = {"schema_version": 1, "sources": {n: {"n_docs": 10, "n_tokens": t, "n_bytes": 100, "paths": [n]}
                                               for n, t in (("web", 1000), ("code", 500))},

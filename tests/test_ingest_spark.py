@@ -13,7 +13,8 @@ from mixweave.data.manifest import read_manifest, verify_stage
 from mixweave.data.schema import DOCS_SCHEMA
 from mixweave.data.tokenizer import load_tokenizer
 from mixweave.pipeline.runner import run_stages
-from mixweave.pipeline.stages import build_stages, load_stats
+from mixweave.data.artifacts import load_stats
+from mixweave.pipeline.stages import build_stages
 
 from test_bad_input import CASE_NAMES, _cases
 

@@ -23,7 +23,7 @@ from mixweave.data.ingest import write_docs_file
 from mixweave.data.manifest import atomic_stage_dir, build_manifest, read_manifest, write_json_atomic
 from mixweave.pipeline.runner import StageContext, stage_fingerprint
 from mixweave.pipeline.stages import build_stages
-from mixweave.pipeline.utility_stage import utility_inputs
+from mixweave.pipeline.stages.utility import utility_inputs
 
 KEY = "sk-hostile-key-0123456789"
 QUERY_SECRET = "qsecret-777-abc"
@@ -256,7 +256,7 @@ def test_embed_is_an_input_only_when_encoder_and_max_tokens_match(tmp_path):
 
 
 def test_gather_reads_rows_across_blocks():
-    from mixweave.pipeline.utility_stage import _gather
+    from mixweave.pipeline.stages.utility import _gather
 
     full = np.arange(30, dtype=np.float32).reshape(10, 3)
     blocks = [full[:4], full[4:5], full[5:]]

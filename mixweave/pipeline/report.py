@@ -88,7 +88,7 @@ def chart_utility(table) -> bytes:
 
 
 def adjacent_cosines(out: Path, source: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
-    from .icp_stages import load_embeddings
+    from ..data.artifacts import load_embeddings
 
     order_file = out / "order" / source / "order.npy"
     if not order_file.is_file() or read_manifest(out / "embed") is None:

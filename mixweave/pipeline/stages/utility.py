@@ -25,10 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from ..config import RunConfig, to_plain
-from ..data.manifest import require_manifest, sha256_file
-from .runner import Stage, StageContext, StageResult
+from ...config import RunConfig, to_plain
+from ...data.artifacts import docs_files_by_source
+from ...data.manifest import require_manifest, sha256_file
+from ..runner import Stage, StageContext, StageResult
 
 LOG = logging.getLogger(__name__)
 
@@ -74,12 +77,9 @@ def embed_vectors(ingest_dir: Path, embed_dir: Path):
 
 def _source_vectors(ingest_dir: Path, embed_dir: Path, source: str, wanted: Any) -> np.ndarray | None:
     """Embeddings of the ``wanted`` doc ids of one source, read from the memory-mapped blocks."""
-    import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    from .icp_stages import docs_files_by_source
-
+    
     info = require_manifest(embed_dir, "embed").get("embeddings", {}).get(source)
     files = docs_files_by_source(ingest_dir).get(source)
     if not info or files is None:
@@ -114,7 +114,7 @@ def _no_reuse(source: str, why: str) -> None:
 
 # -- the stage --------------------------------------------------------------------------------------
 def run_utility_stage(ctx: StageContext, tmp: Path) -> StageResult:
-    from ..mixers.utility.api import run_estimate, table_result, write_utility_files
+    from ...mixers.utility.api import run_estimate, table_result, write_utility_files
 
     u = ctx.config.utility
     if u.method == "table":
@@ -145,19 +145,20 @@ def run_utility_stage(ctx: StageContext, tmp: Path) -> StageResult:
 def utility_config_slice(c: RunConfig) -> dict[str, Any]:
     """What the stage depends on, as stored in its manifest: credentials in URLs or secret-named
     settings are replaced by ``***`` (they change no result)."""
-    from ..mixers.utility.secrets import scrub
+    from ...mixers.utility.secrets import scrub
 
     return {"utility": scrub(to_plain(c.utility)), "seed": c.seed, "benchmarks": c.benchmarks}
 
 
-def utility_stage() -> Stage:
-    def files_fingerprint(c: RunConfig):
-        u = c.utility
-        if u is None:
-            return None
-        paths = [u.table] if u.method == "table" else [c.benchmarks]
-        return [sha256_file(p) if p and Path(p).is_file() else p for p in paths]
+def files_fingerprint(c: RunConfig):
+    """The table's (or benchmarks') sha256, so an edited input re-runs the stage."""
+    u = c.utility
+    if u is None:
+        return None
+    paths = [u.table] if u.method == "table" else [c.benchmarks]
+    return [sha256_file(p) if p and Path(p).is_file() else p for p in paths]
 
-    return Stage("utility", utility_inputs, 1, utility_config_slice, run_utility_stage,
-                 extra_fingerprint=files_fingerprint, enabled=lambda c: c.utility is not None,
-                 describe="source x benchmark utility table")
+
+STAGE = Stage("utility", utility_inputs, 1, utility_config_slice, run_utility_stage,
+              extra_fingerprint=files_fingerprint, enabled=lambda c: c.utility is not None,
+              describe="source x benchmark utility table")

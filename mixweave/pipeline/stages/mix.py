@@ -9,15 +9,18 @@ share of windows' tokens; without them it is the ingest token count. ``budget_to
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from pathlib import Path
 
-from ..config import RunConfig, to_plain
-from ..data.manifest import sha256_file
-from ..data.windows import windows_info
-from ..errors import ConfigError
-from .runner import Stage, StageContext, StageResult
-from .stages import load_stats
+from ...config import RunConfig, to_plain
+from ...data.artifacts import load_stats
+from ...data.manifest import sha256_file
+from ...data.windows import windows_info
+from ...errors import ConfigError
+from ..runner import Stage, StageContext, StageResult
+
+LOG = logging.getLogger(__name__)
 
 
 def mix_inputs(config: RunConfig) -> tuple[str, ...]:
@@ -77,9 +80,9 @@ def solve_and_write_mixture(
 
     ``budget_tokens`` 0 means one pass over every source's tokens. Shared by the ``mix`` stage and
     ``mixweave mix --stats``; returns the manifest written."""
-    from ..data.mixture_manifest import build_mixture_manifest, write_mixture_manifest
-    from ..mixers import mix_from_stats, read_utility_table
-    from ..mixers.chart import plot_mixture
+    from ...data.mixture_manifest import build_mixture_manifest, write_mixture_manifest
+    from ...mixers import mix_from_stats, read_utility_table
+    from ...mixers.chart import plot_mixture
 
     utility = read_utility_table(utility_path) if utility_path else None
     budget = budget_tokens or float(sum(s["n_tokens"] for s in stats.get("sources", {}).values()))
@@ -111,14 +114,16 @@ def run_mix_stage(ctx: StageContext, tmp: Path) -> StageResult:
     )
 
 
-def mix_stage() -> Stage:
-    def config_slice(c: RunConfig) -> dict:
-        return {"mix": to_plain(c.mix), "seed": c.seed}
+def mix_config_slice(c: RunConfig) -> dict:
+    return {"mix": to_plain(c.mix), "seed": c.seed}
 
-    def utility_fingerprint(c: RunConfig):
-        if c.mix and c.mix.utility and Path(c.mix.utility).is_file():
-            return sha256_file(c.mix.utility)
-        return None
 
-    return Stage("mix", mix_inputs, 1, config_slice, run_mix_stage, extra_fingerprint=utility_fingerprint,
-                 enabled=lambda c: c.mix is not None, describe="mixture weights -> mixture.json")
+def utility_fingerprint(c: RunConfig):
+    """sha256 of a given mix.utility table, so an edited table re-runs the mix."""
+    if c.mix and c.mix.utility and Path(c.mix.utility).is_file():
+        return sha256_file(c.mix.utility)
+    return None
+
+
+STAGE = Stage("mix", mix_inputs, 1, mix_config_slice, run_mix_stage, extra_fingerprint=utility_fingerprint,
+              enabled=lambda c: c.mix is not None, describe="mixture weights -> mixture.json")

@@ -1,0 +1,40 @@
+"""The ``train`` stage: a training run of the built-in trainer on the mixture, resumable from ``train.work/``."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from ...config import to_plain
+from ...data.manifest import sha256_file
+from ..runner import Stage, StageContext, StageResult
+
+LOG = logging.getLogger(__name__)
+
+
+def run_train_stage(ctx: StageContext, tmp: Path) -> StageResult:
+    from ...trainer.train import train
+
+    t = ctx.config.train
+    work = ctx.out / "train.work"
+    settings = {"depth": t.depth, "batch_size": t.batch_size, **t.settings}
+    if t.steps is not None:
+        settings["steps"] = t.steps
+    if ctx.config.benchmarks and "benchmarks" not in settings:
+        settings["benchmarks"] = ctx.config.benchmarks
+    result = train(ctx.artifact("pack"), ctx.artifact("mix") / "mixture.json", work, **settings)
+    shutil.copytree(work, tmp, dirs_exist_ok=True)
+    losses = [float(x) for x in result.losses]
+    summary = {"steps": result.steps, "last_step": result.step, "finished": result.finished,
+               "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+               "tokens_seen": result.tokens_seen, "tokens_per_s": round(result.tokens_per_s, 1),
+               "mfu": result.mfu, "resumed_from": result.resumed_from, "eval": result.eval}
+    return StageResult(counts={"steps": result.step, "tokens_seen": result.tokens_seen},
+                       timings={"tokens_per_s": round(result.tokens_per_s, 1)}, extra={"train": summary})
+
+
+STAGE = Stage("train", ("pack", "mix"), 1, lambda c: {"train": to_plain(c.train), "benchmarks": c.benchmarks},
+              run_train_stage,
+              extra_fingerprint=lambda c: sha256_file(c.benchmarks) if c.benchmarks and Path(c.benchmarks).is_file() else None,
+              enabled=lambda c: c.train is not None, describe="a short training run on the mixture")
