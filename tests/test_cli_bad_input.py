@@ -113,10 +113,9 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "wrong type in mix.params": (["run", c(GOOD_SOURCES + "mix: {method: utilimax, params: {lam: high}}\n")], "mix.params.lam"),
         "typo in utility.settings": (["run", c(GOOD_SOURCES + "benchmarks: b.jsonl\nutility: {settings: {topk: 3}}\n")],
                                      "utility.settings.topk"),
-        "typo in train.settings": (["run", c(GOOD_SOURCES + "order: {}\nmix: {}\ntrain: {settings: {learning_rate: 0.1}}\n")],
-                                   "train.settings.learning_rate"),
-        "wrong type in train.settings": (["run", c(GOOD_SOURCES + "order: {}\nmix: {}\ntrain: {settings: {lr: fast}}\n")],
-                                         "train.settings.lr"),
+        "typo in train": (["run", c(GOOD_SOURCES + "order: {}\nmix: {}\ntrain: {learning_rate: 0.1}\n")],
+                          "train.learning_rate"),
+        "wrong type in train": (["run", c(GOOD_SOURCES + "order: {}\nmix: {}\ntrain: {lr: fast}\n")], "train.lr"),
         # names are path components
         "source named ..": (["run", c("sources: {'..': {paths: [x]}}\n")], "source name '..'"),
         "source name with a slash": (["run", c("sources: {'a/b': {paths: [x]}}\n")], "source name 'a/b'"),

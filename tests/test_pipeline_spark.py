@@ -30,7 +30,7 @@ def config_for(out: Path, corpus_dir: Path, **extra):
         "utility": {"method": "embedding", "per_source": 8, "max_tokens": 64},
         "mix": {"method": "utilimax", "max_epochs": 4},
         "export": {"formats": ["megatron", "mds"]},
-        "train": {"depth": 1, "steps": 3, "batch_size": 2, "settings": {"log_interval": 1}},
+        "train": {"depth": 1, "steps": 3, "batch_size": 2, "log_interval": 1},
     }
     data.update(extra)
     return parse_config(data)

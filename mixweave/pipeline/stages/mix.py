@@ -81,7 +81,8 @@ def solve_and_write_mixture(
     ``budget_tokens`` 0 means one pass over every source's tokens. Shared by the ``mix`` stage and
     ``mixweave mix --stats``; returns the manifest written."""
     from ...data.mixture_manifest import build_mixture_manifest, write_mixture_manifest
-    from ...mixers import mix_from_stats, read_utility_table
+    from ...data.utility_table import read_utility_table
+    from ...mixers import mix_from_stats
     from ...mixers.chart import plot_mixture
 
     utility = read_utility_table(utility_path) if utility_path else None
@@ -103,7 +104,7 @@ def run_mix_stage(ctx: StageContext, tmp: Path) -> StageResult:
                           "give a budget of at least one window (0 = one pass over every source)")
     manifest = solve_and_write_mixture(
         tmp, stats, method=m.method, budget_tokens=m.budget_tokens, max_epochs=m.max_epochs,
-        utility_path=utility_table_path(ctx), params=m.params, seq_len=seq_len, seed=ctx.config.seed,
+        utility_path=utility_table_path(ctx), params=m.solver_params(), seq_len=seq_len, seed=ctx.config.seed,
         order=order, window=window,
     )
     return StageResult(

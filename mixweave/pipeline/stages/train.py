@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -16,14 +17,11 @@ LOG = logging.getLogger(__name__)
 def run_train_stage(ctx: StageContext, tmp: Path) -> StageResult:
     from ...trainer.train import train
 
-    t = ctx.config.train
+    cfg = ctx.config.train
+    if ctx.config.benchmarks and cfg.benchmarks is None:  # the run's benchmarks, unless train names its own
+        cfg = dataclasses.replace(cfg, benchmarks=ctx.config.benchmarks)
     work = ctx.out / "train.work"
-    settings = {"depth": t.depth, "batch_size": t.batch_size, **t.settings}
-    if t.steps is not None:
-        settings["steps"] = t.steps
-    if ctx.config.benchmarks and "benchmarks" not in settings:
-        settings["benchmarks"] = ctx.config.benchmarks
-    result = train(ctx.artifact("pack"), ctx.artifact("mix") / "mixture.json", work, **settings)
+    result = train(ctx.artifact("pack"), ctx.artifact("mix") / "mixture.json", work, config=cfg)
     shutil.copytree(work, tmp, dirs_exist_ok=True)
     losses = [float(x) for x in result.losses]
     summary = {"steps": result.steps, "last_step": result.step, "finished": result.finished,

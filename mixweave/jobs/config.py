@@ -1,0 +1,58 @@
+"""Settings of the Spark jobs: the session, the sources to ingest and how ingest writes them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+
+SPARK_MASTER = re.compile(r"^(local(\[(\*|[1-9][0-9]*)(,[0-9]+)?\])?|local-cluster\[[0-9]+,[0-9]+,[0-9]+\]"
+                          r"|yarn|(spark|mesos|k8s)://\S+)$")
+MEMORY_SIZE = re.compile(r"^[1-9][0-9]*[kmgtKMGT]?[bB]?$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SparkConfig:
+    master: str = "local[*]"
+    """Spark master URL: local[*], local[2], spark://host:7077, yarn, k8s://..."""
+    driver_memory: str = "2g"
+    partitions: int = 0
+    """Tasks for file-parallel stages; 0 = 2 x the default parallelism."""
+    conf: dict[str, str] = field(default_factory=dict)
+    """Extra spark.* settings passed to the session builder."""
+
+    def __post_init__(self) -> None:
+        if not SPARK_MASTER.match(self.master):
+            raise ConfigError(f"spark.master {self.master!r} is not a Spark master URL; use local[*], local[2], "
+                              "spark://host:7077, yarn or k8s://https://host:port")
+        if not MEMORY_SIZE.match(self.driver_memory):
+            raise ConfigError(f"spark.driver_memory {self.driver_memory!r}: write a size such as 2g or 512m")
+        if self.partitions < 0:
+            raise ConfigError(f"spark.partitions must be >= 0 (0 = automatic), got {self.partitions}")
+        bad = [key for key in self.conf if not key.startswith("spark.")]
+        if bad:
+            raise ConfigError(f"spark.conf.{bad[0]}: only spark.* settings go here")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceConfig:
+    paths: tuple[str, ...]
+    """Globs of .jsonl (plain, .gz, .zst, .bz2, .xz) or .parquet files."""
+    text_field: str = "text"
+    id_field: str = "id"
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngestConfig:
+    max_doc_bytes: int = 10_000_000
+    """Documents longer than this (UTF-8 bytes after normalisation) are quarantined as too_long."""
+    target_file_mb: float = 256.0
+    """Each source's docs are split into ceil(bytes / target) parquet files, by a hash of doc_id."""
+
+    def __post_init__(self) -> None:
+        if self.max_doc_bytes <= 0:
+            raise ConfigError(f"ingest.max_doc_bytes must be > 0, got {self.max_doc_bytes}")
+        if not self.target_file_mb > 0:
+            raise ConfigError(f"ingest.target_file_mb must be > 0 (size of each output parquet file), got "
+                              f"{self.target_file_mb}")

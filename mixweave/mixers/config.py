@@ -1,0 +1,46 @@
+"""The ``mix`` section of a run config: method, budget, epoch caps and the method's typed parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..data.typed import from_dict, to_plain
+from ..errors import ConfigError
+from .params import METHOD_PARAMS, method_key
+
+
+@dataclass(frozen=True, kw_only=True)
+class MixConfig:
+    method: str = "unimax"
+    """proportional | temperature | uniform | manual | unimax | utilimax | weakest-link"""
+    budget_tokens: float = 0.0
+    """Training budget in tokens; 0 = the total tokens of all sources (one epoch of everything)."""
+    max_epochs: float = 4.0
+    params: Any = None
+    """The method's parameters, typed by method (:data:`mixweave.mixers.params.METHOD_PARAMS`):
+    written as a mapping, e.g. {tau: 3.33} or {weights: {web: 0.5, code: 0.5}} or {lam: 0.1}."""
+    utility: str | None = None
+    """Utility table (parquet/csv, source x benchmark) for utilimax / weakest-link."""
+
+    def __post_init__(self) -> None:
+        key = method_key(self.method)
+        if key not in METHOD_PARAMS:
+            raise ConfigError(f"mix.method {self.method!r}: use one of "
+                              f"{', '.join(k.replace('_', '-') for k in METHOD_PARAMS)}")
+        params = self.params
+        if params is None or isinstance(params, Mapping):
+            params = from_dict(METHOD_PARAMS[key], params or {}, "mix.params")
+        elif not isinstance(params, METHOD_PARAMS[key]):
+            raise ConfigError(f"mix.params: expected the parameters of {self.method}, got {type(params).__name__}")
+        object.__setattr__(self, "params", params)
+        if self.max_epochs <= 0:
+            raise ConfigError(f"mix.max_epochs must be > 0, got {self.max_epochs}")
+        if not (self.budget_tokens == 0 or self.budget_tokens >= 1):
+            raise ConfigError(f"mix.budget_tokens must be 0 (one pass over every source) or at least 1 token, got "
+                              f"{self.budget_tokens:g}")
+
+    def solver_params(self) -> dict[str, Any]:
+        """The parameters the solver takes: set values only (unset ones get logged defaults there)."""
+        return {k: v for k, v in to_plain(self.params).items() if v is not None}

