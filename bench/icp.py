@@ -1,19 +1,19 @@
-"""In-Context Pretraining benchmark (issue 4 item 10): traversal quality and speed, scale, the
+"""In-Context Pretraining benchmark: traversal quality and speed, scale, the
 partitioned (Spark) traversal, and Spark embedding, measured side by side in one run.
 
-    .venv/bin/python bench/icp.py                          # the issue's spec run (see budget below)
+    .venv/bin/python bench/icp.py                          # the spec run (see budget below)
     .venv/bin/python bench/icp.py --json bench/results.json
     .venv/bin/python bench/icp.py --quick                  # small sizes: a smoke test (~2 min)
     .venv/bin/python bench/icp.py --sweep                  # the older kNN/traversal sweep (d=64)
 
-Sections (targets from issue 4):
+Sections (each with its target):
 
-1. **Spec set** (icp.md section 3): N = 100,000 unit vectors, d = 768, 2,000 random centres, each
+1. **Spec set**: N = 100,000 unit vectors, d = 768, 2,000 random centres, each
    document at cosine 0.7 to its centre; exact kNN (faiss ``IndexFlatIP``, k = 50). Traversal time
    (min of --repeats), mean adjacent cosine and its ratio to the nearest-neighbour ceiling
-   (target >= 0.95). The official code's ``sort()`` and ``sort()+merge()`` (re-implemented, patched
-   as icp.md says) run on the same ``I``: quality and time ratios. The exact kNN costs ~200 CPU-s
-   (~100 s on 2 idle cores) and is cached in ``cache/bench/`` (``--no-cache`` recomputes it).
+   (target >= 0.95). The official code's ``sort()`` and ``sort()+merge()`` (re-implemented; merge()
+   patched minimally, see :func:`official_merge`) run on the same ``I``: quality and time ratios.
+   The exact kNN costs ~200 CPU-s (~100 s on 2 idle cores) and is cached in ``cache/bench/`` (``--no-cache`` recomputes it).
 2. **Partitioned vs global** on the spec set: ``partitioned_order`` for several cluster counts
    (quality loss against the global walk, target <= 5%, and time), and the Spark job
    ``run_partitioned_order`` on ``local[2]`` (time; its order must equal the in-process one).
@@ -166,8 +166,8 @@ def official_sort(knns: np.ndarray, cluster_size: int = 21):
 
 
 def official_merge(knns: np.ndarray, cluster2docs: dict, doc2cluster: dict, cluster_size: int = 21) -> None:
-    """swj0419 ``merge()`` with icp.md's minimal patch: dissolve clusters smaller than cluster_size,
-    inserting each doc before its first neighbour that lives in another cluster (all k columns,
+    """swj0419 ``merge()``, re-implemented with a minimal patch so it runs on these arrays: dissolve
+    clusters smaller than cluster_size, inserting each doc before its first neighbour that lives in another cluster (all k columns,
     -1 skipped, docs without a cluster skipped); docs with no such neighbour stay where they are."""
     for cluster, docs in list(cluster2docs.items()):
         if len(docs) >= cluster_size:
@@ -273,15 +273,72 @@ def synthetic_knn(n: int, k: int, seed: int = 0, mean_cluster: int = 100, p_brid
     return I, D
 
 
+@njit(cache=True)
+def _order_by_degree(indptr):
+    """Documents sorted by (degree, id) with a counting sort: O(n + max degree)."""
+    n = indptr.shape[0] - 1
+    max_deg = 0
+    for u in range(n):
+        d = indptr[u + 1] - indptr[u]
+        if d > max_deg:
+            max_deg = d
+    start = np.zeros(max_deg + 2, np.int64)
+    for u in range(n):
+        start[indptr[u + 1] - indptr[u] + 1] += 1
+    for d in range(max_deg + 1):
+        start[d + 1] += start[d]
+    out = np.empty(n, np.int64)
+    for u in range(n):  # ascending u: ids stay ascending within a degree bucket
+        d = indptr[u + 1] - indptr[u]
+        out[start[d]] = u
+        start[d] += 1
+    return out
+
+
+@njit(cache=True)
+def _greedy_walk(indptr, nbr, wt, start_order):
+    """The previous implementation's walk, kept here as the before/after baseline: move to the
+    unvisited neighbour of highest weight (ties: smaller id); when stuck, restart at the first
+    unvisited document of ``start_order``.
+
+    Each document is the current one exactly once and its row is scanned once, and the restart
+    pointer only moves forward, so the cost is O(n + E) with no sorting.
+    """
+    n = indptr.shape[0] - 1
+    visited = np.zeros(n, np.bool_)
+    path = np.empty(n, np.int64)
+    pos = 0
+    ptr = 0
+    while pos < n:
+        while visited[start_order[ptr]]:
+            ptr += 1
+        cur = start_order[ptr]
+        while cur >= 0:
+            visited[cur] = True
+            path[pos] = cur
+            pos += 1
+            best = -1
+            best_w = np.float32(0.0)
+            for e in range(indptr[cur], indptr[cur + 1]):
+                v = nbr[e]
+                if not visited[v]:
+                    w = wt[e]
+                    if best < 0 or w > best_w or (w == best_w and v < best):
+                        best = v
+                        best_w = w
+            cur = best
+    return path
+
+
 def merged_csr_traverse(I: np.ndarray, D: np.ndarray) -> np.ndarray:
     """The previous ``traverse`` (before this benchmark's optimisation): the merged symmetric CSR
     (``build_graph``: 2E scattered writes, (src, dst, w) temporaries, slot-array dedup) walked by
-    ``greedy_walk``. Same rules, same permutation."""
-    from mixweave.retrieval import _kernels
+    ``_greedy_walk`` above. Same rules, same permutation (the tests check ``traverse`` against a
+    plain networkx reference of the rules, tests/test_retrieval_traverse.py)."""
     from mixweave.retrieval.traverse import build_graph
 
     g = build_graph(I, D)
-    return _kernels.greedy_walk(g.indptr, g.indices, g.weights, _kernels.order_by_degree(g.indptr))
+    return _greedy_walk(g.indptr, g.indices, g.weights, _order_by_degree(g.indptr))
 
 
 def _status_kb(key: str) -> int:
@@ -716,7 +773,7 @@ def spec_main(args) -> None:
     R: dict = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores {platform.machine()}",
                "load_avg_start": round(os.getloadavg()[0], 2), "seed": args.seed}
     started = time.perf_counter()
-    print(f"# ICP bench (issue 4): {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, "
+    print(f"# ICP bench: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, "
           f"{mem_available_gb():.1f} GB available, seed {args.seed}, repeats {args.repeats}")
     traverse(*knn(clustered_vectors(500, 8, 0), 5, method="flat"))  # numba compile/cache outside timings
 

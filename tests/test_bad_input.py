@@ -88,7 +88,7 @@ def _cases(tmp: Path) -> dict:
         "parquet_null_text": ("q.parquet", pq_bytes, ["missing_text"], 1),
         "binary_garbage_jsonl": ("r.jsonl", bytes(b for b in range(256) if b != 10) * 4 + b"\n", ["invalid_utf8"], 0),
         "empty_file": ("s.jsonl", b"", [], 0),
-        # hostile-input probe (issue 10)
+        # hostile-input probe
         "lone_surrogate_text": ("t1.jsonl", (GOOD + '{"id": "x", "text": "bad \\ud800 here"}\n').encode(), ["invalid_unicode"], 1),
         "lone_surrogate_id": ("t2.jsonl", (GOOD + '{"id": "\\udfff", "text": "fine text"}\n').encode(), ["invalid_unicode"], 1),
         "lone_surrogate_meta_key": ("t3.jsonl", (GOOD + '{"id": "x", "text": "fine", "meta": {"k\\udc80": 1}}\n').encode(),

@@ -1,4 +1,4 @@
-"""Hostile input for the readers and the glob expansion (issue 10): bombs, symlink loops, ids, exclusions.
+"""Hostile input for the readers and the glob expansion: bombs, symlink loops, ids, exclusions.
 
 In-process only (no Spark); ``tests/test_ingest_hostile_spark.py`` runs the job-level cases.
 """

@@ -1,4 +1,4 @@
-"""Hostile input through the real Spark ingest (issue 10): ids across folders, odd files, own output."""
+"""Hostile input through the real Spark ingest: ids across folders, odd files, own output."""
 
 from __future__ import annotations
 

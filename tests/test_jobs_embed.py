@@ -1,4 +1,4 @@
-"""Spark embed job on local[2] equals in-process embedding of the same texts (issue 4 item 9)."""
+"""Spark embed job on local[2] equals in-process embedding of the same texts."""
 
 from __future__ import annotations
 

@@ -14,11 +14,10 @@ import re  # noqa: E402
 import textwrap  # noqa: E402
 
 import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
 import pytest  # noqa: E402
 
 from mixweave.errors import InputError  # noqa: E402
-from mixweave.retrieval.encoders import embed_texts, encode_batches, encode_table, load_encoder  # noqa: E402
+from mixweave.retrieval.encoders import embed_texts, load_encoder  # noqa: E402
 
 # Real text of varied length: stdlib docstrings plus a few hand-written sentences.
 DOCSTRINGS = [f.__doc__ for f in (json.dumps, json.loads, re.sub, re.compile, os.path.join, textwrap.dedent,
@@ -64,24 +63,6 @@ def test_truncation_to_max_tokens(encoder):
     np.testing.assert_allclose(a, b, atol=1e-6)
     c = embed_texts(encoder, [head + " while the stock market crashes spectacularly"], max_tokens=510)
     assert float(a[0] @ c[0]) < 0.999  # the default (clamped to 254) sees the tail
-
-
-def test_encode_table_and_batches(encoder):
-    table = pa.table({"doc_id": [f"d{i}" for i in range(len(TEXTS))], "text": TEXTS, "source": ["x"] * len(TEXTS)})
-    out = encode_table(table, encoder)
-    assert out.column_names == ["doc_id", "embedding"]
-    assert out.schema.field("embedding").type == pa.list_(pa.float32(), 384)
-    assert out.column("doc_id").to_pylist() == table.column("doc_id").to_pylist()
-    E = np.asarray(out.column("embedding").combine_chunks().flatten()).reshape(-1, 384)
-    np.testing.assert_allclose(E, embed_texts(encoder, TEXTS), atol=1e-6)
-    batches = list(encode_batches(table.to_batches(max_chunksize=5), "default", device="cpu",
-                                  fixed_size_list=False))
-    assert sum(b.num_rows for b in batches) == len(TEXTS)
-    assert batches[0].schema.field("embedding").type == pa.list_(pa.float32())
-    with pytest.raises(InputError, match="null"):
-        encode_table(pa.table({"doc_id": ["a"], "text": pa.array([None], pa.string())}), encoder)
-    with pytest.raises(InputError, match="missing"):
-        encode_table(pa.table({"id": ["a"], "text": ["b"]}), encoder)
 
 
 def test_hub_names_and_missing_paths_are_refused(tmp_path):

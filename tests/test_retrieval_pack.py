@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from mixweave.errors import ConfigError, InputError
-from mixweave.retrieval.pack import pack_windows, spans_table, windows_table
+from mixweave.retrieval.pack import pack_windows, spans_table
 
 EOS = 0
 
@@ -81,14 +80,10 @@ def test_flat_tokens_with_offsets_equal_list_input_and_shuffle_is_seeded():
     assert sorted(c.window_perm.tolist()) == list(range(c.n_windows))
 
 
-def test_uint16_and_arrow_tables():
+def test_uint16_windows_and_spans_table():
     docs = [[1, 2, 3], [4, 5, 6, 7]]
     p = pack_windows(docs, [0, 1], seq_len=3, eos_id=65535, dtype=np.uint16, shuffle=False)
     assert p.windows.dtype == np.uint16 and p.windows.tolist() == [[1, 2, 3], [65535, 4, 5], [6, 7, 65535]]
-    t = windows_table(pack_windows(docs, [0, 1], seq_len=3, eos_id=0, shuffle=False), first_window_id=10)
-    assert t.schema.field("tokens").type == pa.list_(pa.int32())
-    assert t.column("window_id").to_pylist() == [10, 11, 12]
-    assert t.column("tokens").to_pylist()[1] == [0, 4, 5]
     s = spans_table(p)
     assert s.column_names == ["window_id", "doc", "start", "end", "doc_offset"]
     assert s.num_rows == p.span_doc.size

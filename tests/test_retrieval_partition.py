@@ -1,4 +1,4 @@
-"""Partitioned traversal (issue 4 item 6): clusters, restricted blocks, in-process equivalence."""
+"""Partitioned traversal: clusters, restricted blocks, in-process equivalence."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from mixweave.retrieval.partition import (
 
 
 def clustered(n: int, d: int, n_centres: int, seed: int, cos: float = 0.7) -> np.ndarray:
-    """Unit vectors at cosine ``cos`` to one of ``n_centres`` random centres (icp.md's recipe)."""
+    """Unit vectors at cosine ``cos`` to one of ``n_centres`` random centres (bench/icp.py's spec-set recipe)."""
     rng = np.random.default_rng(seed)
     centres = l2_normalize(rng.standard_normal((n_centres, d)))
     c = centres[rng.integers(0, n_centres, n)]

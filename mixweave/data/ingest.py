@@ -45,7 +45,6 @@ RECORD_SCHEMA = pa.schema(
 
 LOG = logging.getLogger(__name__)
 
-TOKENIZE_BATCH = 256
 # Token-length histogram: bin b counts docs with 2^b <= n_tokens < 2^(b+1) (bin 0 also holds 0..1).
 HISTOGRAM_BINS = 32
 

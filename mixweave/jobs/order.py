@@ -1,4 +1,4 @@
-"""Spark partitioned ordering: one task per coarse cluster (DESIGN "Scaling out", issue 4 item 6).
+"""Spark partitioned ordering: one task per coarse cluster (the order stage with ``partitions`` > 1).
 
 The driver clusters the documents and orders the clusters
 (:func:`mixweave.retrieval.partition.plan_partitions`: seeded spherical k-means on a sample,

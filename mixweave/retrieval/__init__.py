@@ -15,17 +15,16 @@ other names from the modules with ``from mixweave.retrieval.knn import recall_at
 from __future__ import annotations
 
 from mixweave.retrieval.dedup import DedupResult, restrict_knn, semantic_dedup
-from mixweave.retrieval.encoders import embed_texts, encode_batches, encode_table, load_encoder
+from mixweave.retrieval.encoders import embed_texts, load_encoder
 from mixweave.retrieval.knn import knn, knn_torch, l2_normalize, recall_at_k
 from mixweave.retrieval.metrics import order_metrics
-from mixweave.retrieval.pack import PackedWindows, pack_windows, spans_table, windows_table
+from mixweave.retrieval.pack import PackedWindows, pack_windows, spans_table
 from mixweave.retrieval.partition import partitioned_order, plan_partitions
 from mixweave.retrieval.traverse import build_graph, order_clusters, traverse, traverse_clustered
 
 __all__ = [
-    "DedupResult", "PackedWindows", "build_graph", "embed_texts", "encode_batches", "encode_table", "knn",
+    "DedupResult", "PackedWindows", "build_graph", "embed_texts", "knn",
     "knn_torch", "l2_normalize", "load_encoder", "order_clusters", "order_metrics", "pack_windows",
     "partitioned_order", "plan_partitions",
     "recall_at_k", "restrict_knn", "semantic_dedup", "spans_table", "traverse", "traverse_clustered",
-    "windows_table",
 ]

@@ -62,62 +62,6 @@ def symmetric_csr(n, src, dst, weight):
 
 
 @njit(cache=True)
-def order_by_degree(indptr):
-    """Documents sorted by (degree, id) with a counting sort: O(n + max degree)."""
-    n = indptr.shape[0] - 1
-    max_deg = 0
-    for u in range(n):
-        d = indptr[u + 1] - indptr[u]
-        if d > max_deg:
-            max_deg = d
-    start = np.zeros(max_deg + 2, np.int64)
-    for u in range(n):
-        start[indptr[u + 1] - indptr[u] + 1] += 1
-    for d in range(max_deg + 1):
-        start[d + 1] += start[d]
-    out = np.empty(n, np.int64)
-    for u in range(n):  # ascending u: ids stay ascending within a degree bucket
-        d = indptr[u + 1] - indptr[u]
-        out[start[d]] = u
-        start[d] += 1
-    return out
-
-
-@njit(cache=True)
-def greedy_walk(indptr, nbr, wt, start_order):
-    """Algorithm 1's walk: move to the unvisited neighbour of highest weight (ties: smaller id);
-    when stuck, restart at the first unvisited document of ``start_order``.
-
-    Each document is the current one exactly once and its row is scanned once, and the restart
-    pointer only moves forward, so the cost is O(n + E) with no sorting.
-    """
-    n = indptr.shape[0] - 1
-    visited = np.zeros(n, np.bool_)
-    path = np.empty(n, np.int64)
-    pos = 0
-    ptr = 0
-    while pos < n:
-        while visited[start_order[ptr]]:
-            ptr += 1
-        cur = start_order[ptr]
-        while cur >= 0:
-            visited[cur] = True
-            path[pos] = cur
-            pos += 1
-            best = -1
-            best_w = np.float32(0.0)
-            for e in range(indptr[cur], indptr[cur + 1]):
-                v = nbr[e]
-                if not visited[v]:
-                    w = wt[e]
-                    if best < 0 or w > best_w or (w == best_w and v < best):
-                        best = v
-                        best_w = w
-            cur = best
-    return path
-
-
-@njit(cache=True)
 def _find(parent, x):
     root = x
     while parent[root] != root:

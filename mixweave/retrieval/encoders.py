@@ -11,8 +11,8 @@ what the model supports: all-MiniLM-L6-v2 was trained with ``max_seq_length`` 25
 content tokens, so the default of 510 becomes 254 there (logged once per encoder).
 
 Cache. :func:`load_encoder` keeps one model per (resolved path, device) in a module-level dict,
-so a Spark ``mapInArrow`` function that calls :func:`encode_table` / :func:`encode_batches` with a
-path loads the model once per Python worker (Spark reuses workers across tasks), not per batch.
+so a Spark task that calls :func:`load_encoder` with a path (``mixweave.jobs.embed``)
+loads the model once per Python worker (Spark reuses workers across tasks), not per batch.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,37 +131,3 @@ def embed_texts(encoder: Any, texts: Sequence[str], *, max_tokens: int = DEFAULT
     out /= np.where(norms > 0, norms, 1.0)
     log.debug("embedded %d texts in %.1fs", len(texts), time.perf_counter() - t0)
     return out
-
-
-def encode_table(table: Any, encoder: Any = "default", *, text_column: str = "text", id_column: str = "doc_id",
-                 device: str | None = None, max_tokens: int = DEFAULT_MAX_TOKENS, batch_size: int = 32,
-                 fixed_size_list: bool = True) -> Any:
-    """``pyarrow.Table`` (``id_column``, ``text_column``, ...) -> Table(``doc_id``,
-    ``embedding fixed_size_list<float32>[d]``), rows in input order. ``encoder`` is a loaded model
-    or a path/"default" (loaded through the module cache: once per worker process).
-    ``fixed_size_list=False`` gives ``list<float32>`` (Spark's ArrayType(FloatType) in mapInArrow)."""
-    import pyarrow as pa
-
-    for col in (id_column, text_column):
-        if col not in table.column_names:
-            raise InputError(f"column {col!r} missing from the documents table (has {table.column_names})")
-    texts_col = table.column(text_column)
-    if texts_col.null_count:
-        raise InputError(f"{texts_col.null_count} documents have a null {text_column!r}; ingest should quarantine them")
-    is_path = encoder is None or isinstance(encoder, (str, os.PathLike))
-    model = load_encoder(encoder, device) if is_path else encoder
-    emb = embed_texts(model, texts_col.to_pylist(), max_tokens=max_tokens, batch_size=batch_size)
-    values = pa.array(emb.reshape(-1), type=pa.float32())
-    if fixed_size_list:
-        column = pa.FixedSizeListArray.from_arrays(values, emb.shape[1])
-    else:
-        column = pa.ListArray.from_arrays(pa.array(np.arange(emb.shape[0] + 1, dtype=np.int32) * emb.shape[1]), values)
-    return pa.table({"doc_id": table.column(id_column), "embedding": column})
-
-
-def encode_batches(batches: Iterable[Any], encoder: Any = "default", **kwargs: Any) -> Iterator[Any]:
-    """``mapInArrow``-ready: RecordBatches of documents -> RecordBatches of (doc_id, embedding)."""
-    import pyarrow as pa
-
-    for batch in batches:
-        yield from encode_table(pa.Table.from_batches([batch]), encoder, **kwargs).to_batches()

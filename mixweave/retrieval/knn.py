@@ -25,7 +25,7 @@ Scaling: queries are searched in blocks of ``query_block`` rows; with ``index_sh
 vectors are split into shards, one index each (IVF shards share one trained quantiser), every
 query block is searched against every shard and the per-shard top-k lists are merged
 (:func:`merge_topk`). A Spark job uses the same pieces: :func:`build_index` on the driver from a
-sample, :func:`serialize_index` to ship it, :func:`search_index` per query partition.
+sample, faiss's own ``serialize_index`` to ship it, :func:`search_index` per query partition.
 """
 
 from __future__ import annotations
@@ -234,15 +234,6 @@ def build_index(
     index.cp.seed = int(seed)
     index.train(np.ascontiguousarray(X_train, dtype=np.float32))
     return index  # faiss's Python layer keeps `quantizer` referenced by `index`
-
-
-def serialize_index(index: Any) -> bytes:
-    """Bytes of a faiss index (to broadcast a trained index to Spark executors)."""
-    return _faiss().serialize_index(index).tobytes()
-
-
-def deserialize_index(blob: bytes) -> Any:
-    return _faiss().deserialize_index(np.frombuffer(blob, dtype=np.uint8))
 
 
 def set_search_params(index: Any, k: int, *, nprobe: int | None = None, ef_search: int = 64) -> None:

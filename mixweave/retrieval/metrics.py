@@ -1,4 +1,4 @@
-"""Quality metrics for a document order and its packed windows (icp.md section 4).
+"""Quality metrics for a document order and its packed windows (the order and pack stages' metrics.json).
 
 Compare orders on the same kNN input, the same (post-dedup) documents and the same packing.
 All functions are vectorised numpy over the embeddings ``X`` (unit rows), the kNN arrays and

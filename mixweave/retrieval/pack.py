@@ -200,20 +200,6 @@ def pack_windows(
     return packed
 
 
-def windows_table(packed: PackedWindows, *, first_window_id: int = 0):
-    """``pyarrow.Table`` with ``window_id int64`` and ``tokens list<int32>`` (``list<uint16>``
-    for uint16 windows), ids offset by ``first_window_id`` (for per-partition writers)."""
-    import pyarrow as pa
-
-    n_win, width = packed.windows.shape
-    values = pa.array(packed.windows.reshape(-1))
-    offsets = pa.array(np.arange(n_win + 1, dtype=np.int64) * width
-                       if n_win * width >= 2**31 else np.arange(n_win + 1, dtype=np.int32) * width)
-    lists = (pa.LargeListArray if offsets.type == pa.int64() else pa.ListArray).from_arrays(offsets, values)
-    ids = pa.array(np.arange(n_win, dtype=np.int64) + first_window_id)
-    return pa.table({"window_id": ids, "tokens": lists})
-
-
 def spans_table(packed: PackedWindows, *, first_window_id: int = 0):
     """``pyarrow.Table`` of spans: window_id, doc (int64), start, end, doc_offset (int32)."""
     import pyarrow as pa

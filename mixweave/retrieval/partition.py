@@ -1,4 +1,4 @@
-"""Partitioned ordering: ICP beyond one machine (issue 4, item 6; DESIGN "Scaling out").
+"""Partitioned ordering: ICP beyond one machine (the order stage's ``partitions`` setting).
 
 The global walk (:func:`~mixweave.retrieval.traverse`) is one sequential pass over all N
 documents. To spread it over machines the documents are split into coarse clusters and each
@@ -11,8 +11,8 @@ cluster is walked on its own:
    vote over the kNN rows move each document to the cluster where most of its neighbours' cosine
    mass lies (synchronous, ties keep the current cluster; ``refine_rounds=0`` keeps the pure IVF
    assignment). Why: in high dimensions a coarse centroid averages many topics, so the nearest-
-   centroid assignment of one topic's documents is noisy and cuts many kNN edges (on icp.md's 100k
-   set with 16 clusters only 37% of kNN entries stay inside a cluster and the walk loses 14% of its
+   centroid assignment of one topic's documents is noisy and cuts many kNN edges (on bench/icp.py's
+   100k spec set with 16 clusters only 37% of kNN entries stay inside a cluster and the walk loses 14% of its
    adjacent cosine); one vote round lifts that to 91% and a 0.7% loss, two to 94% and 0.3%. Each
    round is O(Nk) and data-parallel (a join of the kNN edges with the labels). Clusters that end
    up empty are dropped; each cluster's centroid is the normalised mean of its documents.
@@ -31,7 +31,7 @@ The in-process result (:func:`partitioned_order`, one pass of the traversal kern
 element, whatever the Spark partitioning: every cluster's walk is a pure function of its block.
 
 Quality. Only the edges between clusters are lost, plus one jump per cluster boundary. On the
-100k clustered set of icp.md (2,000 topics of 50 documents, d=768, exact k=50) the partitioned walk
+100k clustered spec set of bench/icp.py (2,000 topics of 50 documents, d=768, exact k=50) the partitioned walk
 loses 0.26-0.31% of the global walk's mean adjacent cosine with 16, 64 or 256 clusters and the
 default refinement (14% at 16 clusters without it); bench/icp.py measures it.
 ``info["edge_retention"]``, the share of kNN entries that stay inside their cluster, predicts the

@@ -6,8 +6,8 @@ larger of the two values). Self matches and negative ids (``-1`` padding) are ig
 
 Degree. The number of distinct neighbours of a document in that symmetrised graph, computed once
 when the graph is built and never decremented. This is the paper's ``min_deg(D)`` read literally
-(the degree in G; only the candidate set D shrinks) and what the quick plain-Python Algorithm 1 in
-icp.md measured (0.95 of the mean-nearest-neighbour ceiling on clustered data). A static degree
+(the degree in G; only the candidate set D shrinks); on clustered data it reaches 0.95 of the
+mean-nearest-neighbour ceiling of adjacent cosine (bench/icp.py measures it). A static degree
 needs no priority updates, so the restart candidate is simply the next unvisited document in a
 list pre-sorted by (degree, id): O(N) overall, exactly reproducible, and easy to check against a
 reference. (A "remaining unvisited degree" variant would need a bucket queue with O(Nk)
