@@ -32,8 +32,8 @@ CORPUS = ROOT / "tests" / "data" / "corpus"
 
 
 def load_inputs(per_source: int):
-    from mixweave.mixers.utility.api import read_benchmarks
-    from mixweave.mixers.utility.sampling import load_sampled_docs
+    from mixweave.utility.api import read_benchmarks
+    from mixweave.utility.sampling import load_sampled_docs
 
     if (CORPUS / "benchmarks.jsonl").is_file():
         docs = load_sampled_docs(str(CORPUS), per_source, seed=0)
@@ -47,7 +47,7 @@ def load_inputs(per_source: int):
 
 
 def run_medu(mode: str, docs, examples, model: str, args) -> dict:
-    from mixweave.mixers.utility import estimate_utility
+    from mixweave.utility import estimate_utility
 
     descriptions = {b: f"Benchmark {b}: needs knowledge and skills shown by its examples." for b in examples}
     options = {"batch_size": args.batch_size}
@@ -70,7 +70,7 @@ def run_medu(mode: str, docs, examples, model: str, args) -> dict:
 def run_embedding(docs, examples, args) -> dict:
     import torch
 
-    from mixweave.mixers.utility import estimate_utility
+    from mixweave.utility import estimate_utility
     from mixweave.retrieval.encoders import load_encoder
 
     if args.threads:
@@ -101,7 +101,7 @@ def main() -> None:
 
     import torch
 
-    from mixweave.mixers.utility.tiny import make_tiny_model
+    from mixweave.utility.tiny import make_tiny_model
 
     logging.getLogger("mixweave").setLevel(logging.ERROR)  # random answers: the NaN-cell warning is expected
 

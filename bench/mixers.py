@@ -48,7 +48,7 @@ from mixweave.mixers import solve  # noqa: E402
 from mixweave.mixers.capping import weight_caps  # noqa: E402
 from mixweave.mixers.unimax import unimax_weights  # noqa: E402
 from mixweave.mixers.utilimax import utilimax_weights  # noqa: E402
-from mixweave.mixers.utility_table import normalize_utility  # noqa: E402
+from mixweave.mixers.utility_math import normalize_utility  # noqa: E402
 
 MAX_EPOCHS = 4.0
 BUDGET_FRACTION = 0.3

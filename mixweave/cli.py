@@ -287,7 +287,7 @@ def verify(artifacts):
 
 def _attach_optional_commands() -> None:
     from .corpus.cli import corpus
-    from .mixers.utility.cli import utility_command
+    from .utility.cli import utility_command
 
     from .pipeline.export.cli import export_command
     from .trainer.cli import train_command

@@ -26,7 +26,7 @@ from mixweave.errors import InfeasibleError
 from mixweave.mixers import solve
 from mixweave.mixers.mixture import SourceColumn
 from mixweave.mixers.unimax import unimax_token_budgets
-from mixweave.mixers.utility_table import normalize_utility
+from mixweave.mixers.utility_math import normalize_utility
 
 PROPERTY = settings(max_examples=25, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow])

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from scipy.optimize import minimize
 
+from mixweave.data.utility_table import UtilityTable, coerce_utility, read_utility_table
 from mixweave.errors import ConfigError, InputError
-from mixweave.mixers import UtilityTable, coerce_utility, read_utility_table, solve
-from mixweave.mixers.utility_table import normalize_utility
+from mixweave.mixers import solve
+from mixweave.mixers.utility_math import normalize_utility
 from mixweave.mixers.utilimax import utilimax_objective, utilimax_weights
 from mixweave.mixers.weakest_link import weakest_link_objective, weakest_link_weights
 
@@ -151,7 +152,7 @@ def test_utilimax_input_errors(kwargs, error, match):
 
 def test_extra_utility_sources_are_ignored_with_a_warning(caplog):
     utility = {**UTILITY, "unused": {"arc": 1, "mbpp": 1, "nq": 1}}
-    with caplog.at_level("WARNING", logger="mixweave.mixers"):
+    with caplog.at_level("WARNING", logger="mixweave.data.utility_table"):
         mix = solve(SIZES, 1e8, "weakest-link", utility=utility)
     assert "unused" in caplog.text and "unused" not in mix.weights
 

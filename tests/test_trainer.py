@@ -349,8 +349,9 @@ def test_train_rejects_bad_settings(small, tmp_path):
 
 
 def test_benchmark_examples_score_answer_tokens_only(small):
+    from mixweave.data.benchmarks import load_benchmarks
     from mixweave.data.windows import windows_info
-    from mixweave.trainer.evaluate import load_benchmarks, tokenize_examples, tokenizer_from_info
+    from mixweave.trainer.evaluate import tokenize_examples, tokenizer_from_info
 
     tok = tokenizer_from_info(windows_info(small.pack_dir).tokenizer)
     records = [{"benchmark": "b", "split": "dev", "id": "1", "prompt": "Q: two plus two?", "answer": " A: four"},
@@ -402,8 +403,8 @@ def test_ddp_ranks_stay_in_sync_on_disjoint_data(small, tmp_path):
 
 
 def test_ablation_utility_table_reads_into_utilimax(small, tmp_path):
-    from mixweave.mixers.utility_table import coerce_utility, read_utility_table
-    from mixweave.trainer.ablation import ablation_utility
+    from mixweave.data.utility_table import coerce_utility, read_utility_table
+    from mixweave.utility.ablation import ablation_utility
     from mixweave.trainer.model import GPT, GPTConfig
 
     model = GPT(GPTConfig.from_depth(1, vocab_size=512, seq_len=S))

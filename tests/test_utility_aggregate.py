@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from mixweave.data.utility_table import read_utility_table
 from mixweave.errors import ConfigError, InputError
-from mixweave.mixers import read_utility_table
-from mixweave.mixers.utility import (
+from mixweave.utility import (
     TABLE_COLUMNS,
     UtilityResult,
     aggregate_scores,
@@ -22,8 +22,8 @@ from mixweave.mixers.utility import (
     sample_docs,
     write_utility_outputs,
 )
-from mixweave.mixers.utility.cost import ablation_comparison, inference_flops, training_flops
-from mixweave.mixers.utility.sampling import load_sampled_docs, sample_docs_spark
+from mixweave.utility.cost import ablation_comparison, inference_flops, training_flops
+from mixweave.utility.sampling import load_sampled_docs, sample_docs_spark
 
 
 def exact_bootstrap_quantiles(values, qs):

@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from mixweave.data.utility_table import read_utility_table
 from mixweave.errors import ConfigError
-from mixweave.mixers import read_utility_table
-from mixweave.mixers.utility.embedding import example_text, topk_mean_similarity
+from mixweave.utility.embedding import example_text, topk_mean_similarity
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 
@@ -76,7 +76,7 @@ def test_cli_embedding_utility_ranks_code_first_for_code_benchmarks(tmp_path, us
     pytest.importorskip("sentence_transformers")
     from click.testing import CliRunner
 
-    from mixweave.mixers.utility.cli import utility_command
+    from mixweave.utility.cli import utility_command
 
     docs, bench, per_source, expected_top = _inputs(tmp_path, use_fixture)
     out = tmp_path / "utility"
@@ -118,7 +118,7 @@ def test_utility_cli_ablation_and_table_methods(tmp_path):
     """`mixweave utility --method ablation` trains per source on a real pack and writes the standard
     table; `--method table` adopts that table again. Both are read by the mixers' reader."""
     from mixweave.cli import main
-    from mixweave.mixers import read_utility_table
+    from mixweave.data.utility_table import read_utility_table
     from mixweave.trainer.model import GPT, GPTConfig
     from mixweave.trainer.sample_data import build_sample_inputs
 

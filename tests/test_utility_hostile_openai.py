@@ -12,10 +12,10 @@ import pytest
 from test_utility_openai import FaultServer, client
 
 from mixweave.errors import ConfigError
-from mixweave.mixers.utility import LABELS
-from mixweave.mixers.utility.backend import check_backend_settings, make_backend
-from mixweave.mixers.utility.openai_backend import OpenAIBackend
-from mixweave.mixers.utility.prompts import ANSWER_PREFIX
+from mixweave.utility import LABELS
+from mixweave.utility.backend import check_backend_settings, make_backend
+from mixweave.utility.openai_backend import OpenAIBackend
+from mixweave.utility.prompts import ANSWER_PREFIX
 
 GOOD_MSG = '{"message": {"content": "Final Score: Good"}, "text": "Final Score: Good"}'
 
@@ -189,7 +189,7 @@ def test_bad_base_urls_and_options_are_config_errors_without_secrets():
 
 
 def test_scrubbing_helpers():
-    from mixweave.mixers.utility.secrets import redact_url, scrub, scrub_text, url_secrets
+    from mixweave.utility.secrets import redact_url, scrub, scrub_text, url_secrets
 
     assert redact_url("https://u:p@h:1/v1?api_key=abc&x=1&Token=t#f") == "https://***@h:1/v1?api_key=***&x=1&Token=***#f"
     assert redact_url("http://h/v1?api-version=2024") == "http://h/v1?api-version=2024"

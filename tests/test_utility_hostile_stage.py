@@ -209,7 +209,7 @@ def counted_encoder(monkeypatch):
 
 def test_utility_reuses_the_embed_artifact(tmp_path, capsys, monkeypatch, counted_encoder):
     import mixweave.jobs.embed as embed_job
-    from mixweave.mixers.utility.api import run_estimate
+    from mixweave.utility.api import run_estimate
 
     monkeypatch.setattr(embed_job, "run_embed", in_process_run_embed)
     monkeypatch.setattr(StageContext, "spark", lambda self: None)

@@ -14,9 +14,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from mixweave.data.utility_table import read_utility_table
 from mixweave.errors import ConfigError
-from mixweave.mixers import read_utility_table
-from mixweave.mixers.utility import (
+from mixweave.utility import (
     LABELS,
     Backend,
     Generation,
@@ -28,7 +28,7 @@ from mixweave.mixers.utility import (
     load_prompts,
     rate_documents,
 )
-from mixweave.mixers.utility.prompts import ANSWER_PREFIX
+from mixweave.utility.prompts import ANSWER_PREFIX
 
 CODE = ["def add(a, b):\n    return a + b\n", "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n",
         "import os\n\ndef home():\n    return os.path.expanduser('~')\n",
@@ -260,14 +260,14 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory, one_thread):
-    from mixweave.mixers.utility.tiny import make_tiny_model
+    from mixweave.utility.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("llama"), arch="llama", texts=CODE + PROSE, seed=1)
 
 
 @pytest.fixture(scope="module")
 def chain_qwen(tmp_path_factory, one_thread):
-    from mixweave.mixers.utility.tiny import make_tiny_model, script_answer
+    from mixweave.utility.tiny import make_tiny_model, script_answer
 
     # a real Qwen2 whose greedy answer after a newline is "Final Score: Good" (see script_answer)
     return script_answer(make_tiny_model(tmp_path_factory.mktemp("qwen"), arch="qwen2", texts=CODE + PROSE))
@@ -276,8 +276,8 @@ def chain_qwen(tmp_path_factory, one_thread):
 def test_logprob_matches_hand_computation(tiny_llama):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mixweave.mixers.utility.scoring import SCORES
-    from mixweave.mixers.utility.transformers_backend import TransformersBackend
+    from mixweave.utility.scoring import SCORES
+    from mixweave.utility.transformers_backend import TransformersBackend
 
     be = TransformersBackend(str(tiny_llama), batch_size=4)
     prompts = ["Rate this document: def add(a, b): return a + b", "Short one."]  # different lengths: padding
@@ -294,7 +294,7 @@ def test_logprob_matches_hand_computation(tiny_llama):
             hand.append(sum(float(p[t]) for t in tids if t != tok.unk_token_id and t is not None))
         assert result.probs == pytest.approx(hand, rel=1e-4)
         want = sum(h * SCORES[lab] for h, lab in zip(hand, LABELS)) / sum(hand)
-        from mixweave.mixers.utility.scoring import expected_score
+        from mixweave.utility.scoring import expected_score
 
         assert expected_score(result.probs)[0] == pytest.approx(want, rel=1e-4)
         assert result.tokens_in == len(ids) and result.tokens_out == 0
@@ -302,7 +302,7 @@ def test_logprob_matches_hand_computation(tiny_llama):
 
 
 def test_transformers_batched_generate_equals_one_by_one(tiny_llama):
-    from mixweave.mixers.utility.transformers_backend import TransformersBackend
+    from mixweave.utility.transformers_backend import TransformersBackend
 
     be = TransformersBackend(str(tiny_llama), batch_size=3)
     prompts = ["def add(a, b):", "Paris is the capital of France and a large city on the Seine.", "Hi"]
@@ -341,8 +341,8 @@ def test_random_model_generate_answers_are_dropped_as_unparseable(tiny_llama):
 
 
 def test_chat_template_path(tmp_path, one_thread):
-    from mixweave.mixers.utility.tiny import make_tiny_model
-    from mixweave.mixers.utility.transformers_backend import TransformersBackend
+    from mixweave.utility.tiny import make_tiny_model
+    from mixweave.utility.transformers_backend import TransformersBackend
 
     path = make_tiny_model(tmp_path / "chat", texts=PROSE, chat=True)
     be = TransformersBackend(str(path))
@@ -357,7 +357,7 @@ def test_chat_template_path(tmp_path, one_thread):
 def test_cli_medu_transformers_and_resume(chain_qwen, tmp_path):
     from click.testing import CliRunner
 
-    from mixweave.mixers.utility.cli import default_cache_path, utility_command
+    from mixweave.utility.cli import default_cache_path, utility_command
 
     bench = tmp_path / "benchmarks.jsonl"
     bench.write_text("\n".join(json.dumps(r) for r in bench_rows()) + "\n")
@@ -390,8 +390,8 @@ def test_vllm_backend_on_tiny_model(tiny_llama):
     pytest.importorskip("vllm", reason="vllm is a CUDA-only extra (pip install 'mixweave[gpu]')")
     if not torch.cuda.is_available():
         pytest.skip("vllm needs CUDA")
-    from mixweave.mixers.utility.transformers_backend import TransformersBackend
-    from mixweave.mixers.utility.vllm_backend import VLLMBackend
+    from mixweave.utility.transformers_backend import TransformersBackend
+    from mixweave.utility.vllm_backend import VLLMBackend
 
     be = VLLMBackend(str(tiny_llama), max_model_len=4096, gpu_memory_utilization=0.3, max_logprobs=20)
     gens = be.generate(["def add(a, b):"], max_tokens=8, temperature=0.0, seed=0)

@@ -19,10 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from mixweave.errors import ConfigError
-from mixweave.mixers.utility import LABELS, estimate_utility
-from mixweave.mixers.utility.openai_backend import OpenAIBackend
-from mixweave.mixers.utility.prompts import ANSWER_PREFIX
-from mixweave.mixers.utility.scoring import expected_score
+from mixweave.utility import LABELS, estimate_utility
+from mixweave.utility.openai_backend import OpenAIBackend
+from mixweave.utility.prompts import ANSWER_PREFIX
+from mixweave.utility.scoring import expected_score
 
 P_GOOD, P_GREAT = 0.7, 0.2
 WANT = (P_GREAT * 5 + P_GOOD * 4) / (P_GREAT + P_GOOD)
@@ -297,7 +297,7 @@ torch = pytest.importorskip("torch")
 
 @pytest.fixture(scope="module")
 def chain_model(tmp_path_factory):
-    from mixweave.mixers.utility.tiny import make_tiny_model, script_answer
+    from mixweave.utility.tiny import make_tiny_model, script_answer
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -332,7 +332,7 @@ def model_responder(backend):
 
 
 def test_happy_path_with_real_model_answers(chain_model):
-    from mixweave.mixers.utility.transformers_backend import TransformersBackend
+    from mixweave.utility.transformers_backend import TransformersBackend
 
     local = TransformersBackend(str(chain_model))
     docs = [{"doc_id": f"d{i}", "source": s, "text": f"{s} text {i}"} for i, s in enumerate(["a", "b", "a", "b"])]

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from mixweave.errors import ConfigError
-from mixweave.mixers.utility.backend import label_token_ids
-from mixweave.mixers.utility.medu import MeduOptions, chunk_examples, merge_plan
-from mixweave.mixers.utility.openai_backend import answer_slot, backoff_delay, probs_from_top
-from mixweave.mixers.utility.prompts import ANSWER_PREFIX, defuse, load_prompts, render
-from mixweave.mixers.utility.scoring import LABELS, SCORES, expected_score, label_for_token, parse_final_score
+from mixweave.utility.backend import label_token_ids
+from mixweave.utility.medu import MeduOptions, chunk_examples, merge_plan
+from mixweave.utility.openai_backend import answer_slot, backoff_delay, probs_from_top
+from mixweave.utility.prompts import ANSWER_PREFIX, defuse, load_prompts, render
+from mixweave.utility.scoring import LABELS, SCORES, expected_score, label_for_token, parse_final_score
 
 
 @pytest.mark.parametrize("text, want", [

@@ -8,10 +8,8 @@ from mixweave.mixers.api import METHODS, mix_from_stats, solve, sources_from_sta
 from mixweave.mixers.mixture import BINDINGS, Mixture, SourceSize
 from mixweave.mixers.phases import combine_phases, solve_phases
 from mixweave.mixers.simulate import SimulatedSubset, simulate_data_constraints
-from mixweave.mixers.utility_table import UtilityTable, coerce_utility, read_utility_table
 
 __all__ = [
-    "BINDINGS", "METHODS", "Mixture", "SimulatedSubset", "SourceSize", "UtilityTable",
-    "coerce_utility", "combine_phases", "mix_from_stats", "read_utility_table",
-    "simulate_data_constraints", "solve", "solve_phases", "sources_from_stats",
+    "BINDINGS", "METHODS", "Mixture", "SimulatedSubset", "SourceSize", "combine_phases",
+    "mix_from_stats", "simulate_data_constraints", "solve", "solve_phases", "sources_from_stats",
 ]

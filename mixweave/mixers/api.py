@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from mixweave.data.utility_table import coerce_utility
 from mixweave.errors import ConfigError, InputError
 from mixweave.mixers import capping
 from mixweave.mixers.manual import manual_weights
@@ -28,7 +29,7 @@ from mixweave.mixers.proportional import proportional_weights
 from mixweave.mixers.temperature import temperature_weights
 from mixweave.mixers.uniform import uniform_weights
 from mixweave.mixers.unimax import unimax_weights
-from mixweave.mixers.utility_table import coerce_utility, normalize_utility, risk_diagonal
+from mixweave.mixers.utility_math import normalize_utility, risk_diagonal
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """UtiliMax (Held et al. 2025): utility as close to 1 on every benchmark as the caps allow, plus risk.
 
-Algorithm (a reconstruction; the paper's exact constants are unknown, see reference/mixtures.md §1):
+Algorithm (a reconstruction from the paper; its exact constants are unknown, so the defaults here are ours):
 
     minimise    || U^T w - 1 ||_2  (or its square)  +  lam * w^T Sigma w
     subject to  sum(w) = 1,  w >= 0,  w_i * B <= E_i * n_i

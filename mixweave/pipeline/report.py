@@ -189,7 +189,7 @@ def build_report(out: str | Path, *, utility_path: str | Path | None = None, tit
 
     utility_file = Path(utility_path) if utility_path else out / "utility" / "utility.parquet"
     if utility_file.is_file():
-        from ..mixers import read_utility_table
+        from ..data.utility_table import read_utility_table
 
         table = read_utility_table(utility_file)
         parts.append("<h2>Utility</h2>" + _img(chart_utility(table), "utility heatmap"))

@@ -1,6 +1,7 @@
 """Evaluation loss per source (held-out windows) and per benchmark (dev text, tokenised).
 
-Benchmarks come from a ``benchmarks.jsonl`` of ``{benchmark, split, id, prompt, answer}`` records.
+Benchmarks come from a ``benchmarks.jsonl`` of ``{benchmark, split, id, prompt, answer}`` records,
+read by :func:`mixweave.data.benchmarks.load_benchmarks` (bad records skipped, counted and warned).
 An example is ``prompt + answer`` tokenised as two pieces (so the answer tokens are known exactly);
 its loss is the mean next-token NLL over the answer tokens given the prompt (over the whole text
 when the answer is empty). Long examples keep the answer and as much prompt as fits (left
@@ -12,7 +13,6 @@ Cost: one forward pass per example batch; examples are sorted by length to limit
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -22,11 +22,10 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
+from mixweave.data.benchmarks import load_benchmarks  # noqa: F401  (trainer.train imports it from here)
 from mixweave.errors import InputError
 
 log = logging.getLogger(__name__)
-
-FIELDS = ("benchmark", "prompt", "answer")
 
 
 @dataclass(frozen=True)
@@ -35,31 +34,6 @@ class Example:
     id: str
     ids: np.ndarray  # int64 tokens (prompt + answer)
     n_prompt: int  # tokens before the first scored target
-
-
-def load_benchmarks(path: str | Path, split: str | None = None) -> list[dict[str, Any]]:
-    """Records of ``benchmarks.jsonl`` (optionally only one ``split``); bad lines raise InputError."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"benchmarks file {path} does not exist; build the corpus (it writes benchmarks.jsonl) "
-                         "or pass --benchmarks PATH")
-    records = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{n} is not valid JSON ({exc}); fix or remove that line") from exc
-        missing = [f for f in FIELDS if not isinstance(rec.get(f), str)] if isinstance(rec, dict) else list(FIELDS)
-        if missing:
-            raise InputError(f"{path}:{n} lacks string field(s) {', '.join(missing)}; each line needs "
-                             "{benchmark, split, id, prompt, answer}")
-        if split is None or rec.get("split") == split:
-            records.append(rec)
-    if not records:
-        raise InputError(f"{path} has no benchmark examples" + (f" with split={split!r}" if split else ""))
-    return records
 
 
 def tokenizer_from_info(info: Mapping[str, Any]):

@@ -114,7 +114,7 @@ def _no_reuse(source: str, why: str) -> None:
 
 # -- the stage --------------------------------------------------------------------------------------
 def run_utility_stage(ctx: StageContext, tmp: Path) -> StageResult:
-    from ...mixers.utility.api import run_estimate, table_result, write_utility_files
+    from ...utility.api import run_estimate, table_result, write_utility_files
 
     u = ctx.config.utility
     if u.method == "table":
@@ -145,7 +145,7 @@ def run_utility_stage(ctx: StageContext, tmp: Path) -> StageResult:
 def utility_config_slice(c: RunConfig) -> dict[str, Any]:
     """What the stage depends on, as stored in its manifest: credentials in URLs or secret-named
     settings are replaced by ``***`` (they change no result)."""
-    from ...mixers.utility.secrets import scrub
+    from ...utility.secrets import scrub
 
     return {"utility": scrub(to_plain(c.utility)), "seed": c.seed, "benchmarks": c.benchmarks}
 

@@ -3,7 +3,7 @@
 Methods: ``embedding`` (cheap, CPU, no LLM; the demo default) and ``medu`` (an LLM rates sampled
 documents against each benchmark's merged description). Both return the same long table
 (``source, benchmark, mean, std, ci_low, ci_high, n, n_unparseable``, a pyarrow Table that
-:func:`mixweave.mixers.read_utility_table` reads once written) and a JSON-ready cost dict.
+:func:`mixweave.data.utility_table.read_utility_table` reads once written) and a JSON-ready cost dict.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from mixweave.errors import ConfigError, InputError, MixweaveError
-from mixweave.mixers.utility.aggregate import TABLE_COLUMNS, aggregate_scores, normalize_table
-from mixweave.mixers.utility.cost import DEFAULT_ABLATION_PARAMS, ablation_comparison, inference_flops
-from mixweave.mixers.utility.sampling import DOC_COLUMNS, load_sampled_docs, sample_docs
-from mixweave.mixers.utility.secrets import scrub, scrub_text, url_secrets
+from mixweave.utility.aggregate import TABLE_COLUMNS, aggregate_scores, normalize_table
+from mixweave.utility.cost import DEFAULT_ABLATION_PARAMS, ablation_comparison, inference_flops
+from mixweave.utility.sampling import DOC_COLUMNS, load_sampled_docs, sample_docs
+from mixweave.utility.secrets import scrub, scrub_text, url_secrets
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def accepted_settings(method: str) -> dict[str, str]:
 
 ACCEPTED_SETTINGS: dict[str, dict[str, str]] = {m: accepted_settings(m) for m in SETTINGS_CLASSES}
 """``{method: {utility.settings key: type}}``; ``backend_options`` (medu) is checked per backend by
-:func:`mixweave.mixers.utility.backend.backend_option_names`."""
+:func:`mixweave.utility.backend.backend_option_names`."""
 
 
 def parse_settings(cls: type, settings: Mapping[str, Any]) -> Any:
@@ -134,44 +134,27 @@ def read_benchmarks(benchmarks: Any, *, split: str = "auto", max_examples: int |
     """``benchmarks.jsonl`` records ``{benchmark, split, id, prompt, answer}`` (a path, a list of
     records, or an already grouped ``{benchmark: [records]}``) -> ``{benchmark: [records]}``.
 
-    Records without a benchmark name or a string prompt are skipped (counted in a warning).
+    Records are read and checked by :func:`mixweave.data.benchmarks.read_benchmark_records` (bad
+    ones skipped, counted by reason and warned about once; none usable raises InputError).
     ``split='auto'`` keeps dev/validation records for benchmarks that have any (their test split
     stays unseen), else all of them; any other value keeps that split only."""
+    return _benchmark_examples(benchmarks, split=split, max_examples=max_examples, seed=seed)[0]
+
+
+def _benchmark_examples(benchmarks: Any, *, split: str, max_examples: int | None,
+                        seed: int) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
+    """:func:`read_benchmarks` and the skipped records by reason."""
     import numpy as np
 
-    records: list[Any] = []
-    if isinstance(benchmarks, (str, Path)):
-        path = Path(benchmarks)
-        if not path.is_file():
-            raise InputError(f"benchmarks file {path} does not exist; give a benchmarks.jsonl "
-                             "(one {benchmark, split, id, prompt, answer} per line)")
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        records.append(None)
-    elif isinstance(benchmarks, Mapping):  # already grouped: {benchmark: [records]}
-        records = [{**r, "benchmark": name} if isinstance(r, Mapping) else r
-                   for name, recs in benchmarks.items() for r in recs]
-    else:
-        records = list(benchmarks)
+    from mixweave.data.benchmarks import read_benchmark_records
+
+    if isinstance(benchmarks, Mapping):  # already grouped: {benchmark: [records]}
+        benchmarks = [{**r, "benchmark": name} if isinstance(r, Mapping) else r
+                      for name, recs in benchmarks.items() for r in recs]
+    read = read_benchmark_records(benchmarks)
     grouped: dict[str, list[dict[str, Any]]] = {}
-    bad = 0
-    for i, rec in enumerate(records):
-        if not isinstance(rec, Mapping) or not rec.get("benchmark") or not isinstance(rec.get("prompt"), str):
-            bad += 1
-            continue
-        r = dict(rec)
-        r.setdefault("id", str(i))
-        r["answer"] = "" if r.get("answer") is None else str(r["answer"])
-        grouped.setdefault(str(r["benchmark"]), []).append(r)
-    if bad:
-        log.warning("benchmarks: skipped %d records without a benchmark name or a string prompt", bad)
-    if not grouped:
-        raise InputError("no usable benchmark records: each line needs 'benchmark' and 'prompt' (and "
-                         "ideally 'answer', 'split', 'id')")
+    for r in read.records:
+        grouped.setdefault(r["benchmark"], []).append(r)
     out = {}
     for name, recs in sorted(grouped.items()):
         if split == "auto":
@@ -190,13 +173,13 @@ def read_benchmarks(benchmarks: Any, *, split: str = "auto", max_examples: int |
             pick = sorted(np.random.default_rng(seed).choice(len(chosen), max_examples, replace=False))
             chosen = [chosen[i] for i in pick]
         out[name] = chosen
-    return out
+    return out, dict(read.skipped)
 
 
 def coerce_docs(docs: Any) -> Any:
     """A pyarrow Table (doc_id, source, text as strings) from a Table, a DataFrame or a list of
     dicts; rows with a null/empty text are dropped (warned). Paths go through
-    :func:`~mixweave.mixers.utility.sampling.load_sampled_docs` instead."""
+    :func:`~mixweave.utility.sampling.load_sampled_docs` instead."""
     import pyarrow as pa
 
     if isinstance(docs, pa.Table):
@@ -269,11 +252,11 @@ def run_estimate(method: str, docs: Any, benchmarks: Any, *, doc_vectors: DocVec
     cls = EmbeddingSettings if method == "embedding" else MeduSettings
     s = parse_settings(cls, settings)
     if method == "medu" and isinstance(s.backend, str):
-        from mixweave.mixers.utility.backend import check_backend_settings
+        from mixweave.utility.backend import check_backend_settings
 
         check_backend_settings(s.backend, s.model, s.backend_options)
     t0 = time.perf_counter()
-    examples = read_benchmarks(benchmarks, split=s.split, max_examples=s.max_examples, seed=s.seed)
+    examples, skipped = _benchmark_examples(benchmarks, split=s.split, max_examples=s.max_examples, seed=s.seed)
     sample = _sampled(docs, s)
     t_sample = time.perf_counter() - t0
     ratings = descriptions = None
@@ -289,6 +272,7 @@ def run_estimate(method: str, docs: Any, benchmarks: Any, *, doc_vectors: DocVec
         "n_sources": len(sources), "n_benchmarks": len(examples), "n_docs": sample.num_rows,
         "docs_per_source": {src: source_list.count(src) for src in sources},
         "examples_per_benchmark": {b: len(v) for b, v in examples.items()},
+        "benchmark_records_skipped": skipped,
         "normalize": {"method": s.normalize, "per_benchmark": norm},
     })
     cost["ablation"] = ablation_comparison(cost["flops"]["estimator"], n_sources=len(sources),
@@ -300,7 +284,7 @@ def run_estimate(method: str, docs: Any, benchmarks: Any, *, doc_vectors: DocVec
 
 def _embedding(sample: Any, examples: dict[str, list[dict[str, Any]]], s: EmbeddingSettings,
                doc_vectors: DocVectors | None = None) -> tuple[Any, dict]:
-    from mixweave.mixers.utility.embedding import embedding_document_scores
+    from mixweave.utility.embedding import embedding_document_scores
 
     vectors = doc_vectors(sample) if doc_vectors is not None else None
     rows, info = embedding_document_scores(sample, examples, encoder=s.encoder, top_k=s.top_k,
@@ -318,7 +302,7 @@ def _embedding(sample: Any, examples: dict[str, list[dict[str, Any]]], s: Embedd
 
 
 def _open_cache(spec: Any) -> tuple[Any, bool]:
-    from mixweave.mixers.utility.cache import ResultCache
+    from mixweave.utility.cache import ResultCache
 
     if isinstance(spec, ResultCache):
         return spec, False
@@ -326,9 +310,9 @@ def _open_cache(spec: Any) -> tuple[Any, bool]:
 
 
 def _medu(sample: Any, examples: dict[str, list[dict[str, Any]]], s: MeduSettings) -> tuple[Any, dict, list, dict]:
-    from mixweave.mixers.utility.backend import Backend, make_backend
-    from mixweave.mixers.utility.medu import MeduOptions, describe_benchmarks, rate_documents
-    from mixweave.mixers.utility.prompts import load_prompts
+    from mixweave.utility.backend import Backend, make_backend
+    from mixweave.utility.medu import MeduOptions, describe_benchmarks, rate_documents
+    from mixweave.utility.prompts import load_prompts
 
     # MeduSettings carries every MeduOptions field (plus backend, cache, ...): copy them by name
     opts = MeduOptions(**{f.name: getattr(s, f.name) for f in dataclasses.fields(MeduOptions)})
@@ -392,7 +376,7 @@ def _medu(sample: Any, examples: dict[str, list[dict[str, Any]]], s: MeduSetting
 
 def _raise_if_all_failed(ratings: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) -> None:
     """BackendError when no rating request got an answer: an all-NaN table is never a result."""
-    from mixweave.mixers.utility.medu import BackendError
+    from mixweave.utility.medu import BackendError
 
     failed = [r for r in ratings if r.get("error")]
     if not ratings or len(failed) < len(ratings):
@@ -430,12 +414,12 @@ def _given_descriptions(spec: Any, examples: Mapping[str, Any]) -> dict[str, str
 # -- an existing table ---------------------------------------------------------------------------
 def table_result(path: str | Path) -> UtilityResult:
     """``--method table``: an existing utility table (parquet/csv, long or wide, optional std) read
-    with the mixers' own reader and rewritten in the standard long format; no model runs.
+    with the shared reader the mixers use and rewritten in the standard long format; no model runs.
     ``ci_low``/``ci_high`` are mean +- 1.96 std when a std is given, else the mean; ``n`` is 0
     (unknown)."""
     import pyarrow as pa
 
-    from mixweave.mixers import read_utility_table
+    from mixweave.data.utility_table import read_utility_table
 
     t0 = time.perf_counter()
     table = read_utility_table(path)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mixweave.errors import ConfigError
-from mixweave.mixers.utility.secrets import redact_url, url_secrets
+from mixweave.utility.secrets import redact_url, url_secrets
 
 MAX_ERROR_BYTES = 64 * 1024
 """At most this much of an HTTP error body is read (it only feeds a short error message)."""

@@ -41,11 +41,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from mixweave.errors import ConfigError
-from mixweave.mixers.utility import openai_parse as parse
-from mixweave.mixers.utility.backend import Backend, Generation, HFTextTokenizer, LabelProbs
-from mixweave.mixers.utility.openai_http import RequestFailed, post_json, split_base_url
-from mixweave.mixers.utility.scoring import LABELS, label_for_token
-from mixweave.mixers.utility.secrets import scrub_text
+from mixweave.utility import openai_parse as parse
+from mixweave.utility.backend import Backend, Generation, HFTextTokenizer, LabelProbs
+from mixweave.utility.openai_http import RequestFailed, post_json, split_base_url
+from mixweave.utility.scoring import LABELS, label_for_token
+from mixweave.utility.secrets import scrub_text
 
 log = logging.getLogger(__name__)
 

@@ -117,13 +117,13 @@ def _backend_options(backend: str, o: dict[str, Any]) -> dict[str, Any]:
 @click.option("--ablation-tokens", type=float, help="Tokens per ablation run (default 20 x params).")
 def utility_command(**o: Any) -> None:
     """Estimate the utility of each source for each benchmark (the table `mixweave mix` reads)."""
-    from mixweave.mixers.utility.api import run_estimate, table_result, write_utility_outputs
+    from mixweave.utility.api import run_estimate, table_result, write_utility_outputs
 
     out = Path(o["out"])
     if o["method"] == "ablation":
         if not (o["pack_dir"] and o["benchmarks"] and o["flops_budget"]):
             raise ConfigError("--method ablation needs --pack (a pack folder), --benchmarks and --flops-budget")
-        from mixweave.trainer.ablation import ablation_utility
+        from mixweave.utility.ablation import ablation_utility
 
         try:
             seeds = [int(x) for x in o["seeds"].split(",") if x.strip()]
@@ -168,7 +168,7 @@ def utility_command(**o: Any) -> None:
     docs: Any = o["docs"]
     if o["master"]:
         from mixweave.jobs.spark import get_spark
-        from mixweave.mixers.utility.sampling import sample_docs_spark
+        from mixweave.utility.sampling import sample_docs_spark
 
         docs = sample_docs_spark(get_spark(o["master"]), o["docs"], per_source, o["seed"])
     result = run_estimate(o["method"], docs, o["benchmarks"], **settings)

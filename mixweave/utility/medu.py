@@ -10,7 +10,7 @@
    (``generate``, the paper's way) or by the expected level under the next-token label
    probabilities at a fixed answer slot (``logprob``: one forward pass, no decoding).
 
-Every LLM result goes through the :class:`~mixweave.mixers.utility.cache.ResultCache`, committed
+Every LLM result goes through the :class:`~mixweave.utility.cache.ResultCache`, committed
 per batch: a crash or a re-run never asks the backend again for finished work.
 """
 
@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from mixweave.errors import ConfigError, MixweaveError
-from mixweave.mixers.utility.backend import Backend
-from mixweave.mixers.utility.cache import ResultCache, rating_key, text_hash
-from mixweave.mixers.utility.prompts import ANSWER_PREFIX, PromptSet, defuse, format_examples
-from mixweave.mixers.utility.scoring import LABELS, SCORES, expected_score, parse_final_score
+from mixweave.utility.backend import Backend
+from mixweave.utility.cache import ResultCache, rating_key, text_hash
+from mixweave.utility.prompts import ANSWER_PREFIX, PromptSet, defuse, format_examples
+from mixweave.utility.scoring import LABELS, SCORES, expected_score, parse_final_score
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mixweave.errors import ConfigError, InputError
-from mixweave.mixers.utility.scoring import LABELS
+from mixweave.utility.scoring import LABELS
 
 log = logging.getLogger(__name__)
 
@@ -173,15 +173,15 @@ def params_from_config(path: Path) -> int | None:
 def backend_class(kind: str) -> type:
     """The class of backend ``kind`` (imports its module; heavy libraries still load on first use)."""
     if kind == "transformers":
-        from mixweave.mixers.utility.transformers_backend import TransformersBackend
+        from mixweave.utility.transformers_backend import TransformersBackend
 
         return TransformersBackend
     if kind == "vllm":
-        from mixweave.mixers.utility.vllm_backend import VLLMBackend
+        from mixweave.utility.vllm_backend import VLLMBackend
 
         return VLLMBackend
     if kind == "openai":
-        from mixweave.mixers.utility.openai_backend import OpenAIBackend
+        from mixweave.utility.openai_backend import OpenAIBackend
 
         return OpenAIBackend
     raise ConfigError(f"unknown backend {kind!r}; use one of {', '.join(BACKENDS)}")
@@ -224,11 +224,11 @@ def check_backend_settings(kind: str, model: str | None, options: dict[str, Any]
     if kind in ("transformers", "vllm"):
         local_model_dir(str(model))
     if kind == "vllm":
-        from mixweave.mixers.utility.vllm_backend import import_vllm
+        from mixweave.utility.vllm_backend import import_vllm
 
         import_vllm()
     if kind == "openai":
-        from mixweave.mixers.utility.openai_http import split_base_url
+        from mixweave.utility.openai_http import split_base_url
 
         split_base_url(options.get("base_url"))  # ConfigError naming the fix, credentials redacted
 

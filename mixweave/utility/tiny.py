@@ -44,8 +44,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from mixweave.mixers.utility.prompts import load_prompts
-    from mixweave.mixers.utility.scoring import LABELS
+    from mixweave.utility.prompts import load_prompts
+    from mixweave.utility.scoring import LABELS
 
     corpus = list(load_prompts().templates.values()) + [f"Final Score: {label}" for label in LABELS] * 20
     corpus += [str(t) for t in texts]

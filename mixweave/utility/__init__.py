@@ -6,14 +6,18 @@
   rates sampled documents Great..Useless (5..1), by generated answer or label probabilities --
   :mod:`.medu`, with backends ``transformers`` / ``vllm`` / ``openai`` (:mod:`.backend`).
 
-Both produce the long table ``source, benchmark, mean, std, ci_low, ci_high, n, n_unparseable``
-that :func:`mixweave.mixers.read_utility_table` reads, and a cost report (tokens, FLOPs, wall time,
-and the FLOPs of training ablations over the same sources). Light at import time: heavy libraries
-(torch, transformers, vllm, sentence-transformers) load on first use.
+- ``ablation``: one small model trained per source under a FLOPs budget, scored on the benchmark
+  dev text through the trainer -- :mod:`.ablation`.
+
+All produce a table that :func:`mixweave.data.utility_table.read_utility_table` reads (embedding
+and medu: ``source, benchmark, mean, std, ci_low, ci_high, n, n_unparseable``), and embedding and
+medu a cost report (tokens, FLOPs, wall time, and the FLOPs of training ablations over the same
+sources). Light at import time: heavy libraries (torch, transformers, vllm, sentence-transformers)
+load on first use.
 """
 
-from mixweave.mixers.utility.aggregate import TABLE_COLUMNS, aggregate_scores, bootstrap_ci, normalize_table
-from mixweave.mixers.utility.api import (
+from mixweave.utility.aggregate import TABLE_COLUMNS, aggregate_scores, bootstrap_ci, normalize_table
+from mixweave.utility.api import (
     METHODS,
     EmbeddingSettings,
     MeduSettings,
@@ -23,10 +27,10 @@ from mixweave.mixers.utility.api import (
     run_estimate,
     write_utility_outputs,
 )
-from mixweave.mixers.utility.backend import BACKENDS, Backend, Generation, LabelProbs, make_backend
-from mixweave.mixers.utility.cache import ResultCache
-from mixweave.mixers.utility.cost import ablation_comparison, inference_flops, training_flops
-from mixweave.mixers.utility.medu import (
+from mixweave.utility.backend import BACKENDS, Backend, Generation, LabelProbs, make_backend
+from mixweave.utility.cache import ResultCache
+from mixweave.utility.cost import ablation_comparison, inference_flops, training_flops
+from mixweave.utility.medu import (
     MODES,
     BackendError,
     MeduOptions,
@@ -35,9 +39,9 @@ from mixweave.mixers.utility.medu import (
     merge_plan,
     rate_documents,
 )
-from mixweave.mixers.utility.prompts import load_prompts
-from mixweave.mixers.utility.sampling import load_sampled_docs, sample_docs, sample_docs_spark
-from mixweave.mixers.utility.scoring import LABELS, SCORES, expected_score, parse_final_score
+from mixweave.utility.prompts import load_prompts
+from mixweave.utility.sampling import load_sampled_docs, sample_docs, sample_docs_spark
+from mixweave.utility.scoring import LABELS, SCORES, expected_score, parse_final_score
 
 __all__ = [
     "BACKENDS", "LABELS", "METHODS", "MODES", "SCORES", "TABLE_COLUMNS", "Backend", "BackendError",

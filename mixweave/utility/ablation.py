@@ -8,7 +8,7 @@ text (answer-token loss given the prompt, :mod:`mixweave.trainer.evaluate`).
 Utility = ``-loss`` (higher is better; UtiliMax's default per-benchmark min-max normalisation
 makes the scale irrelevant). ``std``: the standard deviation over seeds when more than one seed
 ran, else the standard error of the mean over the benchmark's examples. The result is what
-:mod:`mixweave.mixers.utility_table` reads: ``scores`` and ``std`` as wide DataFrames (index
+:mod:`mixweave.data.utility_table` reads: ``scores`` and ``std`` as wide DataFrames (index
 source, one column per benchmark) or ``long()`` (source, benchmark, score, std, loss, n),
 written to ``out_dir/utility.parquet``.
 

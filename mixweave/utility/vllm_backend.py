@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mixweave.errors import ConfigError
-from mixweave.mixers.utility.backend import (
+from mixweave.utility.backend import (
     Backend,
     Generation,
     LabelProbs,
@@ -29,7 +29,7 @@ from mixweave.mixers.utility.backend import (
     params_from_config,
     truncate_with_fast_tokenizer,
 )
-from mixweave.mixers.utility.scoring import LABELS
+from mixweave.utility.scoring import LABELS
 
 log = logging.getLogger(__name__)
 
