@@ -273,7 +273,7 @@ def test_ctrl_c_prints_one_line_and_no_traceback(tmp_path):
 def test_a_file_added_into_an_artifact_is_not_read(small_runs, tmp_path):
     import shutil
 
-    from mixweave.mixers.utility.sampling import resolve_docs_paths
+    from mixweave.utility.sampling import resolve_docs_paths
 
     _, _, _, two, _ = small_runs
     ingest = tmp_path / "ingest"
