@@ -135,7 +135,7 @@ def test_numbers_without_a_dot_are_numbers(tmp_path):
     config.write_text(f"sources: {{books: {{paths: ['{CORPUS}/books/*.jsonl']}}}}\n"
                       "mix: {method: temperature, budget_tokens: 2e9, params: {tau: 1e1}}\n")
     loaded = load_config(config)
-    assert loaded.mix.params == {"tau": 10.0} and loaded.mix.budget_tokens == 2e9
+    assert loaded.mix.params.tau == 10.0 and loaded.mix.budget_tokens == 2e9
 
 
 def test_source_seed_depends_on_the_name_only():

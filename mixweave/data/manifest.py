@@ -316,30 +316,46 @@ def clean_stale_temporaries(parent: Path, name: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_stage_dir(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder; on success it replaces ``final`` in one rename.
+def atomic_folder(final: str | os.PathLike, *, require: str | None = None) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it replaces ``final`` in one rename.
 
-    The caller writes its files and, last, its manifest (:func:`write_json_atomic`) into the
-    temporary folder. On an exception the temporary folder is removed and ``final`` is untouched.
+    The one place in mixweave that renames a folder into place (stage artifacts, nested export
+    folders, trainer checkpoints). ``require``: a file the folder must hold before it is committed
+    (a stage's manifest). On an exception the temporary folder is removed and ``final`` is untouched.
+    Cost: two renames and, when ``final`` existed, one ``rmtree`` of the old copy.
     """
+    final = Path(final)
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if require is not None and not (tmp / require).is_file():
+            raise RuntimeError(f"stage wrote no {require} into {tmp}")
+        if final.exists():
+            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_stage_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """The stage-commit helper: yield a temporary folder that replaces ``final`` in one rename once
+    the caller has written its files and, last, its manifest (:func:`write_json_atomic`).
+
+    Refuses a ``final`` that mixweave did not write, holds the parent folder's lock (one writer),
+    and clears temporaries a crashed run of this artifact left. The caller writes under the
+    temporary folder but must name ``final`` in every file: an output naming the temporary folder
+    is refused when the manifest lists it (:func:`list_output_files`)."""
     final = Path(final)
     refuse_foreign_folder(final)
     with hold_folder(final.parent):
         clean_stale_temporaries(final.parent, final.name)
-        tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"
-        tmp.mkdir()
-        try:
+        with atomic_folder(final, require=MANIFEST_NAME) as tmp:
             yield tmp
-            if not (tmp / MANIFEST_NAME).is_file():
-                raise RuntimeError(f"stage wrote no {MANIFEST_NAME} into {tmp}")
             refuse_foreign_folder(final)
-            if final.exists():
-                old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
-                os.replace(final, old)
-                os.replace(tmp, final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise

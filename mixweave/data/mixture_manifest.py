@@ -18,13 +18,12 @@ import functools
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mixweave.data.manifest import check_name
+from mixweave.data.manifest import check_name, write_text_atomic
 from mixweave.errors import InputError, ManifestError
 
 SCHEMA_VERSION = 1
@@ -266,25 +265,14 @@ def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
 
 
 def write_mixture_manifest(path: str | os.PathLike[str], manifest: Mapping[str, Any]) -> Path:
-    """Validate and write ``manifest`` atomically (temp file in the same folder + os.replace)."""
+    """Validate and write ``manifest`` atomically (:func:`~mixweave.data.manifest.write_text_atomic`)."""
     problems = manifest_problems(manifest)
     if problems:
         raise ManifestError(f"refusing to write an invalid mixture manifest to {path}: {problems[0]}"
                             + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = manifest_bytes(manifest)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(path, manifest_bytes(manifest).decode("utf-8"))
     return path
 
 

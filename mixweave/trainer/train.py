@@ -28,17 +28,16 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from mixweave.data.manifest import MANIFEST_NAME, build_manifest, fingerprint, write_json_atomic
+from mixweave.data.manifest import (MANIFEST_NAME, atomic_folder, build_manifest, fingerprint, write_json_atomic,
+                                    write_text_atomic)
 from mixweave.data.progress import Progress
 from mixweave.errors import ConfigError
 from mixweave.trainer.config import TrainConfig
@@ -125,17 +124,11 @@ def _save_checkpoint(out: Path, step: int, model: torch.nn.Module, opt: torch.op
     root = out / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
-    tmp = root / f".step-{step:07d}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    torch.save(model.state_dict(), tmp / "model.pt")
-    torch.save(opt.state_dict(), tmp / "optim.pt")
-    write_json_atomic(tmp / "meta.json", meta)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    latest = root / f".latest.tmp-{uuid.uuid4().hex[:8]}"
-    latest.write_text(final.name + "\n", encoding="utf-8")
-    os.replace(latest, root / "latest")
+    with atomic_folder(final) as tmp:
+        torch.save(model.state_dict(), tmp / "model.pt")
+        torch.save(opt.state_dict(), tmp / "optim.pt")
+        write_json_atomic(tmp / "meta.json", meta)
+    write_text_atomic(root / "latest", final.name + "\n")
     for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
