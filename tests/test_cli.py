@@ -87,5 +87,6 @@ def test_verify_missing_manifest(tmp_path):
 
 
 def test_click_usage_error_has_no_traceback():
-    result = mixweave("run")
-    assert result.returncode == 2 and "Traceback" not in result.stderr and "Missing argument" in result.stderr
+    result = mixweave("run", "--stage")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "requires an argument" in result.stderr
+    assert_one_line_error(mixweave("run"), "give the run config once")

@@ -7,7 +7,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from mixweave.corpus.cli import corpus
+from mixweave.cli.corpus import corpus
 from mixweave.corpus.fetch import FetchError, _run_client, find_cached, resolve_package
 from mixweave.corpus.packages import PACKAGES, PackageSpec
 from mixweave.errors import InputError, MixweaveError

@@ -463,7 +463,7 @@ def test_large_vocabulary_uses_four_byte_tokens(tmp_path):
 def test_export_cli_writes_each_format_under_out(inputs, tmp_path):
     from click.testing import CliRunner
 
-    from mixweave.pipeline.export.cli import export_command
+    from mixweave.cli.export import command as export_command
 
     result = CliRunner().invoke(export_command, ["--format", "megatron", "--format", "hf", "--pack",
                                                  str(inputs.pack_dir), "--mixture", str(inputs.mixture_path),
@@ -478,7 +478,7 @@ def test_export_cli_writes_each_format_under_out(inputs, tmp_path):
 def test_export_cli_global_batch_size_writes_whole_batches(inputs, tmp_path):
     from click.testing import CliRunner
 
-    from mixweave.pipeline.export.cli import export_command
+    from mixweave.cli.export import command as export_command
 
     result = CliRunner().invoke(export_command, ["--format", "olmo", "--pack", str(inputs.pack_dir), "--mixture",
                                                  str(inputs.mixture_path), "--out", str(tmp_path),

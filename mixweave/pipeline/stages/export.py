@@ -21,7 +21,7 @@ def export_options(e, fmt: str) -> dict:
 
 
 def run_export_stage(ctx: StageContext, tmp: Path) -> StageResult:
-    from .export import FORMATS, export
+    from ..export import FORMATS, export
 
     e = ctx.config.export
     wanted = list(FORMATS) if "all" in [f.lower() for f in e.formats] else list(dict.fromkeys(f.lower() for f in e.formats))

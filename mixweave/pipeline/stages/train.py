@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from ...config import to_plain
-from ...data.manifest import sha256_file
+from ...data.manifest import fingerprint, manifest_sha256, sha256_file
 from ..runner import Stage, StageContext, StageResult
 
 LOG = logging.getLogger(__name__)
@@ -20,8 +20,9 @@ def run_train_stage(ctx: StageContext, tmp: Path) -> StageResult:
     cfg = ctx.config.train
     if ctx.config.benchmarks and cfg.benchmarks is None:  # the run's benchmarks, unless train names its own
         cfg = dataclasses.replace(cfg, benchmarks=ctx.config.benchmarks)
-    work = ctx.out / "train.work"
-    result = train(ctx.artifact("pack"), ctx.artifact("mix") / "mixture.json", work, config=cfg)
+    mixture = ctx.artifact("mix") / "mixture.json"
+    work = train_work_folder(ctx.out / "train.work", cfg, mixture, ctx.artifact("pack"))
+    result = train(ctx.artifact("pack"), mixture, work, config=cfg)
     shutil.copytree(work, tmp, dirs_exist_ok=True)
     losses = [float(x) for x in result.losses]
     summary = {"steps": result.steps, "last_step": result.step, "finished": result.finished,
@@ -30,6 +31,19 @@ def run_train_stage(ctx: StageContext, tmp: Path) -> StageResult:
                "mfu": result.mfu, "resumed_from": result.resumed_from, "eval": result.eval}
     return StageResult(counts={"steps": result.step, "tokens_seen": result.tokens_seen},
                        timings={"tokens_per_s": round(result.tokens_per_s, 1)}, extra={"train": summary})
+
+
+def train_work_folder(root: Path, cfg, mixture: Path, pack: Path) -> Path:
+    """The folder a training run checkpoints into, one per (train config, mixture, pack): a killed run
+    resumes from it, while a changed config or mixture starts afresh instead of meeting another run's
+    checkpoints. Work folders of earlier configs (mixweave's own) are removed."""
+    key = fingerprint("train-work", 1, to_plain(cfg), {"mixture": sha256_file(mixture), "pack": manifest_sha256(pack)})
+    work = root / key[:16]
+    if root.is_dir():
+        for other in root.iterdir():
+            if other != work and other.is_dir():
+                shutil.rmtree(other)
+    return work
 
 
 STAGE = Stage("train", ("pack", "mix"), 1, lambda c: {"train": to_plain(c.train), "benchmarks": c.benchmarks},

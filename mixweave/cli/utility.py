@@ -1,6 +1,6 @@
 """``mixweave utility``: the utility table (source x benchmark) by embedding similarity or MEDU.
 
-Attach with ``cli.add_command(utility_command)``. Writes ``OUT/utility.parquet`` (+ csv),
+With ``--config`` it runs the utility stage of that run config. Otherwise it writes ``OUT/utility.parquet`` (+ csv),
 ``OUT/cost.json``, for MEDU ``OUT/ratings.parquet`` and ``OUT/descriptions.json``, and
 ``OUT/_manifest.json`` last. The MEDU rating cache lives next to OUT (``OUT.medu-cache.sqlite``)
 so a re-run after a crash only rates what is missing.
@@ -14,7 +14,8 @@ from typing import Any
 
 import click
 
-from mixweave.errors import ConfigError
+from ..errors import ConfigError
+from .common import config_options, load_run_config, refuse_flags_with_config, run_configured_stage
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def _backend_options(backend: str, o: dict[str, Any]) -> dict[str, Any]:
 
 
 @click.command("utility")
+@config_options
 @click.option("--method", type=click.Choice(["embedding", "medu", "table", "ablation"]), default="embedding",
               show_default=True, help="embedding similarity (CPU), MEDU (an LLM), table (an existing parquet/csv "
               "table, --table), or ablation (a small model trained per source under --flops-budget, on --pack).")
@@ -71,7 +73,7 @@ def _backend_options(backend: str, o: dict[str, Any]) -> dict[str, Any]:
 @click.option("--benchmarks", type=click.Path(dir_okay=False), help="benchmarks.jsonl.")
 @click.option("--table", "table_path", type=click.Path(dir_okay=False),
               help="[table] an existing utility table (long: source, benchmark, score|mean[, std]; or wide).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--out", type=click.Path(file_okay=False), help="Without --config: the output folder.")
 @click.option("--per-source", default="100", show_default=True, help="Docs sampled per source: N, 'all', or NAME=N,...")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--split", default="auto", show_default=True, help="Benchmark split ('auto': dev/validation if present).")
@@ -115,15 +117,31 @@ def _backend_options(backend: str, o: dict[str, Any]) -> dict[str, Any]:
 @click.option("--ablation-params", default=1e9, show_default=True, type=float,
               help="Ablation model size for the cost comparison.")
 @click.option("--ablation-tokens", type=float, help="Tokens per ablation run (default 20 x params).")
-def utility_command(**o: Any) -> None:
+def command(config_path, overrides, **o: Any) -> None:
     """Estimate the utility of each source for each benchmark (the table `mixweave mix` reads)."""
-    from mixweave.utility.api import run_estimate, table_result, write_utility_outputs
+    from ..utility.api import run_estimate, table_result, write_utility_outputs
 
+    refuse_flags_with_config(config_path, out=o["out"], docs=o["docs"], benchmarks=o["benchmarks"],
+                             table=o["table_path"], pack=o["pack_dir"])
+    if config_path:
+        import json
+
+        import pyarrow.parquet as pq
+
+        config = load_run_config(config_path, overrides)
+        if config.utility is None:
+            raise ConfigError(f"{config_path} has no utility section: add one (utility: {{method: embedding}})")
+        run_configured_stage(config, "utility", force=False)
+        folder = Path(config.out) / "utility"
+        _print_summary(pq.read_table(folder / "utility.parquet"), json.loads((folder / "cost.json").read_text()), folder)
+        return
+    if not o["out"]:
+        raise ConfigError("give --config CONFIG, or --out DIR with the method's inputs")
     out = Path(o["out"])
     if o["method"] == "ablation":
         if not (o["pack_dir"] and o["benchmarks"] and o["flops_budget"]):
             raise ConfigError("--method ablation needs --pack (a pack folder), --benchmarks and --flops-budget")
-        from mixweave.utility.ablation import ablation_utility
+        from ..utility.ablation import ablation_utility
 
         try:
             seeds = [int(x) for x in o["seeds"].split(",") if x.strip()]
@@ -136,14 +154,14 @@ def utility_command(**o: Any) -> None:
         result.cost.update({"method": "ablation", "runs": str(work)})
         write_utility_outputs(result, out, inputs={"pack": {"path": o["pack_dir"]},
                                                    "benchmarks": {"path": o["benchmarks"], "sha256": _sha(o["benchmarks"])}})
-        _print_summary(result, out)
+        _print_summary(result.table, result.cost, out)
         return
     if o["method"] == "table":
         if not o["table_path"]:
             raise ConfigError("--method table needs --table PATH (a parquet or csv utility table)")
         result = table_result(o["table_path"])
         write_utility_outputs(result, out, inputs={"table": {"path": o["table_path"], "sha256": _sha(o["table_path"])}})
-        _print_summary(result, out)
+        _print_summary(result.table, result.cost, out)
         return
     if not o["docs"] or not o["benchmarks"]:
         raise ConfigError(f"--method {o['method']} needs --docs (ingest output or files) and --benchmarks (benchmarks.jsonl)")
@@ -167,30 +185,30 @@ def utility_command(**o: Any) -> None:
                     "model_params": o["model_params"], "normalize": o["normalize"] or "none"}
     docs: Any = o["docs"]
     if o["master"]:
-        from mixweave.jobs.spark import get_spark
-        from mixweave.utility.sampling import sample_docs_spark
+        from ..jobs.spark import get_spark
+        from ..utility.sampling import sample_docs_spark
 
         docs = sample_docs_spark(get_spark(o["master"]), o["docs"], per_source, o["seed"])
     result = run_estimate(o["method"], docs, o["benchmarks"], **settings)
     inputs = {"benchmarks": {"path": str(o["benchmarks"]), "sha256": _sha(o["benchmarks"])},
               "docs": {"path": str(o["docs"])}}
     write_utility_outputs(result, out, inputs=inputs)
-    _print_summary(result, out)
+    _print_summary(result.table, result.cost, out)
 
 
 def _sha(path: str) -> str:
-    from mixweave.data.manifest import sha256_file
+    from ..data.manifest import sha256_file
 
     return sha256_file(path)
 
 
-def _print_summary(result: Any, out: Path) -> None:
-    t = result.table.to_pylist()
+def _print_summary(table: Any, cost: dict, out: Path) -> None:
+    t = table.to_pylist()
     click.echo(f"{'source':<16}{'benchmark':<18}{'mean':>8}{'95% CI':>18}{'n':>6}{'unparsed':>10}")
     for r in t:
         ci = f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]"
         click.echo(f"{r['source']:<16}{r['benchmark']:<18}{_f(r['mean']):>8}{ci:>18}{r['n']:>6}{r['n_unparseable']:>10}")
-    c = result.cost
+    c = cost
     fl = c.get("flops", {}).get("estimator")
     ab = c.get("ablation", {})
     click.echo(f"\ncost: {c['tokens']['in']:,} tokens in, {c['tokens']['out']:,} out "

@@ -1,16 +1,19 @@
-"""``mixweave train``: thin click wrapper over :func:`mixweave.trainer.train.train`."""
+"""``mixweave train``: the train stage of a run config, or :func:`mixweave.trainer.train.train` on given folders."""
 
 from __future__ import annotations
 
 import click
 
+from .common import config_options, load_run_config, refuse_flags_with_config, run_configured_stage
+
 
 @click.command("train")
-@click.option("--pack", "pack_dir", required=True, type=click.Path(exists=True, file_okay=False),
+@config_options
+@click.option("--pack", "pack_dir", type=click.Path(exists=True, file_okay=False),
               help="Pack artifact folder (windows + _manifest.json).")
-@click.option("--mixture", "mixture_path", required=True, type=click.Path(exists=True, dir_okay=False),
+@click.option("--mixture", "mixture_path", type=click.Path(exists=True, dir_okay=False),
               help="mixture.json written by `mixweave mix`.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Run folder: checkpoints/, metrics.jsonl, eval.json, _manifest.json.")
 @click.option("--depth", default=2, show_default=True, type=int, help="Model size dial (12 = GPT-2 small).")
 @click.option("--steps", default=None, type=int, help="Optimizer steps (default: exactly the mixture's budget).")
@@ -29,11 +32,22 @@ import click
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile (default: on CUDA).")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from OUT's latest checkpoint.")
-def train_command(pack_dir, mixture_path, out_dir, depth, steps, batch_size, grad_accum, lr, warmup_steps, seed,
+def command(config_path, overrides, pack_dir, mixture_path, out_dir, depth, steps, batch_size, grad_accum, lr, warmup_steps, seed,
                   benchmarks, holdout_windows, log_interval, eval_interval, checkpoint_interval, device, compile_,
                   resume):
     """Train the compact GPT on the mixture, reading mixture.json and the pack directly."""
-    from mixweave.trainer.train import train
+    from ..errors import ConfigError
+    from ..trainer.train import train
+
+    refuse_flags_with_config(config_path, pack=pack_dir, mixture=mixture_path, out=out_dir)
+    if config_path:  # the run's train section (change it with --set train.KEY=VALUE)
+        config = load_run_config(config_path, overrides)
+        if config.train is None:
+            raise ConfigError(f"{config_path} has no train section: add one (train: {{depth: 2, steps: 100}})")
+        run_configured_stage(config, "train", force=False)
+        return
+    if not (pack_dir and mixture_path and out_dir):
+        raise ConfigError("give --config CONFIG, or --pack, --mixture and --out")
 
     result = train(pack_dir, mixture_path, out_dir, depth=depth, steps=steps, batch_size=batch_size,
                    grad_accum=grad_accum, lr=lr, warmup_steps=warmup_steps, seed=seed, benchmarks=benchmarks,

@@ -1,4 +1,4 @@
-"""``mixweave export``: thin click wrapper over :func:`mixweave.pipeline.export.export`."""
+"""``mixweave export``: the export stage of a run config, or :func:`mixweave.pipeline.export.export` on given folders."""
 
 from __future__ import annotations
 
@@ -6,19 +6,21 @@ from pathlib import Path
 
 import click
 
-from mixweave.pipeline.export import FORMATS
+from ..pipeline.export import FORMATS
+from .common import config_options, load_run_config, refuse_flags_with_config, run_configured_stage
 
 
 @click.command("export")
-@click.option("--format", "formats", multiple=True, required=True,
+@config_options
+@click.option("--format", "formats", multiple=True,
               type=click.Choice([*FORMATS, "all"], case_sensitive=False),
-              help="Target format (repeatable, or 'all').")
-@click.option("--pack", "pack_dir", required=True, type=click.Path(exists=True, file_okay=False),
-              help="Pack artifact folder (windows + _manifest.json).")
-@click.option("--mixture", "mixture_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="mixture.json written by `mixweave mix`.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Export root: each format is written to OUT/<format>/.")
+              help="Target format (repeatable, or 'all'); with --config it replaces export.formats.")
+@click.option("--pack", "pack_dir", type=click.Path(exists=True, file_okay=False),
+              help="Without --config: pack artifact folder (windows + _manifest.json).")
+@click.option("--mixture", "mixture_path", type=click.Path(exists=True, dir_okay=False),
+              help="Without --config: mixture.json written by `mixweave mix`.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Without --config: export root; each format is written to OUT/<format>/.")
 @click.option("--path-prefix", default=None,
               help="How config files (blends, streams) name OUT/<format> (default: its absolute path).")
 @click.option("--mds-weighting", type=click.Choice(["choose", "proportion"]), default="choose", show_default=True,
@@ -29,10 +31,24 @@ from mixweave.pipeline.export import FORMATS
               help="OLMo-core / nanotron: sequences per optimizer step; counts are rounded to whole batches "
                    "and shared by weight so the trainer realises them exactly (default 1).")
 @click.option("--force", is_flag=True, help="Rewrite even when the export is up to date.")
-def export_command(formats, pack_dir, mixture_path, out_dir, path_prefix, mds_weighting, hf_materialize,
-                   global_batch_size, force):
+def command(config_path, overrides, formats, pack_dir, mixture_path, out_dir, path_prefix, mds_weighting,
+            hf_materialize, global_batch_size, force):
     """Export the pack + mixture to trainer-native files (Megatron, OLMo-core, MDS, HF, datatrove)."""
-    from mixweave.pipeline.export import export
+    from ..errors import ConfigError
+    from ..pipeline.export import export
+
+    refuse_flags_with_config(config_path, pack=pack_dir, mixture=mixture_path, out=out_dir, path_prefix=path_prefix)
+    if config_path:
+        extra = list(overrides) + ([f"export.formats=[{', '.join(formats)}]"] if formats else [])
+        config = load_run_config(config_path, extra)
+        if config.export is None:
+            raise ConfigError(f"{config_path} has no export section: add one (export: {{formats: [megatron]}}) "
+                              "or pass --format")
+        run_configured_stage(config, "export", force=force)
+        click.echo(f"exports: {Path(config.out) / 'export'}")
+        return
+    if not (formats and pack_dir and mixture_path and out_dir):
+        raise ConfigError("give --config CONFIG, or --format, --pack, --mixture and --out")
 
     lowered = [f.lower() for f in formats]
     wanted = list(FORMATS) if "all" in lowered else list(dict.fromkeys(lowered))

