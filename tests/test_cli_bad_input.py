@@ -158,7 +158,7 @@ def test_bad_request(case, tmp_path, capsys):
 
 
 def test_tampered_artifact_and_escaping_manifest(tmp_path, capsys):
-    from mixweave.config import parse_config
+    from mixweave.pipeline.config import parse_config
     from mixweave.pipeline.runner import Stage, StageResult, run_stages
 
     def produce(ctx, tmp):

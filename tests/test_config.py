@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from mixweave.config import apply_overrides, load_config, parse_config
+from mixweave.pipeline.config import apply_overrides, load_config, parse_config
 from mixweave.errors import ConfigError
 
 BASE = {"sources": {"web": {"paths": ["data/*.jsonl"]}}}

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mixweave.config import parse_config
+from mixweave.pipeline.config import parse_config
 from mixweave.data.manifest import read_manifest
 from mixweave.jobs.ingest import SourceSpec, run_ingest
 from mixweave.pipeline.runner import run_stages

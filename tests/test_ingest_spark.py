@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from mixweave.config import parse_config
+from mixweave.pipeline.config import parse_config
 from mixweave.data.manifest import read_manifest, verify_stage
 from mixweave.data.schema import DOCS_SCHEMA
 from mixweave.data.tokenizer import load_tokenizer

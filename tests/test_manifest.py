@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mixweave.config import parse_config
+from mixweave.pipeline.config import parse_config
 from mixweave.data.manifest import (
     MANIFEST_NAME,
     atomic_stage_dir,

@@ -18,7 +18,7 @@ import yaml
 from test_utility_openai import FaultServer
 
 from mixweave.cli import main
-from mixweave.config import load_config
+from mixweave.pipeline.config import load_config
 from mixweave.data.ingest import write_docs_file
 from mixweave.data.manifest import atomic_stage_dir, build_manifest, read_manifest, write_json_atomic
 from mixweave.pipeline.runner import StageContext, stage_fingerprint

@@ -18,7 +18,7 @@ def config_options(func: Callable) -> Callable:
 def load_run_config(config_path: str | None, overrides=(), master: str | None = None, out: str | None = None):
     """The run config of ``config_path`` (or an empty one) with ``--set``, ``--master`` and ``--out``
     applied, validated whole."""
-    from ..config import apply_overrides, load_raw, parse_config
+    from ..pipeline.config import apply_overrides, load_raw, parse_config
 
     raw = load_raw(config_path) if config_path else {}
     extra = list(overrides)

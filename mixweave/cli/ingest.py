@@ -24,7 +24,7 @@ from .common import config_options, load_run_config, print_reports, refuse_flags
 @click.option("--force", is_flag=True, help="Re-run even when the output is up to date.")
 def command(config_path, overrides, sources, out, text_field, id_field, tokenizer, max_doc_bytes, master, force):
     """Ingest sources: the ingest stage of --config, or the sources given with --source."""
-    from ..config import parse_config
+    from ..pipeline.config import parse_config
     from ..data.manifest import read_manifest
     from ..errors import ConfigError
     from ..pipeline.runner import run_stages

@@ -23,7 +23,7 @@ def command(config_path, overrides, stats_path, method, budget_tokens, max_epoch
     """Solve mixture weights and write mixture.json + a PNG chart."""
     import json
 
-    from ..config import parse_value
+    from ..pipeline.config import parse_value
     from ..errors import ConfigError
 
     if bool(config_path) == bool(stats_path):
@@ -59,7 +59,7 @@ def command(config_path, overrides, stats_path, method, budget_tokens, max_epoch
             stats = json.loads(Path(stats_path).read_text())
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read {stats_path} as JSON ({exc}); pass the stats.json of a count stage") from None
-        from ..config import from_dict
+        from ..data.typed import from_dict
         from ..mixers.params import METHOD_PARAMS, method_key
 
         if method_key(method) in METHOD_PARAMS:

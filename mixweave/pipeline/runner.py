@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import RunConfig
+from .config import RunConfig
 from ..data.manifest import (
     MANIFEST_NAME,
     atomic_stage_dir,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...config import to_plain
 from ...data.artifacts import docs_files_by_source
+from ...data.typed import to_plain
 from ..runner import Stage, StageContext, StageResult
 
 LOG = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ...config import to_plain
+from ...data.typed import to_plain
 from ..runner import Stage, StageContext, StageResult
 
 LOG = logging.getLogger(__name__)

@@ -6,7 +6,8 @@ import logging
 import os
 from pathlib import Path
 
-from ...config import RunConfig, to_plain
+from ...data.typed import to_plain
+from ..config import RunConfig
 from ..runner import Stage, StageContext, StageResult
 
 LOG = logging.getLogger(__name__)

@@ -13,11 +13,12 @@ import logging
 import os
 from pathlib import Path
 
-from ...config import RunConfig, to_plain
 from ...data.artifacts import load_stats
 from ...data.manifest import sha256_file
+from ...data.typed import to_plain
 from ...data.windows import windows_info
 from ...errors import ConfigError
+from ..config import RunConfig
 from ..runner import Stage, StageContext, StageResult
 
 LOG = logging.getLogger(__name__)

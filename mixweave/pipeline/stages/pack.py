@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ...config import to_plain
 from ...data.artifacts import load_embeddings, load_knn, read_source_texts
 from ...data.manifest import require_manifest, write_json_atomic
 from ...data.progress import Progress
+from ...data.typed import to_plain
 from ...data.windows import windows_section, write_windows_files
 from ...errors import ConfigError
 from ..runner import Stage, StageContext, StageResult

@@ -7,8 +7,8 @@ import logging
 import shutil
 from pathlib import Path
 
-from ...config import to_plain
 from ...data.manifest import fingerprint, manifest_sha256, sha256_file
+from ...data.typed import to_plain
 from ..runner import Stage, StageContext, StageResult
 
 LOG = logging.getLogger(__name__)

@@ -28,9 +28,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ...config import RunConfig, to_plain
 from ...data.artifacts import docs_files_by_source
 from ...data.manifest import require_manifest, sha256_file
+from ...data.typed import to_plain
+from ..config import RunConfig
 from ..runner import Stage, StageContext, StageResult
 
 LOG = logging.getLogger(__name__)

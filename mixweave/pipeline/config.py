@@ -1,4 +1,11 @@
-"""Run configuration: one YAML file parsed into frozen, keyword-only dataclasses.
+"""Run configuration: one YAML file parsed into the run config composed of each component's config.
+
+Each component's frozen, keyword-only config sits beside its code and checks itself
+(``SparkConfig``/``SourceConfig``/``IngestConfig`` in ``jobs/``, ``TokenizerConfig`` in ``data/``,
+``OrderConfig`` in ``retrieval/``, ``MixConfig`` in ``mixers/``, ``ExportConfig`` in
+``pipeline/export/``, ``TrainConfig`` in ``trainer/``); :class:`RunConfig` composes them, and
+:func:`parse_config` adds the checks that span sections, so one YAML file is validated whole before
+any stage runs.
 
 Unknown keys, missing required keys and values of the wrong type fail at load time with a
 :class:`~mixweave.errors.ConfigError` that names the key (as a dotted path) and the fix.
@@ -18,15 +25,15 @@ from typing import Any, Mapping
 
 import yaml
 
-from .data.manifest import check_name
-from .data.tokenizer import TokenizerConfig
-from .jobs.config import IngestConfig, SourceConfig, SparkConfig
-from .mixers.config import MixConfig
-from .pipeline.export.config import ExportConfig
-from .retrieval.config import OrderConfig
-from .trainer.config import TrainConfig
-from .data.typed import _type_name, from_dict, to_plain  # noqa: F401 - re-exported for callers
-from .errors import ConfigError
+from ..data.manifest import check_name
+from ..data.tokenizer import TokenizerConfig
+from ..data.typed import from_dict, to_plain
+from ..errors import ConfigError
+from ..jobs.config import IngestConfig, SourceConfig, SparkConfig
+from ..mixers.config import MixConfig
+from ..retrieval.config import OrderConfig
+from ..trainer.config import TrainConfig
+from .export.config import ExportConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -197,7 +204,7 @@ def _check_utility_settings(config: RunConfig) -> None:
     """utility.settings checked against the settings class of its method, before any stage runs."""
     if config.utility is None or config.utility.method == "table":
         return
-    from .utility.api import EmbeddingSettings, MeduSettings
+    from ..utility.api import EmbeddingSettings, MeduSettings
 
     cls = EmbeddingSettings if config.utility.method == "embedding" else MeduSettings
     set_by_stage = {"per_source", "seed", "encoder", "top_k", "max_tokens", "backend", "model", "mode", "cache"}
