@@ -12,9 +12,27 @@ import dataclasses
 import math
 import types
 import typing
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from ..errors import ConfigError
+
+#: names listed in one error message before "and N more"
+MAX_NAMES_IN_MESSAGE = 8
+
+
+def name_list(names: Sequence[str]) -> str:
+    """'a, b, c' or 'a, b, ... and 12 more' for error messages."""
+    names = list(names)
+    if len(names) <= MAX_NAMES_IN_MESSAGE:
+        return ", ".join(names)
+    return ", ".join(names[:MAX_NAMES_IN_MESSAGE]) + f" and {len(names) - MAX_NAMES_IN_MESSAGE} more"
+
+
+def is_number(x: Any) -> bool:
+    """A real number that is not a bool (numpy scalars included)."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
 
 
 def to_plain(value: Any) -> Any:

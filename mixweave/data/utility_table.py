@@ -25,25 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from mixweave.data.typed import is_number, name_list
 from mixweave.errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
-
-_MAX_NAMES = 8
-
-
-def _name_list(names: Sequence[str]) -> str:
-    """'a, b, c' or 'a, b, ... and 12 more' for error messages."""
-    names = list(names)
-    if len(names) <= _MAX_NAMES:
-        return ", ".join(names)
-    return ", ".join(names[:_MAX_NAMES]) + f" and {len(names) - _MAX_NAMES} more"
-
-
-def _is_number(x: Any) -> bool:
-    """A real number that is not a bool (numpy scalars included)."""
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
-
 
 @dataclass(frozen=True)
 class UtilityTable:
@@ -58,11 +43,11 @@ class UtilityTable:
         """The rows for ``names``, in that order. Missing sources raise; extra ones are dropped."""
         missing = [n for n in names if n not in self.sources]
         if missing:
-            raise InputError(f"the utility table has no scores for sources {_name_list(missing)}; "
+            raise InputError(f"the utility table has no scores for sources {name_list(missing)}; "
                              "re-run the utility stage for them or drop them from the mixture")
         extra = [s for s in self.sources if s not in set(names)]
         if extra:
-            logger.warning("utility table: ignoring sources not in the mixture: %s", _name_list(extra))
+            logger.warning("utility table: ignoring sources not in the mixture: %s", name_list(extra))
         rows = [self.sources.index(n) for n in names]
         return UtilityTable(tuple(names), self.benchmarks, self.scores[rows],
                             None if self.std is None else self.std[rows])
@@ -82,11 +67,11 @@ def _check_finite(table: UtilityTable, what: str = "scores") -> None:
     for label, arr in arrays:
         bad = [f"{table.sources[i]}/{table.benchmarks[j]}" for i, j in zip(*np.nonzero(~np.isfinite(arr)))]
         if bad:
-            raise InputError(f"utility {label} is missing, NaN or infinite for {_name_list(bad)} "
+            raise InputError(f"utility {label} is missing, NaN or infinite for {name_list(bad)} "
                              "(source/benchmark); re-run the utility stage for them or drop them")
     if table.std is not None and np.any(table.std < 0):
         bad = [f"{table.sources[i]}/{table.benchmarks[j]}" for i, j in zip(*np.nonzero(table.std < 0))]
-        raise InputError(f"utility std is negative for {_name_list(bad)} (source/benchmark)")
+        raise InputError(f"utility std is negative for {name_list(bad)} (source/benchmark)")
 
 
 def _from_mapping(scores: Mapping[str, Mapping[str, Any]], label: str = "utility") -> UtilityTable:
@@ -104,13 +89,13 @@ def _from_mapping(scores: Mapping[str, Mapping[str, Any]], label: str = "utility
         raise InputError(f"the {label} table names no benchmarks")
     missing = [f"{s}/{b}" for s, row in scores.items() for b in benchmarks if b not in row]
     if missing:
-        raise InputError(f"the {label} table is missing source/benchmark cells {_name_list(missing)}; "
+        raise InputError(f"the {label} table is missing source/benchmark cells {name_list(missing)}; "
                          "score every source on every benchmark or drop the benchmark")
     values = np.empty((len(sources), len(benchmarks)))
     for i, row in enumerate(scores.values()):
         for j, b in enumerate(benchmarks):
             v = row[b]
-            values[i, j] = float(v) if _is_number(v) else math.nan
+            values[i, j] = float(v) if is_number(v) else math.nan
     return UtilityTable(sources, tuple(benchmarks), values)
 
 
@@ -122,7 +107,7 @@ def _long_frame_to_mappings(df: Any) -> tuple[dict, dict | None]:
     dup = df.duplicated(subset=["source", "benchmark"], keep=False)
     if dup.any():
         pairs = sorted({f"{s}/{b}" for s, b in df.loc[dup, ["source", "benchmark"]].itertuples(index=False)})
-        raise InputError(f"the utility table has duplicate rows for {_name_list(pairs)} "
+        raise InputError(f"the utility table has duplicate rows for {name_list(pairs)} "
                          "(source/benchmark); aggregate them first (e.g. mean over documents)")
     scores: dict[str, dict[str, Any]] = {}
     std: dict[str, dict[str, Any]] | None = {} if "std" in df.columns else None
@@ -170,7 +155,7 @@ def _with_std(table: UtilityTable, std: UtilityTable) -> UtilityTable:
     missing = [f"{s}/{b}" for s in table.sources for b in table.benchmarks
                if s not in std.sources or b not in std.benchmarks]
     if missing:
-        raise InputError(f"the utility std table is missing source/benchmark cells {_name_list(missing)}; "
+        raise InputError(f"the utility std table is missing source/benchmark cells {name_list(missing)}; "
                          "give a std for every score or leave the std table out")
     rows = [std.sources.index(s) for s in table.sources]
     cols = [std.benchmarks.index(b) for b in table.benchmarks]

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from mixweave.data.typed import MAX_NAMES_IN_MESSAGE, is_number, name_list  # noqa: F401 - used across mixers
 from mixweave.errors import ConfigError, InputError
 
 #: Values of :attr:`Mixture.binding`: which constraint decides a source's weight.
@@ -32,7 +33,6 @@ CAP_RTOL = 1e-7
 #: Weights below this are reported as pinned at zero by the non-negativity constraint.
 ZERO_WEIGHT = 1e-9
 #: How many names an error message lists before it says "and N more".
-MAX_NAMES_IN_MESSAGE = 8
 
 
 @dataclass(frozen=True)
@@ -162,24 +162,11 @@ class Mixture:
         return tuple(self.weights)
 
 
-def name_list(names: Sequence[str]) -> str:
-    """'a, b, c' or 'a, b, ... and 12 more' for error messages."""
-    names = list(names)
-    if len(names) <= MAX_NAMES_IN_MESSAGE:
-        return ", ".join(names)
-    return ", ".join(names[:MAX_NAMES_IN_MESSAGE]) + f" and {len(names) - MAX_NAMES_IN_MESSAGE} more"
-
-
 def fmt_tokens(x: float) -> str:
     """12,345,678 for integral token counts, 3 significant decimals otherwise."""
     if math.isfinite(x) and abs(x - round(x)) < 1e-6 * max(1.0, abs(x)):
         return f"{int(round(x)):,}"
     return f"{x:,.3f}"
-
-
-def is_number(x: Any) -> bool:
-    """A real number that is not a bool (numpy scalars included)."""
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
 
 
 def _n_tokens_of(name: str, spec: Any) -> tuple[Any, int | None, tuple[str, ...]]:

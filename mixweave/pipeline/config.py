@@ -58,7 +58,7 @@ class UtilityConfig:
     mode: str = "generate"
     """[medu] generate (free text ending in 'Final Score: <label>') | logprob (one forward pass)."""
     settings: dict[str, Any] = field(default_factory=dict)
-    """Further MEDU/embedding settings (see mixweave.mixers.utility.api), e.g. {backend_options: {base_url: ...}}."""
+    """Further MEDU/embedding settings (see mixweave.utility.api), e.g. {backend_options: {base_url: ...}}."""
 
     def __post_init__(self) -> None:
         if self.method not in ("embedding", "medu", "table"):

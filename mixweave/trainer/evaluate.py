@@ -22,7 +22,6 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
-from mixweave.data.benchmarks import load_benchmarks  # noqa: F401  (trainer.train imports it from here)
 from mixweave.errors import InputError
 
 log = logging.getLogger(__name__)

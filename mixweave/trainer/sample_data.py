@@ -157,7 +157,9 @@ def build_sample_inputs(out_dir: str | Path, *, seq_len: int = 64, plus_one: boo
         texts = _corpus_texts(Path(corpus_dir), max_chars_per_source, sources)
         bench_file = Path(corpus_dir) / "benchmarks.jsonl"
         if bench_file.is_file():
-            bench = [json.loads(line) for line in bench_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+            from mixweave.data.benchmarks import read_benchmark_records
+
+            bench = list(read_benchmark_records(bench_file).records)
     if not texts:
         texts, bench = _stdlib_texts(max_chars_per_source)
     if vocab_size is None:

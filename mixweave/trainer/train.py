@@ -217,7 +217,8 @@ def train_plan(plan: MixturePlan, pack_dir: str | Path, out_dir: str | Path, cfg
 
     examples = []
     if cfg.benchmarks:
-        from mixweave.trainer.evaluate import load_benchmarks, tokenize_examples, tokenizer_from_info
+        from mixweave.data.benchmarks import load_benchmarks
+        from mixweave.trainer.evaluate import tokenize_examples, tokenizer_from_info
 
         records = load_benchmarks(cfg.benchmarks, cfg.benchmark_split)
         examples = tokenize_examples(records, tokenizer_from_info(plan.tokenizer), plan.seq_len,

@@ -1,6 +1,6 @@
 """The ``utility`` stage: a source x benchmark utility table for UtiliMax / weakest-link.
 
-Thin wrapper over :mod:`mixweave.mixers.utility`: documents come from the ingest artifact
+Thin wrapper over :mod:`mixweave.utility`: documents come from the ingest artifact
 (sampled per source with seeded hash keys, so the sample does not depend on partitioning),
 benchmarks from ``benchmarks:``. ``method: table`` adopts an existing table instead. MEDU's rating
 cache lives beside the stage folder (``utility.medu-cache.sqlite``) so a crashed run resumes.
@@ -54,7 +54,7 @@ def utility_inputs(config: RunConfig) -> tuple[str, ...]:
 
 # -- vectors from the embed artifact ----------------------------------------------------------------
 def embed_vectors(ingest_dir: Path, embed_dir: Path):
-    """A ``doc_vectors`` function for :func:`~mixweave.mixers.utility.api.run_estimate`: the rows of
+    """A ``doc_vectors`` function for :func:`~mixweave.utility.api.run_estimate`: the rows of
     the embed artifact for the sampled documents, or None (encode them) when the artifact does not
     line up with the ingest documents."""
 
