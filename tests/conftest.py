@@ -1,9 +1,26 @@
-"""Shared fixtures: one local[2] Spark session per test run, offline model settings, data paths."""
+"""Shared fixtures: one local[2] Spark session per test run, offline model settings, data paths,
+and the two pipeline runs that the slow tests share (each made once per test session):
+
+* ``small_runs`` -- three 30-document sources (books, code, web) of the fixture corpus, run in
+  process through ``mix`` (``reference``), plus the same without books through ``mix`` (``two``).
+  tests/test_e2e.py compares every CLI run (local[1], crash + resume, SIGKILL + rerun, a standalone
+  cluster) against ``reference``; tests/test_hardening.py compares ``two`` with ``reference`` and
+  edits copies of ``two``.
+* ``full_run`` -- all nine fixture sources through every stage: utility (embedding), UtiliMax,
+  Megatron and MDS exports and a 3-step training run. tests/test_pipeline_spark.py checks every
+  stage; tests/test_run_exports.py reuses it up to ``pack`` (its own UniMax ``mix`` and all-format
+  ``export`` go to its own folders through ``overrides``) and reads the exports with each
+  trainer's library.
+
+Tests must not change these folders (copy them, or write through ``overrides`` to a tmp folder).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import types
 from pathlib import Path
 
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -17,6 +34,9 @@ import pytest  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 CORPUS = DATA / "corpus"
+
+#: the full run's window length (tests/test_pipeline_spark.py, tests/test_run_exports.py)
+FULL_SEQ_LEN = 256
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +57,87 @@ def spark():
 @pytest.fixture(scope="session")
 def corpus_dir() -> Path:
     return CORPUS
+
+
+# ------------------------------------------------------------------------------- the small runs
+def write_subset(root: Path, source: str, n: int, *, short: bool = False) -> str:
+    """The first ``n`` documents of a fixture source (or ``n`` one-word documents) as one jsonl
+    under ``root/source``; returns its glob."""
+    folder = root / source
+    folder.mkdir(parents=True, exist_ok=True)
+    lines: list[str] = []
+    for path in sorted((CORPUS / source).glob("*.jsonl")) if not short else []:
+        lines.extend(path.read_text().splitlines())
+    records = [json.dumps({"id": f"{source}-{i}", "text": "word"}) for i in range(n)] if short else lines[:n]
+    (folder / "part.jsonl").write_text("\n".join(records) + "\n")
+    return str(folder / "*.jsonl")
+
+
+def small_config_data(out: Path, sources: dict[str, str], **extra) -> dict:
+    """The small runs' settings as plain data (``mixweave run`` reads the same as YAML)."""
+    data = {"out": str(out), "seed": 5, "sources": {n: {"paths": [g]} for n, g in sources.items()},
+            "order": {"k": 4, "seq_len": 128, "max_tokens": 32, "batch_size": 64},
+            "mix": {"method": "unimax", "max_epochs": 4}}
+    data.update(extra)
+    return data
+
+
+def small_config(out: Path, sources: dict[str, str], **extra):
+    from mixweave.pipeline.config import parse_config
+
+    return parse_config(small_config_data(out, sources, **extra))
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory):
+    """The small runs' input: books, code and web, 30 documents each (name -> glob)."""
+    data = tmp_path_factory.mktemp("small_corpus")
+    return types.SimpleNamespace(data=data, globs={name: write_subset(data, name, 30) for name in ("books", "code", "web")},
+                                 config_data=small_config_data)
+
+
+@pytest.fixture(scope="session")
+def small_runs(spark, small_corpus, tmp_path_factory):
+    """``reference``: books + code + web (30 documents each) through mix; ``two``: code + web."""
+    from mixweave.pipeline.runner import run_stages
+    from mixweave.pipeline.stages import build_stages
+
+    root = tmp_path_factory.mktemp("small_runs")
+    data, globs = small_corpus.data, small_corpus.globs
+    reference = root / "reference"
+    run_stages(build_stages(), small_config(reference, globs))
+    two = root / "two"
+    run_stages(build_stages(), small_config(two, {"code": globs["code"], "web": globs["web"]}), wanted=["mix"])
+    return types.SimpleNamespace(root=root, data=data, globs=globs, reference=reference, two=two,
+                                 config=small_config, config_data=small_config_data, subset=write_subset)
+
+
+# -------------------------------------------------------------------------------- the full run
+def full_config(out: Path, **extra):
+    """Every fixture source through every stage (utility, UtiliMax, Megatron + MDS exports, training)."""
+    from mixweave.pipeline.config import parse_config
+
+    sources = {d.name: {"paths": [str(d / "*.jsonl")]} for d in sorted(CORPUS.iterdir()) if d.is_dir()}
+    data = {
+        "out": str(out), "seed": 3, "sources": sources,
+        "order": {"k": 8, "seq_len": FULL_SEQ_LEN, "max_tokens": 64, "batch_size": 64},
+        "benchmarks": str(CORPUS / "benchmarks.jsonl"),
+        "utility": {"method": "embedding", "per_source": 8, "max_tokens": 64},
+        "mix": {"method": "utilimax", "max_epochs": 4},
+        "export": {"formats": ["megatron", "mds"]},
+        "train": {"depth": 1, "steps": 3, "batch_size": 2, "log_interval": 1},
+    }
+    data.update(extra)
+    return parse_config(data)
+
+
+@pytest.fixture(scope="session")
+def full_run(spark, tmp_path_factory):
+    from mixweave.pipeline.runner import run_stages
+    from mixweave.pipeline.stages import build_stages
+
+    out = tmp_path_factory.mktemp("full_run") / "run"
+    config = full_config(out)
+    reports = run_stages(build_stages(), config)
+    return types.SimpleNamespace(out=out, config=config, reports=reports, corpus_dir=CORPUS, seq_len=FULL_SEQ_LEN,
+                                 config_for=full_config)

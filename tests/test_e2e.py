@@ -1,44 +1,51 @@
 """End to end through the CLI in subprocesses: crash and resume, determinism, a real Spark cluster.
 
-Every test runs ``mixweave run`` on three sources of the real fixture corpus with small settings,
-and compares artifacts by the sha256 lists of their manifests.
+Every scenario runs ``mixweave run`` on the small runs' three 30-document sources (tests/conftest.py,
+``small_corpus``) with the same settings, and compares artifacts by the sha256 lists of their
+manifests against the session's ``reference`` run of that config (``small_runs``: in process, on
+local[2]). Crash scenarios start from a copy of the reference's stages before the one they break.
+
+The scenarios are independent processes, each in its own folder, so the module starts them all at
+once (the ones that need the reference as soon as it exists) and each test waits for its own and
+checks it: the suite waits for the slowest scenario, not for their sum.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import types
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from mixweave.data.manifest import read_manifest
 
-pytestmark = [pytest.mark.spark, pytest.mark.slow]
+pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).parents[1]
-CORPUS = ROOT / "tests" / "data" / "corpus"
 STAGES = ("ingest", "count", "embed", "knn", "dedup", "order", "pack", "mix")
 
 
-def write_config(path: Path, out: Path, master: str = "local[2]") -> Path:
-    path.write_text(
-        f"""out: {out}
-seed: 1
-spark: {{master: "{master}", driver_memory: 1g}}
-sources:
-  code:  {{paths: ["{CORPUS}/code/*.jsonl"]}}
-  books: {{paths: ["{CORPUS}/books/*.jsonl"]}}
-  web:   {{paths: ["{CORPUS}/web/*.jsonl"]}}
-order: {{k: 5, max_tokens: 64, batch_size: 64, seq_len: 128}}
-mix: {{method: unimax, max_epochs: 2}}
-"""
-    )
-    return path
+def write_config(corpus, work: Path, master: str = "local[2]") -> Path:
+    """The reference's config as YAML (JSON is YAML) with ``spark.master``, writing to ``work/out``."""
+    work.mkdir(parents=True, exist_ok=True)
+    data = corpus.config_data(work / "out", corpus.globs, spark={"master": master, "driver_memory": "1g"})
+    (work / "c.yaml").write_text(json.dumps(data, indent=1))
+    return work / "c.yaml"
+
+
+def copy_stages(reference: Path, out: Path, stages: tuple[str, ...]) -> None:
+    """The reference's finished ``stages`` into ``out``: a later run skips them (same fingerprints)."""
+    for stage in stages:
+        shutil.copytree(reference / stage, out / stage)
 
 
 def env(**extra: str) -> dict:
@@ -58,97 +65,83 @@ def fingerprints(out: Path) -> dict:
     return {stage: read_manifest(out / stage)["files"] for stage in STAGES}
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("reference")
-    result = mixweave_run(write_config(tmp / "c.yaml", tmp / "out"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "report:" in result.stdout
-    return tmp / "out"
-
-
-def test_local1_equals_local2(reference, tmp_path):
-    result = mixweave_run(write_config(tmp_path / "c.yaml", tmp_path / "out", master="local[1]"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert fingerprints(tmp_path / "out") == fingerprints(reference)
-    assert (tmp_path / "out/mix/mixture.json").read_bytes() == (reference / "mix/mixture.json").read_bytes()
-
-
-def test_fault_injection_then_resume_is_identical(reference, tmp_path):
-    config = write_config(tmp_path / "c.yaml", tmp_path / "out")
-    crashed = mixweave_run(config, MIXWEAVE_FAULT="pack:before_manifest")
-    assert crashed.returncode == 77, crashed.stderr[-2000:]
-    out = tmp_path / "out"
-    assert read_manifest(out / "order") is not None  # earlier stages completed
-    assert not (out / "pack").exists() and not (out / "mix").exists()  # no partial artifact exposed
-    resumed = mixweave_run(config)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "order      skipped" in resumed.stderr and "pack       ran" in resumed.stderr
-    assert fingerprints(out) == fingerprints(reference)
-    assert not list(out.glob(".*.tmp-*"))
-
-
-def test_sigkill_mid_run_then_rerun_is_identical(reference, tmp_path):
-    config = write_config(tmp_path / "c.yaml", tmp_path / "out")
-    out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "mixweave.cli", "run", str(config)], env=env(), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline and not list(out.glob(".embed.tmp-*")):  # killed while embedding
-            time.sleep(0.2)
-        assert list(out.glob(".embed.tmp-*")), "the run never reached the embed stage"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == -signal.SIGKILL
-    assert read_manifest(out / "ingest") is not None
-    assert not (out / "embed").exists()  # the half-done stage is invisible
-    rerun = mixweave_run(config)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert fingerprints(out) == fingerprints(reference)
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def test_standalone_cluster_equals_local(reference, tmp_path):
+# ---------------------------------------------------------------------------------- the scenarios
+# Each returns what its test checks; none asserts, so a failure is reported by the test it belongs to.
+
+
+def local1(corpus, work: Path):
+    return types.SimpleNamespace(out=work / "out", result=mixweave_run(write_config(corpus, work, master="local[1]")))
+
+
+def fault_then_resume(corpus, work: Path, reference: Path):
+    config, out = write_config(corpus, work), work / "out"
+    copy_stages(reference, out, STAGES[:STAGES.index("pack")])  # ingest .. order done
+    crashed = mixweave_run(config, MIXWEAVE_FAULT="pack:before_manifest")
+    after_crash = {"order": read_manifest(out / "order") is not None, "pack": (out / "pack").exists(),
+                   "mix": (out / "mix").exists()}
+    return types.SimpleNamespace(out=out, crashed=crashed, after_crash=after_crash, resumed=mixweave_run(config))
+
+
+def sigkill_then_rerun(corpus, work: Path, reference: Path):
+    config, out = write_config(corpus, work), work / "out"
+    copy_stages(reference, out, ("ingest",))
+    proc = subprocess.Popen([sys.executable, "-m", "mixweave.cli", "run", str(config)], env=env(), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not list(out.glob(".embed.tmp-*")) and proc.poll() is None:
+            time.sleep(0.1)  # killed while embedding
+        reached_embed = bool(list(out.glob(".embed.tmp-*")))
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    after_kill = {"reached_embed": reached_embed, "returncode": proc.returncode,
+                  "ingest": read_manifest(out / "ingest") is not None, "embed": (out / "embed").exists()}
+    return types.SimpleNamespace(out=out, after_kill=after_kill, rerun=mixweave_run(config))
+
+
+def standalone_cluster(corpus, work: Path):
     """A real Spark standalone master and worker on loopback, started with the classes pyspark ships."""
     import pyspark
 
     spark_home = Path(pyspark.__file__).parent
     spark_class = spark_home / "bin" / "spark-class"
     port = _free_port()
-    cluster_env = env(SPARK_HOME=str(spark_home), SPARK_LOG_DIR=str(tmp_path / "logs"),
-                      SPARK_WORKER_DIR=str(tmp_path / "work"), SPARK_NO_DAEMONIZE="1")
-    logs = open(tmp_path / "cluster.log", "w")
+    work.mkdir(parents=True, exist_ok=True)
+    cluster_env = env(SPARK_HOME=str(spark_home), SPARK_LOG_DIR=str(work / "logs"),
+                      SPARK_WORKER_DIR=str(work / "work"), SPARK_NO_DAEMONIZE="1")
+    log_path = work / "cluster.log"
+    logs = open(log_path, "w")  # noqa: SIM115 - closed in the finally below
     master = subprocess.Popen([str(spark_class), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
                                "--port", str(port), "--webui-port", str(_free_port())],
                               env=cluster_env, stdout=logs, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                               start_new_session=True)
     worker = None
     try:
-        deadline = time.time() + 90
+        deadline = time.time() + 180
         while time.time() < deadline:
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     break
             time.sleep(0.5)
         else:
-            pytest.fail("the Spark master did not start: " + (tmp_path / "cluster.log").read_text()[-2000:])
+            return types.SimpleNamespace(master_started=False, log=log_path.read_text()[-2000:], result=None, out=None)
         worker = subprocess.Popen([str(spark_class), "org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}",
                                    "--host", "127.0.0.1", "--cores", "2", "--memory", "2g", "--webui-port", str(_free_port())],
                                   env=cluster_env, stdout=logs, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   start_new_session=True)
-        result = mixweave_run(write_config(tmp_path / "c.yaml", tmp_path / "out", master=f"spark://127.0.0.1:{port}"))
-        assert result.returncode == 0, result.stderr[-3000:] + (tmp_path / "cluster.log").read_text()[-2000:]
-        assert fingerprints(tmp_path / "out") == fingerprints(reference)
+        result = mixweave_run(write_config(corpus, work, master=f"spark://127.0.0.1:{port}"))
+        return types.SimpleNamespace(master_started=True, log=log_path.read_text()[-2000:], result=result,
+                                     out=work / "out")
     finally:
         for proc in (worker, master):
             if proc is not None and proc.poll() is None:
@@ -160,19 +153,81 @@ def test_standalone_cluster_equals_local(reference, tmp_path):
         logs.close()
 
 
-def test_runs_under_spark_submit(tmp_path):
+def spark_submit(corpus, work: Path):
     """spark-submit needs a .py entry file (mixweave/submit.py); its --master wins over ours."""
     import pyspark
 
-    spark_submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+    work.mkdir(parents=True, exist_ok=True)
+    spark_submit_bin = Path(pyspark.__file__).parent / "bin" / "spark-submit"
     entry = subprocess.run([sys.executable, "-m", "mixweave.submit", "--path"], capture_output=True, text=True,
                            check=True).stdout.strip()
     result = subprocess.run(
-        [str(spark_submit), "--master", "local[1]", "--conf", "spark.ui.enabled=false", entry, "-v", "ingest",
-         "--source", f"books={CORPUS}/books/*.jsonl", "--out", str(tmp_path / "ingest")],
-        capture_output=True, text=True, env=env(), timeout=300, stdin=subprocess.DEVNULL, cwd=tmp_path,
+        [str(spark_submit_bin), "--master", "local[1]", "--conf", "spark.ui.enabled=false", entry, "-v", "ingest",
+         "--source", f"books={corpus.globs['books']}", "--out", str(work / "ingest")],
+        capture_output=True, text=True, env=env(), timeout=300, stdin=subprocess.DEVNULL, cwd=work,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    manifest = read_manifest(tmp_path / "ingest")
+    return types.SimpleNamespace(result=result, out=work / "ingest")
+
+
+@pytest.fixture(scope="module")
+def scenarios(request, small_corpus, tmp_path_factory):
+    """Every scenario started at once: those that only need the input first, then the in-process
+    reference is built (``small_runs``) while they run, then the two that copy from it."""
+    import pyspark.sql  # noqa: F401 - imported here once: a first import racing in two threads fails
+
+    root = tmp_path_factory.mktemp("e2e")
+    corpus = small_corpus
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        started = {"local1": pool.submit(local1, corpus, root / "local1"),
+                   "standalone": pool.submit(standalone_cluster, corpus, root / "standalone"),
+                   "submit": pool.submit(spark_submit, corpus, root / "submit")}
+        reference = request.getfixturevalue("small_runs").reference
+        started["fault"] = pool.submit(fault_then_resume, corpus, root / "fault", reference)
+        started["sigkill"] = pool.submit(sigkill_then_rerun, corpus, root / "sigkill", reference)
+        yield types.SimpleNamespace(reference=reference, **started)
+
+
+# ------------------------------------------------------------------------------------------ tests
+def test_local1_equals_local2(scenarios):
+    run = scenarios.local1.result()
+    assert run.result.returncode == 0, run.result.stderr[-3000:]
+    assert "report:" in run.result.stdout and (run.out / "report.html").is_file()
+    assert fingerprints(run.out) == fingerprints(scenarios.reference)
+    assert (run.out / "mix/mixture.json").read_bytes() == (scenarios.reference / "mix/mixture.json").read_bytes()
+
+
+def test_fault_injection_then_resume_is_identical(scenarios):
+    run = scenarios.fault.result()
+    assert run.crashed.returncode == 77, run.crashed.stderr[-2000:]
+    assert "order      skipped" in run.crashed.stderr
+    assert run.after_crash["order"]  # earlier stages kept
+    assert not run.after_crash["pack"] and not run.after_crash["mix"]  # no partial artifact exposed
+    assert run.resumed.returncode == 0, run.resumed.stderr[-3000:]
+    assert "order      skipped" in run.resumed.stderr and "pack       ran" in run.resumed.stderr
+    assert fingerprints(run.out) == fingerprints(scenarios.reference)
+    assert not list(run.out.glob(".*.tmp-*"))
+
+
+def test_sigkill_mid_run_then_rerun_is_identical(scenarios):
+    run = scenarios.sigkill.result()
+    assert run.after_kill["reached_embed"], "the run never reached the embed stage"
+    assert run.after_kill["returncode"] == -signal.SIGKILL
+    assert run.after_kill["ingest"]
+    assert not run.after_kill["embed"]  # the half-done stage is invisible
+    assert run.rerun.returncode == 0, run.rerun.stderr[-3000:]
+    assert fingerprints(run.out) == fingerprints(scenarios.reference)
+
+
+def test_standalone_cluster_equals_local(scenarios):
+    run = scenarios.standalone.result()
+    assert run.master_started, "the Spark master did not start: " + run.log
+    assert run.result.returncode == 0, run.result.stderr[-3000:] + run.log
+    assert fingerprints(run.out) == fingerprints(scenarios.reference)
+
+
+def test_runs_under_spark_submit(scenarios):
+    run = scenarios.submit.result()
+    assert run.result.returncode == 0, run.result.stderr[-3000:]
+    manifest = read_manifest(run.out)
     assert manifest["spark_master"] == "local[1]"
     assert manifest["counts"]["n_docs"] > 0 and manifest["counts"]["input_equals_kept_plus_quarantined"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from mixweave.cli import main
-from mixweave.config import load_config, parse_config
+from mixweave.pipeline.config import load_config, parse_config
 from mixweave.data.manifest import (MANIFEST_NAME, atomic_stage_dir, hold_folder, list_output_files, read_manifest,
                                     verify_stage, write_json_atomic)
 from mixweave.data.mixture_manifest import read_mixture_manifest
@@ -145,53 +146,23 @@ def test_source_seed_depends_on_the_name_only():
 
 
 # ------------------------------------------------------------------------------ through a run
-def _subset(root: Path, source: str, n: int, *, short: bool = False) -> str:
-    """The first ``n`` documents of a fixture source (or ``n`` one-word documents) as one jsonl."""
-    folder = root / source
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for path in sorted((CORPUS / source).glob("*.jsonl")) if not short else []:
-        lines.extend(path.read_text().splitlines())
-    records = [json.dumps({"id": f"{source}-{i}", "text": "word"}) for i in range(n)] if short else lines[:n]
-    (folder / "part.jsonl").write_text("\n".join(records) + "\n")
-    return str(folder / "*.jsonl")
-
-
-def _config(out: Path, sources: dict[str, str], **extra):
-    data = {"out": str(out), "seed": 5, "sources": {n: {"paths": [g]} for n, g in sources.items()},
-            "order": {"k": 4, "seq_len": 128, "max_tokens": 32, "batch_size": 64},
-            "mix": {"method": "unimax", "max_epochs": 4}}
-    data.update(extra)
-    return parse_config(data)
-
-
-@pytest.fixture(scope="module")
-def small_runs(spark, tmp_path_factory):
-    root = tmp_path_factory.mktemp("hardening")
-    data = root / "data"
-    globs = {name: _subset(data, name, 30) for name in ("books", "code", "web")}
-    two = root / "two"
-    run_stages(build_stages(), _config(two, {"code": globs["code"], "web": globs["web"]}), wanted=["mix"])
-    three = root / "three"
-    run_stages(build_stages(), _config(three, globs), wanted=["pack"])
-    return root, data, globs, two, three
+# ``small_runs`` (tests/conftest.py): ``reference`` = books + code + web (30 documents each) through
+# mix, ``two`` = code + web through mix, with the same settings.
 
 
 @pytest.mark.spark
 def test_adding_a_source_does_not_reshuffle_the_others(small_runs):
-    _, _, _, two, three = small_runs
+    two, three = small_runs.two, small_runs.reference
     for source in ("code", "web"):  # 'books' sorts first: an index-based seed would move both
         assert np.array_equal(read_windows(two / "pack", source), read_windows(three / "pack", source)), source
 
 
 @pytest.mark.spark
 def test_mix_with_config_applies_max_epochs_and_params(small_runs, capsys, tmp_path):
-    root, _, globs, two, _ = small_runs
+    two = tmp_path / "two"  # a copy: the shared run stays as it is
+    shutil.copytree(small_runs.two, two)
     config = tmp_path / "run.yaml"
-    config.write_text(json.dumps({"out": str(two), "seed": 5,
-                                  "sources": {n: {"paths": [globs[n]]} for n in ("code", "web")},
-                                  "order": {"k": 4, "seq_len": 128, "max_tokens": 32, "batch_size": 64},
-                                  "mix": {"method": "unimax", "max_epochs": 4}}))
+    config.write_text(json.dumps(small_runs.config_data(two, {n: small_runs.globs[n] for n in ("code", "web")})))
     code, out, err = run_cli(["mix", "--config", str(config), "--method", "temperature", "--param", "tau=2",
                               "--max-epochs", "7"], capsys)
     assert code in (0, None), err
@@ -201,38 +172,33 @@ def test_mix_with_config_applies_max_epochs_and_params(small_runs, capsys, tmp_p
 
 
 @pytest.mark.spark
-def test_a_hand_edited_stats_file_is_not_mixed(small_runs):
-    _, _, globs, two, _ = small_runs
+def test_a_hand_edited_stats_file_is_not_mixed(small_runs, tmp_path):
+    two = tmp_path / "two"  # a copy: the shared run stays as it is
+    shutil.copytree(small_runs.two, two)
     stats_path = two / "count" / "stats.json"
-    original = stats_path.read_text()
-    try:
-        stats = json.loads(original)
-        stats["sources"]["web"]["n_tokens"] *= 10
-        stats_path.write_text(json.dumps(stats))
-        config = _config(two, {"code": globs["code"], "web": globs["web"]})
-        with pytest.raises(ManifestError, match="changed after its stage wrote it"):
-            run_stage(build_stages()["mix"], StageContext(config=config, out=two), force=True)
-    finally:
-        stats_path.write_text(original)
+    stats = json.loads(stats_path.read_text())
+    stats["sources"]["web"]["n_tokens"] *= 10
+    stats_path.write_text(json.dumps(stats))
+    config = small_runs.config(two, {n: small_runs.globs[n] for n in ("code", "web")})
+    with pytest.raises(ManifestError, match="changed after its stage wrote it"):
+        run_stage(build_stages()["mix"], StageContext(config=config, out=two), force=True)
 
 
 @pytest.mark.spark
-def test_a_source_too_small_for_one_window_is_explained(small_runs):
-    root, data, globs, _, _ = small_runs
-    tiny = _subset(data, "tiny", 3, short=True)
-    config = _config(root / "tiny-run", {"code": globs["code"], "tiny": tiny})
+def test_a_source_too_small_for_one_window_is_explained(small_runs, tmp_path):
+    tiny = small_runs.subset(tmp_path / "data", "tiny", 3, short=True)
+    config = small_runs.config(tmp_path / "tiny-run", {"code": small_runs.globs["code"], "tiny": tiny})
     with pytest.raises(ConfigError, match=r"source tiny: its \d+ documents .* fewer than one window of 128 tokens"):
         run_stages(build_stages(), config, wanted=["mix"])
 
 
 @pytest.mark.spark
-def test_a_run_does_not_read_its_own_output(small_runs):
-    root, data, _, _, _ = small_runs
+def test_a_run_does_not_read_its_own_output(spark, small_runs, tmp_path):
     import pyarrow.json as pj
     import pyarrow.parquet as pq
 
-    nest = data / "nest"
-    _subset(nest, "web", 10)
+    nest = tmp_path / "nest"
+    small_runs.subset(nest, "web", 10)
     pq.write_table(pj.read_json(nest / "web" / "part.jsonl"), nest / "web" / "part.parquet")
     (nest / "web" / "part.jsonl").unlink()
     # the run's out lies under the source's glob, and ingest writes parquet there
@@ -271,13 +237,10 @@ def test_ctrl_c_prints_one_line_and_no_traceback(tmp_path):
 
 @pytest.mark.spark
 def test_a_file_added_into_an_artifact_is_not_read(small_runs, tmp_path):
-    import shutil
-
     from mixweave.utility.sampling import resolve_docs_paths
 
-    _, _, _, two, _ = small_runs
     ingest = tmp_path / "ingest"
-    shutil.copytree(two / "ingest", ingest)
+    shutil.copytree(small_runs.two / "ingest", ingest)
     listed = resolve_docs_paths(ingest)
     intruder = ingest / "docs" / "web" / "part-99999.parquet"
     shutil.copy(listed[0], intruder)

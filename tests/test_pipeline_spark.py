@@ -1,50 +1,28 @@
-"""The whole plan on the real fixture corpus: ingest -> count -> embed -> knn -> dedup -> order -> pack -> mix."""
+"""The whole plan on the real fixture corpus: ingest -> count -> embed -> knn -> dedup -> order -> pack ->
+utility -> mix -> export -> train, on the session's shared ``full_run`` (tests/conftest.py)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from mixweave.config import parse_config
 from mixweave.data.manifest import read_manifest, verify_stage
 from mixweave.data.mixture_manifest import read_mixture_manifest
 from mixweave.data.windows import read_windows, windows_info
 from mixweave.pipeline.runner import run_stages
 from mixweave.pipeline.stages import build_stages
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.timeout(600)]
 
-SEQ_LEN = 256
-
-
-def config_for(out: Path, corpus_dir: Path, **extra):
-    sources = {d.name: {"paths": [str(d / "*.jsonl")]} for d in sorted(corpus_dir.iterdir()) if d.is_dir()}
-    data = {
-        "out": str(out), "seed": 3, "sources": sources,
-        "order": {"k": 8, "seq_len": SEQ_LEN, "max_tokens": 64, "batch_size": 64},
-        "benchmarks": str(corpus_dir / "benchmarks.jsonl"),
-        "utility": {"method": "embedding", "per_source": 8, "max_tokens": 64},
-        "mix": {"method": "utilimax", "max_epochs": 4},
-        "export": {"formats": ["megatron", "mds"]},
-        "train": {"depth": 1, "steps": 3, "batch_size": 2, "log_interval": 1},
-    }
-    data.update(extra)
-    return parse_config(data)
-
-
-@pytest.fixture(scope="module")
-def full_run(spark, tmp_path_factory, corpus_dir):
-    out = tmp_path_factory.mktemp("pipeline") / "run"
-    reports = run_stages(build_stages(), config_for(out, corpus_dir))
-    return out, reports, corpus_dir
+SEQ_LEN = 256  # the full run's (tests/conftest.py, ``full_run``)
 
 
 def test_every_stage_ran_and_verifies(full_run):
-    out, reports, _ = full_run
+    out, reports = full_run.out, full_run.reports
+    assert full_run.seq_len == SEQ_LEN
     assert [r.name for r in reports] == ["ingest", "count", "embed", "knn", "dedup", "order", "pack", "utility", "mix",
                                          "export", "train"]
     assert all(r.status == "ran" for r in reports)
@@ -53,7 +31,7 @@ def test_every_stage_ran_and_verifies(full_run):
 
 
 def test_embeddings_are_normalised_and_aligned(full_run):
-    out, _, _ = full_run
+    out = full_run.out
     manifest = read_manifest(out / "embed")
     ingest = read_manifest(out / "ingest")
     for source, info in manifest["embeddings"].items():
@@ -63,7 +41,7 @@ def test_embeddings_are_normalised_and_aligned(full_run):
 
 
 def test_order_is_a_permutation_of_kept_docs(full_run):
-    out, _, _ = full_run
+    out = full_run.out
     for source, info in read_manifest(out / "dedup")["dedup"].items():
         keep = np.load(out / "dedup" / source / "keep.npy")
         order = np.load(out / "order" / source / "order.npy")
@@ -79,7 +57,7 @@ def test_order_is_a_permutation_of_kept_docs(full_run):
 def test_windows_are_exact_and_hold_the_ordered_stream(full_run):
     from mixweave.data.tokenizer import load_tokenizer
 
-    out, _, _ = full_run
+    out = full_run.out
     info = windows_info(out / "pack")
     tok = load_tokenizer()
     for source, entry in info.sources.items():
@@ -104,7 +82,7 @@ def test_windows_are_exact_and_hold_the_ordered_stream(full_run):
 
 
 def test_mixture_uses_window_tokens(full_run):
-    out, _, _ = full_run
+    out = full_run.out
     mixture = read_mixture_manifest(out / "mix" / "mixture.json")
     info = windows_info(out / "pack")
     assert mixture["order"] == {"method": "icp", "windows": "../pack"}
@@ -118,11 +96,11 @@ def test_mixture_uses_window_tokens(full_run):
 
 
 def test_rerun_skips_and_partitioning_does_not_change_bytes(full_run, tmp_path):
-    out, _, corpus_dir = full_run
-    again = run_stages(build_stages(), config_for(out, corpus_dir))
+    out = full_run.out
+    again = run_stages(build_stages(), full_run.config_for(out))
     assert all(r.status == "skipped" for r in again), [(r.name, r.status) for r in again]
-    other = tmp_path / "run"
-    run_stages(build_stages(), config_for(other, corpus_dir, spark={"partitions": 5}))
+    other = tmp_path / "run"  # up to mix: export and train only read pack and mix
+    run_stages(build_stages(), full_run.config_for(other, spark={"partitions": 5}), wanted=["mix"])
     for stage in ("ingest", "embed", "knn", "dedup", "order", "pack", "utility"):
         files = [f for f in read_manifest(out / stage)["files"] if f["path"] != "cost.json"]  # cost.json holds wall times
         assert files == [f for f in read_manifest(other / stage)["files"] if f["path"] != "cost.json"], stage
@@ -136,7 +114,7 @@ def test_report_renders_in_headless_chromium(full_run, tmp_path):
 
     from mixweave.pipeline.report import write_report
 
-    out, _, _ = full_run
+    out = full_run.out
     report = write_report(out, tmp_path / "report.html")
     text = report.read_text()
     headings = re.findall(r"<h[12]>(.*?)</h[12]>", text)
@@ -151,7 +129,7 @@ def test_report_renders_in_headless_chromium(full_run, tmp_path):
 
 
 def test_exports_and_training_ran(full_run):
-    out, _, _ = full_run
+    out = full_run.out
     exports = read_manifest(out / "export")["exports"]
     assert set(exports) == {"megatron", "mds"} and all(e["windows"] > 0 for e in exports.values())
     assert (out / "export" / "megatron" / "_manifest.json").is_file()
@@ -160,9 +138,9 @@ def test_exports_and_training_ran(full_run):
 
 
 def test_partitioned_order_stage_is_a_permutation_close_to_global(full_run, tmp_path):
-    out, _, corpus_dir = full_run
-    config = config_for(tmp_path / "run", corpus_dir,
-                        order={"k": 8, "seq_len": SEQ_LEN, "max_tokens": 64, "batch_size": 64, "partitions": 4})
+    out = full_run.out
+    config = full_run.config_for(tmp_path / "run",
+                                 order={"k": 8, "seq_len": SEQ_LEN, "max_tokens": 64, "batch_size": 64, "partitions": 4})
     reused = {name: out / name for name in ("ingest", "count", "embed", "knn", "dedup")}
     reports = run_stages(build_stages(), config, wanted=["order"], overrides=reused)
     assert {r.name: r.status for r in reports}["order"] == "ran"

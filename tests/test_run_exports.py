@@ -1,7 +1,8 @@
 """The exports of a `mixweave run`, read by each trainer's own library.
 
-One small run of the whole pipeline on the fixture corpus (all five formats, UniMax over 9 sources:
-some drawn > 1 epoch, some downsampled) is shared by every test. Each test reads the stage's folder
+The session's shared run of the whole pipeline on the fixture corpus (tests/conftest.py,
+``full_run``) up to ``pack``, then this module's own ``mix`` (UniMax over 9 sources: some drawn > 1
+epoch, some downsampled) and ``export`` stage (all five formats), are shared by every test. Each test reads the stage's folder
 (never the standalone exporter's) through the trainer configs it wrote: token-exact against the pack
 windows, and the library's own sampler realises mixture.json's weights to within one window.
 """
@@ -27,7 +28,6 @@ import yaml
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("OLMO_DISABLE_PER_RANK_TRITON_CACHE", "1")
 
-from mixweave.config import parse_config  # noqa: E402
 from mixweave.data.manifest import read_manifest, verify_stage  # noqa: E402
 from mixweave.data.mixture_manifest import read_mixture_manifest  # noqa: E402
 from mixweave.data.windows import read_windows  # noqa: E402
@@ -37,43 +37,42 @@ from mixweave.pipeline.runner import StageContext, run_stage, run_stages  # noqa
 from mixweave.pipeline.stages import build_stages  # noqa: E402
 from mixweave.trainer.plan import load_plan  # noqa: E402
 
-pytestmark = [pytest.mark.spark,
+pytestmark = [pytest.mark.spark, pytest.mark.timeout(600),
               pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")]
 
-SEQ_LEN = 256
+SEQ_LEN = 256  # the full run's
 EOS = 50256
 CONFIG_FILES = {"megatron": ["data_path.txt", "data_args.json", "sequences_per_dataset.json", "megatron_args.txt"],
                 "mds": ["streams.yaml"], "olmo": ["source_mixture.yaml"], "hf": ["interleave.json"],
                 "datatrove": ["nanotron.yaml"]}
 
 
-def run_config(out: Path, corpus_dir: Path, **export_settings):
-    sources = {d.name: {"paths": [str(d / "*.jsonl")]} for d in sorted(corpus_dir.iterdir()) if d.is_dir()}
-    return parse_config({
-        "out": str(out), "seed": 3, "sources": sources,
-        "order": {"k": 8, "seq_len": SEQ_LEN, "max_tokens": 64, "batch_size": 64},
-        "benchmarks": str(corpus_dir / "benchmarks.jsonl"),
-        "utility": {"method": "embedding", "per_source": 8, "max_tokens": 64},
-        "mix": {"method": "unimax", "max_epochs": 4},
-        "export": {"formats": list(FORMATS), **export_settings},
-    })
+def run_config(full_run, **export_settings):
+    """The shared run's config with UniMax and every export format (the utility stage stays configured)."""
+    return full_run.config_for(full_run.out, mix={"method": "unimax", "max_epochs": 4},
+                               export={"formats": list(FORMATS), **export_settings})
 
 
 @pytest.fixture(scope="module")
-def run(spark, tmp_path_factory, corpus_dir):
-    """The run, its plan, the pack windows per source and a lookup from window tokens to (source, index)."""
+def run(full_run, tmp_path_factory):
+    """The run, its plan, the pack windows per source and a lookup from window tokens to (source, index).
+
+    ``mix`` (UniMax: some sources drawn > 1 epoch, some downsampled) and ``export`` (all formats) run
+    on the shared run's stages into this module's folders; everything up to ``pack`` is reused."""
     root = tmp_path_factory.mktemp("run_exports")
-    config = run_config(root / "run", corpus_dir)
-    reports = run_stages(build_stages(), config)
-    assert [r.name for r in reports if r.status == "ran"][-1] == "export"
-    out = Path(config.out)
-    plan = load_plan(out / "pack", out / "mix" / "mixture.json")
+    overrides = {"mix": root / "mix", "export": root / "export"}
+    config, out = run_config(full_run), full_run.out
+    reports = {r.name: r.status for r in run_stages(build_stages(), config, wanted=["export"], overrides=overrides)}
+    assert reports["mix"] == reports["export"] == "ran" and reports["pack"] == "skipped", reports
+    assert full_run.seq_len == SEQ_LEN
+    plan = load_plan(out / "pack", overrides["mix"] / "mixture.json")
     windows = {n: read_windows(out / "pack", n) for n in plan.names}
     epochs = [s.epochs for s in plan.sources]
     assert max(epochs) > 1.0 > min(epochs) > 0, epochs  # repetition and downsampling both exercised
     lookup = {row.astype(np.int64).tobytes(): (n, i) for n, w in windows.items() for i, row in enumerate(w)}
-    mixture = read_mixture_manifest(out / "mix" / "mixture.json")
-    return types.SimpleNamespace(root=root, config=config, out=out, export=out / "export", plan=plan,
+    mixture = read_mixture_manifest(overrides["mix"] / "mixture.json")
+    return types.SimpleNamespace(full_run=full_run, config=config, out=out, overrides=overrides, pack=out / "pack",
+                                 mixture_path=overrides["mix"] / "mixture.json", export=overrides["export"], plan=plan,
                                  windows=windows, lookup=lookup, mixture=mixture)
 
 
@@ -116,7 +115,8 @@ def test_forced_rerun_writes_byte_identical_files(run):
               if p.is_file() and p.name != "_manifest.json"}
     assert all(run.export / fmt / name in [run.export / p for p in before]
                for fmt, names in CONFIG_FILES.items() for name in names)
-    report = run_stage(build_stages()["export"], StageContext(config=run.config, out=run.out), force=True)
+    ctx = StageContext(config=run.config, out=run.out, overrides=run.overrides)
+    report = run_stage(build_stages()["export"], ctx, force=True)
     assert report.status == "ran"
     after = {p.relative_to(run.export): p.read_bytes() for p in run.export.rglob("*")
              if p.is_file() and p.name != "_manifest.json"}
@@ -176,7 +176,7 @@ def test_megatron_blend_from_the_run(run, tmp_path):
 
 @pytest.fixture
 def streaming(tmp_path):
-    """streaming.base without `import streaming` (its __init__ imports torchvision; readers.md §2)."""
+    """streaming.base without `import streaming` (its __init__ imports torchvision, which is not installed)."""
     old = tempfile.tempdir
     tempfile.tempdir = str(tmp_path)  # its file locks go to gettempdir()
     try:
@@ -248,7 +248,7 @@ def test_olmo_realises_the_stated_counts_at_a_real_batch(run, tmp_path, caplog, 
     per source (OLMo's per-file rounding)."""
     options = {"global_batch_size": batch} | ({"max_file_bytes": max_file_bytes} if max_file_bytes else {})
     with caplog.at_level(logging.WARNING):
-        summary = export("olmo", run.out / "pack", run.out / "mix" / "mixture.json", tmp_path / "olmo", **options)
+        summary = export("olmo", run.pack, run.mixture_path, tmp_path / "olmo", **options)
     selected = olmo_selected(olmo_mixture(tmp_path / "olmo" / "source_mixture.yaml"))
     assert selected == summary["instances"]  # the manifest states what OLMo-core does
     plan, targets = run.plan, batch_targets(run.plan, batch)
@@ -268,8 +268,8 @@ def test_olmo_realises_the_stated_counts_at_a_real_batch(run, tmp_path, caplog, 
 
 
 def test_export_stage_passes_the_global_batch(run, tmp_path):
-    config = run_config(run.out, Path(run.config.benchmarks).parent, global_batch_size=64)
-    ctx = StageContext(config=config, out=run.out, overrides={"export": tmp_path / "export"})
+    config = run_config(run.full_run, global_batch_size=64)
+    ctx = StageContext(config=config, out=run.out, overrides={**run.overrides, "export": tmp_path / "export"})
     run_stage(build_stages()["export"], ctx)
     olmo = read_manifest(tmp_path / "export" / "olmo")["export"]
     assert olmo["global_batch_size"] == 64 and sum(olmo["instances"].values()) % 64 == 0
