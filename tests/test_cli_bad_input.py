@@ -111,8 +111,10 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "unknown mix method": (["run", c(GOOD_SOURCES + "mix: {method: vibes}\n")], "mix.method"),
         "typo in mix.params": (["run", c(GOOD_SOURCES + "mix: {method: temperature, params: {tua: 0.7}}\n")], "mix.params.tua"),
         "wrong type in mix.params": (["run", c(GOOD_SOURCES + "mix: {method: utilimax, params: {lam: high}}\n")], "mix.params.lam"),
-        "typo in utility.settings": (["run", c(GOOD_SOURCES + "benchmarks: b.jsonl\nutility: {settings: {topk: 3}}\n")],
-                                     "utility.settings.topk"),
+        "typo in utility": (["run", c(GOOD_SOURCES + "benchmarks: b.jsonl\nutility: {topk: 3}\n")], "utility.topk"),
+        "unknown backend option": (["run", c(GOOD_SOURCES + "benchmarks: b.jsonl\nutility: {method: medu, model: m, "
+                                               "backend: openai, backend_options: {base_ulr: x}}\n")],
+                                   "utility.backend_options.base_ulr"),
         "typo in train": (["run", c(GOOD_SOURCES + "order: {}\nmix: {}\ntrain: {learning_rate: 0.1}\n")],
                           "train.learning_rate"),
         "wrong type in train": (["run", c(GOOD_SOURCES + "order: {}\nmix: {}\ntrain: {lr: fast}\n")], "train.lr"),

@@ -89,8 +89,8 @@ def medu_section(url: str, **settings) -> dict:
     options = {"base_url": url, "api_key_env": "MW_HOSTILE_KEY", "concurrency": 2, "timeout_s": 2.0,
                "max_retries": 1, "backoff_s": 0.01, "backoff_max_s": 0.02}
     return {"method": "medu", "backend": "openai", "model": "tiny", "mode": "logprob", "per_source": 4,
-            "settings": {"descriptions": {"trivia": "facts", "humaneval": "code"}, "n_boot": 50,
-                         "model_params": 1e9, "backend_options": options, **settings}}
+            "descriptions": {"trivia": "facts", "humaneval": "code"}, "n_boot": 50,
+            "model_params": 1e9, "backend_options": options, **settings}
 
 
 # -- every request fails / a whole source fails: nothing is committed --------------------------------
@@ -116,7 +116,7 @@ def test_failing_describe_step_names_the_first_error(tmp_path, capsys, monkeypat
     monkeypatch.setenv("MW_HOSTILE_KEY", KEY)
     with FaultServer() as srv:
         section = medu_section(srv.url)
-        del section["settings"]["descriptions"]
+        del section["descriptions"]
         config = write_run(tmp_path, utility=section)
         fake_ingest(config)
         srv.faults = {"": ["429"] * 1000}  # every request
@@ -172,7 +172,7 @@ def test_no_artifact_or_log_line_holds_a_credential(tmp_path, capsys, monkeypatc
         for secret in SECRETS:
             assert secret.encode() not in blob, f"{secret} leaked into {where}"
     manifest = read_manifest(folder)
-    shown = manifest["config"]["utility"]["settings"]["backend_options"]["base_url"]
+    shown = manifest["config"]["utility"]["backend_options"]["base_url"]
     assert shown == f"http://***@{host}?api_key=***&api-version=2024"
 
 
@@ -215,7 +215,7 @@ def test_utility_reuses_the_embed_artifact(tmp_path, capsys, monkeypatch, counte
     monkeypatch.setattr(StageContext, "spark", lambda self: None)
     config = write_run(tmp_path, order={"encoder": "default", "max_tokens": 64, "batch_size": 4},
                        utility={"method": "embedding", "max_tokens": 64, "per_source": 3, "top_k": 2,
-                                "settings": {"n_boot": 50}})
+                                "n_boot": 50})
     fake_ingest(config)
     code, output = run_cli(["run", str(config), "--stage", "embed"], capsys)
     assert code == 0, output

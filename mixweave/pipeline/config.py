@@ -2,8 +2,8 @@
 
 Each component's frozen, keyword-only config sits beside its code and checks itself
 (``SparkConfig``/``SourceConfig``/``IngestConfig`` in ``jobs/``, ``TokenizerConfig`` in ``data/``,
-``OrderConfig`` in ``retrieval/``, ``MixConfig`` in ``mixers/``, ``ExportConfig`` in
-``pipeline/export/``, ``TrainConfig`` in ``trainer/``); :class:`RunConfig` composes them, and
+``OrderConfig`` in ``retrieval/``, ``UtilityConfig`` in ``utility/``, ``MixConfig`` in ``mixers/``,
+``ExportConfig`` in ``pipeline/export/``, ``TrainConfig`` in ``trainer/``); :class:`RunConfig` composes them, and
 :func:`parse_config` adds the checks that span sections, so one YAML file is validated whole before
 any stage runs.
 
@@ -33,42 +33,8 @@ from ..jobs.config import IngestConfig, SourceConfig, SparkConfig
 from ..mixers.config import MixConfig
 from ..retrieval.config import OrderConfig
 from ..trainer.config import TrainConfig
+from ..utility.config import UtilityConfig
 from .export.config import ExportConfig
-
-
-@dataclass(frozen=True, kw_only=True)
-class UtilityConfig:
-    """Source x benchmark utility: embedding similarity (CPU), MEDU (an LLM), or an existing table."""
-
-    method: str = "embedding"
-    """embedding | medu | table"""
-    table: str | None = None
-    """[table] an existing utility table (parquet/csv)."""
-    per_source: int = 100
-    """Documents sampled per source (seeded, identical for any partitioning)."""
-    top_k: int = 5
-    """[embedding] top-k cosine similarities per document."""
-    max_tokens: int = 256
-    """[embedding] tokens of each text the encoder reads."""
-    encoder: str = "default"
-    backend: str = "transformers"
-    """[medu] transformers | vllm | openai"""
-    model: str | None = None
-    """[medu] a local model folder (transformers, vllm) or a served model name (openai)."""
-    mode: str = "generate"
-    """[medu] generate (free text ending in 'Final Score: <label>') | logprob (one forward pass)."""
-    settings: dict[str, Any] = field(default_factory=dict)
-    """Further MEDU/embedding settings (see mixweave.utility.api), e.g. {backend_options: {base_url: ...}}."""
-
-    def __post_init__(self) -> None:
-        if self.method not in ("embedding", "medu", "table"):
-            raise ConfigError(f"utility.method {self.method!r}: use embedding, medu or table")
-        if self.method == "table" and not self.table:
-            raise ConfigError("utility.method table needs utility.table: the path of a parquet/csv utility table")
-        if self.method == "medu" and not self.model:
-            raise ConfigError("utility.method medu needs utility.model: a local model folder or a served model name")
-        if self.per_source < 1:
-            raise ConfigError(f"utility.per_source must be >= 1, got {self.per_source}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -200,20 +166,6 @@ def load_raw(path: str | Path) -> dict:
     return data
 
 
-def _check_utility_settings(config: RunConfig) -> None:
-    """utility.settings checked against the settings class of its method, before any stage runs."""
-    if config.utility is None or config.utility.method == "table":
-        return
-    from ..utility.api import EmbeddingSettings, MeduSettings
-
-    cls = EmbeddingSettings if config.utility.method == "embedding" else MeduSettings
-    set_by_stage = {"per_source", "seed", "encoder", "top_k", "max_tokens", "backend", "model", "mode", "cache"}
-    clash = sorted(set(config.utility.settings) & set_by_stage)
-    if clash:
-        raise ConfigError(f"utility.settings.{clash[0]}: set it as utility.{clash[0]} instead")
-    from_dict(cls, config.utility.settings, "utility.settings")
-
-
 def parse_config(data: Mapping[str, Any]) -> RunConfig:
     """Build and check the whole run config: each section checks itself (``__post_init__``); this
     adds the checks that need two sections at once."""
@@ -228,7 +180,6 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
         raise ConfigError("export and train need both an order section (windows) and a mix section (mixture.json)")
     if not config.sources and (config.order or config.mix or config.utility):
         raise ConfigError("sources is empty: add at least one source with its paths")
-    _check_utility_settings(config)
     return config
 
 

@@ -19,8 +19,6 @@ load on first use.
 from mixweave.utility.aggregate import TABLE_COLUMNS, aggregate_scores, bootstrap_ci, normalize_table
 from mixweave.utility.api import (
     METHODS,
-    EmbeddingSettings,
-    MeduSettings,
     UtilityResult,
     estimate_utility,
     read_benchmarks,
@@ -29,6 +27,7 @@ from mixweave.utility.api import (
 )
 from mixweave.utility.backend import BACKENDS, Backend, Generation, LabelProbs, make_backend
 from mixweave.utility.cache import ResultCache
+from mixweave.utility.config import UtilityConfig
 from mixweave.utility.cost import ablation_comparison, inference_flops, training_flops
 from mixweave.utility.medu import (
     MODES,
@@ -45,8 +44,8 @@ from mixweave.utility.scoring import LABELS, SCORES, expected_score, parse_final
 
 __all__ = [
     "BACKENDS", "LABELS", "METHODS", "MODES", "SCORES", "TABLE_COLUMNS", "Backend", "BackendError",
-    "EmbeddingSettings", "Generation", "LabelProbs", "MeduOptions", "MeduSettings", "ResultCache",
-    "UtilityResult", "ablation_comparison", "aggregate_scores", "bootstrap_ci", "chunk_examples",
+    "Generation", "LabelProbs", "MeduOptions", "ResultCache",
+    "UtilityConfig", "UtilityResult", "ablation_comparison", "aggregate_scores", "bootstrap_ci", "chunk_examples",
     "describe_benchmarks", "estimate_utility", "expected_score", "inference_flops", "load_prompts",
     "load_sampled_docs", "make_backend", "merge_plan", "normalize_table", "parse_final_score",
     "rate_documents", "read_benchmarks", "run_estimate", "sample_docs", "sample_docs_spark",

@@ -15,13 +15,14 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mixweave.errors import ConfigError, InputError, MixweaveError
 from mixweave.utility.aggregate import TABLE_COLUMNS, aggregate_scores, normalize_table
-from mixweave.utility.cost import DEFAULT_ABLATION_PARAMS, ablation_comparison, inference_flops
+from mixweave.utility.config import UtilityConfig, utility_config
+from mixweave.utility.cost import ablation_comparison, inference_flops
 from mixweave.utility.sampling import DOC_COLUMNS, load_sampled_docs, sample_docs
 from mixweave.utility.secrets import scrub, scrub_text, url_secrets
 
@@ -38,84 +39,7 @@ class IncompleteUtilityError(MixweaveError):
     """Some source x benchmark cell has no rated document: the table would feed NaN to the mixer."""
 
 
-# -- settings ---------------------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
-class CommonSettings:
-    per_source: int | dict[str, int] | None = 100
-    """Documents sampled per source (None = all)."""
-    seed: int = 0
-    split: str = "auto"
-    """Benchmark split to use: 'auto' = dev/validation records when a benchmark has them, else all."""
-    max_examples: int | None = None
-    """At most this many examples per benchmark (seeded choice); None = all."""
-    n_boot: int = 2000
-    alpha: float = 0.05
-    ablation_params: float = DEFAULT_ABLATION_PARAMS
-    ablation_tokens: float | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class EmbeddingSettings(CommonSettings):
-    encoder: Any = "default"
-    top_k: int = 5
-    max_tokens: int = 256
-    batch_size: int = 32
-    device: str | None = None
-    normalize: str = "minmax"
-
-
-@dataclass(frozen=True, kw_only=True)
-class MeduSettings(CommonSettings):
-    backend: Any = "transformers"
-    """'transformers' | 'vllm' | 'openai', or a ready Backend object."""
-    model: str | None = None
-    backend_options: dict[str, Any] = field(default_factory=dict)
-    mode: str = "generate"
-    prompt_version: str = "v1"
-    max_doc_tokens: int = 2048
-    examples_per_chunk: int = 8
-    max_chunks: int = 8
-    max_example_chars: int = 2000
-    describe_max_tokens: int = 512
-    rate_max_tokens: int = 512
-    temperature: float = 0.1
-    batch_size: int = 64
-    cache: Any = None
-    """sqlite path (or a ResultCache) for resumable runs; None = in memory (nothing resumes)."""
-    descriptions: Any = None
-    """{benchmark: description} (or a JSON file of it) to skip describe/merge."""
-    model_params: float | None = None
-    """Parameter count for the FLOPs estimate when the backend cannot know it (openai)."""
-    normalize: str = "none"
-
-
-SETTINGS_CLASSES: dict[str, type] = {"embedding": EmbeddingSettings, "medu": MeduSettings}
-"""The settings dataclass of each method: its fields are the accepted ``utility.settings`` keys."""
-
-
-def accepted_settings(method: str) -> dict[str, str]:
-    """``{key: type}`` of the ``utility.settings`` keys ``method`` accepts (types as written in the
-    dataclass, e.g. ``'int | dict[str, int] | None'``)."""
-    if method not in SETTINGS_CLASSES:
-        raise ConfigError(f"utility method must be one of {', '.join(METHODS)}, got {method!r}")
-    return {f.name: str(f.type) for f in dataclasses.fields(SETTINGS_CLASSES[method])}
-
-
-ACCEPTED_SETTINGS: dict[str, dict[str, str]] = {m: accepted_settings(m) for m in SETTINGS_CLASSES}
-"""``{method: {utility.settings key: type}}``; ``backend_options`` (medu) is checked per backend by
-:func:`mixweave.utility.backend.backend_option_names`."""
-
-
-def parse_settings(cls: type, settings: Mapping[str, Any]) -> Any:
-    """``cls(**settings)``, with unknown keys reported by name and the valid ones listed."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(settings) - names)
-    if unknown:
-        raise ConfigError(f"unknown utility settings {unknown}; valid ones are {sorted(names)}")
-    try:
-        return cls(**settings)
-    except TypeError as exc:
-        raise ConfigError(f"bad utility settings: {exc}") from exc
+# -- settings: one class, mixweave.utility.config.UtilityConfig ------------------------------------
 
 
 def settings_dict(settings: Any) -> dict[str, Any]:
@@ -210,7 +134,7 @@ def coerce_docs(docs: Any) -> Any:
     return table
 
 
-def _sampled(docs: Any, settings: CommonSettings) -> Any:
+def _sampled(docs: Any, settings: UtilityConfig) -> Any:
     if isinstance(docs, (str, Path)):
         return coerce_docs(load_sampled_docs(docs, settings.per_source, settings.seed))
     return sample_docs(coerce_docs(docs), settings.per_source, settings.seed)
@@ -234,7 +158,7 @@ def estimate_utility(method: str, docs: Any, benchmarks: Any, **settings: Any) -
     ``docs``: documents (pyarrow Table / DataFrame / list of dicts with doc_id, source, text) or a
     path / glob (ingest output, parquet, jsonl); they are sampled per source (``per_source``,
     ``seed``). ``benchmarks``: a benchmarks.jsonl path or its records. ``settings``: the fields of
-    :class:`EmbeddingSettings` or :class:`MeduSettings`."""
+    :class:`~mixweave.utility.config.UtilityConfig` (``method`` aside)."""
     result = run_estimate(method, docs, benchmarks, **settings)
     return result.table, result.cost
 
@@ -249,8 +173,7 @@ def run_estimate(method: str, docs: Any, benchmarks: Any, *, doc_vectors: DocVec
     Raises BackendError when every MEDU rating request failed (nothing worth writing)."""
     if method not in METHODS:
         raise ConfigError(f"utility method must be one of {', '.join(METHODS)}, got {method!r}")
-    cls = EmbeddingSettings if method == "embedding" else MeduSettings
-    s = parse_settings(cls, settings)
+    s = utility_config(method, **settings).resolved()
     if method == "medu" and isinstance(s.backend, str):
         from mixweave.utility.backend import check_backend_settings
 
@@ -282,7 +205,7 @@ def run_estimate(method: str, docs: Any, benchmarks: Any, *, doc_vectors: DocVec
     return scrub_result(UtilityResult(table, _json_ready(cost), ratings, descriptions), known_secrets(s))
 
 
-def _embedding(sample: Any, examples: dict[str, list[dict[str, Any]]], s: EmbeddingSettings,
+def _embedding(sample: Any, examples: dict[str, list[dict[str, Any]]], s: UtilityConfig,
                doc_vectors: DocVectors | None = None) -> tuple[Any, dict]:
     from mixweave.utility.embedding import embedding_document_scores
 
@@ -309,12 +232,12 @@ def _open_cache(spec: Any) -> tuple[Any, bool]:
     return ResultCache(spec), True
 
 
-def _medu(sample: Any, examples: dict[str, list[dict[str, Any]]], s: MeduSettings) -> tuple[Any, dict, list, dict]:
+def _medu(sample: Any, examples: dict[str, list[dict[str, Any]]], s: UtilityConfig) -> tuple[Any, dict, list, dict]:
     from mixweave.utility.backend import Backend, make_backend
     from mixweave.utility.medu import MeduOptions, describe_benchmarks, rate_documents
     from mixweave.utility.prompts import load_prompts
 
-    # MeduSettings carries every MeduOptions field (plus backend, cache, ...): copy them by name
+    # UtilityConfig carries every MeduOptions field (plus backend, cache, ...): copy them by name
     opts = MeduOptions(**{f.name: getattr(s, f.name) for f in dataclasses.fields(MeduOptions)})
     prompts = load_prompts(s.prompt_version)
     t0 = time.perf_counter()

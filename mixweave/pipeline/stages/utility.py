@@ -20,6 +20,7 @@ secret query parameters).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ LOG = logging.getLogger(__name__)
 
 def reuses_embed(config: RunConfig) -> bool:
     """True when the embed artifact holds the very vectors the utility would compute (same
-    encoder and max_tokens; the config refuses both inside utility.settings)."""
+    encoder and max_tokens)."""
     u, o = config.utility, config.order
     if u is None or o is None or u.method != "embedding":
         return False
@@ -121,15 +122,13 @@ def run_utility_stage(ctx: StageContext, tmp: Path) -> StageResult:
     if u.method == "table":
         result = table_result(u.table)
     else:
-        common = {"per_source": u.per_source, "seed": ctx.config.seed, **u.settings}
+        settings = {f.name: getattr(u, f.name) for f in dataclasses.fields(u) if f.name not in ("method", "table")}
+        settings["seed"] = ctx.config.seed  # one seed per run
         doc_vectors = None
-        if u.method == "embedding":
-            settings = {"encoder": u.encoder, "top_k": u.top_k, "max_tokens": u.max_tokens, **common}
-            if reuses_embed(ctx.config):
-                doc_vectors = embed_vectors(ctx.artifact("ingest"), ctx.artifact("embed"))
-        else:
-            cache = ctx.artifact("utility").parent / "utility.medu-cache.sqlite"
-            settings = {"backend": u.backend, "model": u.model, "mode": u.mode, "cache": str(cache), **common}
+        if u.method == "embedding" and reuses_embed(ctx.config):
+            doc_vectors = embed_vectors(ctx.artifact("ingest"), ctx.artifact("embed"))
+        if u.method == "medu" and u.cache is None:  # beside the stage folder, so a crashed run resumes
+            settings["cache"] = str(ctx.artifact("utility").parent / "utility.medu-cache.sqlite")
         docs = str(ctx.artifact("ingest"))  # the artifact: its manifest lists the docs files
         result = run_estimate(u.method, docs, ctx.config.benchmarks, doc_vectors=doc_vectors, **settings)
     write_utility_files(result, tmp)
