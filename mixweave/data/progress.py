@@ -127,9 +127,12 @@ _ACTIVE_LOCK = threading.Lock()
 def _context(spark: Any) -> Any:
     """The SparkContext of a session or context, or the active one when ``spark`` is None."""
     if spark is None:
-        from pyspark import SparkContext
-
-        return SparkContext._active_spark_context
+        # Never import pyspark from the poller thread: doing so while the main thread is importing
+        # pyspark.sql (in get_spark) breaks that import ("partially initialized module"). A
+        # SparkContext can only exist once pyspark.core.context has been fully imported anyway.
+        context_module = sys.modules.get("pyspark.core.context") or sys.modules.get("pyspark.context")
+        cls = getattr(context_module, "SparkContext", None)
+        return getattr(cls, "_active_spark_context", None)
     return getattr(spark, "sparkContext", spark)
 
 
