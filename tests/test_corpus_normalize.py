@@ -7,9 +7,10 @@ import unicodedata
 
 import pytest
 
+from mixweave.corpus.extractors.roff import strip_roff
 from mixweave.corpus.normalize import (decode_bytes, group_entries, merge_short_units,
                                        normalize_text, slugify, split_document, strip_html,
-                                       strip_roff, text_sha256, utf8_len)
+                                       text_sha256, utf8_len)
 
 
 # ---------------------------------------------------------------- normalize_text

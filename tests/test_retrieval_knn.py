@@ -149,3 +149,18 @@ def test_faiss_gpu_flat_matches_cpu(gaussian):
     I1, _ = knn(gaussian, 10, method="flat", use_gpu=False)
     I2, _ = knn(gaussian, 10, method="flat", use_gpu=True)
     assert recall_at_k(I2, I1) > 0.999
+
+
+def test_sampled_recall_matches_a_brute_force_count():
+    from mixweave.retrieval.knn import sampled_recall_at_k
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((300, 16)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    S = X @ X.T
+    np.fill_diagonal(S, -np.inf)
+    exact = np.argsort(-S, axis=1, kind="stable")[:, :5]
+    assert sampled_recall_at_k(X, exact, sample_size=100, seed=1) == 1.0
+    damaged = exact.copy()
+    damaged[:, :2] = -1  # two of five neighbours lost everywhere
+    assert sampled_recall_at_k(X, damaged, sample_size=300, seed=1) == pytest.approx(0.6)

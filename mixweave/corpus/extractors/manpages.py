@@ -8,7 +8,8 @@ from typing import Iterator
 
 from mixweave.corpus.archives import Archive
 from mixweave.corpus.extractors import RawDoc
-from mixweave.corpus.normalize import decode_bytes, strip_roff
+from mixweave.corpus.extractors.roff import strip_roff
+from mixweave.corpus.normalize import decode_bytes
 
 __all__ = ["extract_man_pages", "MAN_SECTION_PATTERN"]
 

@@ -18,7 +18,7 @@ LOG = logging.getLogger(__name__)
 
 def run_knn_stage(ctx: StageContext, tmp: Path) -> StageResult:
     from ...retrieval import knn
-    from ...retrieval.knn import choose_method, recall_at_k
+    from ...retrieval.knn import choose_method, sampled_recall_at_k
 
     o = ctx.config.order
     embed_dir = ctx.artifact("embed")
@@ -37,11 +37,7 @@ def run_knn_stage(ctx: StageContext, tmp: Path) -> StageResult:
                 I, D = knn(X, k, method=o.knn_method, seed=ctx.config.seed)
             entry = {"n_docs": n, "k": int(I.shape[1]), "method": method}
             if method not in ("flat", "torch", "none"):
-                sample = np.random.default_rng(ctx.config.seed).choice(n, size=min(n, 1000), replace=False)
-                exact = (X[sample] @ X.T)
-                exact[np.arange(sample.size), sample] = -np.inf
-                I_exact = np.argsort(-exact, axis=1, kind="stable")[:, : I.shape[1]]
-                entry["recall_at_k"] = round(recall_at_k(I[sample], I_exact), 4)
+                entry["recall_at_k"] = round(sampled_recall_at_k(X, I, seed=ctx.config.seed), 4)
             (tmp / source).mkdir(parents=True, exist_ok=True)
             np.save(tmp / source / "I.npy", I)
             np.save(tmp / source / "D.npy", D)
