@@ -8,20 +8,11 @@ import json
 import math
 from pathlib import Path
 
-
-from mixweave.cli import main
+from cli_helpers import run_cli
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 
 
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def stats_file(tmp: Path, tokens: dict[str, float]) -> Path:
@@ -112,6 +103,8 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "typo in mix.params": (["run", c(GOOD_SOURCES + "mix: {method: temperature, params: {tua: 0.7}}\n")], "mix.params.tua"),
         "wrong type in mix.params": (["run", c(GOOD_SOURCES + "mix: {method: utilimax, params: {lam: high}}\n")], "mix.params.lam"),
         "typo in utility": (["run", c(GOOD_SOURCES + "benchmarks: b.jsonl\nutility: {topk: 3}\n")], "utility.topk"),
+        "medu temperature out of range": (["run", c(GOOD_SOURCES + "benchmarks: b.jsonl\nutility: {method: medu, model: m, "
+                                                      "temperature: 5}\n")], "temperature must be in [0, 2]"),
         "unknown backend option": (["run", c(GOOD_SOURCES + "benchmarks: b.jsonl\nutility: {method: medu, model: m, "
                                                "backend: openai, backend_options: {base_ulr: x}}\n")],
                                    "utility.backend_options.base_ulr"),

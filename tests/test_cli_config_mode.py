@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli
 
-from mixweave.cli import main
 from mixweave.data.manifest import read_manifest, verify_stage
 from mixweave.data.mixture_manifest import read_mixture_manifest
 
@@ -17,14 +17,6 @@ pytestmark = pytest.mark.spark
 CORPUS = Path(__file__).parent / "data" / "corpus"
 
 
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code or 0, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

@@ -15,29 +15,34 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import run_cli
 
-from mixweave.cli import main
-from mixweave.pipeline.config import load_config, parse_config
-from mixweave.data.manifest import (MANIFEST_NAME, atomic_stage_dir, hold_folder, list_output_files, read_manifest,
-                                    verify_stage, write_json_atomic)
+from mixweave.data.manifest import (
+    MANIFEST_NAME,
+    atomic_stage_dir,
+    hold_folder,
+    list_output_files,
+    read_manifest,
+    verify_stage,
+    write_json_atomic,
+)
 from mixweave.data.mixture_manifest import read_mixture_manifest
 from mixweave.data.windows import read_windows
 from mixweave.errors import ConfigError, InputError, ManifestError
-from mixweave.pipeline.runner import Stage, StageContext, StageResult, run_stage, run_stages
+from mixweave.pipeline.config import load_config, parse_config
+from mixweave.pipeline.runner import (
+    Stage,
+    StageContext,
+    StageResult,
+    run_stage,
+    run_stages,
+)
 from mixweave.pipeline.stages import build_stages
 from mixweave.retrieval.pack import source_seed
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 
 
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 # ------------------------------------------------------------------------------- commit helper

@@ -55,23 +55,6 @@ def _setup_logging(verbosity: int) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _setup_logging(verbosity: int) -> None:
-    level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
-    handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-    root = logging.getLogger("mixweave")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
-    # Libraries (py4j during a Ctrl-C, pyspark) log tracebacks to the root logger, and some call
-    # logging.basicConfig; a NullHandler there keeps users' consoles to mixweave's own lines.
-    top = logging.getLogger()
-    if not any(isinstance(h, logging.NullHandler) for h in top.handlers):
-        top.handlers[:] = [logging.NullHandler()]
-    for noisy in ("py4j", "pyspark", "numba", "matplotlib", "sentence_transformers", "urllib3", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mixweave")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")

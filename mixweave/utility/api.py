@@ -234,11 +234,10 @@ def _open_cache(spec: Any) -> tuple[Any, bool]:
 
 def _medu(sample: Any, examples: dict[str, list[dict[str, Any]]], s: UtilityConfig) -> tuple[Any, dict, list, dict]:
     from mixweave.utility.backend import Backend, make_backend
-    from mixweave.utility.medu import MeduOptions, describe_benchmarks, rate_documents
+    from mixweave.utility.medu import describe_benchmarks, rate_documents
     from mixweave.utility.prompts import load_prompts
 
-    # UtilityConfig carries every MeduOptions field (plus backend, cache, ...): copy them by name
-    opts = MeduOptions(**{f.name: getattr(s, f.name) for f in dataclasses.fields(MeduOptions)})
+    opts = s.medu_options()
     prompts = load_prompts(s.prompt_version)
     t0 = time.perf_counter()
     own_backend = not isinstance(s.backend, Backend)

@@ -93,10 +93,20 @@ class UtilityConfig:
                 raise ConfigError(f"utility.backend_options.{unknown[0]}: not an option of the {self.backend} "
                                   f"backend; use one of {', '.join(sorted(accepted))}")
 
+        if self.method == "medu":
+            self.medu_options()  # the MEDU core's own checks (mode, sizes, temperature), at load time
+
+    def medu_options(self):
+        """The subset of this config that the MEDU core (:mod:`mixweave.utility.medu`) reads."""
+        from .medu import MeduOptions
+
+        resolved = self.resolved()
+        return MeduOptions(**{f.name: getattr(resolved, f.name) for f in dataclasses.fields(MeduOptions)})
+
     def resolved(self) -> UtilityConfig:
         """This config with ``normalize`` and ``batch_size`` set to the method's defaults where unset."""
-        defaults = METHOD_DEFAULTS[self.method]
-        return dataclasses.replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
+        unset = {k: v for k, v in METHOD_DEFAULTS[self.method].items() if getattr(self, k) is None}
+        return dataclasses.replace(self, **unset) if unset else self
 
 
 def utility_config(method: str, **settings: Any) -> UtilityConfig:
