@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .manifest import artifact_files, read_listed_file, require_manifest
@@ -30,11 +31,15 @@ def load_embeddings(embed_dir: Path, source: str) -> np.ndarray:
     return np.concatenate(blocks).astype(np.float32, copy=False)
 
 
+def read_source_column(files: list[Path], column: str) -> pa.Array:
+    """One column of a source's ingest files (``docs_files_by_source(...)[source]``), in doc order."""
+    if not files:
+        return pa.array([], pa.string())
+    return pa.concat_arrays([pq.read_table(p, columns=[column]).column(column).combine_chunks() for p in files])
+
+
 def read_source_texts(ingest_dir: Path, source: str) -> list[str]:
-    texts: list[str] = []
-    for path in docs_files_by_source(ingest_dir)[source]:
-        texts.extend(pq.read_table(path, columns=["text"]).column("text").to_pylist())
-    return texts
+    return read_source_column(docs_files_by_source(ingest_dir)[source], "text").to_pylist()
 
 
 def load_knn(knn_dir: Path, source: str) -> tuple[np.ndarray, np.ndarray]:

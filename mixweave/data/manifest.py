@@ -23,8 +23,8 @@ import json
 import os
 import re
 import shutil
-import threading
 import subprocess
+import threading
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -36,11 +36,7 @@ SCHEMA_VERSION = 1
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return _hash_and_find(Path(path), None)[0]
 
 
 def canonical_json(value: Any) -> str:

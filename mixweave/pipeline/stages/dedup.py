@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ...data.artifacts import docs_files_by_source, load_knn
+from ...data.artifacts import docs_files_by_source, read_source_column, load_knn
 from ...data.manifest import require_manifest
 from ...data.progress import Progress
 from ..runner import Stage, StageContext, StageResult
@@ -30,10 +30,7 @@ def run_dedup_stage(ctx: StageContext, tmp: Path) -> StageResult:
         for source in sorted(sources):
             I, D = load_knn(knn_dir, source)
             result = semantic_dedup(I, D, threshold=o.dedup_cosine)
-            ids = []
-            for path in docs_files[source]:
-                ids.extend(pq.read_table(path, columns=["doc_id"]).column("doc_id").to_pylist())
-            ids_arr = np.asarray(ids, dtype=object)
+            ids_arr = np.asarray(read_source_column(docs_files[source], "doc_id").to_pylist(), dtype=object)
             (tmp / source).mkdir(parents=True, exist_ok=True)
             np.save(tmp / source / "keep.npy", result.keep)
             pairs = result.pairs.reshape(-1, 2) if result.pairs.size else np.zeros((0, 2), np.int64)

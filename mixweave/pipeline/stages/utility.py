@@ -27,9 +27,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from ...data.artifacts import docs_files_by_source
+from ...data.artifacts import docs_files_by_source, read_source_column
 from ...data.manifest import require_manifest, sha256_file
 from ...data.typed import to_plain
 from ..config import RunConfig
@@ -62,10 +61,13 @@ def embed_vectors(ingest_dir: Path, embed_dir: Path):
     def vectors(sample: Any) -> np.ndarray | None:
         sources = np.asarray(sample.column("source").to_pylist(), dtype=object)
         ids = sample.column("doc_id")
+        embeddings = require_manifest(embed_dir, "embed").get("embeddings", {})
+        docs_files = docs_files_by_source(ingest_dir)
         out: np.ndarray | None = None
         for source in sorted(set(sources.tolist())):
             rows = np.flatnonzero(sources == source)
-            found = _source_vectors(ingest_dir, embed_dir, source, ids.take(rows))
+            found = _source_vectors(embed_dir, embeddings.get(source), docs_files.get(source), source,
+                                    ids.take(rows))
             if found is None:
                 return None
             if out is None:
@@ -77,17 +79,15 @@ def embed_vectors(ingest_dir: Path, embed_dir: Path):
     return vectors
 
 
-def _source_vectors(ingest_dir: Path, embed_dir: Path, source: str, wanted: Any) -> np.ndarray | None:
-    """Embeddings of the ``wanted`` doc ids of one source, read from the memory-mapped blocks."""
+def _source_vectors(embed_dir: Path, info: dict | None, files: list[Path] | None, source: str,
+                    wanted: Any) -> np.ndarray | None:
+    """Embeddings of the ``wanted`` doc ids of one source (its embed manifest entry ``info`` and its
+    ingest ``files``), read from the memory-mapped blocks."""
     import pyarrow.compute as pc
 
-    
-    info = require_manifest(embed_dir, "embed").get("embeddings", {}).get(source)
-    files = docs_files_by_source(ingest_dir).get(source)
     if not info or files is None:
         return _no_reuse(source, "the embed artifact has no vectors for it")
-    all_ids = pa.concat_arrays([pq.read_table(p, columns=["doc_id"]).column("doc_id").combine_chunks()
-                                for p in files]) if files else pa.array([], pa.string())
+    all_ids = read_source_column(files, "doc_id")
     blocks = [np.load(embed_dir / rel, mmap_mode="r") for rel in info["files"]]
     if sum(b.shape[0] for b in blocks) != len(all_ids) or pc.count_distinct(all_ids).as_py() != len(all_ids):
         return _no_reuse(source, "its embeddings do not line up one to one with its ingest documents")
