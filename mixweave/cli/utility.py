@@ -50,7 +50,8 @@ def _backend_options(backend: str, o: dict[str, Any]) -> dict[str, Any]:
     """The options each backend understands, from the CLI flags (unset flags are left out)."""
     wanted = {
         "transformers": ("device", "dtype", "num_threads", "max_model_len"),
-        "vllm": ("tensor_parallel_size", "dtype", "max_model_len"),
+        "vllm": ("tensor_parallel_size", "dtype", "max_model_len", "enforce_eager", "max_logprobs",
+                 "gpu_memory_utilization"),
         "openai": ("base_url", "endpoint", "api_key_env", "concurrency", "timeout_s", "max_retries",
                    "tokenizer"),
     }[backend]
@@ -104,7 +105,11 @@ def _backend_options(backend: str, o: dict[str, Any]) -> dict[str, Any]:
 @click.option("--dtype", help="[transformers, vllm] auto, bfloat16, float16, float32.")
 @click.option("--num-threads", type=int, help="[transformers] torch CPU threads.")
 @click.option("--tensor-parallel-size", type=int, help="[vllm] GPUs per model.")
-@click.option("--max-model-len", type=int, help="[transformers, vllm] context length.")
+@click.option("--max-model-len", type=int, help="[transformers, vllm] context length (default: the model's own limit).")
+@click.option("--enforce-eager/--no-enforce-eager", default=None,
+              help="[vllm] skip CUDA-graph capture / compilation (faster start, slower steps; needed on some CPU builds).")
+@click.option("--max-logprobs", type=int, help="[vllm] top log-probabilities read at the answer slot (default 20).")
+@click.option("--gpu-memory-utilization", type=float, help="[vllm] share of GPU memory for weights + KV cache (default 0.9).")
 @click.option("--base-url", help="[openai] e.g. http://127.0.0.1:8000/v1")
 @click.option("--endpoint", type=click.Choice(["chat", "completions"]), help="[openai] API style.")
 @click.option("--api-key-env", help="[openai] environment variable holding the API key (default OPENAI_API_KEY).")

@@ -224,8 +224,10 @@ def check_backend_settings(kind: str, model: str | None, options: dict[str, Any]
     if kind in ("transformers", "vllm"):
         local_model_dir(str(model))
     if kind == "vllm":
-        from mixweave.utility.vllm_backend import import_vllm
+        from mixweave.utility.vllm_backend import check_settings, import_vllm
 
+        check_settings(local_model_dir(str(model)), **{k: options[k] for k in ("max_model_len", "max_logprobs")
+                                                       if k in options})
         import_vllm()
     if kind == "openai":
         from mixweave.utility.openai_http import split_base_url
