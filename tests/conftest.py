@@ -76,7 +76,7 @@ def write_subset(root: Path, source: str, n: int, *, short: bool = False) -> str
 def small_config_data(out: Path, sources: dict[str, str], **extra) -> dict:
     """The small runs' settings as plain data (``mixweave run`` reads the same as YAML)."""
     data = {"out": str(out), "seed": 5, "sources": {n: {"paths": [g]} for n, g in sources.items()},
-            "order": {"k": 4, "seq_len": 128, "max_tokens": 32, "batch_size": 64},
+            "order": {"k": 4, "seq_len": 128, "max_tokens": 32, "batch_size": 64, "shard_rows": 16},
             "mix": {"method": "unimax", "max_epochs": 4}}
     data.update(extra)
     return data
@@ -120,7 +120,7 @@ def full_config(out: Path, **extra):
     sources = {d.name: {"paths": [str(d / "*.jsonl")]} for d in sorted(CORPUS.iterdir()) if d.is_dir()}
     data = {
         "out": str(out), "seed": 3, "sources": sources,
-        "order": {"k": 8, "seq_len": FULL_SEQ_LEN, "max_tokens": 64, "batch_size": 64},
+        "order": {"k": 8, "seq_len": FULL_SEQ_LEN, "max_tokens": 64, "batch_size": 64, "shard_rows": 16},
         "benchmarks": str(CORPUS / "benchmarks.jsonl"),
         "utility": {"method": "embedding", "per_source": 8, "max_tokens": 64},
         "mix": {"method": "utilimax", "max_epochs": 4},

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from mixweave.data.artifacts import load_keep, load_order
 from mixweave.data.manifest import read_manifest, verify_stage
 from mixweave.data.mixture_manifest import read_mixture_manifest
 from mixweave.data.windows import read_windows, windows_info
@@ -43,8 +44,8 @@ def test_embeddings_are_normalised_and_aligned(full_run):
 def test_order_is_a_permutation_of_kept_docs(full_run):
     out = full_run.out
     for source, info in read_manifest(out / "dedup")["dedup"].items():
-        keep = np.load(out / "dedup" / source / "keep.npy")
-        order = np.load(out / "order" / source / "order.npy")
+        keep = load_keep(out / "dedup", source)
+        order = load_order(out / "order", source)
         assert order.dtype == np.int64
         assert sorted(order.tolist()) == np.flatnonzero(keep).tolist()
         metrics = json.loads((out / "order" / source / "metrics.json").read_text())
@@ -66,7 +67,7 @@ def test_windows_are_exact_and_hold_the_ordered_stream(full_run):
         if entry["n_windows"] == 0:
             continue
         # rebuild the EOS-joined stream in ICP order; un-shuffle windows with the spans' window ids
-        order = np.load(out / "order" / source / "order.npy")
+        order = load_order(out / "order", source)
         texts = []
         for f in read_manifest(out / "ingest")["sources"][source]["files"]:
             texts.extend(pq.read_table(out / "ingest" / f, columns=["text"]).column("text").to_pylist())
@@ -146,8 +147,8 @@ def test_partitioned_order_stage_is_a_permutation_close_to_global(full_run, tmp_
     assert {r.name: r.status for r in reports}["order"] == "ran"
     assert all(r.status == "skipped" for r in reports if r.name != "order")
     for source in read_manifest(out / "dedup")["dedup"]:
-        order = np.load(tmp_path / "run" / "order" / source / "order.npy")
-        assert np.array_equal(np.sort(order), np.sort(np.load(out / "order" / source / "order.npy")))
+        order = load_order(tmp_path / "run" / "order", source)
+        assert np.array_equal(np.sort(order), np.sort(load_order(out / "order", source)))
         part = json.loads((tmp_path / "run" / "order" / source / "metrics.json").read_text())
         whole = json.loads((out / "order" / source / "metrics.json").read_text())
         if whole.get("mean_adjacent_cosine") and whole["n_docs"] > 40:

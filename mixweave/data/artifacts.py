@@ -4,6 +4,7 @@ kNN arrays and stats of a completed run, always through the files its manifest l
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,10 +43,65 @@ def read_source_texts(ingest_dir: Path, source: str) -> list[str]:
     return read_source_column(docs_files_by_source(ingest_dir)[source], "text").to_pylist()
 
 
+def shard_bounds(n_rows: int, shard_rows: int) -> list[tuple[int, int]]:
+    """Row ranges ``[start, stop)`` of the shards of a source with ``n_rows`` documents: fixed
+    blocks of ``shard_rows`` rows keyed by global document index (the source's ingest order), so the
+    layout is a function of the data and the setting, never of Spark's partitioning. A source with
+    no documents has one empty shard (readers always find a file)."""
+    if shard_rows < 1:
+        raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
+    if n_rows <= 0:
+        return [(0, 0)]
+    return [(start, min(n_rows, start + shard_rows)) for start in range(0, n_rows, shard_rows)]
+
+
+def shard_file(prefix: str, index: int) -> str:
+    return f"{prefix}-{index:05d}.npy"
+
+
+@dataclass(frozen=True)
+class KnnShard:
+    """Rows ``[start, stop)`` of a source's kNN graph: ``I`` int64 [stop-start, k] global neighbour
+    indices (-1 = none), ``D`` float32 cosines, both ``.npy`` files."""
+
+    start: int
+    stop: int
+    I: Path
+    D: Path
+
+
+def knn_shards(knn_dir: Path, source: str) -> list[KnnShard]:
+    """The shards of one source's kNN graph, in row order, as the knn manifest lists them."""
+    info = require_manifest(knn_dir, "knn")["knn"][source]
+    return [KnnShard(int(s["start"]), int(s["stop"]), knn_dir / s["I"], knn_dir / s["D"]) for s in info["shards"]]
+
+
 def load_knn(knn_dir: Path, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """The kNN arrays ``I`` (int64 [N, k]) and ``D`` (float32 [N, k]) of one source."""
-    require_manifest(knn_dir, "knn")
-    return np.load(knn_dir / source / "I.npy"), np.load(knn_dir / source / "D.npy")
+    """The kNN arrays ``I`` (int64 [N, k]) and ``D`` (float32 [N, k]) of one source, its shards
+    concatenated (the in-process path; distributed stages read :func:`knn_shards` one by one)."""
+    shards = knn_shards(knn_dir, source)
+    I = np.concatenate([np.load(s.I) for s in shards])
+    D = np.concatenate([np.load(s.D) for s in shards])
+    return I, D
+
+
+def load_keep(dedup_dir: Path, source: str) -> np.ndarray:
+    """The dedup stage's keep mask (bool [N]) of one source, its shards concatenated."""
+    info = require_manifest(dedup_dir, "dedup")["dedup"][source]
+    return np.concatenate([np.load(dedup_dir / s["keep"]) for s in info["shards"]]).astype(bool, copy=False)
+
+
+def order_files(order_dir: Path, source: str) -> list[Path]:
+    """The order stage's files of one source, in traversal order: each an int64 array of global
+    document indices; concatenated they are the source's ICP order."""
+    info = require_manifest(order_dir, "order")["order"][source]
+    return [order_dir / rel for rel in info["files"]]
+
+
+def load_order(order_dir: Path, source: str) -> np.ndarray:
+    """One source's whole ICP order (int64 global document indices)."""
+    parts = [np.load(p) for p in order_files(order_dir, source)]
+    return np.concatenate(parts).astype(np.int64, copy=False) if parts else np.zeros(0, np.int64)
 
 
 def load_stats(count_dir) -> dict:

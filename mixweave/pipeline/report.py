@@ -88,12 +88,12 @@ def chart_utility(table) -> bytes:
 
 
 def adjacent_cosines(out: Path, source: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
-    from ..data.artifacts import load_embeddings
+    from ..data.artifacts import load_embeddings, load_order
 
-    order_file = out / "order" / source / "order.npy"
-    if not order_file.is_file() or read_manifest(out / "embed") is None:
+    order_manifest = read_manifest(out / "order")
+    if order_manifest is None or source not in order_manifest.get("order", {}) or read_manifest(out / "embed") is None:
         return None
-    order = np.load(order_file)
+    order = load_order(out / "order", source)
     if order.size < 3:
         return None
     X = load_embeddings(out / "embed", source)

@@ -33,11 +33,14 @@ class OrderConfig:
     plus_one: bool = False
     """Windows of seq_len + 1 tokens overlapping by one (Megatron/nanotron convention)."""
     shuffle: bool = True
+    shard_rows: int = 262144
+    """Documents per shard of the knn, dedup and order artifacts (fixed blocks of global document
+    index: the layout depends on the data and this setting only, never on Spark's partitioning)."""
 
     def __post_init__(self) -> None:
         if self.partitions < 0:
             raise ConfigError(f"order.partitions must be >= 0 (0 = global traversal), got {self.partitions}")
-        for key in ("k", "seq_len", "batch_size", "max_tokens", "torch_threads"):
+        for key in ("k", "seq_len", "batch_size", "max_tokens", "torch_threads", "shard_rows"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"order.{key} must be >= 1, got {getattr(self, key)}")
         if not -1.0 <= self.dedup_cosine <= 1.0:

@@ -16,9 +16,9 @@ STAGES: tuple[Stage, ...] = (
     ingest.STAGE,   # sources -> docs/ + quarantine/ (Spark)
     count.STAGE,    # -> stats.json
     embed.STAGE,    # -> per-source embeddings (Spark)
-    knn.STAGE,      # -> I.npy, D.npy
-    dedup.STAGE,    # -> keep.npy, pairs.parquet
-    order.STAGE,    # -> order.npy (ICP traversal)
+    knn.STAGE,      # -> I-*.npy, D-*.npy shards
+    dedup.STAGE,    # -> keep-*.npy shards, pairs.parquet
+    order.STAGE,    # -> order-*.npy (ICP traversal)
     pack.STAGE,     # -> S-token windows
     utility.STAGE,  # -> utility.parquet
     mix.STAGE,      # -> mixture.json

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ...data.artifacts import docs_files_by_source, read_source_column, load_knn
+from ...data.artifacts import docs_files_by_source, knn_shards, load_knn, read_source_column
 from ...data.manifest import require_manifest
 from ...data.progress import Progress
 from ..runner import Stage, StageContext, StageResult
@@ -32,7 +32,11 @@ def run_dedup_stage(ctx: StageContext, tmp: Path) -> StageResult:
             result = semantic_dedup(I, D, threshold=o.dedup_cosine)
             ids_arr = np.asarray(read_source_column(docs_files[source], "doc_id").to_pylist(), dtype=object)
             (tmp / source).mkdir(parents=True, exist_ok=True)
-            np.save(tmp / source / "keep.npy", result.keep)
+            shards = []
+            for index, shard in enumerate(knn_shards(knn_dir, source)):  # keep shards follow the kNN shards
+                name = f"{source}/keep-{index:05d}.npy"
+                np.save(tmp / name, np.ascontiguousarray(result.keep[shard.start:shard.stop]))
+                shards.append({"start": shard.start, "stop": shard.stop, "keep": name})
             pairs = result.pairs.reshape(-1, 2) if result.pairs.size else np.zeros((0, 2), np.int64)
             pq.write_table(pa.table({
                 "a": pa.array(pairs[:, 0], pa.int64()), "b": pa.array(pairs[:, 1], pa.int64()),
@@ -42,7 +46,8 @@ def run_dedup_stage(ctx: StageContext, tmp: Path) -> StageResult:
             }), tmp / source / "pairs.parquet", compression="zstd")
             removed = int((~result.keep).sum())
             per_source[source] = {"n_docs": int(result.keep.size), "kept": int(result.keep.sum()), "removed": removed,
-                                  "pairs": int(len(pairs))}
+                                  "pairs": int(len(pairs)),
+                                  "shards": shards}
             drops[source] = {"semantic_duplicate": removed}
             progress.update(1, docs=int(result.keep.size))
     return StageResult(
@@ -51,5 +56,5 @@ def run_dedup_stage(ctx: StageContext, tmp: Path) -> StageResult:
     )
 
 
-STAGE = Stage("dedup", ("knn", "ingest"), 1, lambda c: {"dedup_cosine": c.order.dedup_cosine}, run_dedup_stage,
+STAGE = Stage("dedup", ("knn", "ingest"), 2, lambda c: {"dedup_cosine": c.order.dedup_cosine}, run_dedup_stage,
               enabled=lambda c: c.order is not None, describe="semantic near-duplicate removal")

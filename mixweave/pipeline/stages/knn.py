@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...data.artifacts import load_embeddings
+from ...data.artifacts import load_embeddings, shard_bounds, shard_file
 from ...data.manifest import require_manifest
 from ...data.progress import Progress
 from ..runner import Stage, StageContext, StageResult
@@ -38,14 +38,26 @@ def run_knn_stage(ctx: StageContext, tmp: Path) -> StageResult:
             entry = {"n_docs": n, "k": int(I.shape[1]), "method": method}
             if method not in ("flat", "torch", "none"):
                 entry["recall_at_k"] = round(sampled_recall_at_k(X, I, seed=ctx.config.seed), 4)
-            (tmp / source).mkdir(parents=True, exist_ok=True)
-            np.save(tmp / source / "I.npy", I)
-            np.save(tmp / source / "D.npy", D)
+            entry["shards"] = write_knn_shards(tmp, source, I, D, o.shard_rows)
             per_source[source] = entry
             progress.update(1, docs=n)
     return StageResult(counts={"n_docs": sum(e["n_docs"] for e in per_source.values())},
                        timings={"knn_s": round(time.perf_counter() - started, 3)}, extra={"knn": per_source})
 
 
-STAGE = Stage("knn", ("embed",), 1, lambda c: {"k": c.order.k, "method": c.order.knn_method, "seed": c.seed},
+def write_knn_shards(root: Path, source: str, I: np.ndarray, D: np.ndarray, shard_rows: int) -> list[dict]:
+    """``I``/``D`` cut into the source's shards (``data.artifacts.shard_bounds``) under
+    ``root/source``; returns the manifest's shard list (paths relative to ``root``)."""
+    (root / source).mkdir(parents=True, exist_ok=True)
+    shards = []
+    for index, (start, stop) in enumerate(shard_bounds(I.shape[0], shard_rows)):
+        names = {key: f"{source}/{shard_file(key, index)}" for key in ("I", "D")}
+        np.save(root / names["I"], np.ascontiguousarray(I[start:stop]))
+        np.save(root / names["D"], np.ascontiguousarray(D[start:stop]))
+        shards.append({"start": start, "stop": stop, **names})
+    return shards
+
+
+STAGE = Stage("knn", ("embed",), 2,
+              lambda c: {"k": c.order.k, "method": c.order.knn_method, "seed": c.seed, "shard_rows": c.order.shard_rows},
               run_knn_stage, enabled=lambda c: c.order is not None, describe="FAISS kNN per source")

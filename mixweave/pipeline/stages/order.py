@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...data.artifacts import load_embeddings, load_knn
+from ...data.artifacts import load_embeddings, load_keep, load_knn
 from ...data.manifest import require_manifest, write_json_atomic
 from ...data.progress import Progress
 from ..runner import Stage, StageContext, StageResult
@@ -26,7 +26,7 @@ def run_order_stage(ctx: StageContext, tmp: Path) -> StageResult:
     with Progress(len(sources), unit="source", label="order") as progress:
         for source in sorted(sources):
             I, D = load_knn(knn_dir, source)
-            keep = np.load(dedup_dir / source / "keep.npy")
+            keep = load_keep(dedup_dir, source)
             kept_index = np.flatnonzero(keep)
             I_k, D_k = restrict_knn(I, D, keep)
             X_kept = load_embeddings(embed_dir, source)[kept_index] if kept_index.size > 2 else None
@@ -44,7 +44,7 @@ def run_order_stage(ctx: StageContext, tmp: Path) -> StageResult:
             seconds = time.perf_counter() - t0
             order = kept_index[path]
             (tmp / source).mkdir(parents=True, exist_ok=True)
-            np.save(tmp / source / "order.npy", order.astype(np.int64))
+            np.save(tmp / source / "order-00000.npy", order.astype(np.int64))
             metrics = {"n_docs": int(kept_index.size)}
             if X_kept is not None:
                 metrics.update(order_metrics(X_kept, path, I_k, D_k, seed=ctx.config.seed))
@@ -53,6 +53,7 @@ def run_order_stage(ctx: StageContext, tmp: Path) -> StageResult:
             per_source[source] = finite_metrics({k: metrics.get(k) for k in (
                 "n_docs", "traverse_s", "mean_adjacent_cosine", "random_order_mean_adjacent_cosine", "jump_rate",
                 "random_order_jump_rate")})
+            per_source[source]["files"] = [f"{source}/order-00000.npy"]
             progress.update(1, docs=int(kept_index.size))
     return StageResult(counts={"n_docs": sum(e["n_docs"] for e in per_source.values())},
                        timings={"order_s": round(time.perf_counter() - started, 3)}, extra={"order": per_source})
@@ -63,5 +64,5 @@ def finite_metrics(values: dict) -> dict:
     return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in values.items()}
 
 
-STAGE = Stage("order", ("knn", "dedup", "embed"), 1, lambda c: {"seed": c.seed, "partitions": c.order.partitions},
+STAGE = Stage("order", ("knn", "dedup", "embed"), 2, lambda c: {"seed": c.seed, "partitions": c.order.partitions},
               run_order_stage, enabled=lambda c: c.order is not None, describe="ICP traversal (Algorithm 1) per source")

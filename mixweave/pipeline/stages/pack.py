@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ...data.artifacts import load_embeddings, load_knn, read_source_texts
+from ...data.artifacts import load_embeddings, load_keep, load_knn, load_order, read_source_texts
 from ...data.manifest import require_manifest, write_json_atomic
 from ...data.progress import Progress
 from ...data.typed import to_plain
@@ -37,7 +37,7 @@ def run_pack_stage(ctx: StageContext, tmp: Path) -> StageResult:
     per_source, started = {}, time.perf_counter()
     with Progress(len(sources), unit="source", label="pack") as progress:
         for source in sorted(sources):
-            order = np.load(order_dir / source / "order.npy")
+            order = load_order(order_dir, source)
             texts = read_source_texts(ingest_dir, source)
             tokens = tokenizer.encode_batch([texts[i] for i in order]) if order.size else []
             packed = pack_windows(tokens, np.arange(len(tokens)), seq_len=o.seq_len, eos_id=tokenizer.eos_id,
@@ -72,7 +72,7 @@ def window_quality(ctx: StageContext, source: str, order: np.ndarray, packed) ->
 
     from ...retrieval import order_metrics, restrict_knn
 
-    keep = np.load(ctx.artifact("dedup") / source / "keep.npy")
+    keep = load_keep(ctx.artifact("dedup"), source)
     kept_index = np.flatnonzero(keep)
     if kept_index.size < 3 or packed.n_windows == 0:
         return {"n_docs": int(kept_index.size), "n_windows": packed.n_windows}
