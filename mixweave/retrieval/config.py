@@ -36,8 +36,14 @@ class OrderConfig:
     shard_rows: int = 262144
     """Documents per shard of the knn, dedup and order artifacts (fixed blocks of global document
     index: the layout depends on the data and this setting only, never on Spark's partitioning)."""
+    distributed_min_docs: int = 100_000
+    """Sources with at least this many documents run knn, dedup, order and pack as Spark jobs over
+    the shards (the driver holds metadata only); smaller sources run in one process. Both paths
+    write the same artifact layout. 0 = always distributed."""
 
     def __post_init__(self) -> None:
+        if self.distributed_min_docs < 0:
+            raise ConfigError(f"order.distributed_min_docs must be >= 0, got {self.distributed_min_docs}")
         if self.partitions < 0:
             raise ConfigError(f"order.partitions must be >= 0 (0 = global traversal), got {self.partitions}")
         for key in ("k", "seq_len", "batch_size", "max_tokens", "torch_threads", "shard_rows"):
