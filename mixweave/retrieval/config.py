@@ -26,7 +26,15 @@ class OrderConfig:
     """cuda / cpu; unset = CUDA when available."""
     k: int = 20
     knn_method: Literal["auto", "flat", "ivf", "ivfpq", "hnsw", "torch"] = "auto"
-    """Exact below a size threshold and IVF above (auto), or one index kind."""
+    """Exact below a size threshold and IVF above (auto), or one index kind. On the distributed path
+    flat/torch (and auto below the exact threshold) run the exact blocked join, the others the
+    offline-IVF join (mixweave.retrieval.ivf_join)."""
+    ivf_nlist: int = 0
+    """Coarse lists of the IVF join (and of in-process ivf/ivfpq); 0 = auto (~4 sqrt(N))."""
+    ivf_nprobe: int = 0
+    """Lists probed per query; 0 = the default of retrieval.ivf_join (recall@k >= 0.95 in bench/knn_join.py)."""
+    knn_recall_sample: int = 1000
+    """Queries of the sampled recall@k (vs exact search) recorded for approximate kNN; 0 = none."""
     dedup_cosine: float = 0.95
     """Pairs at or above this cosine are near-duplicates; one document per component is kept."""
     partitions: int = 0
@@ -51,6 +59,9 @@ class OrderConfig:
         if self.encoder_backend not in ("auto", "torch") and str(self.device or "").startswith("cuda"):
             raise ConfigError(f"order.encoder_backend {self.encoder_backend} runs on CPU; use auto or torch with "
                               f"device {self.device}")
+        for key in ("ivf_nlist", "ivf_nprobe", "knn_recall_sample"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"order.{key} must be >= 0 (0 = auto), got {getattr(self, key)}")
         if self.distributed_min_docs < 0:
             raise ConfigError(f"order.distributed_min_docs must be >= 0, got {self.distributed_min_docs}")
         if self.partitions < 0:
