@@ -14,6 +14,10 @@ The tail that does not fill a window is dropped and reported (``dropped_tokens``
 
 Shuffle. Windows (not documents) are shuffled with ``seed``, so related documents stay together
 inside a window while adjacent windows are unrelated (the ICP README's diversity warning).
+The permutation is a seeded Feistel network on ``ceil(log2 W)`` bits with cycle walking
+(:func:`shuffled_rows`): the output row of any stream window is computed from (w, W, seed) alone,
+so Spark tasks place their windows without a per-window array anywhere (a ``Generator.permutation``
+needs all W entries in one process); small and distributed packs use the same bijection.
 ``window_perm[i]`` is the stream position of output window ``i``.
 
 Spans. For every (window, document) overlap: ``window_id`` (output row), ``doc`` (index into the
@@ -22,8 +26,15 @@ input documents), ``start``/``end`` (offsets inside the window, end exclusive) a
 segment ``doc_offset == len(doc)`` is its EOS). The spans of a window tile it exactly, which is
 what intra-document attention masks need.
 
+Ranges. :func:`cut_windows` is the core: the stream windows ``[lo, hi)`` and their spans from the
+documents that cover them, given the stream position of the first one. :func:`pack_windows` calls it
+once for the whole stream; the Spark pack (``jobs.pack``) calls it per ordered partition for the
+windows that *start* in the partition (the documents of the following partitions supply the spill),
+with stream positions from prefix sums of per-partition token counts: the same arithmetic, so the
+same windows, spans and dropped tail as one process.
+
 Cost: O(T) - the stream is gathered by a numba kernel straight into the window buffer, spans are
-vectorised numpy over documents. Per Spark partition the tail is dropped per partition (< S tokens).
+vectorised numpy over documents; the shuffle is O(W) integer mixing.
 """
 
 from __future__ import annotations
@@ -80,6 +91,129 @@ def source_seed(seed: int, name: str) -> int:
     removing a source never reshuffles the others (an index in the sorted list would)."""
     digest = hashlib.sha256(f"{int(seed)}:{name}".encode()).digest()
     return int.from_bytes(digest[:8], "little")
+
+_MASK64 = (1 << 64) - 1
+FEISTEL_ROUNDS = 6
+
+
+def _mix64_int(x: int) -> int:
+    """splitmix64's finaliser on a Python int (round keys)."""
+    x &= _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on a uint64 array (wrapping multiplies)."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def shuffled_rows(windows: np.ndarray, n_windows: int, seed: int) -> np.ndarray:
+    """Output row (int64) of each stream window in ``windows`` under the seeded bijection of
+    ``range(n_windows)``: a balanced Feistel network of :data:`FEISTEL_ROUNDS` rounds (splitmix64
+    round function) on the smallest even number of bits >= log2(n_windows), with cycle walking back
+    into the range (at most ~4 applications on average, the domain being < 4 n_windows).
+
+    A pure function of (window, n_windows, seed): any subset of windows is placed independently,
+    which is what lets Spark tasks write the shuffled pack without a permutation array. Cost
+    O(len(windows)) integer operations; quality: a keyed pseudo-random permutation, plenty for
+    decorrelating adjacent windows (not a uniform draw over all W! permutations)."""
+    w = np.asarray(windows, dtype=np.int64).reshape(-1)
+    n = int(n_windows)
+    if w.size and (w.min() < 0 or w.max() >= n):
+        raise InputError(f"window index outside 0..{n - 1}")
+    if n <= 1:
+        return w.copy()
+    bits = max(2, (n - 1).bit_length())
+    bits += bits & 1
+    half = bits // 2
+    mask, shift = np.uint64((1 << half) - 1), np.uint64(half)
+    keys = [np.uint64(_mix64_int(int(seed) + (r + 1) * 0x9E3779B97F4A7C15)) for r in range(FEISTEL_ROUNDS)]
+
+    def feistel(x: np.ndarray) -> np.ndarray:
+        left, right = x >> shift, x & mask
+        for key in keys:
+            left, right = right, left ^ (_mix64(right ^ key) & mask)
+        return (left << shift) | right
+
+    out = feistel(w.astype(np.uint64))
+    bad = np.flatnonzero(out >= np.uint64(n))
+    while bad.size:  # cycle walking: re-apply until the value falls back into range(n)
+        out[bad] = feistel(out[bad])
+        bad = bad[out[bad] >= np.uint64(n)]
+    return out.astype(np.int64)
+
+
+def n_stream_windows(stream_tokens: int, seq_len: int, plus_one: bool) -> int:
+    """Windows cut from a stream of ``stream_tokens`` tokens (the tail that does not fill one is dropped)."""
+    extra = int(bool(plus_one))
+    return (int(stream_tokens) - extra) // int(seq_len) if stream_tokens >= seq_len + extra else 0
+
+
+@dataclass(frozen=True)
+class WindowRange:
+    """Stream windows ``[lo, hi)`` cut by :func:`cut_windows` (stream order) and their spans,
+    sorted by (stream window, start); ``span_seg`` indexes the documents passed in."""
+
+    lo: int
+    hi: int
+    windows: np.ndarray  # [hi - lo, width] view (read-only) in the stream buffer
+    stream: np.ndarray  # the gathered stream from the first document to the end of window hi - 1
+    span_window: np.ndarray  # int64, stream window index
+    span_seg: np.ndarray
+    span_start: np.ndarray
+    span_end: np.ndarray
+    span_doc_offset: np.ndarray
+
+
+def cut_windows(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, *, stream_base: int, lo: int, hi: int,
+                seq_len: int, plus_one: bool, eos_id: int, dtype: np.dtype) -> WindowRange:
+    """Stream windows ``[lo, hi)`` and their spans from consecutive stream documents (the core).
+
+    Document j (in stream order) is ``flat[starts[j]:starts[j] + lengths[j]]`` followed by one EOS;
+    the first one begins at stream position ``stream_base``. The documents must cover the windows:
+    ``stream_base <= lo * S`` and the last window's last token (``(hi-1) * S + width - 1``) inside
+    them. Spans: every (window, document) overlap with offsets as in the module docstring.
+    Cost O(tokens from stream_base to the end of window hi - 1)."""
+    S, extra = int(seq_len), int(bool(plus_one))
+    width = S + extra
+    lo, hi = int(lo), max(int(lo), int(hi))
+    lengths = np.asarray(lengths, np.int64)
+    starts = np.asarray(starts, np.int64)
+    seg_start = np.zeros(lengths.size + 1, np.int64)
+    np.cumsum(lengths + 1, out=seg_start[1:])
+    seg_start += int(stream_base)
+    need_lo, need_hi = lo * S, (hi * S + extra if hi > lo else lo * S)
+    if hi > lo and (need_lo < stream_base or need_hi > seg_start[-1]):
+        raise InputError(f"documents cover stream [{stream_base}, {int(seg_start[-1])}) but windows {lo}..{hi - 1} "
+                         f"need [{need_lo}, {need_hi})")
+    from mixweave.retrieval import _kernels
+
+    stream = np.empty(need_hi - int(stream_base) if hi > lo else 0, dtype)
+    if stream.size:
+        src = flat if flat.size else np.zeros(1, dtype)
+        _kernels.gather_stream(src, starts, lengths, dtype.type(eos_id), stream)
+    sub = stream[need_lo - int(stream_base):] if hi > lo else stream
+    view = np.lib.stride_tricks.as_strided(sub, shape=(hi - lo, width), strides=(S * sub.itemsize, sub.itemsize),
+                                           writeable=False)
+    # spans: segment s = [a, b) intersects stream window w = [wS, wS + width)
+    a, b = seg_start[:-1], seg_start[1:]
+    first = np.maximum(lo, (a - width) // S + 1)
+    last = np.minimum(hi - 1, (b - 1) // S)
+    count = np.maximum(0, last - first + 1)
+    seg_idx = np.repeat(np.arange(lengths.size, dtype=np.int64), count)
+    w = np.repeat(first, count) + (np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count))
+    s_lo = np.maximum(a[seg_idx], w * S)
+    s_hi = np.minimum(b[seg_idx], w * S + width)
+    sort = np.lexsort((s_lo, w))
+    return WindowRange(lo=lo, hi=hi, windows=view, stream=stream, span_window=w[sort], span_seg=seg_idx[sort],
+                       span_start=(s_lo - w * S)[sort], span_end=(s_hi - w * S)[sort],
+                       span_doc_offset=(s_lo - a[seg_idx])[sort])
+
 
 def _as_flat(tokens, offsets) -> tuple[np.ndarray, np.ndarray]:
     if offsets is None:
@@ -142,52 +276,29 @@ def pack_windows(
         raise InputError(f"order refers to documents outside 0..{n_docs - 1}")
 
     S, extra = int(seq_len), int(bool(plus_one))
-    width = S + extra
     doc_len = np.diff(offsets)[order]
-    seg_len = doc_len + 1  # + EOS
-    seg_start = np.zeros(order.size + 1, np.int64)
-    np.cumsum(seg_len, out=seg_start[1:])
-    total = int(seg_start[-1])
-    n_win = (total - extra) // S if total >= width else 0
+    total = int(doc_len.sum()) + int(order.size)  # + one EOS per document
+    n_win = n_stream_windows(total, S, bool(extra))
     used = n_win * S + extra if n_win else 0
-
-    # gather the used prefix of the stream (numba: one pass, no int64 temporaries per token)
-    from mixweave.retrieval import _kernels
-
-    stream = np.empty(used, dtype)
-    if used:
-        src = flat if flat.size else np.zeros(1, dtype)
-        _kernels.gather_stream(src, offsets[:-1][order], doc_len, dtype.type(eos_id), stream)
-    # a strided view: window w starts at w*S and is `width` long (overlapping by one if plus_one)
-    view = np.lib.stride_tricks.as_strided(stream, shape=(n_win, width), strides=(S * stream.itemsize,
-                                           stream.itemsize), writeable=False)
-    perm = np.random.default_rng(seed).permutation(n_win) if shuffle else np.arange(n_win)
+    cut = cut_windows(flat, offsets[:-1][order], doc_len, stream_base=0, lo=0, hi=n_win, seq_len=S,
+                      plus_one=bool(extra), eos_id=int(eos_id), dtype=dtype)
+    rows = shuffled_rows(np.arange(n_win), n_win, seed) if shuffle else np.arange(n_win, dtype=np.int64)
+    perm = np.empty(n_win, np.int64)
+    perm[rows] = np.arange(n_win)
     if shuffle or extra:
-        windows = view[perm]  # one copy, in output order
+        windows = cut.windows[perm]  # one copy, in output order
     else:
-        windows = stream.reshape(n_win, S)  # no copy
-    inverse = np.empty(n_win, np.int64)
-    inverse[perm] = np.arange(n_win)
-
-    # spans: segment s = [a, b) intersects stream window w = [wS, wS + width)
-    a, b = seg_start[:-1], seg_start[1:]
-    first = np.maximum(0, (a - width) // S + 1)
-    last = np.minimum(n_win - 1, (b - 1) // S)
-    count = np.maximum(0, last - first + 1)
-    seg_idx = np.repeat(np.arange(order.size, dtype=np.int64), count)
-    w = np.repeat(first, count) + (np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count))
-    lo = np.maximum(a[seg_idx], w * S)
-    hi = np.minimum(b[seg_idx], w * S + width)
-    span_window = inverse[w] if w.size else w
-    sort = np.lexsort((lo - w * S, span_window))
+        windows = cut.stream.reshape(n_win, S)  # no copy
+    span_window = rows[cut.span_window] if cut.span_window.size else cut.span_window
+    sort = np.lexsort((cut.span_start, span_window))
     packed = PackedWindows(
         windows=windows,
-        window_perm=perm.astype(np.int64),
+        window_perm=perm,
         span_window=span_window[sort],
-        span_doc=order[seg_idx][sort],
-        span_start=(lo - w * S)[sort],
-        span_end=(hi - w * S)[sort],
-        span_doc_offset=(lo - a[seg_idx])[sort],
+        span_doc=order[cut.span_seg][sort],
+        span_start=cut.span_start[sort],
+        span_end=cut.span_end[sort],
+        span_doc_offset=cut.span_doc_offset[sort],
         seq_len=S,
         plus_one=bool(plus_one),
         eos_id=int(eos_id),
@@ -196,7 +307,7 @@ def pack_windows(
         dropped_tokens=total - used,
     )
     log.info("pack: %d docs, %d tokens -> %d windows of %d, dropped %d tail tokens",
-             order.size, total, n_win, width, total - used)
+             order.size, total, n_win, S + extra, total - used)
     return packed
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from mixweave.data.windows import WindowsInfo, read_windows
+from mixweave.data.windows import FILE_TOKENS, WindowReader, WindowsInfo, read_windows
 from mixweave.errors import InputError
 from mixweave.trainer.plan import CAP_SLACK, MixturePlan, hamilton
 
@@ -79,6 +79,46 @@ class ExportContext:
 
     def windows(self, name: str) -> np.ndarray:
         return read_windows(self.pack_dir, name)
+
+    # bounded memory: exporters walk a source in blocks of windows, one pack file decoded at a time
+    _readers: dict = field(default_factory=dict, repr=False)
+
+    def reader(self, name: str) -> WindowReader:
+        if name not in self._readers:
+            self._readers.clear()  # one source at a time
+            self._readers[name] = WindowReader(self.pack_dir, name, self.info)
+        return self._readers[name]
+
+    def n_windows(self, name: str) -> int:
+        return self.reader(name).n_windows
+
+    @property
+    def block_windows(self) -> int:
+        """Windows per block when an exporter streams a source (~:data:`FILE_TOKENS` tokens)."""
+        return max(1, FILE_TOKENS // (self.seq_len + 1))
+
+    def windows_s_range(self, name: str, dtype: np.dtype, lo: int, hi: int) -> np.ndarray:
+        """Windows ``[lo, hi)`` as :meth:`windows_s` would give them."""
+        return np.ascontiguousarray(self.reader(name).read(lo, hi)[:, : self.seq_len], dtype=dtype)
+
+    def windows_s_take(self, name: str, dtype: np.dtype, rows: np.ndarray) -> np.ndarray:
+        """Windows at ``rows`` (any order) as :meth:`windows_s` would give them."""
+        return np.ascontiguousarray(self.reader(name).take(rows)[:, : self.seq_len], dtype=dtype)
+
+    def windows_s_plus_one_range(self, name: str, dtype: np.dtype, lo: int, hi: int) -> np.ndarray:
+        """Windows ``[lo, hi)`` as :meth:`windows_s_plus_one` would give them (the last window
+        borrows the first token of window 0)."""
+        r = self.reader(name)
+        if self.plan.plus_one:
+            return np.ascontiguousarray(r.read(lo, hi), dtype=dtype)
+        hi = min(int(hi), r.n_windows)
+        w = r.read(lo, hi + 1)
+        out = np.empty((max(0, hi - lo), self.seq_len + 1), dtype=dtype)
+        out[:, : self.seq_len] = w[: out.shape[0]]
+        if out.shape[0]:
+            out[:-1, self.seq_len] = w[1: out.shape[0], 0]
+            out[-1, self.seq_len] = w[out.shape[0], 0] if w.shape[0] > out.shape[0] else r.read(0, 1)[0, 0]
+        return out
 
     def windows_s(self, name: str, dtype: np.dtype) -> np.ndarray:
         """``[W, S]`` windows in ``dtype`` (S+1 windows lose their last token)."""

@@ -80,15 +80,16 @@ def export_datatrove(ctx: ExportContext, tmp: Path) -> dict[str, Any]:
     targets = batch_targets(ctx.plan, ctx.options.get("global_batch_size"))
     files, folders = [], {}
     for name in ctx.names:
-        windows = ctx.windows_s_plus_one(name, dtype)
-        split = targets.get(name, 0) % max(len(windows), 1) or len(windows)
-        for sub, part_windows in (("head", windows[:split]), ("rest", windows[split:])):
-            if sub == "rest" and not len(part_windows):
+        n = ctx.n_windows(name)
+        split = targets.get(name, 0) % max(n, 1) or n
+        for sub, first, stop in (("head", 0, split), ("rest", split, n)):
+            if sub == "rest" and stop <= first:
                 continue
             (tmp / name / sub).mkdir(parents=True)
-            for part, lo in enumerate(range(0, max(len(part_windows), 1), per_file)):
+            for part, lo in enumerate(range(first, max(stop, first + 1), per_file)):  # memory: one output file
                 rel = f"{name}/{sub}/{name}_{part:05d}.ds"
-                write_ds(tmp / rel, part_windows[lo:lo + per_file], ctx.eos_id, tok_name)
+                write_ds(tmp / rel, ctx.windows_s_plus_one_range(name, dtype, lo, min(stop, lo + per_file)),
+                         ctx.eos_id, tok_name)
                 files += [rel, f"{rel}.index", f"{rel}.metadata"]
         folders[name] = ctx.ref(name)
     entries = nanoset_entries(targets, {s.name: s.n_windows for s in ctx.plan.sources})

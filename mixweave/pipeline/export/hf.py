@@ -47,18 +47,21 @@ def export_hf(ctx: ExportContext, tmp: Path) -> dict[str, Any]:
     for i, name in enumerate(ctx.names):
         if name not in sources:
             continue
-        windows = ctx.windows_s(name, dtype)
+        n = ctx.n_windows(name)
+        rows = None
         if materialize:
-            sp = ctx.plan.source(name)
-            windows = windows[materialized_indices(windows.shape[0], sp.target_windows, ctx.plan.seed, i)]
+            rows = materialized_indices(n, ctx.plan.source(name).target_windows, ctx.plan.seed, i)
+        n_out = n if rows is None else int(rows.size)
         (tmp / "data" / name).mkdir(parents=True)
         data_files[name] = []
-        for part, lo in enumerate(range(0, max(windows.shape[0], 1), per_file)):
+        for part, lo in enumerate(range(0, max(n_out, 1), per_file)):  # memory: one output file
             rel = f"data/{name}/part-{part:05d}.parquet"
-            pq.write_table(_table(windows[lo:lo + per_file]), tmp / rel)
+            block = (ctx.windows_s_range(name, dtype, lo, lo + per_file) if rows is None
+                     else ctx.windows_s_take(name, dtype, rows[lo:lo + per_file]))
+            pq.write_table(_table(block), tmp / rel)
             files.append(rel)
             data_files[name].append(ctx.ref(rel))
-        rows_out[name] = int(windows.shape[0])
+        rows_out[name] = n_out
     weights = ctx.plan.realized_weights
     active = ctx.active()
     call = {

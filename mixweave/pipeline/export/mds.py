@@ -34,15 +34,21 @@ def shard_config(encoding: str, sample_bytes: int, size_limit: int) -> dict[str,
 
 def write_mds(folder: Path, windows: np.ndarray, *, size_limit: int = SIZE_LIMIT) -> list[str]:
     """Shards + index.json for ``windows`` ([W, S], uint16/uint32); returns the shard basenames."""
-    n_rows, s = windows.shape
-    encoding = f"ndarray:{windows.dtype.name}:{s}"
-    sample_bytes = s * windows.dtype.itemsize
+    return write_mds_rows(folder, windows.shape[0], windows.shape[1], windows.dtype,
+                          lambda lo, hi: windows[lo:hi], size_limit=size_limit)
+
+
+def write_mds_rows(folder: Path, n_rows: int, s: int, dtype: np.dtype, read, *, size_limit: int = SIZE_LIMIT) -> list[str]:
+    """:func:`write_mds` with the rows fetched shard by shard through ``read(lo, hi)`` (memory: one shard)."""
+    dtype = np.dtype(dtype)
+    encoding = f"ndarray:{dtype.name}:{s}"
+    sample_bytes = s * dtype.itemsize
     config = shard_config(encoding, sample_bytes, size_limit)
     config_bytes = json.dumps(config, sort_keys=True).encode("utf-8")
     per_shard = max(1, (size_limit - 8 - len(config_bytes)) // (sample_bytes + 4))
     shards, names = [], []
     for k, lo in enumerate(range(0, n_rows, per_shard)):
-        rows = windows[lo:lo + per_shard]
+        rows = np.ascontiguousarray(read(lo, min(n_rows, lo + per_shard)), dtype=dtype)
         n = rows.shape[0]
         header = 4 + 4 * (n + 1) + len(config_bytes)
         offsets = (header + np.arange(n + 1, dtype=np.int64) * sample_bytes).astype(np.uint32)
@@ -68,7 +74,8 @@ def export_mds(ctx: ExportContext, tmp: Path) -> dict[str, Any]:
     files, locals_ = [], {}
     for name in ctx.names:
         (tmp / name).mkdir()
-        shards = write_mds(tmp / name, ctx.windows_s(name, dtype), size_limit=size_limit)
+        shards = write_mds_rows(tmp / name, ctx.n_windows(name), ctx.seq_len, dtype,
+                                lambda lo, hi, name=name: ctx.windows_s_range(name, dtype, lo, hi), size_limit=size_limit)
         files += [f"{name}/{b}" for b in shards] + [f"{name}/index.json"]
         locals_[name] = ctx.ref(name)
     weights = ctx.plan.realized_weights

@@ -16,7 +16,7 @@ treats them as shares of *samples*, i.e. of tokens. Repetition is implicit: aske
 ``--train-samples N`` (N = sum T_i, written to ``megatron_args.txt``) each source is drawn
 T_i times = its planned epochs. Megatron does not enforce epoch caps; the plan already did.
 
-Cost: one sequential write of the windows (memory: one source's windows at a time).
+Cost: one sequential write of the windows (memory: one block of windows, streamed from the pack files).
 """
 
 from __future__ import annotations
@@ -37,16 +37,31 @@ DTYPE_CODES = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4}
 def write_indexed(prefix: Path, windows: np.ndarray) -> None:
     """``prefix.bin`` + ``prefix.idx`` with one document per row of ``windows`` ([W, S])."""
     n, s = windows.shape
-    dtype = windows.dtype
+    write_indexed_blocks(prefix, [windows], n, s, windows.dtype)
+
+
+def write_indexed_blocks(prefix: Path, blocks, n: int, s: int, dtype: np.dtype, chunk: int = 1 << 20) -> None:
+    """:func:`write_indexed` from consecutive blocks of ``[*, s]`` windows (``n`` rows in all): the
+    ``.bin`` is appended block by block and the ``.idx`` arrays are written ``chunk`` rows at a time,
+    so memory is one block, whatever the source's size."""
+    dtype = np.dtype(dtype)
+    rows = 0
     with open(f"{prefix}.bin", "wb") as fh:
-        windows.tofile(fh)
-    sizes = np.full(n, s, dtype=np.int32)
-    pointers = np.arange(n, dtype=np.int64) * (s * dtype.itemsize)
-    doc_idx = np.arange(n + 1, dtype=np.int64)
+        for block in blocks:
+            np.ascontiguousarray(block, dtype=dtype).tofile(fh)
+            rows += int(block.shape[0])
+    if rows != n:
+        raise RuntimeError(f"internal error: wrote {rows} windows, expected {n}")
+    step = s * dtype.itemsize
     with open(f"{prefix}.idx", "wb") as fh:
         fh.write(MAGIC + struct.pack("<Q", 1) + struct.pack("<B", DTYPE_CODES[dtype]))
         fh.write(struct.pack("<Q", n) + struct.pack("<Q", n + 1))
-        fh.write(sizes.tobytes() + pointers.tobytes() + doc_idx.tobytes())
+        for lo in range(0, n, chunk):  # sizes
+            fh.write(np.full(min(chunk, n - lo), s, dtype=np.int32).tobytes())
+        for lo in range(0, n, chunk):  # pointers
+            fh.write((np.arange(lo, min(n, lo + chunk), dtype=np.int64) * step).tobytes())
+        for lo in range(0, n + 1, chunk):  # document index
+            fh.write(np.arange(lo, min(n + 1, lo + chunk), dtype=np.int64).tobytes())
 
 
 def export_megatron(ctx: ExportContext, tmp: Path) -> dict[str, Any]:
@@ -54,7 +69,9 @@ def export_megatron(ctx: ExportContext, tmp: Path) -> dict[str, Any]:
     prefixes, files = {}, []
     for name in ctx.names:
         rel = f"{name}_text_document"
-        write_indexed(tmp / rel, ctx.windows_s(name, dtype))
+        n, step = ctx.n_windows(name), ctx.block_windows
+        write_indexed_blocks(tmp / rel, (ctx.windows_s_range(name, dtype, lo, lo + step) for lo in range(0, n, step)),
+                             n, ctx.seq_len, dtype)
         prefixes[name] = ctx.ref(rel)
         files += [f"{rel}.bin", f"{rel}.idx"]
     weights = ctx.plan.realized_weights

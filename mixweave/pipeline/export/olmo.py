@@ -26,7 +26,8 @@ OLMo takes each source's files from their heads and re-lists them for repetition
 a downsampled source keeps is decided by file order -- our windows are already shuffled, so the
 heads are a random subset.
 
-Cost: one sequential write per source plus O(docs) for the metadata rows.
+Cost: one sequential write per source plus O(docs) for the metadata rows; memory: one output file
+(``max_file_bytes``), read from the pack files range by range.
 """
 
 from __future__ import annotations
@@ -164,11 +165,11 @@ def export_olmo(ctx: ExportContext, tmp: Path) -> dict[str, Any]:
     file_tokens: dict[str, int] = {}
     files = []
     for name in ctx.names:
-        windows = ctx.windows_s(name, dtype)
+        n = ctx.n_windows(name)
         (tmp / name).mkdir()
         paths[name] = []
-        for part, lo in enumerate(range(0, max(len(windows), 1), per_file)):
-            chunk = windows[lo:lo + per_file]
+        for part, lo in enumerate(range(0, max(n, 1), per_file)):
+            chunk = ctx.windows_s_range(name, dtype, lo, lo + per_file)  # memory: one output file
             rel = f"{name}/part-{part:05d}.npy"
             chunk.tofile(tmp / rel)
             _write_metadata(tmp / rel.replace(".npy", ".csv.gz"), chunk, ctx.eos_id, name, part, lo)
