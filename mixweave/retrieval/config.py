@@ -51,6 +51,9 @@ class OrderConfig:
     """Sources with at least this many documents run knn, dedup, order and pack as Spark jobs over
     the shards (the driver holds metadata only); smaller sources run in one process. Both paths
     write the same artifact layout. 0 = always distributed."""
+    pack_file_windows: int = 0
+    """Windows per pack file (windows/<source>/part-NNNNN.parquet holds output windows
+    [N*F, (N+1)*F)); 0 = as many as hold 2^25 tokens. Both pack paths write the same files."""
 
     def __post_init__(self) -> None:
         backends = ("auto", "torch", "onnx", "openvino", "onnx-int8", "static")
@@ -59,7 +62,7 @@ class OrderConfig:
         if self.encoder_backend not in ("auto", "torch") and str(self.device or "").startswith("cuda"):
             raise ConfigError(f"order.encoder_backend {self.encoder_backend} runs on CPU; use auto or torch with "
                               f"device {self.device}")
-        for key in ("ivf_nlist", "ivf_nprobe", "knn_recall_sample"):
+        for key in ("ivf_nlist", "ivf_nprobe", "knn_recall_sample", "pack_file_windows"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"order.{key} must be >= 0 (0 = auto), got {getattr(self, key)}")
         if self.distributed_min_docs < 0:
