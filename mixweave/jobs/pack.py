@@ -1,0 +1,332 @@
+"""Spark pack: ordered partitions -> exact S-token windows, equal to the in-process pack.
+
+The order stage's files (``data.artifacts.order_files``), cut into pieces of at most ``part_docs``
+positions, are the ordered partitions ``p = 0..P-1``. Four Spark steps, the driver holding one row
+of metadata per partition and per output file, never per document or window:
+
+1. **Texts by global index.** One task per (ingest file, row group) yields ``(gidx, text)``, the
+   global index coming from the files' row counts (parquet footers); one task per partition yields
+   ``(gidx, part, pos)`` from its slice of the order file. A join on ``gidx``, a repartition by
+   ``part`` sorted by ``(part, pos)``, and each task tokenizes its partitions (tokenizer loaded once
+   per worker) and writes a token shard ``tok-PPPPP.npz`` (flat ids, lengths, global indices) to
+   the work folder; it returns ``(part, n_docs, n_tokens)``.
+2. **Prefix sums on the driver.** Stream offset of each partition = sum of the earlier ones' tokens
+   plus one EOS per document; the total fixes W, the dropped tail, and for each partition the
+   stream windows that *start* in it, ``[ceil(base/S), ceil(end/S))``, and the following partitions
+   that hold its spill (at most S + 1 tokens, so a bounded list).
+3. **Cut.** One task per partition loads its shard and the spill shards and calls
+   :func:`mixweave.retrieval.pack.cut_windows` (the in-process pack's own core) for its windows;
+   each window's output row is :func:`~mixweave.retrieval.pack.shuffled_rows` of its stream index
+   (a Feistel bijection: no permutation array). Windows and spans go to per-partition parquet.
+4. **Write.** Spark reads them back, repartitions by output file ``window_id // per_file``, sorts by
+   ``(window_id[, start])``, and each task writes its files through ``data.windows``' writers,
+   the ones the in-process path uses: same rows, same bytes.
+
+Every result is a function of the data and the settings (partitions come from the order files and
+``part_docs``, files from ``per_file``, ties impossible since keys are unique), never of Spark's
+partitioning. Memory per task: one partition's texts and tokens (+ <= S + 1 spill tokens), or one
+output file. Cost: one join of the order with the source's texts (a shuffle of the texts), one
+tokenization, one shuffle of the windows into output order.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import InputError
+
+LOG = logging.getLogger(__name__)
+
+PART_SCHEMA = pa.schema([("part", pa.int64()), ("path", pa.string()), ("lo", pa.int64()), ("hi", pa.int64())])
+UNIT_SCHEMA = pa.schema([("docs_file", pa.string()), ("row_group", pa.int64()), ("base", pa.int64())])
+POS_SCHEMA = pa.schema([("gidx", pa.int64()), ("part", pa.int64()), ("pos", pa.int64())])
+TEXT_SCHEMA = pa.schema([("gidx", pa.int64()), ("text", pa.large_string())])
+COUNT_SCHEMA = pa.schema([("part", pa.int64()), ("n_docs", pa.int64()), ("n_tokens", pa.int64())])
+CUT_SCHEMA = pa.schema([("part", pa.int64()), ("base", pa.int64()), ("lo", pa.int64()), ("hi", pa.int64()),
+                        ("spill", pa.list_(pa.int64()))])
+CUT_DONE = pa.schema([("part", pa.int64()), ("windows", pa.int64()), ("spans", pa.int64())])
+WINDOW_SCHEMA = pa.schema([("window_id", pa.int64()), ("tokens", pa.list_(pa.int32()))])
+SPAN_SCHEMA = pa.schema([("window_id", pa.int64()), ("doc", pa.int64()), ("start", pa.int32()),
+                         ("end", pa.int32()), ("doc_offset", pa.int32())])
+WRITE_DONE = pa.schema([("block", pa.int64()), ("rows", pa.int64())])
+
+
+def plan_parts(order_paths: list[Path], part_docs: int) -> list[dict]:
+    """Ordered partitions: each order file cut into pieces of at most ``part_docs`` positions
+    (shapes read from the ``.npy`` headers; empty files give no partition)."""
+    parts = []
+    for path in order_paths:
+        n = int(np.load(path, mmap_mode="r").shape[0])
+        for lo in range(0, n, max(1, int(part_docs))):
+            parts.append({"part": len(parts), "path": str(Path(path).resolve()), "lo": lo, "hi": min(n, lo + part_docs)})
+    return parts
+
+
+def plan_text_units(docs_files: list[Path]) -> list[dict]:
+    """One unit per (ingest file, row group) with the global index of its first row."""
+    import pyarrow.parquet as pq
+
+    units, base = [], 0
+    for path in docs_files:
+        meta = pq.ParquetFile(path).metadata
+        for group in range(meta.num_row_groups):
+            units.append({"docs_file": str(Path(path).resolve()), "row_group": group, "base": base})
+            base += meta.row_group(group).num_rows
+    return units
+
+
+def plan_cuts(counts: dict[int, tuple[int, int]], n_parts: int, *, seq_len: int, plus_one: bool) -> tuple[list[dict], dict]:
+    """Prefix sums over the partitions' ``(n_docs, n_tokens)``: the windows each partition cuts
+    (those starting in its stream range) and the partitions that hold their spill."""
+    from ..retrieval.pack import n_stream_windows
+
+    S, extra = int(seq_len), int(bool(plus_one))
+    seg = np.array([counts.get(p, (0, 0))[0] + counts.get(p, (0, 0))[1] for p in range(n_parts)], np.int64)
+    base = np.zeros(n_parts + 1, np.int64)
+    np.cumsum(seg, out=base[1:])
+    total = int(base[-1])
+    n_win = n_stream_windows(total, S, bool(extra))
+    cuts = []
+    for p in range(n_parts):
+        lo = -(-int(base[p]) // S)
+        hi = min(n_win, -(-int(base[p + 1]) // S))
+        if hi <= lo:
+            continue
+        need = hi * S + extra  # the last window's end
+        spill, q = [], p + 1
+        while q < n_parts and base[q] < need:
+            if seg[q]:
+                spill.append(q)
+            q += 1
+        cuts.append({"part": p, "base": int(base[p]), "lo": lo, "hi": hi, "spill": spill})
+    used = n_win * S + extra if n_win else 0
+    return cuts, {"n_windows": n_win, "stream_tokens": total, "dropped_tokens": total - used,
+                  "n_docs": int(sum(c[0] for c in counts.values()))}
+
+
+def _frame(spark, rows: list[dict], schema: pa.Schema):
+    """A small driver-side DataFrame of metadata rows (one per partition/unit/file)."""
+    from .ingest import spark_schema
+
+    return spark.createDataFrame([tuple(r[name] for name in schema.names) for r in rows], spark_schema(schema))
+
+
+def _shard_path(work: str, part: int) -> str:
+    return f"{work}/tok-{part:05d}.npz"
+
+
+def _order_positions(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        for row in batch.to_pylist():
+            gidx = np.asarray(np.load(row["path"], mmap_mode="r")[row["lo"]:row["hi"]], np.int64)
+            yield pa.RecordBatch.from_arrays([pa.array(gidx), pa.array(np.full(gidx.size, row["part"], np.int64)),
+                                              pa.array(np.arange(gidx.size, dtype=np.int64))], schema=POS_SCHEMA)
+
+
+def _read_texts(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    import pyarrow.parquet as pq
+
+    for batch in batches:
+        for row in batch.to_pylist():
+            text = pq.ParquetFile(row["docs_file"]).read_row_group(row["row_group"], columns=["text"]).column("text")
+            text = text.cast(pa.large_string()).combine_chunks()
+            gidx = pa.array(np.arange(row["base"], row["base"] + len(text), dtype=np.int64))
+            yield pa.RecordBatch.from_arrays([gidx, text], schema=TEXT_SCHEMA)
+
+
+def _tokenize_parts(work: str, tokenizer_path: str, tokenizer_pattern: str | None, expected: dict[int, int]):
+    def flush(part, texts, gidx, tokenizer):
+        if len(texts) != expected.get(part, -1):
+            raise RuntimeError(f"pack: partition {part} found {len(texts)} of its {expected.get(part)} documents' texts "
+                               "(the order refers to documents the ingest artifact does not have)")
+        ids = tokenizer.encode_batch(texts)
+        lengths = np.fromiter((len(t) for t in ids), np.int64, len(ids))
+        flat = np.fromiter((x for t in ids for x in t), np.int64, int(lengths.sum())).astype(np.int32)
+        np.savez(_shard_path(work, part), tokens=flat, lengths=lengths, gidx=np.asarray(gidx, np.int64))
+        return {"part": part, "n_docs": len(texts), "n_tokens": int(lengths.sum())}
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from ..data.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(tokenizer_path, tokenizer_pattern)  # cached per worker process
+        part, texts, gidx, last_pos = None, [], [], -1
+        for batch in batches:  # sorted by (part, pos): one partition's texts at a time
+            parts = batch.column("part").to_numpy()
+            pos = batch.column("pos").to_numpy()
+            ids = batch.column("gidx").to_numpy()
+            text = batch.column("text").to_pylist()
+            for i in range(batch.num_rows):
+                if parts[i] != part:
+                    if part is not None:
+                        yield pa.RecordBatch.from_pylist([flush(part, texts, gidx, tokenizer)], schema=COUNT_SCHEMA)
+                    part, texts, gidx, last_pos = int(parts[i]), [], [], -1
+                if pos[i] != last_pos + 1:
+                    raise RuntimeError(f"pack: partition {part} position {int(pos[i])} out of sequence (duplicate "
+                                       "document in the order, or a document with two texts)")
+                last_pos = int(pos[i])
+                texts.append(text[i])
+                gidx.append(int(ids[i]))
+        if part is not None:
+            yield pa.RecordBatch.from_pylist([flush(part, texts, gidx, tokenizer)], schema=COUNT_SCHEMA)
+
+    return run
+
+
+def _cut_parts(work: str, seq_len: int, plus_one: bool, eos_id: int, dtype: str, n_windows: int, shuffle: bool,
+               seed: int):
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow.parquet as pq
+
+        from ..retrieval.pack import cut_windows, shuffled_rows
+
+        for batch in batches:
+            for row in batch.to_pylist():
+                shards = [np.load(_shard_path(work, q)) for q in [row["part"], *row["spill"]]]
+                flat = np.concatenate([s["tokens"] for s in shards])
+                lengths = np.concatenate([s["lengths"] for s in shards])
+                gidx = np.concatenate([s["gidx"] for s in shards])
+                starts = np.zeros(lengths.size, np.int64)
+                np.cumsum(lengths[:-1], out=starts[1:])
+                cut = cut_windows(flat, starts, lengths, stream_base=row["base"], lo=row["lo"], hi=row["hi"],
+                                  seq_len=seq_len, plus_one=plus_one, eos_id=eos_id, dtype=np.dtype(dtype))
+                stream_ids = np.arange(cut.lo, cut.hi, dtype=np.int64)
+                out_rows = shuffled_rows(stream_ids, n_windows, seed) if shuffle else stream_ids
+                width = cut.windows.shape[1]
+                tokens = pa.ListArray.from_arrays(pa.array(np.arange(stream_ids.size + 1, dtype=np.int32) * width),
+                                                  pa.array(np.ascontiguousarray(cut.windows).reshape(-1).astype(np.int32)))
+                pq.write_table(pa.Table.from_arrays([pa.array(out_rows), tokens], schema=WINDOW_SCHEMA),
+                               f"{work}/windows/part-{row['part']:05d}.parquet")
+                span_rows = out_rows[cut.span_window - cut.lo]
+                pq.write_table(pa.table({
+                    "window_id": pa.array(span_rows, pa.int64()), "doc": pa.array(gidx[cut.span_seg], pa.int64()),
+                    "start": pa.array(cut.span_start.astype(np.int32)), "end": pa.array(cut.span_end.astype(np.int32)),
+                    "doc_offset": pa.array(cut.span_doc_offset.astype(np.int32))}, schema=SPAN_SCHEMA),
+                    f"{work}/spans/part-{row['part']:05d}.parquet")
+                yield pa.RecordBatch.from_pylist([{"part": row["part"], "windows": int(stream_ids.size),
+                                                   "spans": int(span_rows.size)}], schema=CUT_DONE)
+
+    return run
+
+
+def _write_blocks(out_root: str, source: str, kind: str, per_file: int, dtype: str, width: int):
+    """mapInArrow: rows sorted by (block, window_id[, start]) -> one pack file per block."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from ..data.windows import write_spans_block, write_window_block
+
+        def flush(block, pieces):
+            table = pa.Table.from_batches(pieces).combine_chunks()
+            if kind == "windows":
+                ids = table.column("window_id").to_numpy()
+                if ids.size and not np.array_equal(ids, np.arange(block * per_file, block * per_file + ids.size)):
+                    raise RuntimeError(f"pack: file {block} of {source} is missing windows")
+                flat = table.column("tokens").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+                windows = flat.astype(np.dtype(dtype)).reshape(-1, width)
+                write_window_block(Path(out_root), source, block, windows, block * per_file)
+            else:
+                write_spans_block(Path(out_root), source, block, table.drop_columns(["block"]))
+            return pa.RecordBatch.from_pylist([{"block": block, "rows": table.num_rows}], schema=WRITE_DONE)
+
+        block, pieces = None, []
+        for batch in batches:
+            blocks = batch.column("block").to_numpy()
+            cuts = np.flatnonzero(np.diff(blocks)) + 1
+            for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [blocks.size]])):
+                if hi <= lo:
+                    continue
+                b = int(blocks[lo])
+                if b != block:
+                    if block is not None:
+                        yield flush(block, pieces)
+                    block, pieces = b, []
+                pieces.append(batch.slice(int(lo), int(hi - lo)).drop_columns(["block"]) if kind == "windows"
+                              else batch.slice(int(lo), int(hi - lo)))
+        if block is not None:
+            yield flush(block, pieces)
+
+    return run
+
+
+def run_spark_pack(spark, *, source: str, order_paths: list[Path], docs_files: list[Path], out_root: Path,
+                   work_dir: Path, tokenizer_path: str, tokenizer_pattern: str | None, eos_id: int, dtype: str,
+                   seq_len: int, plus_one: bool, shuffle: bool, seed: int, part_docs: int, per_file: int,
+                   n_tasks: int | None = None) -> dict:
+    """Pack one source with Spark (module docstring) into ``out_root`` (the pack stage's folder):
+    ``windows/<source>/part-*.parquet`` and ``spans/<source>/part-*.parquet``, the same files as
+    the in-process pack with ``per_file`` windows per file. ``work_dir`` (executor-readable, removed
+    afterwards) holds the token shards and the cut windows. Returns the per-source summary
+    (n_windows, stream_tokens, dropped_tokens, n_docs, files, partitions, timings)."""
+    from pyspark.sql import functions as F
+
+    from ..data.progress import spark_progress
+    from ..data.windows import file_windows, window_file_name, write_window_block
+    from .ingest import spark_schema
+
+    t0 = time.perf_counter()
+    width = int(seq_len) + int(bool(plus_one))
+    per_file = file_windows(width, per_file)
+    work = Path(work_dir).resolve()
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "windows").mkdir(parents=True)
+    (work / "spans").mkdir(parents=True)
+    parts = plan_parts(order_paths, part_docs)
+    units = plan_text_units(docs_files)
+    tasks = int(n_tasks or max(1, min(max(len(parts), 1), 4 * spark.sparkContext.defaultParallelism)))
+    counts: dict[int, tuple[int, int]] = {}
+    try:
+        with spark_progress(spark, f"pack {source}"):
+            if parts:
+                if not units:
+                    raise InputError(f"pack: the order of {source} lists documents but its ingest files have none")
+                positions = _frame(spark, parts, PART_SCHEMA).repartition(tasks) \
+                    .mapInArrow(_order_positions, spark_schema(POS_SCHEMA))
+                texts = _frame(spark, units, UNIT_SCHEMA).repartition(max(1, min(len(units), tasks))).mapInArrow(_read_texts, spark_schema(TEXT_SCHEMA))
+                expected = {p["part"]: p["hi"] - p["lo"] for p in parts}
+                done = positions.join(texts, "gidx").repartition(tasks, "part").sortWithinPartitions("part", "pos") \
+                    .mapInArrow(_tokenize_parts(str(work), tokenizer_path, tokenizer_pattern, expected),
+                                spark_schema(COUNT_SCHEMA)).collect()
+                counts = {int(r["part"]): (int(r["n_docs"]), int(r["n_tokens"])) for r in done}
+                missing = sorted(set(expected) - set(counts))
+                if missing:
+                    raise RuntimeError(f"pack: partitions {missing[:5]} of {source} found none of their documents' texts")
+            t_tok = time.perf_counter()
+            cuts, summary = plan_cuts(counts, len(parts), seq_len=seq_len, plus_one=plus_one)
+            n_win = summary["n_windows"]
+            if n_win:
+                cut_done = _frame(spark, cuts, CUT_SCHEMA).repartition(max(1, min(len(cuts), tasks))) \
+                    .mapInArrow(_cut_parts(str(work), seq_len, plus_one, eos_id, dtype, n_win, shuffle, seed),
+                                spark_schema(CUT_DONE)).collect()
+                if sum(r["windows"] for r in cut_done) != n_win:
+                    raise RuntimeError(f"pack: cut {sum(r['windows'] for r in cut_done)} of {n_win} windows of {source}")
+            t_cut = time.perf_counter()
+            n_files = max(1, math.ceil(n_win / per_file))
+            if n_win:
+                for kind, order_by in (("windows", ["block", "window_id"]), ("spans", ["block", "window_id", "start"])):
+                    frame = spark.read.parquet((work / kind).as_uri()).withColumn(
+                        "block", F.expr(f"window_id div {int(per_file)}"))
+                    schema = WRITE_DONE
+                    written = frame.repartition(max(1, min(n_files, tasks)), "block").sortWithinPartitions(*order_by) \
+                        .mapInArrow(_write_blocks(str(Path(out_root).resolve()), source, kind, per_file, dtype, width),
+                                    spark_schema(schema)).collect()
+                    if sorted(int(r["block"]) for r in written) != list(range(n_files)):
+                        raise RuntimeError(f"pack: wrote {len(written)} of {n_files} {kind} files of {source}")
+            else:  # no window: one empty file, as the in-process pack writes
+                empty = pa.Table.from_pylist([], schema=SPAN_SCHEMA)
+                write_window_block(Path(out_root), source, 0, np.zeros((0, width), np.dtype(dtype)), 0, empty)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    t_end = time.perf_counter()
+    LOG.info("pack %s (spark): %d partitions, %d docs, %d tokens -> %d windows in %d files (%.1fs)", source,
+             len(parts), summary["n_docs"], summary["stream_tokens"], n_win, n_files, t_end - t0)
+    return {**summary, "files": [window_file_name("windows", source, b) for b in range(n_files)],
+            "partitions": len(parts), "spark_tasks": tasks,
+            "timings": {"tokenize_s": round(t_tok - t0, 3), "cut_s": round(t_cut - t_tok, 3),
+                        "write_s": round(t_end - t_cut, 3)}}
