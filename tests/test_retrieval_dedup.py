@@ -86,3 +86,58 @@ def test_restrict_knn_renumbers_and_pads():
 def test_bad_threshold():
     with pytest.raises(ConfigError):
         semantic_dedup(np.array([[1], [0]]), np.ones((2, 1), np.float32), threshold=1.5)
+
+
+# ------------------------------------------------------------------- the per-shard cores
+def _random_knn(seed, n=None, k=None):
+    rng = np.random.default_rng(seed)
+    n, k = n or int(rng.integers(2, 80)), k or int(rng.integers(1, 6))
+    I = rng.integers(-1, n, size=(n, k))
+    D = rng.choice(np.array([0.5, 0.94, 0.95, 0.99], np.float32), size=(n, k))  # 0.95: exactly at the threshold
+    return I, D
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_shard_pairs_merged_over_shards_equal_duplicate_pairs(seed):
+    from mixweave.data.artifacts import shard_bounds
+    from mixweave.retrieval.dedup import merge_pairs, shard_pairs
+
+    I, D = _random_knn(seed)
+    n = I.shape[0]
+    rows = int(np.random.default_rng(seed).integers(1, n + 1))
+    parts = [shard_pairs(I[a:b], D[a:b], a, n, 0.95) for a, b in shard_bounds(n, rows)]
+    for (a, b), (p, c) in zip(shard_bounds(n, rows), parts):  # each shard's pairs touch its rows
+        assert np.all((p[:, 0] >= a) & (p[:, 0] < b) | (p[:, 1] >= a) & (p[:, 1] < b))
+        assert np.array_equal(p, np.unique(p, axis=0)) and (p[:, 0] < p[:, 1]).all()
+    pairs, cos = merge_pairs(np.concatenate([p for p, _ in parts]), np.concatenate([c for _, c in parts]))
+    ref_pairs, ref_cos = duplicate_pairs(I, D, 0.95)
+    assert np.array_equal(pairs, ref_pairs) and np.array_equal(cos, ref_cos)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_local_stars_have_the_components_of_the_pairs(seed):
+    from mixweave.retrieval.dedup import local_stars
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 60))
+    pairs = np.sort(rng.integers(0, n, size=(int(rng.integers(0, 2 * n)), 2)), axis=1) + 1000  # global ids
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    stars = local_stars(pairs)
+    G = nx.Graph()
+    G.add_edges_from(map(tuple, pairs.tolist()))
+    expected = sorted((min(c), v) for c in nx.connected_components(G) for v in c if v != min(c))
+    assert sorted(map(tuple, stars.tolist())) == expected  # one edge per non-root node, to its component's min
+    assert local_stars(np.zeros((0, 2), np.int64)).shape == (0, 2)
+
+
+def test_shard_pairs_refuse_bad_shards():
+    from mixweave.errors import InputError
+    from mixweave.retrieval.dedup import shard_pairs
+
+    I, D = np.array([[1], [5]]), np.ones((2, 1), np.float32)
+    with pytest.raises(InputError, match=r"ids must be in \[-1, 5\)"):
+        shard_pairs(I, D, 10, 5)
+    with pytest.raises(InputError, match="same shape"):
+        shard_pairs(I, D[:1], 0, 5)
+    with pytest.raises(InputError, match="NaN"):
+        shard_pairs(np.array([[1]]), np.array([[np.nan]], np.float32), 0, 5)

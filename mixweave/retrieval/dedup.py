@@ -22,6 +22,12 @@ more than k exact copies still reaches all of them through the union-find unless
 split across disjoint lists.
 
 Cost: O(Nk) to select pairs, O(P log N) union-find (numba), no Python object per document.
+
+Shards. The same rule runs shard by shard for sources beyond one process (``jobs/dedup.py``):
+:func:`shard_pairs` selects one kNN shard's pairs in global ids (the shard's rows only; a pair seen
+from both sides is merged by :func:`merge_pairs`, max cosine), :func:`local_stars` closes them
+inside the shard into ``(node, component minimum)`` edges, which have the same connected
+components as the shard's pairs, and the cross-shard closure runs on those star edges.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mixweave.errors import ConfigError
+from mixweave.errors import ConfigError, InputError
 from mixweave.retrieval.knn import check_knn
 
 log = logging.getLogger(__name__)
@@ -77,17 +83,70 @@ def duplicate_pairs(I: np.ndarray, D: np.ndarray,
     """Unique pairs ``(i, j)``, ``i < j``, with kNN cosine >= threshold (max over both directions),
     sorted by (i, j). Returns (pairs int64 [P, 2], cosine float32 [P])."""
     I, D = check_knn(I, D)
-    n, k = I.shape
-    rows = np.repeat(np.arange(n, dtype=np.int64), k).reshape(n, k)
-    hit = (I >= 0) & (I != rows) & (D >= threshold)
-    a, b, w = rows[hit], I[hit], D[hit]
-    lo, hi = np.minimum(a, b), np.maximum(a, b)
-    # sort by (lo, hi, -w) and keep the first of each pair: the max cosine
-    order = np.lexsort((-w, hi, lo))
+    return _shard_hits(I, D, 0, threshold)
+
+
+def _unique_max(lo: np.ndarray, hi: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``(lo, hi)`` deduplicated, keeping each pair's max ``w``, sorted by (lo, hi)."""
+    order = np.lexsort((-w, hi, lo))  # sort by (lo, hi, -w) and keep the first of each pair
     lo, hi, w = lo[order], hi[order], w[order]
     first = np.ones(lo.size, bool)
     first[1:] = (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])
-    return np.stack([lo[first], hi[first]], axis=1), w[first].astype(np.float32)
+    return (np.stack([lo[first], hi[first]], axis=1).astype(np.int64, copy=False).reshape(-1, 2),
+            w[first].astype(np.float32))
+
+
+def _shard_hits(I: np.ndarray, D: np.ndarray, start: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    n, k = I.shape
+    rows = np.repeat(np.arange(start, start + n, dtype=np.int64), k).reshape(n, k)
+    hit = (I >= 0) & (I != rows) & (D >= threshold)
+    a, b, w = rows[hit], I[hit], D[hit]
+    return _unique_max(np.minimum(a, b), np.maximum(a, b), w)
+
+
+def shard_pairs(I: np.ndarray, D: np.ndarray, start: int, n_docs: int,
+                threshold: float = DEFAULT_THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
+    """The duplicate pairs that one kNN shard lists: rows ``start .. start + len(I)`` of a source
+    with ``n_docs`` documents, neighbour ids global. Pairs ``(i, j)``, ``i < j``, cosine >=
+    threshold, unique within the shard (max cosine), sorted. A pair listed by two shards comes out
+    of both; :func:`merge_pairs` over all shards equals :func:`duplicate_pairs` of the whole
+    arrays. Raises InputError for ids outside ``[-1, n_docs)`` or non-finite cosines. O(rows k log)."""
+    I, D = np.asarray(I), np.asarray(D)
+    if I.ndim != 2 or D.shape != I.shape:
+        raise InputError(f"kNN shard at row {start}: I and D must be 2-D arrays of the same shape, "
+                         f"got {I.shape} and {D.shape}")
+    if I.size and not np.issubdtype(I.dtype, np.integer):
+        raise InputError(f"kNN shard at row {start}: I must hold integer ids, got dtype {I.dtype}")
+    I = np.ascontiguousarray(I, dtype=np.int64)
+    D = np.ascontiguousarray(D, dtype=np.float32)
+    if I.size and (I.max() >= n_docs or I.min() < -1):
+        raise InputError(f"kNN shard at row {start}: ids must be in [-1, {n_docs}) (the source's documents), "
+                         f"got {I.min()}..{I.max()}")
+    if not np.isfinite(D[I >= 0]).all():
+        raise InputError(f"kNN shard at row {start}: D has NaN/inf where I holds a valid id; fix the kNN stage output")
+    return _shard_hits(I, D, int(start), threshold)
+
+
+def merge_pairs(pairs: np.ndarray, cosine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs from several shards (concatenated) deduplicated with their max cosine, sorted."""
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    return _unique_max(pairs[:, 0], pairs[:, 1], np.asarray(cosine, np.float32).reshape(-1))
+
+
+def local_stars(pairs: np.ndarray) -> np.ndarray:
+    """Close one shard's pairs with union-find and return star edges ``(root, node)`` (int64
+    [M, 2], ``root < node``, sorted by node): every node of a component of >= 2 nodes linked to the
+    component's smallest index. The stars have exactly the components of ``pairs`` (each star is
+    a spanning tree of its component), with at most one edge per node instead of a chain.
+    O(P log P) (node renumbering) + O(P) union-find."""
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    if not pairs.size:
+        return np.zeros((0, 2), np.int64)
+    nodes, local = np.unique(pairs, return_inverse=True)  # sorted, so local order = global order
+    local = local.reshape(-1, 2)
+    root = connected_components(nodes.size, local)
+    moved = root != np.arange(nodes.size)
+    return np.stack([nodes[root[moved]], nodes[moved]], axis=1)
 
 
 def connected_components(n: int, pairs: np.ndarray) -> np.ndarray:
