@@ -128,3 +128,44 @@ def test_refinement_keeps_topics_together(data):
     assert refine_labels(I3, D3, np.array([1, 1, 0]), rounds=1).tolist() == [1, 1, 0]  # tie: stays
     with pytest.raises(ConfigError):
         refine_labels(I2, D2, np.array([0, 0, 1, 1]), rounds=-1)
+
+
+def test_vote_labels_equals_the_refinement_kernel():
+    """The list-wise vote (the Spark job's refinement) against the in-process kernel, ties included."""
+    from mixweave.retrieval import _kernels
+    from mixweave.retrieval.partition import vote_labels
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n, k, n_labels = int(rng.integers(1, 60)), int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        I = rng.integers(-1, n, (n, k))
+        D = (rng.integers(-2, 4, (n, k)) / 4).astype(np.float32)  # many equal sums, some negative
+        D[I < 0] = -np.inf
+        labels = rng.integers(0, n_labels, n)
+        valid = (I >= 0) & (I != np.arange(n)[:, None])
+        offsets = np.r_[0, np.cumsum(valid.sum(1))]
+        assert np.array_equal(vote_labels(offsets, labels[I[valid]], D[valid], labels),
+                              _kernels.refine_labels_round(I, D, labels, n_labels))
+
+
+def test_assignment_and_centroid_sums_do_not_depend_on_the_split(data):
+    """Labels are a function of the row (any block size), integer centroid sums add up exactly."""
+    from mixweave.retrieval.partition import (
+        assign_nearest, centroid_sums, cluster_centroids, kmeans_sample, train_centroids,
+    )
+
+    X, _, _ = data
+    sample = kmeans_sample(X.shape[0], 6, seed=4)
+    assert sample.size == 6 * 128 and np.array_equal(sample, kmeans_sample(X.shape[0], 6, seed=4))
+    centroids = train_centroids(X[sample], 6, seed=4)
+    tied = np.vstack([centroids, centroids[2:3]])  # an exact tie: the lower index wins
+    labels = assign_nearest(X, tied)
+    assert np.array_equal(labels, assign_nearest(X, tied, block=7))
+    assert np.array_equal(labels, np.concatenate([assign_nearest(X[i:i + 333], tied) for i in range(0, 3000, 333)]))
+    assert not (labels == 6).any() and (labels == 2).any()
+    assert (np.take_along_axis(X @ tied.T, labels[:, None], 1)[:, 0] >= (X @ tied.T).max(1) - 1e-5).all()
+    whole = centroid_sums(X, labels, 7)
+    assert np.array_equal(whole, centroid_sums(X[:1000], labels[:1000], 7) + centroid_sums(X[1000:], labels[1000:], 7))
+    ref = np.stack([X[labels == c].mean(0) if (labels == c).any() else np.zeros(64) for c in range(7)])
+    ref /= np.maximum(np.linalg.norm(ref, axis=1, keepdims=True), 1e-12)
+    np.testing.assert_allclose(cluster_centroids(X, labels, 7), ref, atol=1e-6)

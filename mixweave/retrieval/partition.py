@@ -84,16 +84,70 @@ class ClusterBlocks:
         return self.members[lo:hi], self.ids[lo:hi], self.weights[lo:hi]
 
 
+def kmeans_sample(n: int, n_clusters: int, *, seed: int = 0, train_size: int | None = None) -> np.ndarray | None:
+    """Sorted positions of the k-means training rows among ``n`` rows (``None``: all rows): a seeded
+    draw of ``min(n, train_size or 128 * C)`` rows that depends on ``n``, ``C`` and the seed only,
+    so the in-process path and the Spark job (which reads just these rows) train on the same rows."""
+    c = int(min(n_clusters, n))
+    size = int(min(n, train_size or TRAIN_POINTS_PER_CLUSTER * c))
+    if size < c:
+        raise ConfigError(f"train_size={size} is below n_clusters={c}; raise the k-means sample")
+    if size >= n:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
+def train_centroids(train: np.ndarray, n_clusters: int, *, seed: int = 0, niter: int = 20) -> np.ndarray:
+    """Spherical faiss k-means (seeded) on the sample rows ``train``; float32 [C, d] unit centroids."""
+    import faiss
+
+    size, d = train.shape
+    c = int(min(n_clusters, size))
+    kmeans = faiss.Kmeans(d, c, niter=int(niter), seed=int(seed), spherical=True, verbose=False,
+                          max_points_per_centroid=size // c + 1, min_points_per_centroid=1)
+    kmeans.train(np.ascontiguousarray(train, dtype=np.float32))
+    return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
+
+
+TIE_EPS = 1e-4
+"""float32 scores this close to a row's best are re-scored exactly (see :func:`assign_nearest`)."""
+
+
+def assign_nearest(X: np.ndarray, centroids: np.ndarray, block: int = 65_536) -> np.ndarray:
+    """Nearest centroid (inner product) of every row, as a pure function of the row: float32 BLAS
+    scores, then rows whose runner-up is within :data:`TIE_EPS` of the best are re-scored among
+    those candidates with exactly rounded float64 sums (``math.fsum`` of exact products), ties to
+    the lower centroid index. So the label never depends on the batch a row is scored in (BLAS
+    may round a row differently in another block shape or thread count). O(N C d)."""
+    import math
+
+    X = np.asarray(X, np.float32)
+    C = np.ascontiguousarray(centroids, dtype=np.float32)
+    C64 = C.astype(np.float64)
+    labels = np.empty(X.shape[0], np.int64)
+    for lo in range(0, X.shape[0], block):
+        S = X[lo:lo + block] @ C.T
+        best = S.argmax(axis=1)
+        top = S[np.arange(S.shape[0]), best]
+        near = S >= (top - TIE_EPS)[:, None]
+        for r in np.flatnonzero(near.sum(axis=1) > 1):
+            x = X[lo + r].astype(np.float64)
+            cands = np.flatnonzero(near[r])
+            exact = [math.fsum(x * C64[c]) for c in cands]
+            best[r] = cands[int(np.argmax(exact))]  # argmax: first (lowest index) among equal maxima
+        labels[lo:lo + block] = best
+    return labels
+
+
 def coarse_clusters(X: np.ndarray, n_clusters: int, *, seed: int = 0, train_size: int | None = None,
                     niter: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """Spherical k-means on a seeded sample, then nearest-centroid assignment of every row.
+    """Spherical k-means on a seeded sample (:func:`kmeans_sample`, :func:`train_centroids`), then
+    nearest-centroid assignment of every row (:func:`assign_nearest`).
 
     Returns (labels int64 [N], centroids float32 [C, d]) with ``C = min(n_clusters, N)``.
     """
-    import faiss
-
     X = check_embeddings(X)
-    n, d = X.shape
+    n = X.shape[0]
     if not isinstance(n_clusters, (int, np.integer)) or n_clusters < 1:
         raise ConfigError(f"n_clusters must be a positive integer, got {n_clusters!r}")
     c = int(min(n_clusters, n))
@@ -101,23 +155,9 @@ def coarse_clusters(X: np.ndarray, n_clusters: int, *, seed: int = 0, train_size
         centroid = X.mean(axis=0, keepdims=True)
         norm = float(np.linalg.norm(centroid))
         return np.zeros(n, np.int64), (centroid / norm if norm > 0 else X[:1]).astype(np.float32)
-    size = int(min(n, train_size or TRAIN_POINTS_PER_CLUSTER * c))
-    if size < c:
-        raise ConfigError(f"train_size={size} is below n_clusters={c}; raise the k-means sample")
-    rng = np.random.default_rng(seed)
-    train = X[np.sort(rng.choice(n, size=size, replace=False))] if size < n else X
-    kmeans = faiss.Kmeans(d, c, niter=int(niter), seed=int(seed), spherical=True, verbose=False,
-                          max_points_per_centroid=size // c + 1, min_points_per_centroid=1)
-    kmeans.train(np.ascontiguousarray(train))
-    centroids = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
-    index = faiss.IndexFlatIP(d)
-    index.add(centroids)
-    labels = np.empty(n, np.int64)
-    block = 65_536
-    for lo in range(0, n, block):
-        hi = min(n, lo + block)
-        labels[lo:hi] = index.search(X[lo:hi], 1)[1][:, 0]
-    return labels, centroids
+    sample = kmeans_sample(n, c, seed=seed, train_size=train_size)
+    centroids = train_centroids(X if sample is None else X[sample], c, seed=seed, niter=niter)
+    return assign_nearest(X, centroids), centroids
 
 
 def refine_labels(I: np.ndarray, D: np.ndarray, labels: np.ndarray, rounds: int = 2) -> np.ndarray:
@@ -137,18 +177,71 @@ def refine_labels(I: np.ndarray, D: np.ndarray, labels: np.ndarray, rounds: int 
     return labels
 
 
-def cluster_centroids(X: np.ndarray, labels: np.ndarray, n_labels: int) -> np.ndarray:
-    """Normalised mean of each cluster's rows (float32 [n_labels, d]; zero rows for empty ones)."""
-    sums = np.zeros((n_labels, X.shape[1]), np.float64)
+def vote_labels(offsets: np.ndarray, nb_labels: np.ndarray, nb_weights: np.ndarray,
+                current: np.ndarray) -> np.ndarray:
+    """One vote round (:func:`refine_labels`) over rows given as lists: row ``r``'s neighbours are
+    entries ``offsets[r]:offsets[r+1]`` (their current labels and cosines, in kNN-row order, self
+    matches and removed documents already left out), ``current`` the rows' own labels. Equal to
+    the kernel: float64 sums of max(cosine, 0) per label accumulated in row order; a row keeps its
+    label when that label's sum is the largest, else takes the smallest label with the largest sum.
+    Vectorised numpy, O(E log E) for E entries; the Spark job's refinement runs it per batch."""
+    current = np.asarray(current, np.int64)
+    offsets = np.asarray(offsets, np.int64)
+    nb_labels = np.asarray(nb_labels, np.int64)
+    new = current.copy()
+    if nb_labels.size == 0:
+        return new
+    n_labels = int(max(nb_labels.max(), current.max())) + 1
+    row = np.repeat(np.arange(current.size, dtype=np.int64), np.diff(offsets))
+    keys, inverse = np.unique(row * n_labels + nb_labels, return_inverse=True)
+    score = np.bincount(inverse.reshape(-1), weights=np.maximum(np.asarray(nb_weights, np.float32), 0),
+                        minlength=keys.size)  # sequential float64 adds in entry order, as the kernel
+    key_row, key_label = keys // n_labels, keys % n_labels
+    starts = np.flatnonzero(np.r_[True, key_row[1:] != key_row[:-1]])
+    rows = key_row[starts]
+    row_max = np.maximum.reduceat(score, starts)
+    at_max = np.flatnonzero(score == np.repeat(row_max, np.diff(np.r_[starts, keys.size])))
+    best = key_label[at_max[np.searchsorted(at_max, starts)]]  # smallest label at the maximum
+    own = rows * n_labels + current[rows]
+    pos = np.minimum(np.searchsorted(keys, own), keys.size - 1)
+    own_score = np.where(keys[pos] == own, score[pos], 0.0)
+    new[rows] = np.where(own_score >= row_max, current[rows], best)
+    return new
+
+
+FIXED_POINT = float(2 ** 32)
+"""Scale of the integer centroid sums (exact, so partial sums merge in any order)."""
+
+
+def centroid_sums(X: np.ndarray, labels: np.ndarray, n_labels: int) -> np.ndarray:
+    """int64 [n_labels, d]: per-cluster sums of the rows rounded to multiples of 2^-32. Integer sums
+    are exact, so sums of any split of the rows (Spark tasks) add up to the same bytes; unit rows
+    keep 2^31 documents per cluster below overflow."""
+    X = np.asarray(X, np.float32)
+    labels = np.asarray(labels, np.int64)
+    sums = np.zeros((n_labels, X.shape[1]), np.int64)
     order = np.argsort(labels, kind="stable")
     block = 65_536
-    for lo in range(0, order.size, block):  # blocked segment sums: no [N, d] float64 temporary
+    for lo in range(0, order.size, block):  # blocked segment sums: no [N, d] temporary
         idx = order[lo:lo + block]
         lab = labels[idx]
         starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]])
-        sums[lab[starts]] += np.add.reduceat(X[idx].astype(np.float64), starts, axis=0)
-    norms = np.linalg.norm(sums, axis=1, keepdims=True)
-    return (sums / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+        fixed = np.rint(X[idx].astype(np.float64) * FIXED_POINT).astype(np.int64)
+        sums[lab[starts]] += np.add.reduceat(fixed, starts, axis=0)
+    return sums
+
+
+def centroids_from_sums(sums: np.ndarray) -> np.ndarray:
+    """Normalised cluster means (float32; zero rows for empty clusters) from :func:`centroid_sums`."""
+    means = np.asarray(sums, np.float64) / FIXED_POINT
+    norms = np.linalg.norm(means, axis=1, keepdims=True)
+    return (means / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+def cluster_centroids(X: np.ndarray, labels: np.ndarray, n_labels: int) -> np.ndarray:
+    """Normalised mean of each cluster's rows (float32 [n_labels, d]; zero rows for empty ones),
+    from exact fixed-point sums (:func:`centroid_sums`)."""
+    return centroids_from_sums(centroid_sums(X, labels, n_labels))
 
 
 def plan_partitions(X: np.ndarray, *, n_clusters: int, seed: int = 0, k_centroids: int = 10,
@@ -234,11 +327,11 @@ def edge_retention(I: np.ndarray, labels: np.ndarray) -> float:
     return float((same & valid).sum() / valid.sum())
 
 
-def partitioned_order(X: np.ndarray, I: np.ndarray, D: np.ndarray, *, n_clusters: int, seed: int = 0,
-                      k_centroids: int = 10, train_size: int | None = None, niter: int = 20,
-                      refine_rounds: int = 2) -> tuple[np.ndarray, dict]:
-    """In-process partitioned traversal (module docstring): the exact result the Spark job
-    ``mixweave.jobs.order.run_partitioned_order`` produces. Returns (int64 permutation, info)."""
+def partitioned_walk(X: np.ndarray, I: np.ndarray, D: np.ndarray, *, n_clusters: int, seed: int = 0,
+                     k_centroids: int = 10, train_size: int | None = None, niter: int = 20,
+                     refine_rounds: int = 2) -> tuple[np.ndarray, PartitionPlan | None, dict]:
+    """:func:`partitioned_order` that also returns the plan (cluster labels and walk order), so a
+    caller can cut the order at cluster boundaries (``np.bincount(plan.labels)[plan.cluster_order]``)."""
     from mixweave.retrieval.traverse import traverse_clustered
 
     I, D = check_knn(I, D)
@@ -246,7 +339,7 @@ def partitioned_order(X: np.ndarray, I: np.ndarray, D: np.ndarray, *, n_clusters
     if X.shape[0] != I.shape[0]:
         raise InputError(f"X has {X.shape[0]} rows but the kNN arrays have {I.shape[0]}")
     if I.shape[0] == 0:
-        return np.zeros(0, np.int64), {"n_docs": 0, "n_clusters": 0}
+        return np.zeros(0, np.int64), None, {"n_docs": 0, "n_clusters": 0}
     plan = plan_partitions(X, n_clusters=n_clusters, seed=seed, k_centroids=k_centroids, train_size=train_size,
                            niter=niter, I=I, D=D, refine_rounds=refine_rounds)
     t0 = time.perf_counter()
@@ -254,6 +347,16 @@ def partitioned_order(X: np.ndarray, I: np.ndarray, D: np.ndarray, *, n_clusters
     info = dict(plan.info, traverse_s=round(time.perf_counter() - t0, 4))
     log.info("partitioned order: N=%d clusters=%d edge retention %.4f", order.size, info["n_clusters"],
              info["edge_retention"])
+    return order, plan, info
+
+
+def partitioned_order(X: np.ndarray, I: np.ndarray, D: np.ndarray, *, n_clusters: int, seed: int = 0,
+                      k_centroids: int = 10, train_size: int | None = None, niter: int = 20,
+                      refine_rounds: int = 2) -> tuple[np.ndarray, dict]:
+    """In-process partitioned traversal (module docstring): the exact result the Spark job
+    ``mixweave.jobs.order.run_sharded_order`` produces from the shards. Returns (int64 permutation, info)."""
+    order, _, info = partitioned_walk(X, I, D, n_clusters=n_clusters, seed=seed, k_centroids=k_centroids,
+                                      train_size=train_size, niter=niter, refine_rounds=refine_rounds)
     return order, info
 
 
