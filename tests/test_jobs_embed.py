@@ -1,4 +1,5 @@
-"""Spark embed job on local[2] equals in-process embedding of the same texts."""
+"""Spark embed job on local[2] equals in-process embedding of the same texts, for the torch
+reference and the CPU default backend; the bytes do not depend on how units meet tasks."""
 
 from __future__ import annotations
 
@@ -51,23 +52,25 @@ def docs(tmp_path_factory, corpus_dir):
     return root, files
 
 
-def test_spark_embed_equals_in_process(spark, docs, tmp_path):
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_spark_embed_equals_in_process(spark, docs, tmp_path, backend):
     import torch
 
     from mixweave.jobs.embed import plan_units, run_embed
+    from mixweave.retrieval.encoder_backends import CPU_DEFAULT
     from mixweave.retrieval.encoders import embed_texts, load_encoder
 
     root, files = docs
     units = plan_units(files, root)
     assert len(units) == 8  # 4 files of 10 or 8 rows, row groups of 7: 2 units each
     info = run_embed(spark, units=units, out_root=tmp_path, encoder="default", max_tokens=510, batch_size=4,
-                     torch_threads=1, device="cpu")
-    assert info["rows"] == 36
+                     torch_threads=1, device="cpu", backend=backend)
+    assert info["rows"] == 36 and info["backend"] == ("torch" if backend == "torch" else CPU_DEFAULT)
 
     previous = torch.get_num_threads()
     torch.set_num_threads(1)  # the job pins 1 thread per task: same kernels, same bits
     try:
-        model = load_encoder("default", "cpu")
+        model = load_encoder("default", "cpu", backend=info["backend"], threads=1)
         for source, paths in files.items():
             texts = [t for p in paths for t in pq.read_table(p, columns=["text"]).column("text").to_pylist()]
             mine = sorted(u["out_file"] for u in units if u["source"] == source)
@@ -89,11 +92,20 @@ def test_spark_embed_equals_in_process(spark, docs, tmp_path):
 
 
 def test_spark_embed_is_independent_of_partitioning(spark, docs, tmp_path):
-    from mixweave.jobs.embed import plan_units, run_embed
+    """The default backend (auto: the CPU default here) gives the same bytes whatever the task layout:
+    units in reverse order over local[2]'s tasks, and every unit in one process as local[1] would."""
+    import pyarrow as pa
+
+    from mixweave.jobs.embed import UNIT_SCHEMA, _embed_units, plan_units, run_embed
+    from mixweave.retrieval.encoder_backends import resolve_backend
 
     root, files = docs
     units = [u for u in plan_units(files, root) if u["source"] == "code"]
     run_embed(spark, units=units, out_root=tmp_path / "a", batch_size=4, torch_threads=1, device="cpu")
     run_embed(spark, units=units[::-1], out_root=tmp_path / "b", batch_size=4, torch_threads=1, device="cpu")
+    one_worker = _embed_units(str(tmp_path / "c"), "default", 510, 4, 1, "cpu", resolve_backend("auto", "cpu"))
+    assert len(list(one_worker(iter([pa.RecordBatch.from_pylist(units, schema=UNIT_SCHEMA)])))) == len(units)
     for u in units:
-        assert np.array_equal(np.load(tmp_path / "a" / u["out_file"]), np.load(tmp_path / "b" / u["out_file"]))
+        a = np.load(tmp_path / "a" / u["out_file"])
+        assert np.array_equal(a, np.load(tmp_path / "b" / u["out_file"]))
+        assert np.array_equal(a, np.load(tmp_path / "c" / u["out_file"]))

@@ -2,11 +2,13 @@
 
 The unit of work is a slice of at most ``UNIT_ROWS`` rows of one parquet row group of an ingest
 docs file: fixed by the data, never by Spark's partitioning; each task embeds its units with
-:func:`mixweave.retrieval.embed_texts` (encoder loaded once per worker process, torch threads
-pinned per task) and writes ``<source>/part-FFFFF-GGGGG.npy`` straight into the stage folder.
-Concatenating a source's blocks in name order gives embeddings aligned with the source's document
-order (ingest file order, then row order). Pinning torch threads and fixing the units is what
-makes the bytes identical on local[1], local[2] or a cluster.
+:func:`mixweave.retrieval.embed_texts` (encoder of the resolved backend loaded once per worker
+process, its CPU threads pinned per task) and writes ``<source>/part-FFFFF-GGGGG.npy`` straight
+into the stage folder. Concatenating a source's blocks in name order gives embeddings aligned with
+the source's document order (ingest file order, then row order). Pinning threads and fixing the
+units is what makes the bytes identical on local[1], local[2] or a cluster. Exported backends
+(onnx, openvino, onnx-int8, static) are built once into the shared encoder cache (atomic rename:
+workers racing to build it keep one copy) and never import torch in the workers once built.
 """
 
 from __future__ import annotations
@@ -48,16 +50,18 @@ def plan_units(docs_files: dict[str, list[Path]], ingest_dir: Path) -> list[dict
     return units
 
 
-def _embed_units(out_root: str, encoder: str, max_tokens: int, batch_size: int, torch_threads: int, device: str | None):
+def _embed_units(out_root: str, encoder: str, max_tokens: int, batch_size: int, torch_threads: int, device: str | None,
+                 backend: str = "torch"):
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import pyarrow.parquet as pq
-        import torch
 
         from ..retrieval.encoders import embed_texts, load_encoder
 
-        if torch_threads > 0:
+        if backend == "torch" and torch_threads > 0:
+            import torch
+
             torch.set_num_threads(torch_threads)
-        model = load_encoder(encoder, device)
+        model = load_encoder(encoder, device, backend=backend, threads=torch_threads if torch_threads > 0 else None)
         for batch in batches:
             for unit in batch.to_pylist():
                 started = time.perf_counter()
@@ -84,21 +88,31 @@ def run_embed(
     batch_size: int = 32,
     torch_threads: int = 1,
     device: str | None = None,
+    backend: str = "auto",
 ) -> dict:
-    """Embed every unit with Spark; returns rows per unit and the encoder seconds."""
+    """Embed every unit with Spark; returns rows per unit, the encoder seconds and the backend
+    (``auto`` is resolved here, on the driver: torch on CUDA, else the CPU default)."""
     from ..data.progress import spark_progress
+    from ..retrieval.encoder_backends import resolve_backend
     from .ingest import spark_schema
 
+    backend = resolve_backend(backend, device)
     if not units:
-        return {"rows": 0, "seconds": 0.0}
+        return {"rows": 0, "seconds": 0.0, "backend": backend}
+    if backend != "torch":  # build the export once here, not in every worker at the same time
+        from ..retrieval.encoder_backends import ensure_export
+        from ..retrieval.encoders import resolve_encoder_path
+
+        ensure_export(resolve_encoder_path(encoder).resolve(), backend)
     n_tasks = max(1, min(len(units), 4 * spark.sparkContext.defaultParallelism))
     # range partitioning spreads consecutive units evenly over tasks (hash partitioning left some idle)
     frame = spark.createDataFrame(pa.Table.from_pylist(units, schema=UNIT_SCHEMA).to_pandas()).repartitionByRange(n_tasks, "unit")
     with spark_progress(spark, "embed"):  # tasks run in executors: the driver reports their progress
         done = frame.mapInArrow(
-            _embed_units(str(Path(out_root).resolve()), encoder, max_tokens, batch_size, torch_threads, device),
+            _embed_units(str(Path(out_root).resolve()), encoder, max_tokens, batch_size, torch_threads, device, backend),
             spark_schema(DONE_SCHEMA),
         ).collect()
     if len(done) != len(units):
         raise RuntimeError(f"embedding finished {len(done)} of {len(units)} units")
-    return {"rows": int(sum(r["rows"] for r in done)), "encoder_seconds": round(sum(r["seconds"] for r in done), 3)}
+    return {"rows": int(sum(r["rows"] for r in done)), "encoder_seconds": round(sum(r["seconds"] for r in done), 3),
+            "backend": backend}

@@ -10,9 +10,16 @@ Truncation. The paper embeds the first 510 tokens of each document (Contriever, 
 what the model supports: all-MiniLM-L6-v2 was trained with ``max_seq_length`` 256, i.e. 254
 content tokens, so the default of 510 becomes 254 there (logged once per encoder).
 
-Cache. :func:`load_encoder` keeps one model per (resolved path, device) in a module-level dict,
-so a Spark task that calls :func:`load_encoder` with a path (``mixweave.jobs.embed``)
-loads the model once per Python worker (Spark reuses workers across tasks), not per batch.
+Backends. ``backend`` picks the runtime (:mod:`mixweave.retrieval.encoder_backends`): ``torch``
+(sentence-transformers, the reference), ``onnx`` / ``openvino`` (lossless exports, faster on CPU),
+``onnx-int8`` and ``static`` (opt-in, lossy), or ``auto`` (torch on CUDA, else the measured CPU
+default). Every backend keeps :func:`embed_texts`'s contract: L2-normalised float32 ``[n, d]`` in
+input order, ``max_tokens`` clamped the same way.
+
+Cache. :func:`load_encoder` keeps one model per (resolved path, device, backend, threads) in a
+module-level dict, so a Spark task that calls :func:`load_encoder` with a path
+(``mixweave.jobs.embed``) loads the model once per Python worker (Spark reuses workers across
+tasks), not per batch.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from mixweave.errors import InputError
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 510
-_ENCODERS: dict[tuple[str, str], Any] = {}
+_ENCODERS: dict[tuple, Any] = {}
 _CLAMP_LOGGED: set[int] = set()
 
 
@@ -62,13 +69,29 @@ def default_device() -> str:
 
 
 def load_encoder(path_or_default: str | os.PathLike | None = "default", device: str | None = None,
-                 *, cache: bool = True) -> Any:
-    """A ``SentenceTransformer`` from a local folder, on CUDA when available (or ``device``).
-    With ``cache`` (default) the same object is returned for the same (path, device)."""
+                 *, backend: str = "torch", threads: int | None = None, cache: bool = True) -> Any:
+    """An encoder for a local folder: a ``SentenceTransformer`` on CUDA when available (or
+    ``device``) for backend ``torch``, else the export ``backend`` names (``auto``: torch on CUDA,
+    the CPU default otherwise), built and cached on first use. ``threads`` caps the CPU threads of
+    exported backends (torch's are set by the caller). With ``cache`` (default) the same object is
+    returned for the same (path, device, backend, threads)."""
+    from mixweave.retrieval.encoder_backends import GraphEncoder, StaticEncoder, resolve_backend
+
     path = resolve_encoder_path(path_or_default).resolve()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    backend = resolve_backend(backend, device)
+    if backend != "torch":
+        key = (str(path), "cpu", backend, threads)
+        if cache and key in _ENCODERS:
+            return _ENCODERS[key]
+        t0 = time.perf_counter()
+        model = StaticEncoder(path) if backend == "static" else GraphEncoder(path, backend, threads=threads)
+        log.info("loaded encoder %s (%s) in %.1fs", path, backend, time.perf_counter() - t0)
+        if cache:
+            _ENCODERS[key] = model
+        return model
     device = device or default_device()
-    key = (str(path), str(device))
+    key = (str(path), str(device), "torch", None)
     if cache and key in _ENCODERS:
         return _ENCODERS[key]
     from sentence_transformers import SentenceTransformer
@@ -82,7 +105,14 @@ def load_encoder(path_or_default: str | os.PathLike | None = "default", device: 
     return model
 
 
+def encoder_backend(encoder: Any) -> str:
+    """The backend name of an encoder from :func:`load_encoder`."""
+    return getattr(encoder, "backend", "torch") if hasattr(encoder, "encode_batch") else "torch"
+
+
 def _special_tokens(encoder: Any) -> int:
+    if hasattr(encoder, "special_tokens"):
+        return int(encoder.special_tokens)
     tok = getattr(encoder, "tokenizer", None)
     try:
         return int(tok.num_special_tokens_to_add(False))
@@ -117,16 +147,21 @@ def embed_texts(encoder: Any, texts: Sequence[str], *, max_tokens: int = DEFAULT
     order = np.argsort(-np.fromiter((len(t) for t in texts), np.int64, len(texts)), kind="stable")
     out = np.empty((len(texts), dim), np.float32)
     t0 = time.perf_counter()
-    encoder.max_seq_length = effective
+    exported = hasattr(encoder, "encode_batch")
+    if not exported:
+        encoder.max_seq_length = effective
     try:
         with Progress(len(texts), unit="doc", label="embed", logger=log) as progress:
             for lo in range(0, len(texts), batch_size):
                 idx = order[lo:lo + batch_size]
-                out[idx] = encoder.encode([texts[i] for i in idx], batch_size=batch_size, show_progress_bar=False,
-                                          convert_to_numpy=True, normalize_embeddings=True)
+                batch = [texts[i] for i in idx]
+                out[idx] = (encoder.encode_batch(batch, effective) if exported else
+                            encoder.encode(batch, batch_size=batch_size, show_progress_bar=False,
+                                           convert_to_numpy=True, normalize_embeddings=True))
                 progress.update(len(idx))
     finally:
-        encoder.max_seq_length = model_limit
+        if not exported:
+            encoder.max_seq_length = model_limit
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     out /= np.where(norms > 0, norms, 1.0)
     log.debug("embedded %d texts in %.1fs", len(texts), time.perf_counter() - t0)

@@ -1,4 +1,10 @@
-"""The ``embed`` stage: sentence embeddings of every document, a Spark job over fixed row-group units."""
+"""The ``embed`` stage: sentence embeddings of every document, a Spark job over fixed row-group units.
+
+The fingerprint holds the encoder settings, the resolved backend (``auto`` -> torch on CUDA, the
+CPU default otherwise) and the cache key of its export (model folder sha256 + recipe), so a
+changed model, backend or export recipe re-runs the stage; the manifest records them and, for the
+lossy backends, their measured agreement with torch.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import numpy as np
 
 from ...data.artifacts import docs_files_by_source
 from ...data.typed import to_plain
+from ...retrieval.encoder_backends import resolve_backend
 from ..runner import Stage, StageContext, StageResult
 
 LOG = logging.getLogger(__name__)
@@ -23,8 +30,9 @@ def run_embed_stage(ctx: StageContext, tmp: Path) -> StageResult:
     files = docs_files_by_source(ingest_dir)
     units = plan_units(files, ingest_dir)
     started = time.perf_counter()
+    backend = resolve_backend(o.encoder_backend, o.device)
     run_embed(ctx.spark(), units=units, out_root=tmp, encoder=o.encoder, max_tokens=o.max_tokens,
-                     batch_size=o.batch_size, torch_threads=o.torch_threads, device=o.device)
+              batch_size=o.batch_size, torch_threads=o.torch_threads, device=o.device, backend=backend)
     seconds = time.perf_counter() - started
     per_source = {}
     for source in sorted(files):
@@ -36,10 +44,24 @@ def run_embed_stage(ctx: StageContext, tmp: Path) -> StageResult:
     return StageResult(
         counts={"n_docs": n_docs, "units": len(units)},
         timings={"embed_s": round(seconds, 3), "docs_per_s": round(n_docs / seconds, 1) if seconds else None},
-        extra={"embeddings": per_source, "encoder": o.encoder},
+        extra={"embeddings": per_source, "encoder": o.encoder, **encoder_identity(o)},
     )
 
 
+def encoder_identity(o) -> dict:
+    """Resolved backend, export cache key and (lossy backends) measured quality vs torch."""
+    from ...retrieval.encoder_backends import MEASURED_QUALITY, export_key
+    from ...retrieval.encoders import resolve_encoder_path
+
+    backend = resolve_backend(o.encoder_backend, o.device)
+    out = {"backend": backend, "export": export_key(resolve_encoder_path(o.encoder).resolve(), backend)}
+    if backend in MEASURED_QUALITY:
+        out["quality_vs_torch"] = MEASURED_QUALITY[backend]
+    return out
+
+
 STAGE = Stage("embed", ("ingest",), 1,
-              lambda c: {k: v for k, v in to_plain(c.order).items() if k in ("encoder", "max_tokens", "batch_size", "torch_threads")},
-              run_embed_stage, enabled=lambda c: c.order is not None, describe="sentence embeddings (Spark)")
+              lambda c: {k: v for k, v in to_plain(c.order).items()
+                         if k in ("encoder", "encoder_backend", "max_tokens", "batch_size", "torch_threads")},
+              run_embed_stage, extra_fingerprint=lambda c: encoder_identity(c.order) if c.order is not None else None,
+              enabled=lambda c: c.order is not None, describe="sentence embeddings (Spark)")

@@ -1,0 +1,383 @@
+"""CPU encoder backends built locally from a sentence-transformers folder: ONNX Runtime, OpenVINO,
+int8 ONNX, and a static (model2vec) distillation.
+
+Backends (``order.encoder_backend``):
+
+* ``torch``: the sentence-transformers model itself (the reference; the default on CUDA).
+* ``onnx``: the transformer exported with ``torch.onnx.export(dynamo=False)`` (eager attention),
+  run by ONNX Runtime; tokenizer + mean pooling in numpy. Lossless (cosine to torch ~1.0000).
+* ``openvino``: the same ONNX graph compiled by OpenVINO at f32 precision (no bf16 hint).
+  Lossless; the fastest lossless backend measured here (bench/embed.py), so the CPU default.
+* ``onnx-int8``: the ONNX graph with per-channel dynamic int8 weights (onnxruntime.quantization).
+  Faster, moves a few neighbours (recall@20 ~0.9 vs torch); opt-in. Activations are quantised
+  with one scale per batch, so a document's vector depends slightly on its batch-mates (fixed by
+  the embed job's units and length-sorted batches: still byte-identical across Spark layouts).
+* ``static``: a model2vec ``StaticModel`` distilled here from the same folder the model2vec way:
+  every vocabulary token is embedded as ``[CLS] tok [SEP]`` by the model (its fp32 export run by
+  OpenVINO; mean pooling over the three positions), PCA to
+  256 dimensions, Zipf/SIF weighting (coefficient 1e-4); a document is the mean of its tokens'
+  rows. ~100x faster, a different, coarser space (recall@20 ~0.5-0.7); for throughput runs only.
+  The distillation is our own code (model2vec's ``distill`` extra needs transformers<5.4); the
+  runtime is model2vec's.
+
+Cache. Exports live in ``$MIXWEAVE_CACHE/encoders/<key>/`` (default ``~/.cache/mixweave``), where
+the key is ``<kind>-<sha256 of the model folder>[:16]-<options hash>``; a build writes a temporary
+sibling folder and renames it into place, so concurrent Spark workers never see half an export (the
+loser of a race discards its copy). Nothing is downloaded: only the local folder is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from mixweave.errors import InputError
+
+log = logging.getLogger(__name__)
+
+BackendName = Literal["auto", "torch", "onnx", "openvino", "onnx-int8", "static"]
+BACKENDS: tuple[str, ...] = ("torch", "onnx", "openvino", "onnx-int8", "static")
+CPU_DEFAULT = "openvino"
+"""The fastest lossless CPU backend measured by bench/embed.py on this machine class."""
+EXPORT_VERSION = 1
+"""Bump when an export's recipe changes: it enters every cache key."""
+ONNX_OPSET = 17
+STATIC_PCA_DIMS = 256
+STATIC_SIF = 1e-4
+_OPTIONS: dict[str, dict[str, Any]] = {
+    "onnx": {"opset": ONNX_OPSET, "attn": "eager"},
+    "onnx-int8": {"opset": ONNX_OPSET, "attn": "eager", "quant": "dynamic-qint8-per-channel"},
+    "static": {"pca_dims": STATIC_PCA_DIMS, "sif": STATIC_SIF, "pooling": "mean"},
+}
+_ARTIFACT = {"onnx": "onnx", "openvino": "onnx", "onnx-int8": "onnx-int8", "static": "static"}
+"""Which cached export each backend runs (openvino compiles the fp32 ONNX export)."""
+
+
+def resolve_backend(backend: str | None, device: str | None = None) -> str:
+    """``auto`` -> ``torch`` on CUDA (explicit or available), else :data:`CPU_DEFAULT`."""
+    backend = backend or "auto"
+    if backend != "auto":
+        if backend not in BACKENDS:
+            raise InputError(f"unknown encoder backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
+        if backend != "torch" and device is not None and str(device).startswith("cuda"):
+            raise InputError(f"encoder backend {backend!r} runs on CPU; use backend torch (or auto) with device {device}")
+        return backend
+    if device is not None:
+        return "torch" if str(device).startswith("cuda") else CPU_DEFAULT
+    import torch
+
+    return "torch" if torch.cuda.is_available() else CPU_DEFAULT
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("MIXWEAVE_CACHE") or Path.home() / ".cache" / "mixweave").expanduser() / "encoders"
+
+
+@lru_cache(maxsize=16)
+def _folder_sha256(path: str, stamp: tuple) -> str:
+    digest = hashlib.sha256()
+    root = Path(path)
+    for file in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        digest.update(str(file.relative_to(root)).encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def model_sha256(model_dir: Path) -> str:
+    """sha256 over the model folder's files (relative names and bytes), memoised per (size, mtime)."""
+    root = Path(model_dir).resolve()
+    stamp = tuple(sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+                         for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")))
+    return _folder_sha256(str(root), stamp)
+
+
+def export_key(model_dir: Path, backend: str) -> str | None:
+    """The cache key of the export ``backend`` runs (None for torch)."""
+    if backend == "torch":
+        return None
+    kind = _ARTIFACT[backend]
+    options = json.dumps({"v": EXPORT_VERSION, **_OPTIONS[kind]}, sort_keys=True)
+    return f"{kind}-{model_sha256(model_dir)[:16]}-{hashlib.sha256(options.encode()).hexdigest()[:8]}"
+
+
+def cached_build(key: str, build: Callable[[Path], None]) -> Path:
+    """``cache_root()/key``, built by ``build(tmp)`` into a temporary folder and renamed into place."""
+    final = cache_root() / key
+    if (final / "_done.json").is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        t0 = time.perf_counter()
+        build(tmp)
+        (tmp / "_done.json").write_text(json.dumps({"key": key, "seconds": round(time.perf_counter() - t0, 3)}))
+        try:
+            os.rename(tmp, final)
+            log.info("built encoder export %s in %.1fs", final, time.perf_counter() - t0)
+        except OSError:
+            if not (final / "_done.json").is_file():  # a stale, unfinished folder: replace it
+                shutil.rmtree(final, ignore_errors=True)
+                os.rename(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+# --- the sentence-transformers folder: tokenizer, pooling, limits ---------------------------------
+
+def _st_layout(model_dir: Path) -> dict:
+    """Pooling mode, normalisation and max_seq_length of a Transformer+Pooling(+Normalize) folder."""
+    modules_file = model_dir / "modules.json"
+    pooling, normalize = "mean", True
+    if modules_file.is_file():
+        modules = json.loads(modules_file.read_text())
+        kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
+        if not kinds or kinds[0] != "Transformer" or any(k not in ("Transformer", "Pooling", "Normalize") for k in kinds):
+            raise InputError(f"{model_dir}: modules {kinds} are not Transformer+Pooling(+Normalize); only backend "
+                             "torch runs this model")
+        normalize = "Normalize" in kinds
+        for m in modules:
+            if m.get("type", "").endswith("Pooling"):
+                cfg = json.loads((model_dir / m["path"] / "config.json").read_text())
+                modes = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v]
+                if modes == ["pooling_mode_mean_tokens"]:
+                    pooling = "mean"
+                elif modes == ["pooling_mode_cls_token"]:
+                    pooling = "cls"
+                else:
+                    raise InputError(f"{model_dir}: pooling {modes} is not supported by the exported backends; "
+                                     "use backend torch")
+    max_len = None
+    st_cfg = model_dir / "sentence_bert_config.json"
+    if st_cfg.is_file():
+        max_len = json.loads(st_cfg.read_text()).get("max_seq_length")
+    config = json.loads((model_dir / "config.json").read_text())
+    if max_len is None:
+        max_len = int(config.get("max_position_embeddings", 512))
+    return {"pooling": pooling, "normalize": normalize, "max_seq_length": int(max_len),
+            "hidden": int(config.get("hidden_size", 0))}
+
+
+def load_tokenizer(model_dir: Path):
+    """The folder's fast tokenizer as a ``tokenizers.Tokenizer`` (tokenizer.json, else via transformers)."""
+    from tokenizers import Tokenizer
+
+    if (model_dir / "tokenizer.json").is_file():
+        return Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    from transformers import AutoTokenizer
+
+    return Tokenizer.from_str(AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+                              .backend_tokenizer.to_str())
+
+
+# --- builds ---------------------------------------------------------------------------------------
+
+def _load_hf_model(model_dir: Path):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(str(model_dir), attn_implementation="eager", local_files_only=True).eval()
+
+
+def build_onnx(model_dir: Path, out: Path) -> None:
+    """fp32 ONNX of the transformer (inputs ids/mask[/token types], output last_hidden_state)."""
+    import inspect
+
+    import torch
+
+    model = _load_hf_model(model_dir)
+    names = ["input_ids", "attention_mask"]
+    if "token_type_ids" in inspect.signature(model.forward).parameters:
+        names.append("token_type_ids")
+
+    class Hidden(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args):
+            return self.inner(**dict(zip(names, args)), return_dict=True).last_hidden_state
+
+    ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102], [101, 7592, 102, 0, 0, 0]], dtype=torch.long)
+    mask = (ids != 0).long()
+    args = (ids, mask, torch.zeros_like(ids))[: len(names)]
+    with torch.no_grad():
+        torch.onnx.export(Hidden(model), args, str(out / "model.onnx"), input_names=names,
+                          output_names=["last_hidden_state"],
+                          dynamic_axes={n: {0: "batch", 1: "seq"} for n in [*names, "last_hidden_state"]},
+                          opset_version=ONNX_OPSET, dynamo=False, do_constant_folding=True)
+
+
+def build_onnx_int8(model_dir: Path, out: Path) -> None:
+    """Per-channel dynamic int8 weights of the fp32 export (activations quantised at run time)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fp32 = ensure_export(model_dir, "onnx") / "model.onnx"
+    quantize_dynamic(str(fp32), str(out / "model.onnx"), per_channel=True, weight_type=QuantType.QInt8)
+
+
+def distill_static(model_dir: Path, out: Path, *, batch_size: int = 512) -> None:
+    """model2vec-style distillation: each vocabulary token through the model, PCA, Zipf/SIF weights."""
+    from model2vec import StaticModel
+
+    layout = _st_layout(model_dir)
+    tokenizer = load_tokenizer(model_dir)
+    vocab = tokenizer.get_vocab()
+    n = len(vocab)
+    cls_id, sep_id = vocab.get("[CLS]"), vocab.get("[SEP]")
+    prefix = [cls_id] if cls_id is not None else []
+    suffix = [sep_id] if sep_id is not None else []
+    teacher = GraphEncoder(model_dir, "openvino")  # the lossless fp32 export: ~3x torch's speed here
+    vectors = np.empty((n, layout["hidden"]), np.float32)
+    width = len(prefix) + 1 + len(suffix)
+    for lo in range(0, n, batch_size):
+        ids = np.array([[*prefix, i, *suffix] for i in range(lo, min(n, lo + batch_size))], np.int64)
+        hidden = teacher.hidden_states(ids, np.ones_like(ids), np.zeros_like(ids))
+        vectors[lo:lo + len(ids)] = hidden.sum(1) / width
+    vectors = np.nan_to_num(vectors).astype(np.float64)
+    centered = vectors - vectors.mean(0)
+    eigvals, eigvecs = np.linalg.eigh(centered.T @ centered / (n - 1))
+    dims = min(STATIC_PCA_DIMS, vectors.shape[1])
+    reduced = centered @ eigvecs[:, ::-1][:, :dims]
+    inv_rank = 1.0 / np.arange(2, n + 2)
+    proba = inv_rank / inv_rank.sum()
+    reduced *= (STATIC_SIF / (STATIC_SIF + proba))[:, None]
+    static = StaticModel(vectors=reduced.astype(np.float32), tokenizer=tokenizer, normalize=True,
+                         config={"model_type": "model2vec", "architectures": ["StaticModel"], "apply_pca": dims,
+                                 "sif_coefficient": STATIC_SIF, "hidden_dim": dims, "pooling": "mean",
+                                 "distilled_from": str(model_dir), "distilled_by": "mixweave"},
+                         base_model_name=model_dir.name)
+    static.save_pretrained(str(out))
+
+
+_BUILDERS = {"onnx": build_onnx, "onnx-int8": build_onnx_int8, "static": distill_static}
+
+
+def ensure_export(model_dir: Path, backend: str) -> Path:
+    """The cached export folder ``backend`` runs, built on first use."""
+    kind = _ARTIFACT[backend]
+    return cached_build(export_key(model_dir, backend), lambda tmp: _BUILDERS[kind](model_dir, tmp))
+
+
+# --- runtime encoders -----------------------------------------------------------------------------
+
+class GraphEncoder:
+    """A transformer graph (ONNX Runtime or OpenVINO) + the folder's tokenizer + numpy pooling.
+
+    Same contract as the sentence-transformers path: ``max_seq_length`` (total tokens, specials
+    included) and ``encode_batch(texts, max_length)`` -> L2-normalised float32 rows.
+    """
+
+    def __init__(self, model_dir: Path, backend: str, *, threads: int | None = None) -> None:
+        self.model_dir, self.backend = Path(model_dir), backend
+        self.key = export_key(self.model_dir, backend)
+        layout = _st_layout(self.model_dir)
+        self.pooling, self.normalize = layout["pooling"], layout["normalize"]
+        self.max_seq_length = layout["max_seq_length"]
+        self.dim = layout["hidden"]
+        self.tokenizer = load_tokenizer(self.model_dir)
+        self.tokenizer.no_padding()
+        self.special_tokens = self.tokenizer.post_processor.num_special_tokens_to_add(False) \
+            if self.tokenizer.post_processor is not None else 0
+        self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
+        path = ensure_export(self.model_dir, backend) / "model.onnx"
+        threads = int(threads) if threads else 0
+        if backend == "openvino":
+            import openvino as ov
+
+            core = ov.Core()
+            config = {"INFERENCE_PRECISION_HINT": "f32", "EXECUTION_MODE_HINT": "ACCURACY",
+                      "PERFORMANCE_HINT": "LATENCY"}
+            if threads:
+                config["INFERENCE_NUM_THREADS"] = threads
+            compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+            self.input_names = [p.get_any_name() for p in compiled.inputs]
+            request = compiled.create_infer_request()
+            self._run = lambda feed: next(iter(request.infer(feed).values()))
+        else:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            if threads:
+                options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.input_names = [i.name for i in session.get_inputs()]
+            self._run = lambda feed: session.run(None, feed)[0]
+
+    def get_embedding_dimension(self) -> int:
+        return self.dim
+
+    def hidden_states(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
+        """The graph's last hidden states [batch, seq, d] for int64 ids / mask / token types."""
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        return np.asarray(self._run({k: feed[k] for k in self.input_names}), np.float32)
+
+    def encode_batch(self, texts: Sequence[str], max_length: int) -> np.ndarray:
+        self.tokenizer.enable_truncation(max_length)
+        encodings = self.tokenizer.encode_batch_fast(list(texts))
+        width = max(1, max(len(e.ids) for e in encodings))
+        ids = np.full((len(encodings), width), self.pad_id, np.int64)
+        mask = np.zeros((len(encodings), width), np.int64)
+        types = np.zeros((len(encodings), width), np.int64)
+        for row, e in enumerate(encodings):
+            ids[row, :len(e.ids)] = e.ids
+            mask[row, :len(e.ids)] = 1
+            types[row, :len(e.ids)] = e.type_ids
+        hidden = self.hidden_states(ids, mask, types)
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            m = mask[:, :, None].astype(np.float32)
+            pooled = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return (pooled / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+class StaticEncoder:
+    """A distilled model2vec ``StaticModel``: a document is the mean of its tokens' rows."""
+
+    backend = "static"
+
+    def __init__(self, model_dir: Path) -> None:
+        from model2vec import StaticModel
+
+        self.model_dir = Path(model_dir)
+        self.key = export_key(self.model_dir, "static")
+        self.max_seq_length = _st_layout(self.model_dir)["max_seq_length"]
+        self.special_tokens = 2
+        self.model = StaticModel.from_pretrained(str(ensure_export(self.model_dir, "static")), normalize=True)
+        self.dim = int(self.model.dim)
+
+    def get_embedding_dimension(self) -> int:
+        return self.dim
+
+    def encode_batch(self, texts: Sequence[str], max_length: int) -> np.ndarray:
+        out = self.model.encode(list(texts), max_length=max(1, max_length - self.special_tokens),
+                                batch_size=max(1, len(texts)), use_multiprocessing=False)
+        out = np.asarray(out, np.float32).reshape(len(texts), self.dim)
+        norms = np.linalg.norm(out, axis=1)
+        out[norms > 0] /= norms[norms > 0, None]
+        out[norms == 0, 0] = 1.0  # no known token (e.g. empty text): one fixed unit vector, like torch's
+        return out
+
+
+MEASURED_QUALITY: dict[str, dict[str, Any]] = {}
+"""Agreement with torch of the lossy backends as bench/embed.py measured it (copied into the embed
+manifest so a run says what it traded): filled from the README table."""
