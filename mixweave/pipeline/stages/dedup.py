@@ -1,4 +1,12 @@
-"""The ``dedup`` stage: semantic near-duplicates from the kNN graph, one kept per component."""
+"""The ``dedup`` stage: semantic near-duplicates from the kNN graph, one kept per component.
+
+Sources with at least ``order.distributed_min_docs`` documents run as a Spark job over the kNN
+shards (:func:`mixweave.jobs.dedup.run_distributed_dedup`: the driver holds shard metadata only);
+smaller ones run :func:`mixweave.retrieval.semantic_dedup` in process. Both write, per kNN shard,
+``<source>/keep-SSSSS.npy`` (bool) and ``<source>/pairs-SSSSS.parquet`` (the pairs whose first
+document is in the shard: a, b, doc_id_a, doc_id_b, cosine, sorted by (a, b)), byte-identical on
+the same data, and record which path ran (``"path": "spark" | "local"``).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +14,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ...data.artifacts import docs_files_by_source, knn_shards, load_knn, read_source_column
 from ...data.manifest import require_manifest
@@ -17,8 +23,30 @@ from ..runner import Stage, StageContext, StageResult
 LOG = logging.getLogger(__name__)
 
 
-def run_dedup_stage(ctx: StageContext, tmp: Path) -> StageResult:
+def dedup_local(knn_dir: Path, source: str, docs_files: list[Path], threshold: float, tmp: Path) -> dict:
+    """The in-process path for one source: whole kNN arrays, union-find, the same shard files."""
+    from ...jobs.dedup import shard_layout, write_dedup_shard
     from ...retrieval import semantic_dedup
+
+    shards = knn_shards(knn_dir, source)
+    shard_layout(shards)
+    I, D = load_knn(knn_dir, source)
+    result = semantic_dedup(I, D, threshold=threshold)
+    ids = np.asarray(read_source_column(docs_files, "doc_id").to_pylist(), dtype=object)
+    pairs = result.pairs.reshape(-1, 2)
+    cuts = np.searchsorted(pairs[:, 0], [s.start for s in shards] + [shards[-1].stop])
+    entries = []
+    for index, shard in enumerate(shards):  # keep and pair shards follow the kNN shards
+        a, b = pairs[cuts[index]:cuts[index + 1], 0], pairs[cuts[index]:cuts[index + 1], 1]
+        names = write_dedup_shard(tmp, source, index, result.keep[shard.start:shard.stop], a, b,
+                                  ids[a].tolist(), ids[b].tolist(), result.pair_cosine[cuts[index]:cuts[index + 1]])
+        entries.append({"start": shard.start, "stop": shard.stop, **names})
+    return {"n_docs": int(result.keep.size), "kept": int(result.keep.sum()), "removed": result.n_removed,
+            "pairs": int(len(pairs)), "shards": entries}
+
+
+def run_dedup_stage(ctx: StageContext, tmp: Path) -> StageResult:
+    from ...jobs.dedup import run_distributed_dedup
 
     o = ctx.config.order
     knn_dir = ctx.artifact("knn")
@@ -28,33 +56,21 @@ def run_dedup_stage(ctx: StageContext, tmp: Path) -> StageResult:
     per_source, drops = {}, {}
     with Progress(len(sources), unit="source", label="dedup") as progress:
         for source in sorted(sources):
-            I, D = load_knn(knn_dir, source)
-            result = semantic_dedup(I, D, threshold=o.dedup_cosine)
-            ids_arr = np.asarray(read_source_column(docs_files[source], "doc_id").to_pylist(), dtype=object)
-            (tmp / source).mkdir(parents=True, exist_ok=True)
-            shards = []
-            for index, shard in enumerate(knn_shards(knn_dir, source)):  # keep shards follow the kNN shards
-                name = f"{source}/keep-{index:05d}.npy"
-                np.save(tmp / name, np.ascontiguousarray(result.keep[shard.start:shard.stop]))
-                shards.append({"start": shard.start, "stop": shard.stop, "keep": name})
-            pairs = result.pairs.reshape(-1, 2) if result.pairs.size else np.zeros((0, 2), np.int64)
-            pq.write_table(pa.table({
-                "a": pa.array(pairs[:, 0], pa.int64()), "b": pa.array(pairs[:, 1], pa.int64()),
-                "doc_id_a": pa.array(ids_arr[pairs[:, 0]].tolist() if len(pairs) else [], pa.string()),
-                "doc_id_b": pa.array(ids_arr[pairs[:, 1]].tolist() if len(pairs) else [], pa.string()),
-                "cosine": pa.array(np.asarray(result.pair_cosine, np.float32).reshape(-1)),
-            }), tmp / source / "pairs.parquet", compression="zstd")
-            removed = int((~result.keep).sum())
-            per_source[source] = {"n_docs": int(result.keep.size), "kept": int(result.keep.sum()), "removed": removed,
-                                  "pairs": int(len(pairs)),
-                                  "shards": shards}
-            drops[source] = {"semantic_duplicate": removed}
-            progress.update(1, docs=int(result.keep.size))
+            shards = knn_shards(knn_dir, source)
+            if shards[-1].stop >= o.distributed_min_docs:
+                info = run_distributed_dedup(ctx.spark(), source=source, shards=shards,
+                                             docs_files=docs_files[source], threshold=o.dedup_cosine, out_root=tmp)
+                entry = {"path": "spark", **info}
+            else:
+                entry = {"path": "local", **dedup_local(knn_dir, source, docs_files[source], o.dedup_cosine, tmp)}
+            per_source[source] = entry
+            drops[source] = {"semantic_duplicate": entry["removed"]}
+            progress.update(1, docs=entry["n_docs"])
     return StageResult(
         counts={k: sum(e[k] for e in per_source.values()) for k in ("n_docs", "kept", "removed", "pairs")},
         drops=drops, extra={"dedup": per_source, "threshold": o.dedup_cosine},
     )
 
 
-STAGE = Stage("dedup", ("knn", "ingest"), 2, lambda c: {"dedup_cosine": c.order.dedup_cosine}, run_dedup_stage,
+STAGE = Stage("dedup", ("knn", "ingest"), 3, lambda c: {"dedup_cosine": c.order.dedup_cosine}, run_dedup_stage,
               enabled=lambda c: c.order is not None, describe="semantic near-duplicate removal")

@@ -1,0 +1,315 @@
+"""Spark semantic dedup over kNN shards: the driver holds shard metadata only, never a per-document array.
+
+Algorithm (the in-process rule of :func:`mixweave.retrieval.dedup.semantic_dedup`, distributed):
+
+1. **Edges.** One task per kNN shard reads its ``I``/``D`` files
+   (:func:`~mixweave.retrieval.dedup.shard_pairs`: pairs with cosine >= threshold in global ids) and
+   closes them inside the shard with union-find
+   (:func:`~mixweave.retrieval.dedup.local_stars`: ``(component min, node)`` edges with the same
+   components, one edge per node, so chains inside a shard cost nothing later). A pair listed from
+   both of its shards is merged by a ``groupBy(a, b).max(cosine)``.
+2. **Components.** Large-star / small-star (Kiveris et al. 2014) in Spark SQL on the star edges:
+   both steps are a ``min`` aggregation per node + a join + ``distinct``; the edge set is
+   ``localCheckpoint``-ed every round so the plan does not grow. They stop when the edges form a
+   forest of stars centred on each component's smallest index (one parent per node, no parent is
+   a child), checked with one aggregation. O(log^2 n) rounds in the worst case, a handful in
+   practice; every step is a set operation, so the result does not depend on partitioning.
+   Then the removed documents are exactly the star leaves (``keep[i] = label(i) == i``), and
+   documents without edges are kept.
+3. **Write.** The leaves and the pairs (doc ids joined from the ingest files, read by one task per
+   file) are keyed by the shard of their (first) document, hash-partitioned by shard and sorted
+   by (shard, a, b); one streaming pass per task writes ``<source>/keep-SSSSS.npy`` and
+   ``<source>/pairs-SSSSS.parquet`` for every shard (:func:`write_dedup_shard`, also used by the
+   in-process path, so both paths write the same bytes) and returns per-shard counts.
+
+Memory: an edge task holds one kNN shard; a write task holds one shard's keep mask and pairs;
+aggregations and joins are Spark's (they spill). The driver holds the shard list and counts.
+``out_root`` must be on storage the executors can read and write (as for ``jobs/embed.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import InputError
+
+LOG = logging.getLogger(__name__)
+
+PAIRS_SCHEMA = pa.schema([("a", pa.int64()), ("b", pa.int64()), ("doc_id_a", pa.string()),
+                          ("doc_id_b", pa.string()), ("cosine", pa.float32())])
+SHARD_SCHEMA = pa.schema([("shard", pa.int64()), ("start", pa.int64()), ("stop", pa.int64()),
+                          ("I", pa.string()), ("D", pa.string())])
+EDGE_SCHEMA = pa.schema([("kind", pa.int32()), ("a", pa.int64()), ("b", pa.int64()), ("cosine", pa.float32())])
+FILE_SCHEMA = pa.schema([("path", pa.string()), ("offset", pa.int64())])
+ID_SCHEMA = pa.schema([("idx", pa.int64()), ("doc_id", pa.string())])
+DONE_SCHEMA = pa.schema([("shard", pa.int64()), ("n_docs", pa.int64()), ("kept", pa.int64()),
+                         ("removed", pa.int64()), ("pairs", pa.int64())])
+PAIR, STAR = 0, 1  # edge kinds: a duplicate pair (with its cosine), a star edge of the local closure
+MARK, LEAF, ROW = 0, 1, 2  # writer row kinds: a shard's presence, a removed document, a pair
+
+
+def keep_name(source: str, index: int) -> str:
+    return f"{source}/keep-{index:05d}.npy"
+
+
+def pairs_name(source: str, index: int) -> str:
+    return f"{source}/pairs-{index:05d}.parquet"
+
+
+def write_dedup_shard(root: Path, source: str, index: int, keep: np.ndarray, a: np.ndarray, b: np.ndarray,
+                      doc_id_a, doc_id_b, cosine: np.ndarray) -> dict:
+    """Write one shard's keep mask and its pairs (rows whose ``a`` is in the shard, sorted by
+    (a, b)) under ``root``; returns the manifest's shard entry names. Both paths call this."""
+    import pyarrow.parquet as pq
+
+    (Path(root) / source).mkdir(parents=True, exist_ok=True)
+    np.save(Path(root) / keep_name(source, index), np.ascontiguousarray(keep, dtype=bool))
+    table = pa.table({
+        "a": pa.array(np.asarray(a, np.int64), pa.int64()), "b": pa.array(np.asarray(b, np.int64), pa.int64()),
+        "doc_id_a": pa.array(doc_id_a, pa.string()) if not isinstance(doc_id_a, pa.Array) else doc_id_a.cast(pa.string()),
+        "doc_id_b": pa.array(doc_id_b, pa.string()) if not isinstance(doc_id_b, pa.Array) else doc_id_b.cast(pa.string()),
+        "cosine": pa.array(np.asarray(cosine, np.float32), pa.float32()),
+    }, schema=PAIRS_SCHEMA)
+    pq.write_table(table, Path(root) / pairs_name(source, index), compression="zstd")
+    return {"keep": keep_name(source, index), "pairs": pairs_name(source, index)}
+
+
+# ------------------------------------------------------------------------------------ tasks
+def _emit_edges(n_docs: int, threshold: float):
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from mixweave.retrieval.dedup import local_stars, shard_pairs
+
+        for batch in batches:
+            for row in batch.to_pylist():
+                I, D = np.load(row["I"]), np.load(row["D"])
+                if I.shape[0] != row["stop"] - row["start"]:
+                    raise InputError(f"kNN shard {row['I']} has {I.shape[0]} rows, the manifest says "
+                                     f"{row['stop'] - row['start']}; rerun the knn stage")
+                pairs, cos = shard_pairs(I, D, row["start"], n_docs, threshold)
+                stars = local_stars(pairs)
+                yield pa.RecordBatch.from_arrays([
+                    pa.array(np.r_[np.full(len(pairs), PAIR), np.full(len(stars), STAR)].astype(np.int32)),
+                    pa.array(np.r_[pairs[:, 0], stars[:, 0]].astype(np.int64)),
+                    pa.array(np.r_[pairs[:, 1], stars[:, 1]].astype(np.int64)),
+                    pa.array(np.r_[cos, np.zeros(len(stars), np.float32)].astype(np.float32)),
+                ], schema=EDGE_SCHEMA)
+
+    return run
+
+
+def _read_ids(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    import pyarrow.parquet as pq
+
+    for batch in batches:
+        for row in batch.to_pylist():
+            ids = pq.read_table(row["path"], columns=["doc_id"]).column("doc_id").combine_chunks().cast(pa.string())
+            yield pa.RecordBatch.from_arrays(
+                [pa.array(np.arange(row["offset"], row["offset"] + len(ids), dtype=np.int64)), ids], schema=ID_SCHEMA)
+
+
+def _write_shards(out_root: str, source: str, bounds: list[tuple[int, int]]):
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        current, parts = None, []
+
+        def flush() -> pa.RecordBatch:
+            start, stop = bounds[current]
+            rows = pa.Table.from_batches(parts) if parts else None
+            keep = np.ones(stop - start, bool)
+            a = b = cos = np.zeros(0)
+            ida = idb = pa.array([], pa.string())
+            if rows is not None:
+                kind = rows.column("kind").to_numpy()
+                leaves = rows.filter(pa.array(kind == LEAF)).column("a").to_numpy().astype(np.int64) - start
+                if leaves.size and (leaves.min() < 0 or leaves.max() >= keep.size or np.unique(leaves).size != leaves.size):
+                    raise RuntimeError(f"internal error: dedup leaves of shard {current} out of range or repeated")
+                keep[leaves] = False
+                pair_rows = rows.filter(pa.array(kind == ROW))
+                a = pair_rows.column("a").to_numpy().astype(np.int64)
+                b = pair_rows.column("b").to_numpy().astype(np.int64)
+                cos = pair_rows.column("cosine").to_numpy().astype(np.float32)
+                ida = pair_rows.column("doc_id_a").combine_chunks()
+                idb = pair_rows.column("doc_id_b").combine_chunks()
+                if ida.null_count or idb.null_count:
+                    raise InputError(f"dedup: a pair of shard {current} names a document the ingest files do not hold; "
+                                     "rerun knn after ingest")
+            write_dedup_shard(Path(out_root), source, current, keep, a, b, ida, idb, cos)
+            return pa.RecordBatch.from_pylist([{
+                "shard": current, "n_docs": int(keep.size), "kept": int(keep.sum()), "removed": int((~keep).sum()),
+                "pairs": int(len(a))}], schema=DONE_SCHEMA)
+
+        for batch in batches:
+            shard = batch.column("shard").to_numpy()
+            cuts = np.r_[0, np.flatnonzero(np.diff(shard)) + 1, len(shard)]
+            for lo, hi in zip(cuts[:-1], cuts[1:]):
+                if int(shard[lo]) != current:
+                    if current is not None:
+                        yield flush()
+                    current, parts = int(shard[lo]), []
+                parts.append(batch.slice(lo, hi - lo))
+        if current is not None:
+            yield flush()
+
+    return run
+
+
+# ------------------------------------------------------------------------------ components
+def _directed(E):
+    from pyspark.sql import functions as F
+
+    return (E.select(F.col("a").alias("u"), F.col("b").alias("v"))
+            .unionAll(E.select(F.col("b").alias("u"), F.col("a").alias("v"))))
+
+
+def large_star(E):
+    """Every node ``u`` links its larger neighbours to ``m(u)``, the minimum of ``u`` and its
+    neighbours. One shuffle (a window per node, which spills); duplicates are left to small_star."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    D = _directed(E)
+    m = F.least(F.col("u"), F.min("v").over(Window.partitionBy("u")))
+    return D.withColumn("m", m).where(F.col("v") > F.col("u")).select(F.col("m").alias("a"), F.col("v").alias("b"))
+
+
+def small_star(E):
+    """Every node ``u`` links itself and its smaller neighbours to ``m(u)``, its smallest
+    neighbour. One shuffle (a window per node) + one ``distinct``."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    L = _directed(E).where(F.col("v") < F.col("u"))
+    L = L.withColumn("m", F.min("v").over(Window.partitionBy("u")))
+    return (L.select(F.col("m").alias("a"), F.explode(F.array("v", "u")).alias("b"))
+            .where(F.col("a") != F.col("b")).distinct())
+
+
+def is_star_forest(E) -> bool:
+    """True when every node has at most one parent and no parent is a child (edges ``a < b``):
+    then each component is one star centred on its smallest index."""
+    from pyspark.sql import functions as F
+
+    tags = (E.select(F.col("a").alias("n"), F.lit(1).alias("p"), F.lit(0).alias("c"))
+            .unionAll(E.select(F.col("b").alias("n"), F.lit(0).alias("p"), F.lit(1).alias("c"))))
+    bad = tags.groupBy("n").agg(F.max("p").alias("p"), F.sum("c").alias("c")) \
+        .where((F.col("c") > 1) | ((F.col("p") == 1) & (F.col("c") > 0)))
+    return bad.isEmpty()
+
+
+def star_components(E, *, max_rounds: int = 200):
+    """Connected components of the undirected edges ``E`` (a DataFrame of ``a < b`` int64 columns)
+    by alternating large-star and small-star rounds. Returns (edges ``(root, node)``, one per
+    non-root node, root = smallest index of the component; rounds run)."""
+    from pyspark.sql import functions as F
+
+    E = E.select(F.least("a", "b").alias("a"), F.greatest("a", "b").alias("b")).where(F.col("a") != F.col("b")) \
+        .distinct().localCheckpoint()
+    rounds = 0
+    while not is_star_forest(E):
+        if rounds >= max_rounds:
+            raise RuntimeError(f"internal error: connected components did not converge in {max_rounds} rounds")
+        E = small_star(large_star(E)).localCheckpoint()
+        rounds += 1
+    return E, rounds
+
+
+# ----------------------------------------------------------------------------------- driver
+def _task_error(exc: Exception) -> Exception:
+    """A task's InputError as one line (Spark wraps it in a Java/Python traceback)."""
+    found = re.search(r"(?:InputError|ConfigError): ([^\n]+)", str(exc))
+    return InputError(found.group(1).strip()) if found else exc
+
+
+def shard_layout(shards) -> int:
+    """The shard size of a kNN shard list (``data.artifacts.KnnShard``), checked to be the fixed
+    blocks of ``data.artifacts.shard_bounds``."""
+    from ..data.artifacts import shard_bounds
+
+    n = shards[-1].stop if shards else 0
+    rows = max(1, shards[0].stop - shards[0].start) if shards else 1
+    if [(s.start, s.stop) for s in shards] != shard_bounds(n, rows):
+        raise InputError("the kNN manifest's shards are not fixed blocks of global document index; rerun the knn stage")
+    return rows
+
+
+def run_distributed_dedup(spark, *, source: str, shards, docs_files: list[Path], threshold: float,
+                          out_root: Path, n_tasks: int | None = None) -> dict:
+    """Semantic dedup of one source with Spark (module docstring). ``shards``: the source's
+    :class:`~mixweave.data.artifacts.KnnShard` list; ``docs_files``: its ingest files in manifest
+    order (for the pairs' doc ids). Writes ``keep-SSSSS.npy`` and ``pairs-SSSSS.parquet`` per shard
+    under ``out_root/source``. Returns counts, the manifest's shard list and timings."""
+    import pyarrow.parquet as pq
+    from pyspark.sql import functions as F
+
+    from .ingest import spark_schema
+
+    if not -1.0 <= float(threshold) <= 1.0:
+        from ..errors import ConfigError
+        raise ConfigError(f"dedup cosine threshold must be in [-1, 1], got {threshold}")
+    t0 = time.perf_counter()
+    shard_rows = shard_layout(shards)
+    n_docs = shards[-1].stop
+    offsets, total = [], 0
+    for path in docs_files:
+        offsets.append({"path": str(Path(path).resolve()), "offset": total})
+        total += pq.ParquetFile(path).metadata.num_rows
+    if total != n_docs:
+        raise InputError(f"dedup {source}: the kNN graph has {n_docs} documents, the ingest files {total}; "
+                         "rerun embed and knn")
+    bounds = [(s.start, s.stop) for s in shards]
+    tasks = int(n_tasks or max(1, min(len(shards), 4 * spark.sparkContext.defaultParallelism)))
+    shard_rows_table = pa.table({"shard": np.arange(len(shards), dtype=np.int64),
+                                 "start": [s.start for s in shards], "stop": [s.stop for s in shards],
+                                 "I": [str(Path(s.I).resolve()) for s in shards],
+                                 "D": [str(Path(s.D).resolve()) for s in shards]}, schema=SHARD_SCHEMA)
+    try:
+        frame = spark.createDataFrame(shard_rows_table.to_pandas()).repartition(tasks, "shard")
+        edges = frame.mapInArrow(_emit_edges(int(n_docs), float(threshold)), spark_schema(EDGE_SCHEMA)).localCheckpoint()
+        t_edges = time.perf_counter()
+        stars, rounds = star_components(edges.where(F.col("kind") == STAR).select("a", "b"))
+        t_cc = time.perf_counter()
+        pairs = edges.where(F.col("kind") == PAIR).groupBy("a", "b").agg(F.max("cosine").alias("cosine"))
+        files = spark.createDataFrame(pa.table({"path": [o["path"] for o in offsets],
+                                                "offset": [o["offset"] for o in offsets]},
+                                               schema=FILE_SCHEMA).to_pandas()) if offsets else None
+        if files is not None:
+            ids = files.repartition(max(1, min(len(offsets), tasks)), "path").mapInArrow(_read_ids, spark_schema(ID_SCHEMA))
+            pairs = (pairs.join(ids.select(F.col("idx").alias("a"), F.col("doc_id").alias("doc_id_a")), "a", "left")
+                     .join(ids.select(F.col("idx").alias("b"), F.col("doc_id").alias("doc_id_b")), "b", "left"))
+        else:
+            pairs = pairs.withColumn("doc_id_a", F.lit(None).cast("string")).withColumn("doc_id_b", F.lit(None).cast("string"))
+        none_f, none_s = F.lit(None).cast("float"), F.lit(None).cast("string")
+        cols = ["shard", "kind", "a", "b", "cosine", "doc_id_a", "doc_id_b"]
+        marks = spark.range(len(shards)).select(F.col("id").alias("shard"), F.lit(MARK).alias("kind"),
+                                                F.lit(None).cast("long").alias("a"), F.lit(None).cast("long").alias("b"),
+                                                none_f.alias("cosine"), none_s.alias("doc_id_a"), none_s.alias("doc_id_b"))
+        leaves = stars.select(F.expr(f"b div {shard_rows}").alias("shard"), F.lit(LEAF).alias("kind"),
+                              F.col("b").alias("a"), F.lit(None).cast("long").alias("b"), none_f.alias("cosine"),
+                              none_s.alias("doc_id_a"), none_s.alias("doc_id_b"))
+        rows = pairs.select(F.expr(f"a div {shard_rows}").alias("shard"), F.lit(ROW).alias("kind"), *cols[2:])
+        written = (marks.select(*cols).unionAll(leaves.select(*cols)).unionAll(rows.select(*cols))
+                   .repartition(tasks, "shard").sortWithinPartitions("shard", "kind", "a", "b")
+                   .mapInArrow(_write_shards(str(Path(out_root).resolve()), source, bounds), spark_schema(DONE_SCHEMA))
+                   .toArrow().sort_by("shard"))
+    except Exception as exc:  # noqa: BLE001 - a task's InputError becomes one line, the rest propagates
+        raise _task_error(exc) from None
+    t_write = time.perf_counter()
+    done = written.to_pylist()
+    if [d["shard"] for d in done] != list(range(len(shards))):
+        raise RuntimeError(f"dedup {source}: {len(done)} of {len(shards)} shards were written")
+    entries = [{"start": s.start, "stop": s.stop, "keep": keep_name(source, i), "pairs": pairs_name(source, i)}
+               for i, s in enumerate(shards)]
+    kept = sum(d["kept"] for d in done)
+    info = {"n_docs": int(n_docs), "kept": int(kept), "removed": int(n_docs - kept),
+            "pairs": int(sum(d["pairs"] for d in done)), "shards": entries, "cc_rounds": rounds,
+            "spark_tasks": tasks, "edges_s": round(t_edges - t0, 3), "components_s": round(t_cc - t_edges, 3),
+            "write_s": round(t_write - t_cc, 3)}
+    LOG.info("dedup %s (spark): %d docs, %d pairs, removed %d in %d component rounds, %.1fs",
+             source, n_docs, info["pairs"], info["removed"], rounds, t_write - t0)
+    return info
