@@ -39,6 +39,11 @@ CORPUS = DATA / "corpus"
 FULL_SEQ_LEN = 256
 
 
+FAST_JVM = {key: "-XX:TieredStopAtLevel=1" for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")}
+"""JVM flags for the tests' short-lived Spark JVMs: the C1 compiler only (C2's warm-up costs more CPU
+than it saves in a job of seconds); ``get_spark`` puts them after its own (log4j, SerialGC)."""
+
+
 @pytest.fixture(scope="session")
 def spark():
     from mixweave.jobs.spark import get_spark
@@ -46,9 +51,7 @@ def spark():
     session = get_spark(
         "local[2]",
         driver_memory="2g",
-        conf={"spark.sql.shuffle.partitions": "4", "spark.driver.extraJavaOptions":
-              f"-Dlog4j2.configurationFile=file:{Path(__file__).parents[1] / 'mixweave/jobs/log4j2.properties'}"
-              " -XX:TieredStopAtLevel=1 -XX:+UseSerialGC"},
+        conf={"spark.sql.shuffle.partitions": "4", **FAST_JVM},
     )
     yield session
     session.stop()

@@ -66,6 +66,8 @@ def get_spark(
     if master and not under_spark_submit():
         builder = builder.master(master)
     for key, value in (conf or {}).items():
+        if key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
+            value = f"{java_opts} {value}"  # the user's JVM flags come after ours (quiet log4j) and win
         builder = builder.config(key, value)
     try:
         spark = builder.getOrCreate()
