@@ -47,7 +47,7 @@ PAIRS_SCHEMA = pa.schema([("a", pa.int64()), ("b", pa.int64()), ("doc_id_a", pa.
 SHARD_SCHEMA = pa.schema([("shard", pa.int64()), ("start", pa.int64()), ("stop", pa.int64()),
                           ("I", pa.string()), ("D", pa.string())])
 EDGE_SCHEMA = pa.schema([("kind", pa.int32()), ("a", pa.int64()), ("b", pa.int64()), ("cosine", pa.float32())])
-FILE_SCHEMA = pa.schema([("path", pa.string()), ("offset", pa.int64())])
+WANT_SCHEMA = pa.schema([("file", pa.int64()), ("idx", pa.int64())])
 ID_SCHEMA = pa.schema([("idx", pa.int64()), ("doc_id", pa.string())])
 DONE_SCHEMA = pa.schema([("shard", pa.int64()), ("n_docs", pa.int64()), ("kept", pa.int64()),
                          ("removed", pa.int64()), ("pairs", pa.int64())])
@@ -104,14 +104,37 @@ def _emit_edges(n_docs: int, threshold: float):
     return run
 
 
-def _read_ids(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    import pyarrow.parquet as pq
+def _file_of(starts: list[int]):
+    """mapInArrow: tag each wanted document index with the ingest file that holds it."""
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        bounds = np.asarray(starts, np.int64)
+        for batch in batches:
+            idx = batch.column("idx").to_numpy().astype(np.int64)
+            yield pa.RecordBatch.from_arrays([pa.array(np.searchsorted(bounds, idx, "right") - 1), pa.array(idx)],
+                                             schema=WANT_SCHEMA)
 
-    for batch in batches:
-        for row in batch.to_pylist():
-            ids = pq.read_table(row["path"], columns=["doc_id"]).column("doc_id").combine_chunks().cast(pa.string())
-            yield pa.RecordBatch.from_arrays(
-                [pa.array(np.arange(row["offset"], row["offset"] + len(ids), dtype=np.int64)), ids], schema=ID_SCHEMA)
+    return run
+
+
+def _look_up_ids(files: list[str], starts: list[int]):
+    """mapInArrow over wanted indices sorted by (file, idx): read each file's doc_id column once
+    and return the wanted rows only (memory: one ingest file's ids)."""
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow.parquet as pq
+
+        current, column = None, None
+        for batch in batches:
+            file, idx = batch.column("file").to_numpy(), batch.column("idx").to_numpy().astype(np.int64)
+            cuts = np.r_[0, np.flatnonzero(np.diff(file)) + 1, len(file)]
+            for lo, hi in zip(cuts[:-1], cuts[1:]):
+                if int(file[lo]) != current:
+                    current = int(file[lo])
+                    column = pq.read_table(files[current], columns=["doc_id"]).column("doc_id").combine_chunks()
+                local = idx[lo:hi] - starts[current]
+                yield pa.RecordBatch.from_arrays([pa.array(idx[lo:hi]), column.take(pa.array(local)).cast(pa.string())],
+                                                 schema=ID_SCHEMA)
+
+    return run
 
 
 def _write_shards(out_root: str, source: str, bounds: list[tuple[int, int]]):
@@ -275,11 +298,12 @@ def run_distributed_dedup(spark, *, source: str, shards, docs_files: list[Path],
         stars, rounds = star_components(edges.where(F.col("kind") == STAR).select("a", "b"))
         t_cc = time.perf_counter()
         pairs = edges.where(F.col("kind") == PAIR).groupBy("a", "b").agg(F.max("cosine").alias("cosine"))
-        files = spark.createDataFrame(pa.table({"path": [o["path"] for o in offsets],
-                                                "offset": [o["offset"] for o in offsets]},
-                                               schema=FILE_SCHEMA).to_pandas()) if offsets else None
-        if files is not None:
-            ids = files.repartition(max(1, min(len(offsets), tasks)), "path").mapInArrow(_read_ids, spark_schema(ID_SCHEMA))
+        if offsets:  # doc ids of the pairs' documents only: one lookup task per ingest file, no shuffle of all ids
+            paths, starts = [o["path"] for o in offsets], [o["offset"] for o in offsets]
+            wanted = pairs.select(F.col("a").alias("idx")).unionAll(pairs.select(F.col("b").alias("idx"))).distinct()
+            ids = (wanted.mapInArrow(_file_of(starts), spark_schema(WANT_SCHEMA))
+                   .repartition(max(1, min(len(paths), tasks)), "file").sortWithinPartitions("file", "idx")
+                   .mapInArrow(_look_up_ids(paths, starts), spark_schema(ID_SCHEMA)))
             pairs = (pairs.join(ids.select(F.col("idx").alias("a"), F.col("doc_id").alias("doc_id_a")), "a", "left")
                      .join(ids.select(F.col("idx").alias("b"), F.col("doc_id").alias("doc_id_b")), "b", "left"))
         else:
