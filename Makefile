@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TQDM_DISABLE := 1
 export SPARK_LOCAL_IP := 127.0.0.1
 
-.PHONY: demo test bench install check-java check-chromium clean test-vllm vllm-venv
+.PHONY: demo test bench bench-scale install check-java check-chromium clean test-vllm vllm-venv
 
 demo: $(STAMP) check-java
 	$(BIN)/mixweave corpus build --tier tiny --out data/tiny
@@ -22,6 +22,15 @@ test: $(STAMP) check-java check-chromium
 
 bench: $(STAMP) check-java
 	$(BIN)/python bench/run_all.py --json bench/results.json
+
+# The ICP chain at corpus scale (issue 12): synthetic corpora of SCALE_DOCS documents, ingest -> pack on
+# a loopback standalone cluster (master + 2 workers), driver/task peak RSS, CPU and shuffle per stage,
+# quality vs the single-process chain, projection to 2.35e8 docs. Hours at 10^6 on 2 cores; the
+# corpora and runs (~10 GB at 10^6) go to SCALE_WORKDIR. Smoke: make bench-scale SCALE_DOCS=10000,20000
+SCALE_DOCS ?= 100000,300000,1000000
+SCALE_WORKDIR ?= cache/scale
+bench-scale: $(STAMP) check-java
+	$(BIN)/python bench/scale.py --docs $(SCALE_DOCS) --workdir $(SCALE_WORKDIR) --json bench/results-scale.json
 
 install: $(STAMP)
 
