@@ -64,6 +64,22 @@ _ARTIFACT = {"onnx": "onnx", "openvino": "onnx", "onnx-int8": "onnx-int8", "stat
 """Which cached export each backend runs (openvino compiles the fp32 ONNX export)."""
 
 
+_PACKAGES = {"onnx": ("onnxruntime", "pip install 'mixweave[onnx]'"),
+             "onnx-int8": ("onnxruntime", "pip install 'mixweave[onnx]'"),
+             "openvino": ("openvino", "pip install openvino"),
+             "static": ("model2vec", "pip install model2vec")}
+
+
+def require_runtime(backend: str) -> None:
+    """An :class:`InputError` naming the pip line when ``backend``'s runtime is not installed."""
+    import importlib.util
+
+    if backend in _PACKAGES and importlib.util.find_spec(_PACKAGES[backend][0]) is None:
+        module, pip = _PACKAGES[backend]
+        raise InputError(f"encoder backend {backend} needs the package {module}: {pip} (or choose another "
+                         "order.encoder_backend)")
+
+
 def resolve_backend(backend: str | None, device: str | None = None) -> str:
     """``auto`` -> ``torch`` on CUDA (explicit or available), else :data:`CPU_DEFAULT`."""
     backend = backend or "auto"
@@ -270,6 +286,7 @@ _BUILDERS = {"onnx": build_onnx, "onnx-int8": build_onnx_int8, "static": distill
 
 def ensure_export(model_dir: Path, backend: str) -> Path:
     """The cached export folder ``backend`` runs, built on first use."""
+    require_runtime(backend)
     kind = _ARTIFACT[backend]
     return cached_build(export_key(model_dir, backend), lambda tmp: _BUILDERS[kind](model_dir, tmp))
 
