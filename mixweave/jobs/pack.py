@@ -309,13 +309,13 @@ def run_spark_pack(spark, *, source: str, order_paths: list[Path], docs_files: l
             t_cut = time.perf_counter()
             n_files = max(1, math.ceil(n_win / per_file))
             if n_win:
-                for kind, order_by in (("windows", ["block", "window_id"]), ("spans", ["block", "window_id", "start"])):
-                    frame = spark.read.parquet((work / kind).as_uri()).withColumn(
+                for kind, order_by, schema in (("windows", ["block", "window_id"], WINDOW_SCHEMA),
+                                               ("spans", ["block", "window_id", "start"], SPAN_SCHEMA)):
+                    frame = spark.read.schema(spark_schema(schema)).parquet((work / kind).as_uri()).withColumn(
                         "block", F.expr(f"window_id div {int(per_file)}"))
-                    schema = WRITE_DONE
                     written = frame.repartition(max(1, min(n_files, tasks)), "block").sortWithinPartitions(*order_by) \
                         .mapInArrow(_write_blocks(str(Path(out_root).resolve()), source, kind, per_file, dtype, width),
-                                    spark_schema(schema)).collect()
+                                    spark_schema(WRITE_DONE)).collect()
                     if sorted(int(r["block"]) for r in written) != list(range(n_files)):
                         raise RuntimeError(f"pack: wrote {len(written)} of {n_files} {kind} files of {source}")
             else:  # no window: one empty file, as the in-process pack writes
