@@ -143,3 +143,50 @@ def test_sharded_order_bad_input_is_one_line(spark, sharded, tmp_path):
     with pytest.raises(InputError, match="unit-norm"):
         run_sharded_order(spark, embed_dir=dirs[0], knn_dir=dirs[1], dedup_dir=dirs[2], source="s",
                           out_dir=tmp_path / "out", n_clusters=2, seed=0, n_tasks=2, work_dir=tmp_path)
+
+
+# ------------------------------------------------------------------------- the stage, end to end
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_distributed_order_stage_feeds_pack_and_export(small_runs, tmp_path):
+    """The small reference run's ingest/count/embed/mix, then knn -> dedup -> order -> pack -> export
+    with ``distributed_min_docs: 0, partitions: 3``: order runs as the sharded Spark job, writes one
+    file per cluster (the same bytes as the in-process partitioned path on the same kNN and keep
+    shards), and pack, export and the report read it."""
+    import shutil
+
+    from mixweave.data.artifacts import load_order
+    from mixweave.data.manifest import read_manifest
+    from mixweave.pipeline.report import adjacent_cosines
+    from mixweave.pipeline.runner import run_stages
+    from mixweave.pipeline.stages import build_stages
+    from mixweave.pipeline.stages.order import _local_order, plan_clusters
+
+    out = tmp_path / "run"
+    for stage in ("ingest", "count", "embed", "mix"):
+        shutil.copytree(small_runs.reference / stage, out / stage)
+    order = {**small_runs.config_data(out, small_runs.globs)["order"], "partitions": 3, "distributed_min_docs": 0}
+    config = small_runs.config(out, small_runs.globs, order=order, export={"formats": ["megatron"]})
+    ran = run_stages(build_stages(), config, wanted=["export"])
+    reports = {r.name: r.status for r in ran}
+    assert reports["order"] == reports["pack"] == reports["export"] == "ran", reports
+    assert all(reports[s] == "skipped" for s in ("ingest", "count", "embed")), reports
+
+    manifest = read_manifest(out / "order")["order"]
+    dedup = read_manifest(out / "dedup")["dedup"]
+    for source, entry in manifest.items():
+        assert entry["path"] == "spark" and entry["metrics_sampled"] is True and not entry["clusters_auto"]
+        kept = dedup[source]["kept"]
+        n_clusters, distributed, _ = plan_clusters(dedup[source]["n_docs"], kept, 3, 0)
+        assert distributed and n_clusters == 3 and 1 <= entry["n_clusters"] == len(entry["files"]) <= 3  # votes may empty a cluster
+        (tmp_path / source).mkdir()
+        files, _, extra = _local_order(out / "embed", out / "knn", out / "dedup", source, n_clusters, 5, tmp_path / source)
+        assert extra == {"path": "local", "n_clusters": entry["n_clusters"], "edge_retention": entry["edge_retention"]}
+        assert [f"{source}/{f}" for f in files] == entry["files"]
+        for name in files:
+            assert (tmp_path / source / name).read_bytes() == (out / "order" / source / name).read_bytes()
+        assert sorted(load_order(out / "order", source).tolist()) == sorted(
+            np.flatnonzero(np.concatenate([np.load(out / "dedup" / s["keep"]) for s in dedup[source]["shards"]])).tolist())
+        assert adjacent_cosines(out, source) is not None
+    pack = read_manifest(out / "pack")
+    assert pack is not None and read_manifest(out / "export")["exports"]["megatron"]["windows"] > 0

@@ -160,7 +160,6 @@ SHARD_SCHEMA = pa.schema([("shard", pa.int64()), ("start", pa.int64()), ("stop",
                           ("I", pa.string()), ("D", pa.string()), ("keep", pa.string())])
 COUNT_SCHEMA = pa.schema([("shard", pa.int64()), ("kept", pa.int64())])
 LABEL_SCHEMA = pa.schema([("u", pa.int64()), ("label", pa.int64())])
-VOTED_SCHEMA = pa.schema([("u", pa.int64()), ("label", pa.int64()), ("changed", pa.int64())])
 EDGE_SCHEMA = pa.schema([("u", pa.int64()), ("j", pa.int32()), ("v", pa.int64()), ("w", pa.float32())])
 CLUSTER_SCHEMA = pa.schema([
     ("cluster", pa.int64()), ("size", pa.int64()), ("first", pa.int64()), ("last", pa.int64()),
@@ -277,8 +276,15 @@ def _list_parts(column: pa.Array, *fields: str) -> tuple[np.ndarray, ...]:
     return (offsets, *(values.field(f).to_numpy(zero_copy_only=False) for f in fields))
 
 
-def _vote_task(batches):
-    """One refinement round for each row ``(u, label, nb)`` (``nb``: neighbours sorted by j)."""
+def _vote_task(changed_acc):
+    def run(batches):
+        yield from _vote_batches(batches, changed_acc)
+    return run
+
+
+def _vote_batches(batches, changed_acc):
+    """One refinement round for each row ``(u, label, nb)`` (``nb``: neighbours sorted by j);
+    ``changed_acc`` counts the documents that moved (a retried task may count twice: only 0 is read)."""
     from mixweave.retrieval.partition import vote_labels
 
     for batch in batches:
@@ -289,8 +295,8 @@ def _vote_task(batches):
         other = v != u[row]  # self matches do not vote
         offsets = np.r_[0, np.cumsum(np.bincount(row[other], minlength=u.size))]
         new = vote_labels(offsets, lv[other], w[other], cur)
-        yield pa.RecordBatch.from_arrays([pa.array(u, pa.int64()), pa.array(new), pa.array((new != cur).astype(np.int64))],
-                                         schema=VOTED_SCHEMA)
+        changed_acc.add(int((new != cur).sum()))
+        yield pa.RecordBatch.from_arrays([pa.array(u, pa.int64()), pa.array(new)], schema=LABEL_SCHEMA)
 
 
 def _cluster_runs(batches, key: str):
@@ -506,10 +512,11 @@ def run_sharded_order(spark, *, embed_dir: Path, knn_dir: Path, dedup_dir: Path,
                 nb = (edges.join(labels.select(F.col("u").alias("v"), F.col("label").alias("lv")), "v")
                       .groupBy("u").agg(F.array_sort(F.collect_list(F.struct("j", "v", "lv", "w"))).alias("nb")))
                 next_path = str(Path(tmp) / f"labels-{r + 1}")
+                changed = spark.sparkContext.accumulator(0)
                 labels.join(nb, "u", "left").repartition(tasks, "u") \
-                    .mapInArrow(_vote_task, spark_schema(VOTED_SCHEMA)).write.parquet(next_path)
+                    .mapInArrow(_vote_task(changed), spark_schema(LABEL_SCHEMA)).write.parquet(next_path)
                 rounds_run += 1
-                changed = spark.read.parquet(next_path).agg(F.sum("changed")).first()[0] or 0
+                changed = changed.value
                 labels_path = next_path
                 if changed == 0:
                     break
