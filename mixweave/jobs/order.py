@@ -1,18 +1,21 @@
-"""Spark partitioned ordering: one task per coarse cluster (the order stage with ``partitions`` > 1).
+"""Spark partitioned ordering: one task per coarse cluster (the order stage's distributed path).
 
-The driver clusters the documents and orders the clusters
-(:func:`mixweave.retrieval.partition.plan_partitions`: seeded spherical k-means on a sample,
-nearest-centroid assignment, kNN majority-vote refinement, Algorithm 1 over the centroid graph),
-cuts every cluster's kNN rows down to the cluster with local ids
-(:func:`~mixweave.retrieval.partition.cluster_blocks`, the ``restrict_knn`` renumbering) and stages them as parquet, one row per cluster. Spark reads the
-rows, hash-partitions them by cluster and each task runs Algorithm 1 on its clusters
-(:func:`~mixweave.retrieval.partition.walk_cluster`) and returns the paths in global ids; the
-driver concatenates them in cluster order. Every cluster's path is a pure function of its row, so
-the result does not depend on the number of partitions or executors, and it equals the in-process
-:func:`mixweave.retrieval.partition.partitioned_order` element for element.
+:func:`run_sharded_order` is the stage's path for large sources: it reads a source's embed blocks
+and its kNN and keep shards in Spark tasks and writes one order file per cluster; the driver holds
+metadata only (shard and cluster lists, the centroids, the k-means sample of 128 rows per
+cluster, C-1 cluster-boundary pairs and 20,000 random pairs for the metrics), never X, I, D or an
+array per document. Labels live in parquet under a work folder between the Spark steps.
 
-On a real cluster ``work_dir`` must be on storage the executors can read (HDFS, S3, NFS); by
-default it is a temporary folder on the driver, which is right for ``local[*]``.
+:func:`run_partitioned_order` is the older driver-array form (the driver plans the clusters with
+:func:`mixweave.retrieval.partition.plan_partitions` on X, I, D, cuts and stages the blocks as
+parquet, tasks walk them); bench/icp.py times it. Both equal the in-process
+:func:`mixweave.retrieval.partition.partitioned_order` element for element, whatever the number of
+partitions or executors: every cluster's path is a pure function of its block, assignment and
+votes are pure functions of a document's row, centroid sums are exact integers.
+
+On a real cluster ``work_dir`` and the stage folders must be on storage the executors can read
+(HDFS, S3, NFS); by default the work folder is a temporary folder on the driver, which is right
+for ``local[*]``.
 """
 
 from __future__ import annotations

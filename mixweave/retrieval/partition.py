@@ -25,10 +25,14 @@ cluster is walked on its own:
 4. **Concatenate** the cluster paths in that order.
 
 The in-process result (:func:`partitioned_order`, one pass of the traversal kernels via
-:func:`~mixweave.retrieval.traverse.traverse_clustered`) and the Spark job
-(``mixweave.jobs.order.run_partitioned_order``, one task per cluster, built from
-:func:`plan_partitions`, :func:`cluster_blocks` and :func:`walk_cluster`) are equal element for
-element, whatever the Spark partitioning: every cluster's walk is a pure function of its block.
+:func:`~mixweave.retrieval.traverse.traverse_clustered`) and the Spark jobs
+(``mixweave.jobs.order.run_sharded_order`` from the shards, one task per cluster, built from
+:func:`kmeans_sample`, :func:`train_centroids`, :func:`assign_nearest`, :func:`vote_labels`,
+:func:`centroid_sums` and :func:`walk_cluster`; ``run_partitioned_order`` from driver arrays) are
+equal element for element, whatever the Spark partitioning: the k-means sample is drawn by
+position among the documents, a document's label and vote depend on its own row only (near-tied
+centroid scores are re-scored exactly), centroid sums are exact integers, and every cluster's walk
+is a pure function of its block.
 
 Quality. Only the edges between clusters are lost, plus one jump per cluster boundary. On the
 100k clustered spec set of bench/icp.py (2,000 topics of 50 documents, d=768, exact k=50) the partitioned walk
@@ -37,8 +41,8 @@ default refinement (14% at 16 clusters without it); bench/icp.py measures it.
 ``info["edge_retention"]``, the share of kNN entries that stay inside their cluster, predicts the
 loss before any walk.
 
-Determinism: the same seed and thread count give the same clusters (faiss k-means is seeded; its
-BLAS assignment may differ in the last bit across thread counts, like every faiss search here).
+Determinism: the same seed and thread count give the same clusters (faiss k-means training is
+seeded; it runs on the driver on both paths, and may differ in the last bit across thread counts).
 """
 
 from __future__ import annotations
