@@ -142,6 +142,8 @@ def classify(pid: int, table: dict[int, tuple[int, str]]) -> str:
         return "python_worker" if ("pyspark.daemon" in parent or "pyspark/daemon.py" in parent) else "python_daemon"
     if "pyspark.worker" in cmd or "pyspark/worker.py" in cmd:
         return "python_worker"
+    if "org.apache.spark.launcher.Main" in cmd:
+        return "launcher"
     if "java" in cmd.split(" ")[0] or "SparkSubmit" in cmd:
         return "driver_jvm"
     return "other"
@@ -192,7 +194,8 @@ class Sampler:
             cpu = read_cpu_s(pid)
             if status is None or cpu is None:
                 continue
-            peak = self.peaks.setdefault(pid, {"role": role, "hwm": 0, "cmd": table[pid][1][:160]})
+            peak = self.peaks.setdefault(pid, {"role": role, "hwm": 0})
+            peak.update(role=role, cmd=table[pid][1][:160])  # the latest: spark-submit's shell execs the JVM
             peak["hwm"] = max(peak["hwm"], status["VmHWM"], status["VmRSS"])
             rss[role] = max(rss.get(role, 0), status["VmRSS"])
             self._cpu_total += max(0.0, cpu - self._cpu_last.get(pid, 0.0))
@@ -232,7 +235,10 @@ def parse_event_log(path: str | Path) -> list[dict]:
         for line in f:
             if '"SparkListenerTaskEnd"' not in line:
                 continue
-            event = json.loads(line)
+            try:
+                event = json.loads(line)
+            except ValueError:  # the last line of a log whose application died
+                continue
             info, metrics = event.get("Task Info", {}), event.get("Task Metrics") or {}
             write = metrics.get("Shuffle Write Metrics") or {}
             read = metrics.get("Shuffle Read Metrics") or {}
@@ -445,8 +451,9 @@ def summarize_run(out: Path, run: dict, event_dir: Path | None) -> dict:
     peaks = sampler.peak_by_role()
     tasks = []
     if event_dir is not None:
-        for log in sorted(event_dir.glob("*")):  # one application per run (".inprogress" if it died)
-            if log.is_file():
+        # one application per run; Spark 4 writes a folder eventlog_v2_<app>/events_N_<app> (rolling)
+        for log in sorted(event_dir.rglob("*")):
+            if log.is_file() and (log.name.startswith(("events_", "app-", "local-")) or log.suffix == ".inprogress"):
                 tasks.extend(parse_event_log(log))
     shuffles = shuffle_by_window(tasks, run["windows"])
     stages = {}
@@ -473,9 +480,9 @@ def summarize_run(out: Path, run: dict, event_dir: Path | None) -> dict:
             order_path=entry.get("path"), mean_adjacent_cosine=entry.get("mean_adjacent_cosine"),
             random_order_mean_adjacent_cosine=entry.get("random_order_mean_adjacent_cosine"),
             metrics_sampled=entry.get("metrics_sampled"), n_clusters=entry.get("n_clusters"))
-    for source, entry in (read_manifest(out / "pack").get("pack") or {}).items():
-        if isinstance(entry, dict):
-            quality.setdefault(source, {}).update(pack_path=entry.get("path"), n_windows=entry.get("n_windows"))
+    for source, entry in ((read_manifest(out / "pack").get("windows") or {}).get("sources") or {}).items():
+        quality.setdefault(source, {}).update(pack_path=entry.get("path"), n_windows=entry.get("n_windows"),
+                                              window_pairwise_cosine_mean=entry.get("window_pairwise_cosine_mean"))
     return {"rc": run["rc"], "wall_s": run["wall_s"], "peak_rss_by_role": peaks,
             "driver_python_peak_rss": peaks.get("driver_python", 0), "driver_jvm_peak_rss": peaks.get("driver_jvm", 0),
             "max_python_task_peak_rss": peaks.get("python_worker", 0),
@@ -594,7 +601,7 @@ def print_table(results: list[dict]) -> dict:
     line("single-process driver peak RSS (baseline)", [d.get("single_driver_python_peak_rss") for _, d in rows], _mb,
          ratio=False)
     line("wall, ingest -> pack (s)", [d["wall_s"] for _, d in rows], lambda v: f"{v:,.0f}")
-    for stage in PIPELINE:
+    for stage in [s for s in PIPELINE if any(s in d["wall_s_per_doc"] for _, d in rows)]:
         line(f"  {stage}: wall ms/doc", [d["wall_s_per_doc"].get(stage) for _, d in rows],
              lambda v: f"{v * 1e3:.3f}")
         line(f"  {stage}: CPU ms/doc (all processes)", [d["cpu_s_per_doc"].get(stage) for _, d in rows],
