@@ -14,13 +14,13 @@ of metadata per partition and per output file, never per document or window:
    plus one EOS per document; the total fixes W, the dropped tail, and for each partition the
    stream windows that *start* in it, ``[ceil(base/S), ceil(end/S))``, and the following partitions
    that hold its spill (at most S + 1 tokens, so a bounded list).
-3. **Cut.** One task per partition loads its shard and the spill shards and calls
+3. **Cut and write.** One task per partition loads its shard and the spill shards and calls
    :func:`mixweave.retrieval.pack.cut_windows` (the in-process pack's own core) for its windows;
    each window's output row is :func:`~mixweave.retrieval.pack.shuffled_rows` of its stream index
-   (a Feistel bijection: no permutation array). Windows and spans go to per-partition parquet.
-4. **Write.** Spark reads them back, repartitions by output file ``window_id // per_file``, sorts by
-   ``(window_id[, start])``, and each task writes its files through ``data.windows``' writers,
-   the ones the in-process path uses: same rows, same bytes.
+   (a Feistel bijection: no permutation array). Window and span rows are repartitioned by output
+   file ``window_id // per_file``, sorted by ``(file, kind, window_id, start)``, and each task
+   writes its files through ``data.windows.write_window_block``, the in-process pack's writer:
+   same rows, same bytes.
 
 Every result is a function of the data and the settings (partitions come from the order files and
 ``part_docs``, files from ``per_file``, ties impossible since keys are unique), never of Spark's
@@ -52,11 +52,13 @@ TEXT_SCHEMA = pa.schema([("gidx", pa.int64()), ("text", pa.large_string())])
 COUNT_SCHEMA = pa.schema([("part", pa.int64()), ("n_docs", pa.int64()), ("n_tokens", pa.int64())])
 CUT_SCHEMA = pa.schema([("part", pa.int64()), ("base", pa.int64()), ("lo", pa.int64()), ("hi", pa.int64()),
                         ("spill", pa.list_(pa.int64()))])
-CUT_DONE = pa.schema([("part", pa.int64()), ("windows", pa.int64()), ("spans", pa.int64())])
-WINDOW_SCHEMA = pa.schema([("window_id", pa.int64()), ("tokens", pa.list_(pa.int32()))])
+ROW_SCHEMA = pa.schema([("block", pa.int64()), ("kind", pa.int8()), ("window_id", pa.int64()), ("start", pa.int32()),
+                        ("tokens", pa.list_(pa.int32())), ("doc", pa.int64()), ("end", pa.int32()),
+                        ("doc_offset", pa.int32())])
+"""A window (kind 0: tokens) or a span (kind 1: start, doc, end, doc_offset) bound for output file ``block``."""
 SPAN_SCHEMA = pa.schema([("window_id", pa.int64()), ("doc", pa.int64()), ("start", pa.int32()),
                          ("end", pa.int32()), ("doc_offset", pa.int32())])
-WRITE_DONE = pa.schema([("block", pa.int64()), ("rows", pa.int64())])
+WRITE_DONE = pa.schema([("block", pa.int64()), ("windows", pa.int64()), ("spans", pa.int64())])
 
 
 def plan_parts(order_paths: list[Path], part_docs: int) -> list[dict]:
@@ -149,7 +151,7 @@ def _tokenize_parts(work: str, tokenizer_path: str, tokenizer_pattern: str | Non
                                "(the order refers to documents the ingest artifact does not have)")
         ids = tokenizer.encode_batch(texts)
         lengths = np.fromiter((len(t) for t in ids), np.int64, len(ids))
-        flat = np.fromiter((x for t in ids for x in t), np.int64, int(lengths.sum())).astype(np.int32)
+        flat = np.concatenate([np.asarray(t, np.int32) for t in ids]) if ids else np.zeros(0, np.int32)
         np.savez(_shard_path(work, part), tokens=flat, lengths=lengths, gidx=np.asarray(gidx, np.int64))
         return {"part": part, "n_docs": len(texts), "n_tokens": int(lengths.sum())}
 
@@ -181,10 +183,10 @@ def _tokenize_parts(work: str, tokenizer_path: str, tokenizer_pattern: str | Non
 
 
 def _cut_parts(work: str, seq_len: int, plus_one: bool, eos_id: int, dtype: str, n_windows: int, shuffle: bool,
-               seed: int):
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import pyarrow.parquet as pq
+               seed: int, per_file: int):
+    """mapInArrow: each partition's windows (those starting in it) and their spans, as ROW_SCHEMA rows."""
 
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from ..retrieval.pack import cut_windows, shuffled_rows
 
         for batch in batches:
@@ -199,41 +201,46 @@ def _cut_parts(work: str, seq_len: int, plus_one: bool, eos_id: int, dtype: str,
                                   seq_len=seq_len, plus_one=plus_one, eos_id=eos_id, dtype=np.dtype(dtype))
                 stream_ids = np.arange(cut.lo, cut.hi, dtype=np.int64)
                 out_rows = shuffled_rows(stream_ids, n_windows, seed) if shuffle else stream_ids
-                width = cut.windows.shape[1]
-                tokens = pa.ListArray.from_arrays(pa.array(np.arange(stream_ids.size + 1, dtype=np.int32) * width),
+                nw, width = cut.windows.shape
+                tokens = pa.ListArray.from_arrays(pa.array(np.arange(nw + 1, dtype=np.int32) * width),
                                                   pa.array(np.ascontiguousarray(cut.windows).reshape(-1).astype(np.int32)))
-                pq.write_table(pa.Table.from_arrays([pa.array(out_rows), tokens], schema=WINDOW_SCHEMA),
-                               f"{work}/windows/part-{row['part']:05d}.parquet")
+                yield pa.RecordBatch.from_arrays([
+                    pa.array(out_rows // per_file), pa.array(np.zeros(nw, np.int8)), pa.array(out_rows),
+                    pa.array(np.full(nw, -1, np.int32)), tokens, pa.nulls(nw, pa.int64()), pa.nulls(nw, pa.int32()),
+                    pa.nulls(nw, pa.int32())], schema=ROW_SCHEMA)
                 span_rows = out_rows[cut.span_window - cut.lo]
-                pq.write_table(pa.table({
-                    "window_id": pa.array(span_rows, pa.int64()), "doc": pa.array(gidx[cut.span_seg], pa.int64()),
-                    "start": pa.array(cut.span_start.astype(np.int32)), "end": pa.array(cut.span_end.astype(np.int32)),
-                    "doc_offset": pa.array(cut.span_doc_offset.astype(np.int32))}, schema=SPAN_SCHEMA),
-                    f"{work}/spans/part-{row['part']:05d}.parquet")
-                yield pa.RecordBatch.from_pylist([{"part": row["part"], "windows": int(stream_ids.size),
-                                                   "spans": int(span_rows.size)}], schema=CUT_DONE)
+                ns = span_rows.size
+                yield pa.RecordBatch.from_arrays([
+                    pa.array(span_rows // per_file), pa.array(np.ones(ns, np.int8)), pa.array(span_rows),
+                    pa.array(cut.span_start.astype(np.int32)), pa.nulls(ns, pa.list_(pa.int32())),
+                    pa.array(gidx[cut.span_seg]), pa.array(cut.span_end.astype(np.int32)),
+                    pa.array(cut.span_doc_offset.astype(np.int32))], schema=ROW_SCHEMA)
 
     return run
 
 
-def _write_blocks(out_root: str, source: str, kind: str, per_file: int, dtype: str, width: int):
-    """mapInArrow: rows sorted by (block, window_id[, start]) -> one pack file per block."""
+def _write_blocks(out_root: str, source: str, per_file: int, dtype: str, width: int):
+    """mapInArrow: rows sorted by (block, kind, window_id, start) -> the windows and spans files of
+    each block, through the in-process pack's writers (memory: one block)."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from ..data.windows import write_spans_block, write_window_block
+        from ..data.windows import write_window_block
 
         def flush(block, pieces):
             table = pa.Table.from_batches(pieces).combine_chunks()
-            if kind == "windows":
-                ids = table.column("window_id").to_numpy()
-                if ids.size and not np.array_equal(ids, np.arange(block * per_file, block * per_file + ids.size)):
-                    raise RuntimeError(f"pack: file {block} of {source} is missing windows")
-                flat = table.column("tokens").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-                windows = flat.astype(np.dtype(dtype)).reshape(-1, width)
-                write_window_block(Path(out_root), source, block, windows, block * per_file)
-            else:
-                write_spans_block(Path(out_root), source, block, table.drop_columns(["block"]))
-            return pa.RecordBatch.from_pylist([{"block": block, "rows": table.num_rows}], schema=WRITE_DONE)
+            kind = table.column("kind").to_numpy()
+            n_win = int((kind == 0).sum())
+            win, spans = table.slice(0, n_win), table.slice(n_win)
+            ids = win.column("window_id").to_numpy()
+            if (kind[:n_win] != 0).any() or not np.array_equal(ids, np.arange(block * per_file, block * per_file + n_win)):
+                raise RuntimeError(f"pack: file {block} of {source} is missing windows")
+            flat = win.column("tokens").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            windows = flat.astype(np.dtype(dtype)).reshape(-1, width)
+            span_table = pa.Table.from_arrays([spans.column(name).cast(SPAN_SCHEMA.field(name).type)
+                                               for name in SPAN_SCHEMA.names], schema=SPAN_SCHEMA)
+            write_window_block(Path(out_root), source, block, windows, block * per_file, span_table)
+            return pa.RecordBatch.from_pylist([{"block": block, "windows": n_win, "spans": spans.num_rows}],
+                                              schema=WRITE_DONE)
 
         block, pieces = None, []
         for batch in batches:
@@ -247,8 +254,7 @@ def _write_blocks(out_root: str, source: str, kind: str, per_file: int, dtype: s
                     if block is not None:
                         yield flush(block, pieces)
                     block, pieces = b, []
-                pieces.append(batch.slice(int(lo), int(hi - lo)).drop_columns(["block"]) if kind == "windows"
-                              else batch.slice(int(lo), int(hi - lo)))
+                pieces.append(batch.slice(int(lo), int(hi - lo)))
         if block is not None:
             yield flush(block, pieces)
 
@@ -264,8 +270,6 @@ def run_spark_pack(spark, *, source: str, order_paths: list[Path], docs_files: l
     the in-process pack with ``per_file`` windows per file. ``work_dir`` (executor-readable, removed
     afterwards) holds the token shards and the cut windows. Returns the per-source summary
     (n_windows, stream_tokens, dropped_tokens, n_docs, files, partitions, timings)."""
-    from pyspark.sql import functions as F
-
     from ..data.progress import spark_progress
     from ..data.windows import file_windows, window_file_name, write_window_block
     from .ingest import spark_schema
@@ -275,8 +279,7 @@ def run_spark_pack(spark, *, source: str, order_paths: list[Path], docs_files: l
     per_file = file_windows(width, per_file)
     work = Path(work_dir).resolve()
     shutil.rmtree(work, ignore_errors=True)
-    (work / "windows").mkdir(parents=True)
-    (work / "spans").mkdir(parents=True)
+    work.mkdir(parents=True)
     parts = plan_parts(order_paths, part_docs)
     units = plan_text_units(docs_files)
     tasks = int(n_tasks or max(1, min(max(len(parts), 1), 4 * spark.sparkContext.defaultParallelism)))
@@ -300,24 +303,18 @@ def run_spark_pack(spark, *, source: str, order_paths: list[Path], docs_files: l
             t_tok = time.perf_counter()
             cuts, summary = plan_cuts(counts, len(parts), seq_len=seq_len, plus_one=plus_one)
             n_win = summary["n_windows"]
-            if n_win:
-                cut_done = _frame(spark, cuts, CUT_SCHEMA).repartition(max(1, min(len(cuts), tasks))) \
-                    .mapInArrow(_cut_parts(str(work), seq_len, plus_one, eos_id, dtype, n_win, shuffle, seed),
-                                spark_schema(CUT_DONE)).collect()
-                if sum(r["windows"] for r in cut_done) != n_win:
-                    raise RuntimeError(f"pack: cut {sum(r['windows'] for r in cut_done)} of {n_win} windows of {source}")
-            t_cut = time.perf_counter()
             n_files = max(1, math.ceil(n_win / per_file))
-            if n_win:
-                for kind, order_by, schema in (("windows", ["block", "window_id"], WINDOW_SCHEMA),
-                                               ("spans", ["block", "window_id", "start"], SPAN_SCHEMA)):
-                    frame = spark.read.schema(spark_schema(schema)).parquet((work / kind).as_uri()).withColumn(
-                        "block", F.expr(f"window_id div {int(per_file)}"))
-                    written = frame.repartition(max(1, min(n_files, tasks)), "block").sortWithinPartitions(*order_by) \
-                        .mapInArrow(_write_blocks(str(Path(out_root).resolve()), source, kind, per_file, dtype, width),
-                                    spark_schema(WRITE_DONE)).collect()
-                    if sorted(int(r["block"]) for r in written) != list(range(n_files)):
-                        raise RuntimeError(f"pack: wrote {len(written)} of {n_files} {kind} files of {source}")
+            if n_win:  # cut per partition, shuffle the rows to their output files, write each file
+                written = _frame(spark, cuts, CUT_SCHEMA).repartition(max(1, min(len(cuts), tasks))) \
+                    .mapInArrow(_cut_parts(str(work), seq_len, plus_one, eos_id, dtype, n_win, shuffle, seed, per_file),
+                                spark_schema(ROW_SCHEMA)) \
+                    .repartition(max(1, min(n_files, tasks)), "block") \
+                    .sortWithinPartitions("block", "kind", "window_id", "start") \
+                    .mapInArrow(_write_blocks(str(Path(out_root).resolve()), source, per_file, dtype, width),
+                                spark_schema(WRITE_DONE)).collect()
+                if sorted(int(r["block"]) for r in written) != list(range(n_files)) \
+                        or sum(int(r["windows"]) for r in written) != n_win:
+                    raise RuntimeError(f"pack: wrote {len(written)} of {n_files} files of {source}")
             else:  # no window: one empty file, as the in-process pack writes
                 empty = pa.Table.from_pylist([], schema=SPAN_SCHEMA)
                 write_window_block(Path(out_root), source, 0, np.zeros((0, width), np.dtype(dtype)), 0, empty)
@@ -328,5 +325,4 @@ def run_spark_pack(spark, *, source: str, order_paths: list[Path], docs_files: l
              len(parts), summary["n_docs"], summary["stream_tokens"], n_win, n_files, t_end - t0)
     return {**summary, "files": [window_file_name("windows", source, b) for b in range(n_files)],
             "partitions": len(parts), "spark_tasks": tasks,
-            "timings": {"tokenize_s": round(t_tok - t0, 3), "cut_s": round(t_cut - t_tok, 3),
-                        "write_s": round(t_end - t_cut, 3)}}
+            "timings": {"tokenize_s": round(t_tok - t0, 3), "cut_write_s": round(t_end - t_tok, 3)}}
