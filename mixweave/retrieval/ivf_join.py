@@ -12,13 +12,12 @@ job must equal element for element):
    product, self excluded, per-query partial top-k.
 4. :func:`merge_partials` - a query's partial lists into its final top-k.
 
-Determinism. Scores are ranked with a float32 GEMM, but every candidate within
-``SCORE_SLACK`` of a row's k-th GEMM score is rescored exactly (float64 products and sum, rounded
-once to float32) and the top-k is taken in the total order (higher cosine, then lower global
-index). The result is therefore a function of the exact scores only, not of BLAS blocking, thread
-count, query blocks, or how lists are grouped into tasks; merging is associative for the same
-reason. That is what makes the Spark job byte-identical to the in-process reference and to
-local[1] vs many partitions. Assignment ranks centroids with float64 scores, ties to the lower list.
+Determinism. Scores are float64 GEMMs of the float32 vectors (exact products) rounded once to
+float32, and every top-k is taken in a total order (higher cosine, then lower global index), so
+a merge is associative and the result does not depend on how lists are grouped into tasks or
+partials ordered. A list is always searched the same way (its queries sorted by id, in blocks of
+``QUERY_BLOCK``), so the Spark job writes the same bytes as the in-process reference, on local[1]
+or many partitions. Assignment ranks centroids with float64 scores, ties to the lower list.
 
 Cost: training O(sample x nlist x d x niter); assignment O(N x nlist x d); the join
 O(N x nprobe x N/nlist x d) (a fraction ~nprobe/nlist of exact search), plus the shuffle of
@@ -41,11 +40,8 @@ TRAIN_MAX_PER_LIST = 256
 """The k-means sample never exceeds this many rows per list (bounded driver memory)."""
 DEFAULT_NPROBE = 16
 """Lists probed per query when ``nprobe`` is 0 (chosen with bench/knn_join.py: recall@k >= 0.95)."""
-SCORE_SLACK = 1e-4
-"""GEMM scores within this of a row's k-th best are rescored exactly (float32 GEMM error on unit
-vectors of d <= 4096 is < 1e-5)."""
 QUERY_BLOCK = 1024
-"""Queries scored at once inside a list (memory: QUERY_BLOCK x list members float32)."""
+"""Queries scored at once inside a list (memory: QUERY_BLOCK x list members float64)."""
 
 
 # --------------------------------------------------------------------------- settings
@@ -123,12 +119,6 @@ def topk_by_row(rows: np.ndarray, ids: np.ndarray, scores: np.ndarray, n_rows: i
     return I, D
 
 
-def exact_cosines(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Row-wise inner products of paired rows, float64 products and sum rounded once to float32:
-    the same value whatever else is computed alongside (the rescoring kernel)."""
-    return (np.asarray(A, np.float64) * np.asarray(B, np.float64)).sum(axis=1).astype(np.float32)
-
-
 # --------------------------------------------------------------------------- cores
 
 
@@ -167,14 +157,31 @@ def block_lists(ids: np.ndarray, list_rows: int, n: int) -> np.ndarray:
     return np.concatenate([home[:, None], rest], axis=1)
 
 
+def _sorted_rows(I: np.ndarray, D: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row of candidate ids/scores (no id twice in a row) sorted by higher score then lower
+    id, cut to k columns; non-finite scores become ``-1``/``-inf`` padding at the end."""
+    D = np.where((I >= 0) & np.isfinite(D), D, -np.inf).astype(np.float32)
+    I = np.where(np.isfinite(D), I, -1)
+    order = np.lexsort((np.where(I >= 0, I, np.iinfo(np.int64).max), -D), axis=1)[:, :k]
+    I, D = np.take_along_axis(I, order, 1), np.take_along_axis(D, order, 1)
+    if I.shape[1] < k:
+        I = np.concatenate([I, np.full((I.shape[0], k - I.shape[1]), -1, np.int64)], axis=1)
+        D = np.concatenate([D, np.full((D.shape[0], k - D.shape[1]), -np.inf, np.float32)], axis=1)
+    return np.ascontiguousarray(I, dtype=np.int64), np.ascontiguousarray(D, dtype=np.float32)
+
+
 def search_list(q_ids: np.ndarray, Q: np.ndarray, m_ids: np.ndarray, M: np.ndarray, k: int, *,
                 query_block: int = QUERY_BLOCK) -> tuple[np.ndarray, np.ndarray]:
     """Partial top-k of the queries ``Q`` (global ids ``q_ids``) among one list's members ``M``
     (ids ``m_ids``), self excluded: I int64 [nq, k] (global ids), D float32 [nq, k], padded.
 
-    A float32 GEMM per block of ``query_block`` queries ranks the members; candidates within
-    :data:`SCORE_SLACK` of the k-th score are rescored exactly (:func:`exact_cosines`) and kept in
-    the total order (module docstring). Cost O(nq x m x d); memory query_block x m scores."""
+    Scores are a float64 GEMM per block of ``query_block`` queries (products of float32 inputs
+    are exact in float64) rounded once to float32; the top-k is taken in the total order (higher
+    cosine, then lower id), rows with ties at the k-th score through :func:`topk_by_row`. Both
+    paths of the knn stage call this with the same blocks (a list's queries sorted by id, cut every
+    ``query_block``), so they get the same bytes; other blockings can differ only where a float64
+    rounding difference (~1e-16) crosses a float32 rounding boundary. Cost O(nq x m x d) in BLAS;
+    memory query_block x m float64 scores."""
     q_ids = np.asarray(q_ids, np.int64)
     m_ids = np.asarray(m_ids, np.int64)
     nq, m = q_ids.size, m_ids.size
@@ -182,17 +189,21 @@ def search_list(q_ids: np.ndarray, Q: np.ndarray, m_ids: np.ndarray, M: np.ndarr
     D = np.full((nq, k), -np.inf, np.float32)
     if nq == 0 or m == 0:
         return I, D
-    Q = np.ascontiguousarray(Q, dtype=np.float32)
-    M = np.ascontiguousarray(M, dtype=np.float32)
+    M64 = np.asarray(M, np.float64)
     kk = min(k, m)
     for lo in range(0, nq, query_block):
         hi = min(nq, lo + query_block)
-        S = Q[lo:hi] @ M.T
+        S = (np.asarray(Q[lo:hi], np.float64) @ M64.T).astype(np.float32)
         S[q_ids[lo:hi, None] == m_ids[None, :]] = -np.inf
-        kth = np.partition(S, m - kk, axis=1)[:, m - kk]
-        rows, cols = np.nonzero((S >= (kth - SCORE_SLACK)[:, None]) & (S > -np.inf))
-        exact = exact_cosines(Q[lo + rows], M[cols])
-        I[lo:hi], D[lo:hi] = topk_by_row(rows, m_ids[cols], exact, hi - lo, k)
+        top = np.argpartition(-S, kk - 1, axis=1)[:, :kk] if kk < m else np.broadcast_to(np.arange(m), (hi - lo, m))
+        vals = np.take_along_axis(S, top, 1)
+        kth = vals.min(axis=1)
+        I[lo:hi], D[lo:hi] = _sorted_rows(m_ids[top], vals, k)
+        tied = np.flatnonzero(np.isfinite(kth) & ((S >= kth[:, None]).sum(axis=1) > kk))
+        if tied.size:  # several members share the k-th score: the lower ids win
+            rows, cols = np.nonzero(S[tied] >= kth[tied, None])
+            tI, tD = topk_by_row(rows, m_ids[cols], S[tied][rows, cols], tied.size, k)
+            I[lo + tied], D[lo + tied] = tI, tD
     return I, D
 
 
@@ -234,8 +245,9 @@ def join_lists(X: np.ndarray, probes: np.ndarray, k: int, *, query_block: int = 
         q_ids = q_all[lo:hi]
         m_ids = m_order[np.searchsorted(m_sorted, lst, "left"):np.searchsorted(m_sorted, lst, "right")]
         pI, pD = search_list(q_ids, X[q_ids], m_ids, X[m_ids], k, query_block=query_block)
-        ids = np.concatenate([q_ids, q_ids])
-        _, I[q_ids], D[q_ids] = merge_partials(ids, np.concatenate([I[q_ids], pI]), np.concatenate([D[q_ids], pD]), k)
+        # a member lives in one list, so the running top-k and this list's partial share no id
+        I[q_ids], D[q_ids] = _sorted_rows(np.concatenate([I[q_ids], pI], axis=1),
+                                          np.concatenate([D[q_ids], pD], axis=1), k)
     return I, D
 
 

@@ -1,0 +1,106 @@
+"""The Spark kNN join equals the in-process join shard for shard, whatever the tasks; the knn stage's
+distributed path on the fixture corpus."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from mixweave.retrieval import knn
+from mixweave.retrieval.ivf_join import exact_join_knn, ivf_join_knn
+from mixweave.retrieval.knn import sampled_recall_at_k
+
+from test_retrieval_partition import clustered
+
+pytestmark = pytest.mark.spark
+
+
+def write_blocks(X: np.ndarray, folder, sizes) -> list:
+    """X cut into .npy blocks of uneven sizes (as embed writes them)."""
+    folder.mkdir()
+    files, lo = [], 0
+    for i, size in enumerate(sizes):
+        np.save(folder / f"part-{i:05d}.npy", X[lo:lo + size])
+        files.append(folder / f"part-{i:05d}.npy")
+        lo += size
+    assert lo == len(X)
+    return files
+
+
+def read_shards(root, info) -> tuple[np.ndarray, np.ndarray]:
+    assert [s["start"] for s in info["shards"]] == list(range(0, info["shards"][-1]["stop"], 100))
+    return (np.concatenate([np.load(root / s["I"]) for s in info["shards"]]),
+            np.concatenate([np.load(root / s["D"]) for s in info["shards"]]))
+
+
+def test_spark_join_equals_in_process_on_any_number_of_tasks(spark, tmp_path):
+    from mixweave.jobs.knn import Blocks, run_knn_join
+
+    X = clustered(450, 24, 15, seed=6, cos=0.5)
+    blocks = Blocks.from_files(write_blocks(X, tmp_path / "embed", [130, 7, 200, 113]))
+    I_ref, D_ref = ivf_join_knn(X, 5, nlist=12, nprobe=2, seed=9)
+    files = {}
+    for tasks in (1, 3):
+        out = tmp_path / f"ivf{tasks}" / "src"
+        info = run_knn_join(spark, blocks, out, k=5, shard_rows=100, nlist=12, nprobe=2, seed=9, n_tasks=tasks,
+                            query_block=40, recall_sample=1000 if tasks == 3 else 0)
+        I, D = read_shards(out.parent, info)
+        assert I.dtype == np.int64 and D.dtype == np.float32
+        assert np.array_equal(I, I_ref) and np.array_equal(D, D_ref), tasks
+        assert (info["nlist"], info["nprobe"]) == (12, 2)
+        files[tasks] = sorted(p.name for p in out.iterdir())
+    assert info["recall_at_k"] == pytest.approx(sampled_recall_at_k(X, I_ref, seed=9), abs=1e-12)
+    assert info["recall_at_k"] < 1.0
+    assert files[1] == files[3] == [f"{key}-{i:05d}.npy" for key in "DI" for i in range(5)]  # no temp files left
+
+    out = tmp_path / "exact" / "src"
+    info = run_knn_join(spark, blocks, out, k=5, shard_rows=100, mode="exact", list_rows=128, seed=9, n_tasks=2)
+    I, D = read_shards(out.parent, info)
+    I_exact, D_exact = exact_join_knn(X, 5, list_rows=128)
+    assert np.array_equal(I, I_exact) and np.array_equal(D, D_exact)
+    I_flat, D_flat = knn(X, 5, method="flat")
+    assert np.array_equal(I, I_flat) and np.abs(D - D_flat).max() <= 1e-6
+    assert info["recall_at_k"] == 1.0 and info["nlist"] == info["nprobe"] == 4
+
+
+def test_knn_stage_distributed_path_on_the_fixture(small_runs, tmp_path):
+    """The small runs' reference (in process) against the same config with ``distributed_min_docs: 0``:
+    ingest and embed are copied from the reference, knn runs on Spark, dedup reads its shards."""
+    from mixweave.data.artifacts import load_embeddings, load_keep, load_knn
+    from mixweave.pipeline.config import parse_config
+    from mixweave.pipeline.runner import run_stages
+    from mixweave.pipeline.stages import build_stages
+
+    out = tmp_path / "run"
+    for stage in ("ingest", "embed"):
+        shutil.copytree(small_runs.reference / stage, out / stage)
+    data = small_runs.config_data(out, small_runs.globs)
+    data["order"]["distributed_min_docs"] = 0
+    reports = {r.name: r.status for r in run_stages(build_stages(), parse_config(data), wanted=["dedup"])}
+    assert reports == {"ingest": "skipped", "embed": "skipped", "knn": "ran", "dedup": "ran"}
+    manifest = json.loads((out / "knn" / "_manifest.json").read_text())
+    local = json.loads((small_runs.reference / "knn" / "_manifest.json").read_text())
+    for source, entry in manifest["knn"].items():
+        assert (entry["path"], entry["method"]) == ("spark", "exact_join")
+        assert local["knn"][source]["path"] == "local"
+        assert [(s["start"], s["stop"], s["I"]) for s in entry["shards"]] == \
+            [(s["start"], s["stop"], s["I"]) for s in local["knn"][source]["shards"]]  # 30 docs: shards of 16
+        I, D = load_knn(out / "knn", source)
+        I_local, D_local = load_knn(small_runs.reference / "knn", source)
+        assert np.array_equal(I, I_local) and np.abs(D - D_local).max() <= 1e-6
+        assert np.array_equal(load_keep(out / "dedup", source), load_keep(small_runs.reference / "dedup", source))
+
+    # the IVF join through the stage (its own folder; embed is reused)
+    data["order"].update(knn_method="ivf", ivf_nlist=3, ivf_nprobe=2)
+    run_stages(build_stages(), parse_config(data), wanted=["knn"], overrides={"knn": tmp_path / "knn_ivf"})
+    manifest = json.loads((tmp_path / "knn_ivf" / "_manifest.json").read_text())
+    for source, entry in manifest["knn"].items():
+        assert (entry["path"], entry["method"], entry["nlist"], entry["nprobe"]) == ("spark", "ivf_join", 3, 2)
+        X = load_embeddings(out / "embed", source)
+        I_ref, D_ref = ivf_join_knn(X, 4, nlist=3, nprobe=2, seed=5)
+        I, D = load_knn(tmp_path / "knn_ivf", source)
+        assert np.array_equal(I, I_ref) and np.array_equal(D, D_ref)
+        assert entry["recall_at_k"] == round(sampled_recall_at_k(X, I_ref, seed=5), 4)
