@@ -8,16 +8,17 @@ Algorithm (the in-process rule of :func:`mixweave.retrieval.dedup.semantic_dedup
    (:func:`~mixweave.retrieval.dedup.local_stars`: ``(component min, node)`` edges with the same
    components, one edge per node, so chains inside a shard cost nothing later). A pair listed from
    both of its shards is merged by a ``groupBy(a, b).max(cosine)``.
-2. **Components.** Large-star / small-star (Kiveris et al. 2014) in Spark SQL on the star edges:
-   both steps are a ``min`` aggregation per node + a join + ``distinct``; the edge set is
+2. **Components.** Large-star / small-star (Kiveris et al. 2014) in Spark SQL on the star edges
+   (:func:`star_round`: a window ``min`` per node for each step + ``distinct``); the edge set is
    ``localCheckpoint``-ed every round so the plan does not grow. They stop when the edges form a
-   forest of stars centred on each component's smallest index (one parent per node, no parent is
-   a child), checked with one aggregation. O(log^2 n) rounds in the worst case, a handful in
-   practice; every step is a set operation, so the result does not depend on partitioning.
+   forest of stars centred on each component's smallest index, which the large-star window
+   detects on the fly. O(log^2 n) rounds in the worst case, about log2 of the longest chain that
+   crosses shards in practice; every step is a set operation, so the result does not depend on
+   partitioning.
    Then the removed documents are exactly the star leaves (``keep[i] = label(i) == i``), and
    documents without edges are kept.
-3. **Write.** The leaves and the pairs (doc ids joined from the ingest files, read by one task per
-   file) are keyed by the shard of their (first) document, hash-partitioned by shard and sorted
+3. **Write.** The leaves and the pairs (doc ids looked up for the pairs' documents only, one task
+   per ingest file) are keyed by the shard of their (first) document, hash-partitioned by shard and sorted
    by (shard, a, b); one streaming pass per task writes ``<source>/keep-SSSSS.npy`` and
    ``<source>/pairs-SSSSS.parquet`` for every shard (:func:`write_dedup_shard`, also used by the
    in-process path, so both paths write the same bytes) and returns per-shard counts.
@@ -190,56 +191,44 @@ def _directed(E):
             .unionAll(E.select(F.col("b").alias("u"), F.col("a").alias("v"))))
 
 
-def large_star(E):
-    """Every node ``u`` links its larger neighbours to ``m(u)``, the minimum of ``u`` and its
-    neighbours. One shuffle (a window per node, which spills); duplicates are left to small_star."""
+def star_round(E):
+    """One large-star then small-star round on canonical edges ``(a, b)``, ``a < b``.
+
+    Large-star: every node ``u`` links its larger neighbours to ``m(u)``, the minimum of ``u`` and
+    its neighbours. Small-star: every node ``u`` links itself and its smaller neighbours to its
+    smallest neighbour. Each is one shuffle (a window per node; windows spill), then one
+    ``distinct``. The large-star window also marks, with a self-loop ``(u, u)``, every node that has
+    a smaller neighbour and degree > 1: without such a node the input already is a forest of stars
+    centred on each component's minimum, which both steps leave unchanged, so the caller stops
+    when the output holds no self-loop (a narrow scan, no extra shuffle)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    D = _directed(E)
-    m = F.least(F.col("u"), F.min("v").over(Window.partitionBy("u")))
-    return D.withColumn("m", m).where(F.col("v") > F.col("u")).select(F.col("m").alias("a"), F.col("v").alias("b"))
-
-
-def small_star(E):
-    """Every node ``u`` links itself and its smaller neighbours to ``m(u)``, its smallest
-    neighbour. One shuffle (a window per node) + one ``distinct``."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    L = _directed(E).where(F.col("v") < F.col("u"))
-    L = L.withColumn("m", F.min("v").over(Window.partitionBy("u")))
-    return (L.select(F.col("m").alias("a"), F.explode(F.array("v", "u")).alias("b"))
-            .where(F.col("a") != F.col("b")).distinct())
-
-
-def is_star_forest(E) -> bool:
-    """True when every node has at most one parent and no parent is a child (edges ``a < b``):
-    then each component is one star centred on its smallest index."""
-    from pyspark.sql import functions as F
-
-    tags = (E.select(F.col("a").alias("n"), F.lit(1).alias("p"), F.lit(0).alias("c"))
-            .unionAll(E.select(F.col("b").alias("n"), F.lit(0).alias("p"), F.lit(1).alias("c"))))
-    bad = tags.groupBy("n").agg(F.max("p").alias("p"), F.sum("c").alias("c")) \
-        .where((F.col("c") > 1) | ((F.col("p") == 1) & (F.col("c") > 0)))
-    return bad.isEmpty()
+    u, v = F.col("u"), F.col("v")
+    by_u = Window.partitionBy("u")
+    D = _directed(E).withColumn("mv", F.min("v").over(by_u)).withColumn("deg", F.count(F.lit(1)).over(by_u))
+    large = D.where(v > u).select(F.least(u, F.col("mv")).alias("a"), v.alias("b"))
+    unsettled = D.where((F.col("mv") < u) & (F.col("deg") > 1)).select(u.alias("a"), u.alias("b"))
+    L = _directed(large).where(v < u).withColumn("m", F.min("v").over(by_u))
+    small = L.select(F.col("m").alias("a"), F.explode(F.array("v", "u")).alias("b")).where(F.col("a") != F.col("b"))
+    return small.unionAll(unsettled).distinct()
 
 
 def star_components(E, *, max_rounds: int = 200):
-    """Connected components of the undirected edges ``E`` (a DataFrame of ``a < b`` int64 columns)
-    by alternating large-star and small-star rounds. Returns (edges ``(root, node)``, one per
-    non-root node, root = smallest index of the component; rounds run)."""
+    """Connected components of the undirected edges ``E`` (a DataFrame of int64 ``a``, ``b``;
+    any order, duplicates and self-loops allowed) by large-star/small-star rounds
+    (:func:`star_round`, ``localCheckpoint`` after each so the plan does not grow). Returns (edges
+    ``(root, node)``, one per non-root node, root = smallest index of its component; rounds run,
+    the last one confirming convergence)."""
     from pyspark.sql import functions as F
 
-    E = E.select(F.least("a", "b").alias("a"), F.greatest("a", "b").alias("b")).where(F.col("a") != F.col("b")) \
-        .distinct().localCheckpoint()
-    rounds = 0
-    while not is_star_forest(E):
-        if rounds >= max_rounds:
-            raise RuntimeError(f"internal error: connected components did not converge in {max_rounds} rounds")
-        E = small_star(large_star(E)).localCheckpoint()
-        rounds += 1
-    return E, rounds
+    E = E.select(F.least("a", "b").alias("a"), F.greatest("a", "b").alias("b")).where(F.col("a") != F.col("b"))
+    for rounds in range(1, max_rounds + 1):
+        E = star_round(E).localCheckpoint()
+        if E.where(F.col("a") == F.col("b")).isEmpty():
+            return E, rounds
+        E = E.where(F.col("a") != F.col("b"))
+    raise RuntimeError(f"internal error: connected components did not converge in {max_rounds} rounds")
 
 
 # ----------------------------------------------------------------------------------- driver
