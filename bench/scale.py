@@ -8,7 +8,8 @@ For each size N:
 
 1. **Corpus.** ``bench/synthetic.py`` writes a seeded clustered corpus (topics over real words,
    log-normal lengths, ~2 % near-duplicates) as parquet shards, cached under
-   ``WORKDIR/corpus/<spec hash>/``.
+   ``WORKDIR/corpus/<spec hash>/`` (the run folders under ``WORKDIR/runs/`` are deleted and re-made
+   on every run: a finished stage would otherwise be skipped, and measure nothing).
 2. **Cluster.** A Spark master and ``--workers`` workers (``--worker-cores`` cores, ``--worker-memory``
    each) on 127.0.0.1, started with the classes pyspark ships (``spark-class ...Master/Worker``, as
    tests/test_e2e.py does); the driver gets ``--driver-memory`` (small on purpose).
@@ -515,7 +516,7 @@ def measure_size(n_docs: int, args) -> dict:
             plans.append(("single", n_docs + 1, "order"))
         for label, min_docs, until in plans:
             out = work / "runs" / f"{tag}-{label}"
-            if args.fresh and out.exists():
+            if out.exists():  # a finished run folder would make every stage "skipped": measure afresh
                 shutil.rmtree(out)
             if label == "single":
                 hardlink_stages(work / "runs" / f"{tag}-distributed", out, ("ingest", "count", "embed"))
@@ -671,7 +672,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--single-max-docs", type=int, default=100_000,
                    help="run the single-process chain too at sizes up to this (it holds the source on the driver)")
     p.add_argument("--sample-s", type=float, default=0.5)
-    p.add_argument("--fresh", action="store_true", help="delete earlier run folders of the same settings first")
     p.add_argument("--nodes", type=lambda s: [int(x) for x in s.split(",")], default=[8, 32, 128])
     p.add_argument("--cores-per-node", type=int, default=32)
     p.add_argument("--gpus-per-node", type=int, default=8)
