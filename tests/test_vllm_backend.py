@@ -61,7 +61,8 @@ def engine(model_dir, reference):
     from mixweave.utility.vllm_backend import VLLMBackend
 
     vocab = len(reference.tok)
-    be = VLLMBackend(str(model_dir), dtype="float32", enforce_eager=True, max_logprobs=vocab)
+    be = VLLMBackend(str(model_dir), dtype="float32", enforce_eager=True, max_logprobs=vocab,
+                     gpu_memory_utilization=0.3)  # on a GPU box the server test needs room beside it
     yield be
     be.close()
 

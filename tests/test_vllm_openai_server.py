@@ -54,7 +54,7 @@ class VLLMServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
              "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(self.port),
-             "--dtype", "float32", "--enforce-eager", "--max-logprobs", "20"],
+             "--dtype", "float32", "--enforce-eager", "--max-logprobs", "20", "--gpu-memory-utilization", "0.3"],
             env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + START_S
         while time.monotonic() < deadline:
