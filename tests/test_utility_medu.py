@@ -398,3 +398,16 @@ def test_vllm_backend_settings_checked_before_the_engine(chain_qwen, monkeypatch
         VLLMBackend(str(chain_qwen), max_model_len=8192)
     with pytest.raises(ConfigError, match="positive integer"):
         VLLMBackend(str(chain_qwen), max_model_len=0)
+    # the CLI's vllm flags reach the backend as options it knows (an unknown one would be named first)
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from mixweave.cli.utility import command as utility_command
+
+    corpus = Path(__file__).parent / "data" / "corpus"
+    res = CliRunner().invoke(utility_command, [
+        "--method", "medu", "--docs", str(corpus / "code" / "*.jsonl"), "--benchmarks", str(corpus / "benchmarks.jsonl"),
+        "--out", str(chain_qwen.parent / "cli-out"), "--backend", "vllm", "--model", str(chain_qwen),
+        "--enforce-eager", "--max-logprobs", "5", "--gpu-memory-utilization", "0.5", "--max-model-len", "8192"])
+    assert res.exit_code != 0 and "exceeds the model's limit of 4096" in str(res.exception)
