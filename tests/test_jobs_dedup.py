@@ -166,6 +166,12 @@ def test_spark_dedup_edge_cases_and_bad_shards(spark, tmp_path):
     with pytest.raises(InputError, match="ingest files 2"):
         run_distributed_dedup(spark, source="s", shards=knn_shards(knn_dir, "s"), docs_files=docs[:0] + [
             _ids(tmp_path / "two.parquet", 2)], threshold=0.95, out_root=tmp_path / "bad" / "spark2")
+    (knn_dir / "s" / "D-00001.npy").unlink()  # a shard file gone: both paths say which, before any task runs
+    for run in (lambda: dedup_local(knn_dir, "s", docs, 0.95, tmp_path / "bad" / "local"),
+                lambda: run_distributed_dedup(spark, source="s", shards=knn_shards(knn_dir, "s"), docs_files=docs,
+                                              threshold=0.95, out_root=tmp_path / "bad" / "spark3")):
+        with pytest.raises(InputError, match=r"kNN shard file .*D-00001.npy cannot be read"):
+            run()
 
 
 def _ids(path, n):

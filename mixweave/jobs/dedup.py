@@ -30,6 +30,7 @@ aggregations and joins are Spark's (they spill). The driver holds the shard list
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -232,10 +233,16 @@ def star_components(E, *, max_rounds: int = 200):
 
 
 # ----------------------------------------------------------------------------------- driver
-def _task_error(exc: Exception) -> Exception:
-    """A task's InputError as one line (Spark wraps it in a Java/Python traceback)."""
-    found = re.search(r"(?:InputError|ConfigError): ([^\n]+)", str(exc))
-    return InputError(found.group(1).strip()) if found else exc
+@contextlib.contextmanager
+def task_errors_as_one_line():
+    """Re-raise a task's InputError as one line (Spark wraps it in a Java/Python traceback)."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - anything else propagates unchanged
+        found = re.search(r"(?:InputError|ConfigError): ([^\n]+)", str(exc))
+        if found and not isinstance(exc, InputError):
+            raise InputError(found.group(1).strip()) from None
+        raise
 
 
 def shard_layout(shards) -> int:
@@ -250,6 +257,19 @@ def shard_layout(shards) -> int:
     return rows
 
 
+def check_shard_files(shards) -> None:
+    """Every shard's ``I``/``D`` file exists and holds its rows (``.npy`` headers only, O(shards))."""
+    for s in shards:
+        for path in (s.I, s.D):
+            try:
+                shape = np.load(path, mmap_mode="r").shape
+            except (OSError, ValueError) as exc:
+                raise InputError(f"kNN shard file {path} cannot be read ({exc.__class__.__name__}); rerun the knn stage") from None
+            if len(shape) != 2 or shape[0] != s.stop - s.start:
+                raise InputError(f"kNN shard file {path} has shape {shape}, the manifest says {s.stop - s.start} rows; "
+                                 "rerun the knn stage")
+
+
 def run_distributed_dedup(spark, *, source: str, shards, docs_files: list[Path], threshold: float,
                           out_root: Path, n_tasks: int | None = None) -> dict:
     """Semantic dedup of one source with Spark (module docstring). ``shards``: the source's
@@ -259,6 +279,7 @@ def run_distributed_dedup(spark, *, source: str, shards, docs_files: list[Path],
     import pyarrow.parquet as pq
     from pyspark.sql import functions as F
 
+    from ..data.progress import spark_progress
     from .ingest import spark_schema
 
     if not -1.0 <= float(threshold) <= 1.0:
@@ -266,6 +287,7 @@ def run_distributed_dedup(spark, *, source: str, shards, docs_files: list[Path],
         raise ConfigError(f"dedup cosine threshold must be in [-1, 1], got {threshold}")
     t0 = time.perf_counter()
     shard_rows = shard_layout(shards)
+    check_shard_files(shards)
     n_docs = shards[-1].stop
     offsets, total = [], 0
     for path in docs_files:
@@ -280,7 +302,7 @@ def run_distributed_dedup(spark, *, source: str, shards, docs_files: list[Path],
                                  "start": [s.start for s in shards], "stop": [s.stop for s in shards],
                                  "I": [str(Path(s.I).resolve()) for s in shards],
                                  "D": [str(Path(s.D).resolve()) for s in shards]}, schema=SHARD_SCHEMA)
-    try:
+    with spark_progress(spark, "dedup"), task_errors_as_one_line():
         frame = spark.createDataFrame(shard_rows_table.to_pandas()).repartition(tasks, "shard")
         edges = frame.mapInArrow(_emit_edges(int(n_docs), float(threshold)), spark_schema(EDGE_SCHEMA)).localCheckpoint()
         t_edges = time.perf_counter()
@@ -310,8 +332,6 @@ def run_distributed_dedup(spark, *, source: str, shards, docs_files: list[Path],
                    .repartition(tasks, "shard").sortWithinPartitions("shard", "kind", "a", "b")
                    .mapInArrow(_write_shards(str(Path(out_root).resolve()), source, bounds), spark_schema(DONE_SCHEMA))
                    .toArrow().sort_by("shard"))
-    except Exception as exc:  # noqa: BLE001 - a task's InputError becomes one line, the rest propagates
-        raise _task_error(exc) from None
     t_write = time.perf_counter()
     done = written.to_pylist()
     if [d["shard"] for d in done] != list(range(len(shards))):
@@ -319,6 +339,8 @@ def run_distributed_dedup(spark, *, source: str, shards, docs_files: list[Path],
     entries = [{"start": s.start, "stop": s.stop, "keep": keep_name(source, i), "pairs": pairs_name(source, i)}
                for i, s in enumerate(shards)]
     kept = sum(d["kept"] for d in done)
+    if sum(d["n_docs"] for d in done) != n_docs:
+        raise RuntimeError(f"dedup {source}: the keep shards hold {sum(d['n_docs'] for d in done)} of {n_docs} documents")
     info = {"n_docs": int(n_docs), "kept": int(kept), "removed": int(n_docs - kept),
             "pairs": int(sum(d["pairs"] for d in done)), "shards": entries, "cc_rounds": rounds,
             "spark_tasks": tasks, "edges_s": round(t_edges - t0, 3), "components_s": round(t_cc - t_edges, 3),

@@ -25,11 +25,12 @@ LOG = logging.getLogger(__name__)
 
 def dedup_local(knn_dir: Path, source: str, docs_files: list[Path], threshold: float, tmp: Path) -> dict:
     """The in-process path for one source: whole kNN arrays, union-find, the same shard files."""
-    from ...jobs.dedup import shard_layout, write_dedup_shard
+    from ...jobs.dedup import check_shard_files, shard_layout, write_dedup_shard
     from ...retrieval import semantic_dedup
 
     shards = knn_shards(knn_dir, source)
     shard_layout(shards)
+    check_shard_files(shards)
     I, D = load_knn(knn_dir, source)
     result = semantic_dedup(I, D, threshold=threshold)
     ids = np.asarray(read_source_column(docs_files, "doc_id").to_pylist(), dtype=object)
