@@ -161,7 +161,6 @@ def run_partitioned_order(spark, X: np.ndarray, I: np.ndarray, D: np.ndarray, *,
 
 SHARD_SCHEMA = pa.schema([("shard", pa.int64()), ("start", pa.int64()), ("stop", pa.int64()),
                           ("I", pa.string()), ("D", pa.string()), ("keep", pa.string())])
-COUNT_SCHEMA = pa.schema([("shard", pa.int64()), ("kept", pa.int64())])
 LABEL_SCHEMA = pa.schema([("u", pa.int64()), ("label", pa.int64())])
 EDGE_SCHEMA = pa.schema([("u", pa.int64()), ("j", pa.int32()), ("v", pa.int64()), ("w", pa.float32())])
 CLUSTER_SCHEMA = pa.schema([
@@ -229,13 +228,6 @@ class EmbedRows:
 
     def range(self, start: int, stop: int) -> np.ndarray:
         return self.take(np.arange(start, stop, dtype=np.int64))
-
-
-def _kept_counts(batches):
-    for batch in batches:
-        rows = batch.to_pylist()
-        yield pa.RecordBatch.from_pylist(
-            [{"shard": r["shard"], "kept": int(np.load(r["keep"]).sum())} for r in rows], schema=COUNT_SCHEMA)
 
 
 def _assign_task(rows_reader: EmbedRows, centroids: np.ndarray):
@@ -434,7 +426,7 @@ def run_sharded_order(spark, *, embed_dir: Path, knn_dir: Path, dedup_dir: Path,
     """Partitioned Algorithm 1 of one source from its shards (embed blocks, kNN and keep shards),
     every per-document step a Spark task:
 
-    1. tasks count the kept documents per keep shard; the driver maps the k-means sample
+    1. the driver counts the kept documents per keep shard (one shard in memory), maps the k-means sample
        (:func:`~mixweave.retrieval.partition.kmeans_sample`, positions in the kept numbering, so the
        same rows as in-process) to global indices, reads only those embedding rows and trains the
        centroids (bounded: 128 rows per cluster);
@@ -483,11 +475,8 @@ def run_sharded_order(spark, *, embed_dir: Path, knn_dir: Path, dedup_dir: Path,
     tasks = int(n_tasks or max(1, min(len(shards), 4 * spark.sparkContext.defaultParallelism)))
     shard_frame = spark.createDataFrame(pa.Table.from_pylist(shards, schema=SHARD_SCHEMA).to_pandas()) \
         .repartition(tasks, "shard")
-    try:
-        counts = shard_frame.mapInArrow(_kept_counts, spark_schema(COUNT_SCHEMA)).toArrow().sort_by("shard")
-    except Exception as exc:  # noqa: BLE001
-        raise _task_error(exc) from None
-    kept = _KeptIndex(shards, counts.column("kept").to_numpy())
+    counts = [int(np.load(s["keep"], mmap_mode="r").sum()) for s in shards]  # one shard in memory at a time
+    kept = _KeptIndex(shards, np.asarray(counts, np.int64))
     n = kept.n
     info: dict = {"n_docs": n, "n_clusters_requested": int(n_clusters), "spark_tasks": tasks}
     if n == 0:
@@ -516,7 +505,7 @@ def run_sharded_order(spark, *, embed_dir: Path, knn_dir: Path, dedup_dir: Path,
                       .groupBy("u").agg(F.array_sort(F.collect_list(F.struct("j", "v", "lv", "w"))).alias("nb")))
                 next_path = str(Path(tmp) / f"labels-{r + 1}")
                 changed = spark.sparkContext.accumulator(0)
-                labels.join(nb, "u", "left").repartition(tasks, "u") \
+                labels.join(nb, "u", "left") \
                     .mapInArrow(_vote_task(changed), spark_schema(LABEL_SCHEMA)).write.parquet(next_path)
                 rounds_run += 1
                 changed = changed.value
