@@ -56,8 +56,8 @@ def run_order_stage(ctx: StageContext, tmp: Path) -> StageResult:
         for source in sorted(sources):
             n_docs = knn_shards(knn_dir, source)[-1].stop
             kept = sources[source].get("kept")
-            if kept is None:
-                kept = int(load_keep(dedup_dir, source).sum())
+            if kept is None:  # older manifests: count shard by shard
+                kept = sum(int(np.load(dedup_dir / s["keep"], mmap_mode="r").sum()) for s in sources[source]["shards"])
             n_clusters, distributed, auto = plan_clusters(n_docs, int(kept), o.partitions, o.distributed_min_docs)
             (tmp / source).mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
