@@ -193,10 +193,12 @@ class Sampler:
         for pid, role in pids.items():
             status = read_status(pid)
             cpu = read_cpu_s(pid)
-            if status is None or cpu is None:
-                continue
-            peak = self.peaks.setdefault(pid, {"role": role, "hwm": 0})
-            peak.update(role=role, cmd=table[pid][1][:160])  # the latest: spark-submit's shell execs the JVM
+            if status is None or cpu is None or not table[pid][1].strip():
+                continue  # gone, or exiting (an empty command line would read as "other")
+            peak = self.peaks.setdefault(pid, {"role": role, "hwm": 0, "cmd": table[pid][1][:160]})
+            if peak["role"] == "other" and role != "other":  # spark-submit's shell execs the driver JVM
+                peak.update(role=role, cmd=table[pid][1][:160])
+            role = peak["role"]  # sticky: a forked worker stays one while its daemon exits
             peak["hwm"] = max(peak["hwm"], status["VmHWM"], status["VmRSS"])
             rss[role] = max(rss.get(role, 0), status["VmRSS"])
             self._cpu_total += max(0.0, cpu - self._cpu_last.get(pid, 0.0))
@@ -563,6 +565,7 @@ def derived(result: dict) -> dict:
         "wall_s": run.get("wall_s"),
         "cpu_s_per_doc": {s: stages[s]["cpu_s"] / n for s in PIPELINE if stages.get(s, {}).get("cpu_s") is not None},
         "wall_s_per_doc": {s: stages[s]["wall_s"] / n for s in PIPELINE if stages.get(s, {}).get("wall_s")},
+        "stage_max_rss": {s: stages[s].get("max_rss") or {} for s in PIPELINE if s in stages},
         "shuffle_bytes": {s: (stages[s].get("shuffle") or {}).get("shuffle_write_bytes", 0) for s in PIPELINE
                           if stages.get(s, {}).get("shuffle")},
     }
@@ -602,6 +605,10 @@ def print_table(results: list[dict]) -> dict:
     line("single-process driver peak RSS (baseline)", [d.get("single_driver_python_peak_rss") for _, d in rows], _mb,
          ratio=False)
     line("wall, ingest -> pack (s)", [d["wall_s"] for _, d in rows], lambda v: f"{v:,.0f}")
+    stage_rss = [(stage, role) for stage in PIPELINE for role in ("driver_python", "python_worker", "executor_jvm")
+                 if any(d["stage_max_rss"].get(stage, {}).get(role) for _, d in rows)]
+    for stage, role in stage_rss:
+        line(f"  {stage}: max sampled RSS, {role}", [d["stage_max_rss"].get(stage, {}).get(role) for _, d in rows], _mb)
     for stage in [s for s in PIPELINE if any(s in d["wall_s_per_doc"] for _, d in rows)]:
         line(f"  {stage}: wall ms/doc", [d["wall_s_per_doc"].get(stage) for _, d in rows],
              lambda v: f"{v * 1e3:.3f}")
