@@ -177,13 +177,16 @@ def test_no_artifact_or_log_line_holds_a_credential(tmp_path, capsys, monkeypatc
 
 
 # -- embedding: reuse the embed artifact -----------------------------------------------------------
-def in_process_run_embed(spark, *, units, out_root, encoder, max_tokens, batch_size, torch_threads, device):
+def in_process_run_embed(spark, *, units, out_root, encoder, max_tokens, batch_size, torch_threads, device,
+                         backend="auto"):
     """The embed job's own per-unit function, without Spark."""
     from mixweave.jobs.embed import UNIT_SCHEMA, _embed_units
+    from mixweave.retrieval.encoder_backends import resolve_backend
 
-    run = _embed_units(str(Path(out_root).resolve()), encoder, max_tokens, batch_size, torch_threads, device)
+    backend = resolve_backend(backend, device)  # what run_embed does on the driver
+    run = _embed_units(str(Path(out_root).resolve()), encoder, max_tokens, batch_size, torch_threads, device, backend)
     done = list(run(iter([pa.RecordBatch.from_pylist(units, schema=UNIT_SCHEMA)])))
-    return {"rows": sum(b.num_rows for b in done), "encoder_seconds": 0.0}
+    return {"rows": sum(b.num_rows for b in done), "encoder_seconds": 0.0, "backend": backend}
 
 
 @pytest.fixture
@@ -262,3 +265,19 @@ def test_gather_reads_rows_across_blocks():
     blocks = [full[:4], full[4:5], full[5:]]
     positions = np.array([9, 0, 4, 5, 3, 3])
     np.testing.assert_array_equal(_gather(blocks, positions), full[positions])
+
+
+@pytest.mark.parametrize("backend, reused", [("auto", True), ("torch", True), ("openvino", True), ("onnx", True),
+                                             ("onnx-int8", False), ("static", False)])
+def test_utility_reuses_only_lossless_embed_vectors(tmp_path, backend, reused):
+    """The utility embeds benchmark examples with torch: document vectors of another space (int8) or
+    another dimension (static) must not be mixed with them."""
+    from mixweave.pipeline.config import parse_config
+    from mixweave.pipeline.stages.utility import reuses_embed, utility_inputs
+
+    config = parse_config({"out": str(tmp_path / "out"), "sources": {"a": {"paths": ["x/*.jsonl"]}},
+                           "benchmarks": str(tmp_path / "b.jsonl"),
+                           "order": {"encoder_backend": backend, "max_tokens": 64},
+                           "utility": {"method": "embedding", "max_tokens": 64}})
+    assert reuses_embed(config) is reused
+    assert ("embed" in utility_inputs(config)) is reused

@@ -38,12 +38,15 @@ LOG = logging.getLogger(__name__)
 
 
 def reuses_embed(config: RunConfig) -> bool:
-    """True when the embed artifact holds the very vectors the utility would compute (same
-    encoder and max_tokens)."""
+    """True when the embed artifact holds the vectors the utility would compute: same encoder and
+    max_tokens, and a lossless backend (torch, or its onnx / openvino export: per-row cosine to
+    torch 1.0000, bench/embed.py), since the utility embeds the benchmark examples with torch.
+    int8 and static vectors live in other spaces (static: another dimension): not reused."""
     u, o = config.utility, config.order
     if u is None or o is None or u.method != "embedding":
         return False
-    return str(u.encoder) == str(o.encoder) and u.max_tokens == o.max_tokens
+    lossless = o.encoder_backend in ("auto", "torch", "onnx", "openvino")
+    return lossless and str(u.encoder) == str(o.encoder) and u.max_tokens == o.max_tokens
 
 
 def utility_inputs(config: RunConfig) -> tuple[str, ...]:
