@@ -104,3 +104,15 @@ def test_knn_stage_distributed_path_on_the_fixture(small_runs, tmp_path):
         I, D = load_knn(tmp_path / "knn_ivf", source)
         assert np.array_equal(I, I_ref) and np.array_equal(D, D_ref)
         assert entry["recall_at_k"] == round(sampled_recall_at_k(X, I_ref, seed=5), 4)
+
+
+def test_bad_embed_block_is_one_input_error(spark, tmp_path):
+    from mixweave.errors import InputError
+    from mixweave.jobs.knn import Blocks, run_knn_join
+
+    X = clustered(60, 8, 3, seed=1)
+    X[45] *= 2.0  # not unit-norm: document 45, in the second block
+    blocks = Blocks.from_files(write_blocks(X, tmp_path / "embed", [40, 20]))
+    with pytest.raises(InputError, match=r"^embed block part-00001.npy: 1 rows are not finite unit vectors "
+                                         r"\(document 45 has norm 2.0000\); re-run the embed stage$"):
+        run_knn_join(spark, blocks, tmp_path / "knn" / "src", k=3, shard_rows=16, mode="exact", n_tasks=2)

@@ -24,6 +24,10 @@ Recall@k (:func:`sampled_recall`): a second job searches a seeded sample of quer
 every block (one running top-k per task), the driver merges the tasks' partials and compares them
 with the rows of the written shards.
 
+A block that is not finite unit vectors of the source's dimension fails its task with
+:data:`BAD_INPUT`; the driver reports it as one ``InputError`` line. The exact mode's lists hold every
+query (it is O(N^2) work, for tests and small sources): a task buffers the ids of all documents.
+
 On a real cluster the embed and stage folders must be on storage the executors can read.
 """
 
@@ -125,7 +129,26 @@ def _grouped(batches: Iterator[pa.RecordBatch], key: str) -> Iterator[pa.Table]:
         yield pa.Table.from_batches(pending)
 
 
-def _assign_task(blocks: Blocks, centroids_bc, nprobe: int, list_rows: int):
+BAD_INPUT = "MIXWEAVE-BAD-EMBEDDINGS: "
+"""Prefix of the error a task raises on a bad embed block; the driver turns it into one InputError line."""
+
+
+def check_block(X: np.ndarray, path: str, start: int, dim: int) -> None:
+    """Raise (with :data:`BAD_INPUT`) unless the block is float [rows, dim], finite and unit-norm."""
+    from mixweave.retrieval.knn import NORM_TOLERANCE
+
+    name = Path(path).name
+    if X.ndim != 2 or X.shape[1] != dim:
+        raise ValueError(f"{BAD_INPUT}embed block {name} has shape {X.shape}, expected [rows, {dim}]; "
+                         "re-run the embed stage")
+    norms = np.linalg.norm(np.asarray(X, np.float64), axis=1)
+    bad = np.flatnonzero(~np.isfinite(norms) | (np.abs(norms - 1.0) > NORM_TOLERANCE))
+    if bad.size:
+        raise ValueError(f"{BAD_INPUT}embed block {name}: {bad.size} rows are not finite unit vectors (document "
+                         f"{start + int(bad[0])} has norm {norms[bad[0]]:.4f}); re-run the embed stage")
+
+
+def _assign_task(blocks: Blocks, centroids_bc, nprobe: int, list_rows: int, dim: int):
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from mixweave.retrieval.ivf_join import assign_lists, block_lists
 
@@ -134,10 +157,12 @@ def _assign_task(blocks: Blocks, centroids_bc, nprobe: int, list_rows: int):
             for b in batch.column("block").to_pylist():
                 start, stop = int(blocks.starts[b]), int(blocks.starts[b + 1])
                 ids = np.arange(start, stop, dtype=np.int64)
+                X = np.load(blocks.paths[b])
+                check_block(X, blocks.paths[b], start, dim)
                 if centroids is None:
                     probes = block_lists(ids, list_rows, blocks.n)
                 else:
-                    probes = assign_lists(np.load(blocks.paths[b]), centroids, nprobe)
+                    probes = assign_lists(X, centroids, nprobe)
                 member = np.zeros(probes.shape, bool)
                 member[:, 0] = True
                 yield pa.RecordBatch.from_arrays([
@@ -214,7 +239,7 @@ def run_knn_join(spark, blocks: Blocks, out_dir: Path, *, k: int, shard_rows: in
     timings."""
     from mixweave.data.artifacts import shard_bounds, shard_file
     from mixweave.data.progress import spark_progress
-    from mixweave.errors import ConfigError
+    from mixweave.errors import ConfigError, InputError
     from mixweave.retrieval.ivf_join import QUERY_BLOCK, resolve_nlist, resolve_nprobe, train_centroids, train_sample
 
     from .ingest import spark_schema
@@ -232,6 +257,7 @@ def run_knn_join(spark, blocks: Blocks, out_dir: Path, *, k: int, shard_rows: in
     info: dict = {"mode": mode}
     centroids_bc = None
     list_rows = int(list_rows or shard_rows)
+    dim = int(np.load(blocks.paths[0], mmap_mode="r").shape[-1])
     if mode == "ivf":
         nl = resolve_nlist(n, nlist)
         npr = resolve_nprobe(nl, nprobe)
@@ -244,14 +270,20 @@ def run_knn_join(spark, blocks: Blocks, out_dir: Path, *, k: int, shard_rows: in
         info.update(nlist=nl, nprobe=npr, list_rows=list_rows)
     t_train = time.perf_counter()
     n_shards = len(shard_bounds(n, shard_rows))
-    probes = _block_frame(spark, blocks, tasks).mapInArrow(_assign_task(blocks, centroids_bc, npr, list_rows),
+    probes = _block_frame(spark, blocks, tasks).mapInArrow(_assign_task(blocks, centroids_bc, npr, list_rows, dim),
                                                            spark_schema(PROBE_SCHEMA))
     partials = (probes.repartition(max(1, min(tasks, nl)), "list").sortWithinPartitions("list", "id")
                 .mapInArrow(_search_task(blocks, k, shard_rows, qb), spark_schema(PARTIAL_SCHEMA)))
     done_frame = (partials.repartition(max(1, min(tasks, n_shards)), "shard").sortWithinPartitions("shard", "id")
                   .mapInArrow(_reduce_task(str(out_dir.resolve()), n, k, shard_rows), spark_schema(DONE_SCHEMA)))
-    with spark_progress(spark, "knn"):
-        done = done_frame.toArrow().sort_by("shard")
+    try:
+        with spark_progress(spark, "knn"):
+            done = done_frame.toArrow().sort_by("shard")
+    except Exception as exc:  # noqa: BLE001 - a task's error arrives wrapped by py4j/pyspark
+        text = str(exc)
+        if BAD_INPUT not in text:
+            raise
+        raise InputError(text[text.index(BAD_INPUT) + len(BAD_INPUT):].splitlines()[0]) from None
     if centroids_bc is not None:
         centroids_bc.unpersist()
     if done.num_rows != n_shards or done.column("shard").to_pylist() != list(range(n_shards)):
