@@ -57,20 +57,26 @@ def adversarial_edges(seed: int = 0) -> tuple[int, list[tuple[int, int]]]:
     return n, edges
 
 
-def test_star_components_equal_bfs_on_adversarial_graphs(spark):
+@pytest.mark.parametrize("single_task_edges", [0, 10_000])
+def test_star_components_equal_bfs_on_adversarial_graphs(spark, single_task_edges):
+    """Rounds only (0), or one task at once (10,000 > every edge; rounds then one task: the
+    random graphs below)."""
     from mixweave.jobs.dedup import star_components
 
     n, edges = adversarial_edges()
     E = spark.createDataFrame(pa.table({"a": [a for a, _ in edges], "b": [b for _, b in edges]}).to_pandas())
-    stars, rounds = star_components(E)
+    stars, info = star_components(E, single_task_edges=single_task_edges)
     got = stars.toArrow()
     label = np.arange(n)
     label[got.column("b").to_numpy()] = got.column("a").to_numpy()
     assert np.array_equal(label, bfs_roots(n, edges))
     assert got.num_rows == int((label != np.arange(n)).sum())  # one edge per non-root node
-    assert rounds >= 2  # the chain needed real rounds, not the local closure
-    empty, r = star_components(spark.createDataFrame([], "a long, b long"))
-    assert empty.count() == 0 and r == 1
+    if single_task_edges == 0:
+        assert info["rounds"] >= 3 and info["one_task_edges"] == 0  # the shuffled chain needs real rounds
+    else:
+        assert info["rounds"] == 0 and info["one_task_edges"] > 200
+        empty, info = star_components(spark.createDataFrame([], "a long, b long"), single_task_edges=0)
+        assert empty.count() == 0 and info == {"rounds": 0, "one_task_edges": 0}
 
 
 def write_knn(root, I, D, shard_rows: int, ingest_rows: list[int]):
@@ -124,10 +130,15 @@ def test_spark_dedup_writes_the_in_process_bytes(spark, tmp_path, tasks):
     spark.conf.set("spark.sql.shuffle.partitions", str(tasks))
     try:
         info = run_distributed_dedup(spark, source="s", shards=knn_shards(knn_dir, "s"), docs_files=docs,
-                                     threshold=0.95, out_root=tmp_path / "spark", n_tasks=tasks)
+                                     threshold=0.95, out_root=tmp_path / "spark", n_tasks=tasks,
+                                     single_task_edges=10_000 if tasks == 1 else 0)  # one task / rounds only
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", previous)
     assert info["shards"] == local["shards"] and len(info["shards"]) == 10
+    if tasks == 1:
+        assert info["cc_rounds"] == 0 and info["cc_one_task_edges"] > 0
+    else:
+        assert info["cc_rounds"] >= 2 and info["cc_one_task_edges"] == 0
     assert {k: info[k] for k in ("n_docs", "kept", "removed", "pairs")} == \
         {k: local[k] for k in ("n_docs", "kept", "removed", "pairs")}
     assert dedup_files(tmp_path / "spark", info) == dedup_files(tmp_path / "local", local)

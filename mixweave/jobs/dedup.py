@@ -13,7 +13,10 @@ Algorithm (the in-process rule of :func:`mixweave.retrieval.dedup.semantic_dedup
    ``localCheckpoint``-ed every round so the plan does not grow. They stop when the edges form a
    forest of stars centred on each component's smallest index, which the large-star window
    detects on the fly. O(log^2 n) rounds in the worst case, about log2 of the longest chain that
-   crosses shards in practice; every step is a set operation, so the result does not depend on
+   crosses shards in practice. Once the edges left fit one task's budget (default: a kNN shard's
+   entries, shard rows x k), one task closes them with union-find instead of more rounds: most
+   dedup graphs are far smaller than the corpus, so they usually need no round at all. Every step
+   is a set operation or a pure function of the edge set, so the result does not depend on
    partitioning.
    Then the removed documents are exactly the star leaves (``keep[i] = label(i) == i``), and
    documents without edges are kept.
@@ -51,6 +54,7 @@ SHARD_SCHEMA = pa.schema([("shard", pa.int64()), ("start", pa.int64()), ("stop",
 EDGE_SCHEMA = pa.schema([("kind", pa.int32()), ("a", pa.int64()), ("b", pa.int64()), ("cosine", pa.float32())])
 WANT_SCHEMA = pa.schema([("file", pa.int64()), ("idx", pa.int64())])
 ID_SCHEMA = pa.schema([("idx", pa.int64()), ("doc_id", pa.string())])
+STAR_SCHEMA = pa.schema([("a", pa.int64()), ("b", pa.int64())])
 DONE_SCHEMA = pa.schema([("shard", pa.int64()), ("n_docs", pa.int64()), ("kept", pa.int64()),
                          ("removed", pa.int64()), ("pairs", pa.int64())])
 PAIR, STAR = 0, 1  # edge kinds: a duplicate pair (with its cosine), a star edge of the local closure
@@ -215,21 +219,51 @@ def star_round(E):
     return small.unionAll(unsettled).distinct()
 
 
-def star_components(E, *, max_rounds: int = 200):
+def _close_in_one_task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """mapInArrow on a single partition: union-find over all its edges -> ``(root, node)`` stars."""
+    from mixweave.retrieval.dedup import local_stars
+
+    parts = [(b.column("a").to_numpy(), b.column("b").to_numpy()) for b in batches if b.num_rows]
+    pairs = np.stack([np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts])], axis=1) \
+        if parts else np.zeros((0, 2), np.int64)
+    stars = local_stars(pairs)
+    yield pa.RecordBatch.from_arrays([pa.array(stars[:, 0]), pa.array(stars[:, 1])], schema=STAR_SCHEMA)
+
+
+def star_components(E, *, single_task_edges: int = 0, max_rounds: int = 200):
     """Connected components of the undirected edges ``E`` (a DataFrame of int64 ``a``, ``b``;
-    any order, duplicates and self-loops allowed) by large-star/small-star rounds
-    (:func:`star_round`, ``localCheckpoint`` after each so the plan does not grow). Returns (edges
-    ``(root, node)``, one per non-root node, root = smallest index of its component; rounds run,
-    the last one confirming convergence)."""
+    any order, duplicates and self-loops allowed). Returns (edges ``(root, node)``, one per
+    non-root node, root = smallest index of its component; info: large-star/small-star rounds run
+    and whether the rest was closed in one task).
+
+    Rounds of :func:`star_round` (``localCheckpoint`` after each so the plan does not grow; one
+    small aggregation counts the edges and the unsettled marks) until the edges are stars, or
+    until at most ``single_task_edges`` edges remain: those are closed by union-find in one task
+    (memory ~16 bytes per edge, a bound set by the caller, never the source size)."""
     from pyspark.sql import functions as F
 
-    E = E.select(F.least("a", "b").alias("a"), F.greatest("a", "b").alias("b")).where(F.col("a") != F.col("b"))
-    for rounds in range(1, max_rounds + 1):
-        E = star_round(E).localCheckpoint()
-        if E.where(F.col("a") == F.col("b")).isEmpty():
-            return E, rounds
-        E = E.where(F.col("a") != F.col("b"))
-    raise RuntimeError(f"internal error: connected components did not converge in {max_rounds} rounds")
+    from .ingest import spark_schema
+
+    def counts(frame) -> tuple[int, int]:
+        row = frame.agg(F.count(F.lit(1)).alias("n"),
+                        F.sum(F.when(F.col("a") == F.col("b"), 1).otherwise(0)).alias("u")).first()
+        return int(row["n"]), int(row["u"] or 0)
+
+    E = (E.select(F.least("a", "b").alias("a"), F.greatest("a", "b").alias("b"))
+         .where(F.col("a") != F.col("b")).distinct().localCheckpoint())
+    n_edges, unsettled, rounds = *counts(E), 0
+    while True:
+        if n_edges - unsettled <= single_task_edges:
+            stars = E.where(F.col("a") != F.col("b")).repartition(1) \
+                .mapInArrow(_close_in_one_task, spark_schema(STAR_SCHEMA)).localCheckpoint()
+            return stars, {"rounds": rounds, "one_task_edges": n_edges - unsettled}
+        if rounds >= max_rounds:
+            raise RuntimeError(f"internal error: connected components did not converge in {max_rounds} rounds")
+        E = star_round(E.where(F.col("a") != F.col("b"))).localCheckpoint()
+        rounds += 1
+        n_edges, unsettled = counts(E)
+        if not unsettled:  # the input of this round already was stars: it is its own output
+            return E, {"rounds": rounds, "one_task_edges": 0}
 
 
 # ----------------------------------------------------------------------------------- driver
@@ -257,8 +291,10 @@ def shard_layout(shards) -> int:
     return rows
 
 
-def check_shard_files(shards) -> None:
-    """Every shard's ``I``/``D`` file exists and holds its rows (``.npy`` headers only, O(shards))."""
+def check_shard_files(shards) -> int:
+    """Every shard's ``I``/``D`` file exists and holds its rows (``.npy`` headers only, O(shards));
+    returns k (the widest shard's columns)."""
+    k = 0
     for s in shards:
         for path in (s.I, s.D):
             try:
@@ -268,14 +304,18 @@ def check_shard_files(shards) -> None:
             if len(shape) != 2 or shape[0] != s.stop - s.start:
                 raise InputError(f"kNN shard file {path} has shape {shape}, the manifest says {s.stop - s.start} rows; "
                                  "rerun the knn stage")
+            k = max(k, int(shape[1]))
+    return k
 
 
 def run_distributed_dedup(spark, *, source: str, shards, docs_files: list[Path], threshold: float,
-                          out_root: Path, n_tasks: int | None = None) -> dict:
+                          out_root: Path, n_tasks: int | None = None, single_task_edges: int | None = None) -> dict:
     """Semantic dedup of one source with Spark (module docstring). ``shards``: the source's
     :class:`~mixweave.data.artifacts.KnnShard` list; ``docs_files``: its ingest files in manifest
     order (for the pairs' doc ids). Writes ``keep-SSSSS.npy`` and ``pairs-SSSSS.parquet`` per shard
-    under ``out_root/source``. Returns counts, the manifest's shard list and timings."""
+    under ``out_root/source``. ``single_task_edges``: close the components in one task once at
+    most this many edges remain (default: a kNN shard's entry count, shard rows x k, so that task
+    holds about what an edge task holds). Returns counts, the manifest's shard list and timings."""
     import pyarrow.parquet as pq
     from pyspark.sql import functions as F
 
@@ -287,7 +327,9 @@ def run_distributed_dedup(spark, *, source: str, shards, docs_files: list[Path],
         raise ConfigError(f"dedup cosine threshold must be in [-1, 1], got {threshold}")
     t0 = time.perf_counter()
     shard_rows = shard_layout(shards)
-    check_shard_files(shards)
+    k = check_shard_files(shards)
+    if single_task_edges is None:
+        single_task_edges = shard_rows * max(k, 1)
     n_docs = shards[-1].stop
     offsets, total = [], 0
     for path in docs_files:
@@ -306,7 +348,8 @@ def run_distributed_dedup(spark, *, source: str, shards, docs_files: list[Path],
         frame = spark.createDataFrame(shard_rows_table.to_pandas()).repartition(tasks, "shard")
         edges = frame.mapInArrow(_emit_edges(int(n_docs), float(threshold)), spark_schema(EDGE_SCHEMA)).localCheckpoint()
         t_edges = time.perf_counter()
-        stars, rounds = star_components(edges.where(F.col("kind") == STAR).select("a", "b"))
+        stars, cc = star_components(edges.where(F.col("kind") == STAR).select("a", "b"),
+                                    single_task_edges=int(single_task_edges))
         t_cc = time.perf_counter()
         pairs = edges.where(F.col("kind") == PAIR).groupBy("a", "b").agg(F.max("cosine").alias("cosine"))
         if offsets:  # doc ids of the pairs' documents only: one lookup task per ingest file, no shuffle of all ids
@@ -342,9 +385,10 @@ def run_distributed_dedup(spark, *, source: str, shards, docs_files: list[Path],
     if sum(d["n_docs"] for d in done) != n_docs:
         raise RuntimeError(f"dedup {source}: the keep shards hold {sum(d['n_docs'] for d in done)} of {n_docs} documents")
     info = {"n_docs": int(n_docs), "kept": int(kept), "removed": int(n_docs - kept),
-            "pairs": int(sum(d["pairs"] for d in done)), "shards": entries, "cc_rounds": rounds,
+            "pairs": int(sum(d["pairs"] for d in done)), "shards": entries, "cc_rounds": cc["rounds"],
+            "cc_one_task_edges": cc["one_task_edges"],
             "spark_tasks": tasks, "edges_s": round(t_edges - t0, 3), "components_s": round(t_cc - t_edges, 3),
             "write_s": round(t_write - t_cc, 3)}
-    LOG.info("dedup %s (spark): %d docs, %d pairs, removed %d in %d component rounds, %.1fs",
-             source, n_docs, info["pairs"], info["removed"], rounds, t_write - t0)
+    LOG.info("dedup %s (spark): %d docs, %d pairs, removed %d (%d component rounds, %d edges closed in one task), %.1fs",
+             source, n_docs, info["pairs"], info["removed"], cc["rounds"], cc["one_task_edges"], t_write - t0)
     return info
