@@ -17,7 +17,7 @@ STAGES: tuple[Stage, ...] = (
     count.STAGE,    # -> stats.json
     embed.STAGE,    # -> per-source embeddings (Spark)
     knn.STAGE,      # -> I-*.npy, D-*.npy shards
-    dedup.STAGE,    # -> keep-*.npy shards, pairs.parquet
+    dedup.STAGE,    # -> keep-*.npy + pairs-*.parquet on the kNN shards (Spark for large sources)
     order.STAGE,    # -> order-*.npy (ICP traversal)
     pack.STAGE,     # -> S-token windows
     utility.STAGE,  # -> utility.parquet
