@@ -194,14 +194,13 @@ def test_dedup_stage_spark_path_on_the_fixture_equals_the_local_path(spark, smal
     """The reference run's dedup ran in process (30 documents < distributed_min_docs); the same
     stage with ``distributed_min_docs: 0`` on its real kNN shards writes the same bytes."""
     from mixweave.data.manifest import read_manifest
+    from mixweave.pipeline.config import parse_config
     from mixweave.pipeline.runner import StageContext
     from mixweave.pipeline.stages.dedup import run_dedup_stage
 
     ref = small_runs.reference
     data = small_runs.config_data(ref, small_runs.globs)
     data["order"]["distributed_min_docs"] = 0
-    from mixweave.pipeline.config import parse_config
-
     ctx = StageContext(config=parse_config(data), out=tmp_path, overrides={"knn": ref / "knn", "ingest": ref / "ingest"})
     result = run_dedup_stage(ctx, tmp_path)
     local = read_manifest(ref / "dedup")
