@@ -637,11 +637,18 @@ def print_table(results: list[dict]) -> dict:
     return {"derived": {n: d for n, d in rows}, "ratios": ratios}
 
 
-def print_projection(cpu_s_per_doc: dict, args, measured_at: int) -> dict:
+def marginal_cost(n1: int, cost1: dict[str, float], n2: int, cost2: dict[str, float]) -> dict[str, float]:
+    """CPU seconds per extra document between two sizes, per stage (costs given per document):
+    (n2 c2 - n1 c1) / (n2 - n1), floored at 0. It removes the fixed costs (Spark session, executors,
+    Python workers, model loading) that dominate small runs; noisy when the sizes are close."""
+    return {stage: max(0.0, (n2 * cost2[stage] - n1 * cost1[stage]) / (n2 - n1)) for stage in cost2 if stage in cost1}
+
+
+def print_projection(cpu_s_per_doc: dict, args, measured_at: str) -> dict:
     proj = projection(cpu_s_per_doc, nodes=args.nodes, cores_per_node=args.cores_per_node,
                       gpus_per_node=args.gpus_per_node, gpu_embed_docs_per_s=args.gpu_embed_docs_per_s)
-    print(f"\nprojection to {PAPER_DOCS:,} documents from the CPU seconds per document measured at {measured_at:,} "
-          f"docs (perfect spreading over {args.cores_per_node} cores per node; a lower bound):")
+    print(f"\nprojection to {PAPER_DOCS:,} documents from the CPU seconds per document {measured_at} "
+          f"(perfect spreading over {args.cores_per_node} cores per node; a lower bound):")
     print(f"{'nodes':>6}" + "".join(f"{s:>10}" for s in cpu_s_per_doc) + f"{'total':>10}{'GPU emb.':>10}{'total':>10}")
     for n, row in proj["nodes"].items():
         print(f"{n:>6}" + "".join(f"{row['cpu_embedding_h'][s]:>9.2f}h" for s in cpu_s_per_doc)
@@ -659,7 +666,8 @@ def print_projection(cpu_s_per_doc: dict, args, measured_at: int) -> dict:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--docs", default="100000,300000,1000000", help="comma-separated corpus sizes")
-    p.add_argument("--workdir", required=True, help="corpus cache, cluster logs, run folders, event logs")
+    p.add_argument("--workdir", help="corpus cache, cluster logs, run folders, event logs (required unless --report)")
+    p.add_argument("--report", metavar="JSON", help="only re-print the table and projections of an earlier results file")
     p.add_argument("--json", default=str(ROOT / "bench" / "results-scale.json"))
     p.add_argument("--sources", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
@@ -684,16 +692,33 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--gpus-per-node", type=int, default=8)
     p.add_argument("--gpu-embed-docs-per-s", type=float, default=GPU_EMBED_DOCS_PER_S)
     args = p.parse_args(argv)
-    sizes = [int(float(x)) for x in args.docs.split(",") if x.strip()]
+    if not args.workdir and not args.report:
+        p.error("--workdir is required (or --report JSON)")
     started = time.time()
-    results = [measure_size(n, args) for n in sizes]
+    if args.report:  # re-print the table and projections of an earlier run's JSON (nothing is run)
+        earlier = json.loads(Path(args.report).read_text())
+        results, sizes = earlier["results"], [r["n_docs"] for r in earlier["results"]]
+    else:
+        sizes = [int(float(x)) for x in args.docs.split(",") if x.strip()]
+        results = [measure_size(n, args) for n in sizes]
     summary = print_table(results)
     biggest = summary["derived"][sizes[-1]]
-    proj = print_projection(biggest["cpu_s_per_doc"], args, sizes[-1]) if biggest["cpu_s_per_doc"] else None
+    proj = marginal = None
+    if biggest["cpu_s_per_doc"]:
+        proj = print_projection(biggest["cpu_s_per_doc"], args, f"measured at {sizes[-1]:,} docs (fixed costs included)")
+    if len(sizes) > 1 and biggest["cpu_s_per_doc"]:
+        before = summary["derived"][sizes[-2]]
+        cost = marginal_cost(sizes[-2], before["cpu_s_per_doc"], sizes[-1], biggest["cpu_s_per_doc"])
+        marginal = print_projection(cost, args, f"between {sizes[-2]:,} and {sizes[-1]:,} docs (marginal: fixed "
+                                                f"costs removed)")
+        marginal["cpu_s_per_doc"] = cost
+    if args.report:
+        return
     payload = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)), "seconds": round(time.time() - started),
                "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
                "args": vars(args), "results": results, "ratios": summary["ratios"],
-               "derived": {str(k): v for k, v in summary["derived"].items()}, "projection": proj}
+               "derived": {str(k): v for k, v in summary["derived"].items()}, "projection": proj,
+               "projection_marginal": marginal}
     Path(args.json).write_text(json.dumps(payload, indent=1, default=str))
     print(f"\nresults: {args.json}")
 

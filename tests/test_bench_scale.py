@@ -217,3 +217,16 @@ def test_projection_scales_with_nodes_and_swaps_gpu_embedding():
     assert h8["gpu_embedding_h"]["knn"] == h8["cpu_embedding_h"]["knn"]
     assert math.isclose(proj["order_cpu_h"], 5e-4 * 1e8 / 3600) and proj["paper_traversal_cpu_h"] == 240
 
+
+
+def test_marginal_cost_removes_fixed_costs():
+    # stage cost = fixed + per-document: 30 s + 2 ms/doc and 5 s + 0.5 ms/doc, measured at 10k and 40k docs
+    def per_doc(n, fixed, slope):
+        return (fixed + slope * n) / n
+
+    c1 = {"embed": per_doc(10_000, 30, 2e-3), "order": per_doc(10_000, 5, 5e-4)}
+    c2 = {"embed": per_doc(40_000, 30, 2e-3), "order": per_doc(40_000, 5, 5e-4), "pack": 1e-3}
+    out = scale.marginal_cost(10_000, c1, 40_000, c2)
+    assert set(out) == {"embed", "order"}
+    assert math.isclose(out["embed"], 2e-3) and math.isclose(out["order"], 5e-4)
+    assert scale.marginal_cost(10, {"x": 2.0}, 20, {"x": 0.5})["x"] == 0.0  # a noisy drop is floored at 0
