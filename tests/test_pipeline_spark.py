@@ -140,8 +140,10 @@ def test_exports_and_training_ran(full_run):
 
 def test_partitioned_order_stage_is_a_permutation_close_to_global(full_run, tmp_path):
     out = full_run.out
-    config = full_run.config_for(tmp_path / "run",
-                                 order={"k": 8, "seq_len": SEQ_LEN, "max_tokens": 64, "batch_size": 64, "partitions": 4})
+    from mixweave.data.typed import to_plain
+
+    # the full run's order settings (so upstream fingerprints match and its stages are reused) + 4 clusters
+    config = full_run.config_for(tmp_path / "run", order={**to_plain(full_run.config.order), "partitions": 4})
     reused = {name: out / name for name in ("ingest", "count", "embed", "knn", "dedup")}
     reports = run_stages(build_stages(), config, wanted=["order"], overrides=reused)
     assert {r.name: r.status for r in reports}["order"] == "ran"
