@@ -57,6 +57,10 @@ def get_spark(
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.shuffle.partitions", "8")
+        # every join of ours is per document (labels, kNN edges, order positions, texts): a broadcast
+        # join would collect one side through the driver, whose memory must not grow with documents
+        # (a 300k-document order failed so with a 1g driver); shuffle joins only
+        .config("spark.sql.autoBroadcastJoinThreshold", "-1")
         .config("spark.driver.extraJavaOptions", java_opts)
         .config("spark.executor.extraJavaOptions", java_opts)
         .config("spark.driver.memory", driver_memory)
