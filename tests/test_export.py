@@ -4,11 +4,9 @@ weights/repetition as planned). Real text: the corpus fixture (or stdlib sources
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import struct
-import sys
 import tempfile
 import types
 import warnings
@@ -17,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from streaming_import import import_streaming
 import yaml
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -226,22 +225,7 @@ def test_olmo_source_mixture_draws_planned_windows(inputs, exported, tmp_path):
 
 
 def _streaming(tmp: Path):
-    """streaming.base without `import streaming` (its __init__ imports torchvision; readers.md)."""
-    tempfile.tempdir = str(tmp)  # its filelocks go to gettempdir()
-    try:
-        from streaming.base import Stream, StreamingDataset
-    except ImportError:
-        spec = importlib.util.find_spec("streaming")
-        if spec is None:
-            pytest.skip("mosaicml-streaming is not installed (pip install --no-deps mosaicml-streaming==0.13.0 "
-                        "'xxhash<4' zstd python-snappy brotli catalogue)")
-        for key in [k for k in sys.modules if k == "streaming" or k.startswith("streaming.")]:
-            del sys.modules[key]
-        pkg = types.ModuleType("streaming")
-        pkg.__path__ = list(spec.submodule_search_locations)
-        sys.modules["streaming"] = pkg
-        from streaming.base import Stream, StreamingDataset
-    return Stream, StreamingDataset
+    return import_streaming(tmp)
 
 
 @pytest.fixture

@@ -8,9 +8,7 @@ partitions, plus_one on/off, shuffle on/off, 1 vs 3 tasks; then a pipeline run."
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 import tempfile
 import types
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from streaming_import import import_streaming
 
 from mixweave.jobs.pack import plan_cuts
 from mixweave.retrieval.pack import cut_windows, pack_windows, shuffled_rows, spans_table
@@ -233,20 +232,4 @@ def test_distributed_pipeline_run_exports_multi_file_packs(small_runs, tmp_path)
 
 
 def _streaming_dataset(tmp: Path):
-    """streaming.base.StreamingDataset without `import streaming` (its __init__ imports torchvision),
-    as tests/test_export.py loads it; its file locks go to ``tmp``."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    tempfile.tempdir = str(tmp)
-    try:
-        from streaming.base import StreamingDataset
-    except ImportError:
-        spec = importlib.util.find_spec("streaming")
-        if spec is None:
-            pytest.skip("mosaicml-streaming is not installed")
-        for key in [k for k in sys.modules if k == "streaming" or k.startswith("streaming.")]:
-            del sys.modules[key]
-        pkg = types.ModuleType("streaming")
-        pkg.__path__ = list(spec.submodule_search_locations)
-        sys.modules["streaming"] = pkg
-        from streaming.base import StreamingDataset
-    return StreamingDataset
+    return import_streaming(tmp)[1]

@@ -10,11 +10,9 @@ windows, and the library's own sampler realises mixture.json's weights to within
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import logging
 import os
-import sys
 import tempfile
 import types
 import warnings
@@ -23,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from streaming_import import import_streaming
 import yaml
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -178,19 +177,7 @@ def test_megatron_blend_from_the_run(run, tmp_path):
 def streaming(tmp_path):
     """streaming.base without `import streaming` (its __init__ imports torchvision, which is not installed)."""
     old = tempfile.tempdir
-    tempfile.tempdir = str(tmp_path)  # its file locks go to gettempdir()
-    try:
-        from streaming.base import Stream, StreamingDataset
-    except ImportError:
-        spec = importlib.util.find_spec("streaming")
-        if spec is None:
-            pytest.skip("mosaicml-streaming is not installed (see requirements-readers.txt)")
-        for key in [k for k in sys.modules if k == "streaming" or k.startswith("streaming.")]:
-            del sys.modules[key]
-        pkg = types.ModuleType("streaming")
-        pkg.__path__ = list(spec.submodule_search_locations)
-        sys.modules["streaming"] = pkg
-        from streaming.base import Stream, StreamingDataset
+    Stream, StreamingDataset = import_streaming(tmp_path)
     yield Stream, StreamingDataset
     tempfile.tempdir = old
 
