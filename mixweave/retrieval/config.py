@@ -43,6 +43,10 @@ class OrderConfig:
     seq_len: int = 2048
     plus_one: bool = False
     """Windows of seq_len + 1 tokens overlapping by one (Megatron/nanotron convention)."""
+    sink_token: str | None = None
+    """Attention sink (StreamingLLM): e.g. '<|sink|>' puts this special token (a new id after the
+    vocabulary, never produced by encoding text) at the start of every window: a window is the sink
+    + seq_len - 1 stream tokens (+ seq_len with plus_one); null = none."""
     shuffle: bool = True
     shard_rows: int = 262144
     """Documents per shard of the knn, dedup and order artifacts (fixed blocks of global document
@@ -72,6 +76,11 @@ class OrderConfig:
         for key in ("k", "seq_len", "batch_size", "max_tokens", "torch_threads", "shard_rows"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"order.{key} must be >= 1, got {getattr(self, key)}")
+        if self.sink_token is not None and (not isinstance(self.sink_token, str) or not self.sink_token.strip()):
+            raise ConfigError(f"order.sink_token must be a non-empty string such as '<|sink|>' or null, got "
+                              f"{self.sink_token!r}")
+        if self.sink_token is not None and self.seq_len < 2:
+            raise ConfigError("order.sink_token needs order.seq_len >= 2 (the sink + at least one stream token)")
         if not -1.0 <= self.dedup_cosine <= 1.0:
             raise ConfigError(f"order.dedup_cosine must be in [-1, 1] (1 keeps only exact duplicates out), got "
                               f"{self.dedup_cosine}")
