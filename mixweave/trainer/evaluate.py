@@ -9,12 +9,26 @@ truncation). A benchmark's loss is the mean over its examples; ``sem`` is the st
 that mean (what the ablation utility reports as std).
 
 Cost: one forward pass per example batch; examples are sorted by length to limit padding.
+
+:func:`answer_metrics` (the study's benchmark metrics) scores the same records two more ways:
+
+* **bits per byte of the gold answer given the prompt**: the answer tokens' summed NLL in nats /
+  (ln 2 x the answer's UTF-8 bytes). Dividing by bytes instead of tokens makes it independent of the
+  tokenizer. The answer is kept whole (a newline joins it to a prompt that does not end in
+  whitespace; the prompt is left-truncated to fit); an answer longer than the window is not scored
+  and is counted in ``n_too_long``.
+* **accuracy of multiple-choice benchmarks** (prompts with option lines ``A. ...``, gold answer
+  ``B. text``: mmlu, arc_*): each option's full answer string ``"X. text"`` is scored like the gold
+  answer and the option with the highest *total* log-likelihood is the model's choice (total rather
+  than per-token or per-byte: the lm-eval-harness ``acc`` convention; it favours short options, the
+  same for every candidate compared). Cost: one more forward pass per option.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -80,11 +94,12 @@ def tokenize_examples(records: Iterable[Mapping[str, Any]], tokenizer, max_len: 
 
 
 @torch.no_grad()
-def example_losses(model, examples: list[Example], device: torch.device, batch_size: int = 16,
-                   autocast: Any = None) -> np.ndarray:
-    """Mean answer-token NLL of each example (same order as ``examples``)."""
+def example_nll(model, examples: list[Example], device: torch.device, batch_size: int = 16,
+                autocast: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """(summed answer-token NLL in nats, number of answer tokens) of each example."""
     model.eval()
-    losses = np.zeros(len(examples))
+    sums = np.zeros(len(examples))
+    counts = np.zeros(len(examples), dtype=np.int64)
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].ids))
     for lo in range(0, len(order), batch_size):
         idx = order[lo:lo + batch_size]
@@ -100,10 +115,17 @@ def example_losses(model, examples: list[Example], device: torch.device, batch_s
         with autocast() if autocast else _null():
             nll = model.loss(inp, tgt, reduction="none").view(len(idx), width)
         mask = (tgt != -100).float()
-        per = (nll.float() * mask).sum(1) / mask.sum(1).clamp_min(1)
-        losses[idx] = per.cpu().numpy()
+        sums[idx] = (nll.float() * mask).sum(1).double().cpu().numpy()
+        counts[idx] = mask.sum(1).long().cpu().numpy()
     model.train()
-    return losses
+    return sums, counts
+
+
+def example_losses(model, examples: list[Example], device: torch.device, batch_size: int = 16,
+                   autocast: Any = None) -> np.ndarray:
+    """Mean answer-token NLL of each example (same order as ``examples``)."""
+    sums, counts = example_nll(model, examples, device, batch_size, autocast)
+    return sums / np.maximum(counts, 1)
 
 
 def benchmark_losses(model, examples: list[Example], device: torch.device, batch_size: int = 16,
@@ -115,6 +137,129 @@ def benchmark_losses(model, examples: list[Example], device: torch.device, batch
         x = per[[i for i, e in enumerate(examples) if e.benchmark == b]]
         sem = float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0
         out[b] = {"loss": float(x.mean()), "sem": sem, "n": int(len(x))}
+    return out
+
+
+_OPTION = re.compile(r"^([A-Z])\. (.+)$")
+
+
+def parse_options(prompt: str, answer: str) -> tuple[list[str], int] | None:
+    """(option answer strings ``"X. text"``, index of the gold one) of a multiple-choice record, or
+    None when the prompt has fewer than two option lines or the answer names none of them."""
+    options = []
+    for line in prompt.splitlines():
+        m = _OPTION.match(line.strip())
+        if m:
+            options.append(f"{m.group(1)}. {m.group(2).strip()}")
+    gold = _OPTION.match(answer.strip())
+    if len(options) < 2 or gold is None:
+        return None
+    letters = [o.split(".", 1)[0] for o in options]
+    if len(set(letters)) != len(letters) or gold.group(1) not in letters:
+        return None
+    return options, letters.index(gold.group(1))
+
+
+@dataclass(frozen=True)
+class ScoredText:
+    """A prompt and one answer string, tokenised so that the whole answer is scored."""
+
+    ids: np.ndarray  # int64 prompt + answer tokens
+    n_prompt: int
+    n_bytes: int  # UTF-8 bytes of the scored answer (with its joining newline, when one was added)
+
+
+def _join(prompt: str, answer: str) -> str:
+    return answer if not prompt or prompt[-1].isspace() else "\n" + answer
+
+
+def score_texts(pairs: list[tuple[str, str]], tokenizer, max_len: int) -> list[ScoredText | None]:
+    """Tokenise (prompt, answer) pairs with the answer whole and the prompt left-truncated to
+    ``max_len + 1`` tokens in all; None where the answer alone does not fit (or is empty)."""
+    answers = [_join(p, a) for p, a in pairs]
+    prompt_ids = tokenizer.encode_batch([p for p, _ in pairs])
+    answer_ids = tokenizer.encode_batch(answers)
+    limit = max_len + 1
+    out: list[ScoredText | None] = []
+    for (p_text, _), ans, p, a in zip(pairs, answers, prompt_ids, answer_ids):
+        if not a or len(a) > limit - 1:
+            out.append(None)
+            continue
+        p = p[-(limit - len(a)):] if p else []
+        if not p:  # no prompt: the first answer token has no context and is not scored
+            ids, n_prompt = a, 1
+            n_bytes = len(tokenizer_text(tokenizer, a[1:], ans).encode("utf-8")) if len(a) > 1 else 0
+        else:
+            ids, n_prompt, n_bytes = p + a, len(p), len(ans.encode("utf-8"))
+        out.append(ScoredText(np.asarray(ids, np.int64), n_prompt, n_bytes) if len(ids) >= 2 and n_bytes else None)
+    return out
+
+
+def tokenizer_text(tokenizer, ids: list[int], fallback: str) -> str:
+    """Decoded text of ``ids`` when the tokenizer can decode, else ``fallback``."""
+    backend = getattr(tokenizer, "_backend", None)
+    try:
+        return backend.decode(list(ids))
+    except Exception:  # noqa: BLE001 - decoding is optional
+        return fallback
+
+
+def answer_metrics(model, records: Iterable[Mapping[str, Any]], tokenizer, max_len: int, device: torch.device,
+                   batch_size: int = 16, autocast: Any = None,
+                   max_per_benchmark: int | None = None) -> dict[str, dict[str, float]]:
+    """{benchmark: {bpb, bpb_sem, n, n_too_long, acc?, n_choice?}} (module docstring: bits per byte of
+    the gold answer given the prompt; accuracy by the options' total log-likelihood)."""
+    records = list(records)
+    per: dict[str, int] = {}
+    chosen = []
+    for rec in records:
+        b = rec["benchmark"]
+        if max_per_benchmark is not None and per.get(b, 0) >= max_per_benchmark:
+            continue
+        per[b] = per.get(b, 0) + 1
+        chosen.append(rec)
+    gold = score_texts([(r["prompt"], r["answer"]) for r in chosen], tokenizer, max_len)
+    choice_pairs, choice_owner = [], []
+    for i, rec in enumerate(chosen):
+        parsed = parse_options(rec["prompt"], rec["answer"])
+        if parsed is not None:
+            options, g = parsed
+            for j, opt in enumerate(options):
+                choice_pairs.append((rec["prompt"], opt))
+                choice_owner.append((i, j, g))
+    choices = score_texts(choice_pairs, tokenizer, max_len) if choice_pairs else []
+    scored = [s for s in gold if s is not None] + [s for s in choices if s is not None]
+    examples = [Example("", "", s.ids, s.n_prompt) for s in scored]
+    sums, _ = example_nll(model, examples, device, batch_size, autocast) if examples else (np.zeros(0), None)
+    nll_gold, k = {}, 0
+    for i, s in enumerate(gold):
+        if s is not None:
+            nll_gold[i] = (float(sums[k]), s.n_bytes)
+            k += 1
+    option_ll: dict[int, dict[int, float]] = {}
+    option_gold: dict[int, int] = {}
+    option_bad: set[int] = set()
+    for (i, j, g), s in zip(choice_owner, choices):
+        option_gold[i] = g
+        if s is None:
+            option_bad.add(i)
+            continue
+        option_ll.setdefault(i, {})[j] = -float(sums[k])
+        k += 1
+    out: dict[str, dict[str, float]] = {}
+    for b in sorted({r["benchmark"] for r in chosen}):
+        idx = [i for i, r in enumerate(chosen) if r["benchmark"] == b]
+        bpb = np.array([nll_gold[i][0] / (math.log(2) * nll_gold[i][1]) for i in idx if i in nll_gold])
+        entry: dict[str, float] = {
+            "bpb": float(bpb.mean()) if bpb.size else math.nan,
+            "bpb_sem": float(bpb.std(ddof=1) / math.sqrt(bpb.size)) if bpb.size > 1 else 0.0,
+            "n": int(bpb.size), "n_too_long": int(len(idx) - bpb.size)}
+        mc = [i for i in idx if i in option_gold and i not in option_bad]
+        if mc:
+            right = [max(option_ll[i], key=lambda j: (option_ll[i][j], -j)) == option_gold[i] for i in mc]
+            entry["acc"] = float(np.mean(right))
+            entry["n_choice"] = len(mc)
+        out[b] = entry
     return out
 
 
