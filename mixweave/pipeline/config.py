@@ -35,6 +35,7 @@ from ..retrieval.config import OrderConfig
 from ..trainer.config import TrainConfig
 from ..utility.config import UtilityConfig
 from .export.config import ExportConfig
+from .study_config import StudyConfig, check_study
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +52,7 @@ class RunConfig:
     mix: MixConfig | None = None
     export: ExportConfig | None = None
     train: TrainConfig | None = None
+    study: StudyConfig | None = None
 
     def to_dict(self) -> dict:
         return to_plain(self)
@@ -180,6 +182,7 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
         raise ConfigError("export and train need both an order section (windows) and a mix section (mixture.json)")
     if not config.sources and (config.order or config.mix or config.utility):
         raise ConfigError("sources is empty: add at least one source with its paths")
+    check_study(config)
     return config
 
 
