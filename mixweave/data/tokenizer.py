@@ -14,10 +14,20 @@ Three kinds of file are accepted, all offline:
 the file bytes (for ``default``: encoder.json bytes followed by vocab.bpe bytes), so a manifest
 pins exactly which vocabulary produced its counts. Loading is cached per process (one load per
 Spark worker, not per batch).
+
+Attention sink (StreamingLLM, Xiao et al. 2023). ``load_tokenizer(..., sink_token="<|sink|>")``
+(:func:`with_sink`) adds one special token with the id right after the vocabulary
+(``sink_id = vocab_size``, so ``vocab_size`` grows by one). Encoding never produces it: it exists
+only in the wrapper (the backend's vocabulary is untouched, and ``encode_batch`` calls the same
+backend), so text that spells ``<|sink|>`` encodes to ordinary ids. The sink changes the recorded
+identity: ``name`` gains ``+sink``, ``sha256`` = sha256 of (base sha256, token, id), and ``info``
+carries ``sink_token``, ``sink_id`` and ``base_sha256`` (the vocabulary that counted the tokens),
+so no manifest check lets a pack with a sink meet a mixture, export or checkpoint without one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -80,10 +90,13 @@ class Tokenizer:
     eos_id: int
     _backend: Any
     _kind: str
+    sink_token: str | None = None
+    sink_id: int | None = None
+    base_sha256: str | None = None
 
     @property
     def info(self) -> dict:
-        return {
+        info = {
             "name": self.name,
             "path": self.path,
             "sha256": self.sha256,
@@ -91,6 +104,9 @@ class Tokenizer:
             "eos_id": self.eos_id,
             "dtype": token_dtype(self.vocab_size),
         }
+        if self.sink_id is not None:
+            info.update(sink_token=self.sink_token, sink_id=self.sink_id, base_sha256=self.base_sha256)
+        return info
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         if self._kind == "tiktoken":
@@ -179,13 +195,29 @@ def _load_tiktoken(path: Path, pattern: str | None) -> Tokenizer:
     )
 
 
+def with_sink(tok: Tokenizer, sink_token: str) -> Tokenizer:
+    """``tok`` plus the attention-sink special token ``sink_token`` at id ``tok.vocab_size``
+    (module docstring); the identity (name, sha256) changes, encoding does not."""
+    if not isinstance(sink_token, str) or not sink_token.strip():
+        raise InputError(f"the sink token must be a non-empty string such as '<|sink|>', got {sink_token!r}")
+    if tok.sink_id is not None:
+        raise InputError(f"tokenizer {tok.name} already has the sink token {tok.sink_token!r}")
+    sink_id = tok.vocab_size
+    digest = hashlib.sha256(f"{tok.sha256}\nsink:{sink_token}:{sink_id}".encode()).hexdigest()
+    return dataclasses.replace(tok, name=f"{tok.name}+sink", sha256=digest, vocab_size=sink_id + 1,
+                               sink_token=sink_token, sink_id=sink_id, base_sha256=tok.sha256)
+
+
 @functools.lru_cache(maxsize=8)
-def load_tokenizer(path: str = "default", pattern: str | None = None) -> Tokenizer:
-    """Load a tokenizer from ``default`` or a local file; cached per process.
+def load_tokenizer(path: str = "default", pattern: str | None = None, sink_token: str | None = None) -> Tokenizer:
+    """Load a tokenizer from ``default`` or a local file; cached per process. ``sink_token``: add the
+    attention-sink special token (:func:`with_sink`).
 
     Raises :class:`InputError` naming the path and the fix when the file is missing or unreadable.
     Hub names are never looked up: a string that is not ``default`` must be an existing file.
     """
+    if sink_token is not None:
+        return with_sink(load_tokenizer(path, pattern), sink_token)
     if path in ("default", "gpt2", "", None):
         return _load_default()
     file = Path(path).expanduser()

@@ -9,7 +9,11 @@ Layout of a pack folder (written by the ``pack`` stage, read by exporters and th
       spans/<source>/part-NNNNN.parquet     window_id, doc, start, end, doc_offset (see retrieval.pack)
                                             of the same windows, sorted by (window_id, start)
       _manifest.json                        ... "windows": {seq_len, plus_one, window_tokens, tokenizer,
-                                            sources: {name: {n_windows, n_tokens, files, dropped_tokens}}}
+                                            [sink_id,] sources: {name: {n_windows, n_tokens, files,
+                                            dropped_tokens}}}
+
+With an attention-sink token (``order.sink_token``) token 0 of every window is ``sink_id`` (also in
+the tokenizer block, whose vocab_size counts it); the spans start at offset 1.
 
 ``window_id`` runs 0..W-1 per source in the (already shuffled) output order. F (windows per file,
 :func:`file_windows`) is a function of the window width and ``order.pack_file_windows`` only, so
@@ -48,6 +52,12 @@ class WindowsInfo:
     @property
     def dtype(self) -> np.dtype:
         return np.dtype(self.tokenizer.get("dtype", "uint32"))
+
+    @property
+    def sink_id(self) -> int | None:
+        """The attention-sink token at position 0 of every window, or None."""
+        sink = self.tokenizer.get("sink_id")
+        return None if sink is None else int(sink)
 
 
 def windows_info(pack_dir: str | Path) -> WindowsInfo:
@@ -204,8 +214,11 @@ def write_windows_files(root: Path, source: str, windows: np.ndarray, spans: pa.
 
 
 def windows_section(seq_len: int, plus_one: bool, tokenizer: Mapping, per_source: Mapping[str, dict]) -> dict:
-    return {"seq_len": int(seq_len), "plus_one": bool(plus_one), "window_tokens": int(seq_len) + int(plus_one),
-            "tokenizer": dict(tokenizer), "sources": {k: dict(v) for k, v in sorted(per_source.items())}}
+    section = {"seq_len": int(seq_len), "plus_one": bool(plus_one), "window_tokens": int(seq_len) + int(plus_one),
+               "tokenizer": dict(tokenizer), "sources": {k: dict(v) for k, v in sorted(per_source.items())}}
+    if tokenizer.get("sink_id") is not None:
+        section["sink_id"] = int(tokenizer["sink_id"])
+    return section
 
 
 def write_pack_artifact(

@@ -13,7 +13,8 @@ of metadata per partition and per output file, never per document or window:
 2. **Prefix sums on the driver.** Stream offset of each partition = sum of the earlier ones' tokens
    plus one EOS per document; the total fixes W, the dropped tail, and for each partition the
    stream windows that *start* in it, ``[ceil(base/S), ceil(end/S))``, and the following partitions
-   that hold its spill (at most S + 1 tokens, so a bounded list).
+   that hold its spill (at most S + 1 tokens, so a bounded list). With an attention-sink token the
+   stream advances S - 1 tokens a window and each cut window gets the sink in front.
 3. **Cut and write.** One task per partition loads its shard and the spill shards and calls
    :func:`mixweave.retrieval.pack.cut_windows` (the in-process pack's own core) for its windows;
    each window's output row is :func:`~mixweave.retrieval.pack.shuffled_rows` of its stream index
@@ -85,17 +86,19 @@ def plan_text_units(docs_files: list[Path]) -> list[dict]:
     return units
 
 
-def plan_cuts(counts: dict[int, tuple[int, int]], n_parts: int, *, seq_len: int, plus_one: bool) -> tuple[list[dict], dict]:
+def plan_cuts(counts: dict[int, tuple[int, int]], n_parts: int, *, seq_len: int, plus_one: bool,
+              sink: bool = False) -> tuple[list[dict], dict]:
     """Prefix sums over the partitions' ``(n_docs, n_tokens)``: the windows each partition cuts
-    (those starting in its stream range) and the partitions that hold their spill."""
-    from ..retrieval.pack import n_stream_windows
+    (those starting in its stream range) and the partitions that hold their spill. ``sink``: every
+    window is a sink token + S - 1 stream tokens, so the stream advances S - 1 a window."""
+    from ..retrieval.pack import n_stream_windows, stream_step
 
-    S, extra = int(seq_len), int(bool(plus_one))
+    S, extra = stream_step(seq_len, sink), int(bool(plus_one))
     seg = np.array([counts.get(p, (0, 0))[0] + counts.get(p, (0, 0))[1] for p in range(n_parts)], np.int64)
     base = np.zeros(n_parts + 1, np.int64)
     np.cumsum(seg, out=base[1:])
     total = int(base[-1])
-    n_win = n_stream_windows(total, S, bool(extra))
+    n_win = n_stream_windows(total, S, bool(extra))  # S is already the stream step here
     cuts = []
     for p in range(n_parts):
         lo = -(-int(base[p]) // S)
@@ -183,7 +186,7 @@ def _tokenize_parts(work: str, tokenizer_path: str, tokenizer_pattern: str | Non
 
 
 def _cut_parts(work: str, seq_len: int, plus_one: bool, eos_id: int, dtype: str, n_windows: int, shuffle: bool,
-               seed: int, per_file: int):
+               seed: int, per_file: int, sink_id: int | None = None):
     """mapInArrow: each partition's windows (those starting in it) and their spans, as ROW_SCHEMA rows."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -198,7 +201,8 @@ def _cut_parts(work: str, seq_len: int, plus_one: bool, eos_id: int, dtype: str,
                 starts = np.zeros(lengths.size, np.int64)
                 np.cumsum(lengths[:-1], out=starts[1:])
                 cut = cut_windows(flat, starts, lengths, stream_base=row["base"], lo=row["lo"], hi=row["hi"],
-                                  seq_len=seq_len, plus_one=plus_one, eos_id=eos_id, dtype=np.dtype(dtype))
+                                  seq_len=seq_len, plus_one=plus_one, eos_id=eos_id, dtype=np.dtype(dtype),
+                                  sink_id=sink_id)
                 stream_ids = np.arange(cut.lo, cut.hi, dtype=np.int64)
                 out_rows = shuffled_rows(stream_ids, n_windows, seed) if shuffle else stream_ids
                 nw, width = cut.windows.shape
@@ -264,11 +268,12 @@ def _write_blocks(out_root: str, source: str, per_file: int, dtype: str, width: 
 def run_spark_pack(spark, *, source: str, order_paths: list[Path], docs_files: list[Path], out_root: Path,
                    work_dir: Path, tokenizer_path: str, tokenizer_pattern: str | None, eos_id: int, dtype: str,
                    seq_len: int, plus_one: bool, shuffle: bool, seed: int, part_docs: int, per_file: int,
-                   n_tasks: int | None = None) -> dict:
+                   n_tasks: int | None = None, sink_id: int | None = None) -> dict:
     """Pack one source with Spark (module docstring) into ``out_root`` (the pack stage's folder):
     ``windows/<source>/part-*.parquet`` and ``spans/<source>/part-*.parquet``, the same files as
     the in-process pack with ``per_file`` windows per file. ``work_dir`` (executor-readable, removed
-    afterwards) holds the token shards and the cut windows. Returns the per-source summary
+    afterwards) holds the token shards and the cut windows. ``sink_id``: every window starts with
+    this attention-sink token (:mod:`mixweave.retrieval.pack`). Returns the per-source summary
     (n_windows, stream_tokens, dropped_tokens, n_docs, files, partitions, timings)."""
     from ..data.progress import spark_progress
     from ..data.windows import file_windows, window_file_name, write_window_block
@@ -301,12 +306,13 @@ def run_spark_pack(spark, *, source: str, order_paths: list[Path], docs_files: l
                 if missing:
                     raise RuntimeError(f"pack: partitions {missing[:5]} of {source} found none of their documents' texts")
             t_tok = time.perf_counter()
-            cuts, summary = plan_cuts(counts, len(parts), seq_len=seq_len, plus_one=plus_one)
+            cuts, summary = plan_cuts(counts, len(parts), seq_len=seq_len, plus_one=plus_one, sink=sink_id is not None)
             n_win = summary["n_windows"]
             n_files = max(1, math.ceil(n_win / per_file))
             if n_win:  # cut per partition, shuffle the rows to their output files, write each file
                 written = _frame(spark, cuts, CUT_SCHEMA).repartition(max(1, min(len(cuts), tasks))) \
-                    .mapInArrow(_cut_parts(str(work), seq_len, plus_one, eos_id, dtype, n_win, shuffle, seed, per_file),
+                    .mapInArrow(_cut_parts(str(work), seq_len, plus_one, eos_id, dtype, n_win, shuffle, seed, per_file,
+                                           sink_id),
                                 spark_schema(ROW_SCHEMA)) \
                     .repartition(max(1, min(n_files, tasks)), "block") \
                     .sortWithinPartitions("block", "kind", "window_id", "start") \

@@ -12,6 +12,14 @@ overlapping by one token (W = (T-1) // S). This is what Megatron-LM's GPTDataset
 read: inputs ``window[:-1]``, labels ``window[1:]``, every stream token is a label exactly once.
 The tail that does not fill a window is dropped and reported (``dropped_tokens`` < S).
 
+Attention sink (``sink_id``, StreamingLLM). Every window starts with the sink token and holds
+S - 1 stream tokens after it: ``plus_one=False``: window w is ``[sink] + stream[w*(S-1) :
+(w+1)*(S-1)]`` (S tokens; W = T // (S-1)); ``plus_one=True``: ``[sink] + stream[w*(S-1) : w*(S-1)
++ S]`` (S+1 tokens, the stream parts overlapping by one; W = (T-1) // (S-1)). So the window width
+(S or S+1) is unchanged, the stream advances S-1 tokens a window, every stream token is still a
+label exactly once (with plus_one), and the sink is never a label inside the window. Spans cover
+positions 1.. (the sink belongs to no document), so every window metric excludes it.
+
 Shuffle. Windows (not documents) are shuffled with ``seed``, so related documents stay together
 inside a window while adjacent windows are unrelated (the ICP README's diversity warning).
 The permutation is a seeded Feistel network on ``ceil(log2 W)`` bits with cycle walking
@@ -67,6 +75,7 @@ class PackedWindows:
     n_docs: int
     stream_tokens: int  # documents + one EOS each
     dropped_tokens: int  # stream tokens in no window (the tail)
+    sink_id: int | None = None  # the attention-sink token at position 0 of every window
 
     @property
     def n_windows(self) -> int:
@@ -82,6 +91,7 @@ class PackedWindows:
             "stream_tokens": self.stream_tokens,
             "dropped_tokens": self.dropped_tokens,
             "docs_split_across_windows": int((np.unique(self.span_doc, return_counts=True)[1] > 1).sum()),
+            "sink_id": self.sink_id,
         }
 
 
@@ -148,10 +158,18 @@ def shuffled_rows(windows: np.ndarray, n_windows: int, seed: int) -> np.ndarray:
     return out.astype(np.int64)
 
 
-def n_stream_windows(stream_tokens: int, seq_len: int, plus_one: bool) -> int:
+def stream_step(seq_len: int, sink: bool) -> int:
+    """Stream tokens a window advances: S, or S - 1 when every window starts with a sink token."""
+    step = int(seq_len) - int(bool(sink))
+    if step < 1:
+        raise ConfigError(f"seq_len {seq_len} leaves no stream token after the sink; use seq_len >= 2")
+    return step
+
+
+def n_stream_windows(stream_tokens: int, seq_len: int, plus_one: bool, sink: bool = False) -> int:
     """Windows cut from a stream of ``stream_tokens`` tokens (the tail that does not fill one is dropped)."""
-    extra = int(bool(plus_one))
-    return (int(stream_tokens) - extra) // int(seq_len) if stream_tokens >= seq_len + extra else 0
+    extra, step = int(bool(plus_one)), stream_step(seq_len, sink)
+    return (int(stream_tokens) - extra) // step if stream_tokens >= step + extra else 0
 
 
 @dataclass(frozen=True)
@@ -171,14 +189,27 @@ class WindowRange:
 
 
 def cut_windows(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, *, stream_base: int, lo: int, hi: int,
-                seq_len: int, plus_one: bool, eos_id: int, dtype: np.dtype) -> WindowRange:
+                seq_len: int, plus_one: bool, eos_id: int, dtype: np.dtype, sink_id: int | None = None) -> WindowRange:
     """Stream windows ``[lo, hi)`` and their spans from consecutive stream documents (the core).
 
     Document j (in stream order) is ``flat[starts[j]:starts[j] + lengths[j]]`` followed by one EOS;
     the first one begins at stream position ``stream_base``. The documents must cover the windows:
     ``stream_base <= lo * S`` and the last window's last token (``(hi-1) * S + width - 1``) inside
     them. Spans: every (window, document) overlap with offsets as in the module docstring.
+    ``sink_id``: windows are the sink + S - 1 stream tokens (module docstring); the coverage
+    condition and stream positions then use S - 1 in place of S, and span offsets count the sink.
     Cost O(tokens from stream_base to the end of window hi - 1)."""
+    if sink_id is not None:
+        step = stream_step(seq_len, True)
+        cut = cut_windows(flat, starts, lengths, stream_base=stream_base, lo=lo, hi=hi, seq_len=step,
+                          plus_one=plus_one, eos_id=eos_id, dtype=dtype)
+        windows = np.empty((cut.windows.shape[0], cut.windows.shape[1] + 1), dtype)
+        windows[:, 0] = sink_id
+        windows[:, 1:] = cut.windows
+        windows.flags.writeable = False
+        return WindowRange(lo=cut.lo, hi=cut.hi, windows=windows, stream=cut.stream, span_window=cut.span_window,
+                           span_seg=cut.span_seg, span_start=cut.span_start + 1, span_end=cut.span_end + 1,
+                           span_doc_offset=cut.span_doc_offset)
     S, extra = int(seq_len), int(bool(plus_one))
     width = S + extra
     lo, hi = int(lo), max(int(lo), int(hi))
@@ -233,12 +264,13 @@ def _as_flat(tokens, offsets) -> tuple[np.ndarray, np.ndarray]:
     return flat, offsets
 
 
-def _check_dtype(dtype, flat: np.ndarray, eos_id: int) -> np.dtype:
+def _check_dtype(dtype, flat: np.ndarray, eos_id: int, sink_id: int | None = None) -> np.dtype:
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.int32), np.dtype(np.uint16)):
         raise ConfigError(f"window dtype must be int32 or uint16, got {dtype}")
-    hi = max(int(flat.max(initial=0)), eos_id)
-    lo = min(int(flat.min(initial=0)), eos_id)
+    special = [eos_id] + ([] if sink_id is None else [int(sink_id)])
+    hi = max(int(flat.max(initial=0)), *special)
+    lo = min(int(flat.min(initial=0)), *special)
     if lo < 0:
         raise InputError(f"token ids must be >= 0 (found {lo})")
     if hi > np.iinfo(dtype).max:
@@ -257,6 +289,7 @@ def pack_windows(
     shuffle: bool = True,
     seed: int = 0,
     dtype: np.dtype | type = np.int32,
+    sink_id: int | None = None,
 ) -> PackedWindows:
     """Concatenate documents along ``order`` with EOS after each, cut windows of exactly
     ``seq_len`` (or ``seq_len + 1`` overlapping, with ``plus_one``) tokens, drop the tail, shuffle
@@ -264,28 +297,31 @@ def pack_windows(
 
     ``tokens``: one token sequence per document, or a flat array with ``offsets`` (length
     n_docs + 1; document i is ``tokens[offsets[i]:offsets[i+1]]``). ``order``: document indices
-    (a permutation or a subset such as the deduplicated path).
+    (a permutation or a subset such as the deduplicated path). ``sink_id``: every window starts
+    with this token and holds ``seq_len - 1`` stream tokens after it (module docstring).
     """
     if not isinstance(seq_len, (int, np.integer)) or seq_len < 1:
         raise ConfigError(f"seq_len must be a positive integer, got {seq_len!r}")
     flat, offsets = _as_flat(tokens, offsets)
     n_docs = offsets.size - 1
-    dtype = _check_dtype(dtype, flat, int(eos_id))
+    dtype = _check_dtype(dtype, flat, int(eos_id), sink_id)
+    sink = sink_id is not None
     order = np.asarray(order, dtype=np.int64).reshape(-1)
     if order.size and (order.min() < 0 or order.max() >= n_docs):
         raise InputError(f"order refers to documents outside 0..{n_docs - 1}")
 
     S, extra = int(seq_len), int(bool(plus_one))
+    step = stream_step(S, sink)
     doc_len = np.diff(offsets)[order]
     total = int(doc_len.sum()) + int(order.size)  # + one EOS per document
-    n_win = n_stream_windows(total, S, bool(extra))
-    used = n_win * S + extra if n_win else 0
+    n_win = n_stream_windows(total, S, bool(extra), sink)
+    used = n_win * step + extra if n_win else 0
     cut = cut_windows(flat, offsets[:-1][order], doc_len, stream_base=0, lo=0, hi=n_win, seq_len=S,
-                      plus_one=bool(extra), eos_id=int(eos_id), dtype=dtype)
+                      plus_one=bool(extra), eos_id=int(eos_id), dtype=dtype, sink_id=sink_id)
     rows = shuffled_rows(np.arange(n_win), n_win, seed) if shuffle else np.arange(n_win, dtype=np.int64)
     perm = np.empty(n_win, np.int64)
     perm[rows] = np.arange(n_win)
-    if shuffle or extra:
+    if shuffle or extra or sink:
         windows = cut.windows[perm]  # one copy, in output order
     else:
         windows = cut.stream.reshape(n_win, S)  # no copy
@@ -305,6 +341,7 @@ def pack_windows(
         n_docs=int(order.size),
         stream_tokens=total,
         dropped_tokens=total - used,
+        sink_id=None if sink_id is None else int(sink_id),
     )
     log.info("pack: %d docs, %d tokens -> %d windows of %d, dropped %d tail tokens",
              order.size, total, n_win, S + extra, total - used)

@@ -69,6 +69,8 @@ def mix_stats(ctx: StageContext) -> tuple[dict, dict | None, dict | None, int]:
     order = {"method": "icp", "windows": os.path.relpath(ctx.artifact("pack"), ctx.artifact("mix"))}
     window = {"tokens": info.window_tokens, "doc_separator": "eos",
               "labels": "extra_token" if info.plus_one else "shift_within_window"}
+    if info.sink_id is not None:  # the pack's tokenizer (with its attention-sink token) is the mixture's
+        packed["tokenizer"], window["sink_id"] = dict(info.tokenizer), info.sink_id
     return packed, order, window, info.seq_len
 
 

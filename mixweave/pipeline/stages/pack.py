@@ -5,7 +5,9 @@ Sources with at least ``order.distributed_min_docs`` documents are packed by Spa
 partition, exact window boundaries from prefix sums of per-partition token counts); smaller ones in
 this process. Both write the same files byte for byte (``path`` in the manifest says which ran). The
 Spark path's window metrics come from a sample of windows (``sampled: true`` in metrics.json) so
-that no whole-source array is loaded."""
+that no whole-source array is loaded. ``order.sink_token`` puts an attention-sink token at the start
+of every window on both paths (:mod:`mixweave.retrieval.pack`); its id is in the manifest's windows
+section and tokenizer, and the window metrics (computed from spans) never count it."""
 
 from __future__ import annotations
 
@@ -46,8 +48,9 @@ def run_pack_stage(ctx: StageContext, tmp: Path) -> StageResult:
     ingest_dir, order_dir = ctx.artifact("ingest"), ctx.artifact("order")
     ingest_manifest = require_manifest(ingest_dir, "ingest")
     sources = require_manifest(order_dir, "order")["order"]
-    tokenizer = load_tokenizer(ctx.config.tokenizer.path, ctx.config.tokenizer.pattern)
-    if tokenizer.info["sha256"] != ingest_manifest["tokenizer"]["sha256"]:
+    tokenizer = load_tokenizer(ctx.config.tokenizer.path, ctx.config.tokenizer.pattern, o.sink_token)
+    sink_id = tokenizer.sink_id  # None without order.sink_token
+    if (tokenizer.base_sha256 or tokenizer.sha256) != ingest_manifest["tokenizer"]["sha256"]:
         raise ConfigError("the tokenizer changed since ingest; re-run ingest (mixweave run --force --stage ingest)")
     dtype = np.dtype(tokenizer.info["dtype"])
     per_file = file_windows(o.seq_len + int(o.plus_one), o.pack_file_windows)
@@ -64,7 +67,7 @@ def run_pack_stage(ctx: StageContext, tmp: Path) -> StageResult:
                     docs_files=docs_files_by_source(ingest_dir)[source], out_root=tmp, work_dir=tmp / f".{source}-pack",
                     tokenizer_path=ctx.config.tokenizer.path, tokenizer_pattern=ctx.config.tokenizer.pattern,
                     eos_id=tokenizer.eos_id, dtype=str(dtype), seq_len=o.seq_len, plus_one=o.plus_one,
-                    shuffle=o.shuffle, seed=seed, part_docs=o.shard_rows, per_file=per_file)
+                    shuffle=o.shuffle, seed=seed, part_docs=o.shard_rows, per_file=per_file, sink_id=sink_id)
                 n_windows, files, n_docs = res["n_windows"], res["files"], res["n_docs"]
                 dropped, stream_tokens, path = res["dropped_tokens"], res["stream_tokens"], "spark"
                 metrics = sampled_window_quality(ctx, source, tmp, n_windows, per_file)
@@ -73,7 +76,7 @@ def run_pack_stage(ctx: StageContext, tmp: Path) -> StageResult:
                 texts = read_source_texts(ingest_dir, source)
                 tokens = tokenizer.encode_batch([texts[i] for i in order]) if order.size else []
                 packed = pack_windows(tokens, np.arange(len(tokens)), seq_len=o.seq_len, eos_id=tokenizer.eos_id,
-                                      plus_one=o.plus_one, shuffle=o.shuffle, seed=seed, dtype=dtype)
+                                      plus_one=o.plus_one, shuffle=o.shuffle, seed=seed, dtype=dtype, sink_id=sink_id)
                 spans = spans_table(packed)
                 # spans refer to positions in the ordered list; map them back to the source's document index
                 doc_index = pa.array(order[np.asarray(spans.column("doc").to_numpy())], pa.int64()) if len(spans) else pa.array([], pa.int64())
@@ -183,7 +186,14 @@ def window_quality(ctx: StageContext, source: str, order: np.ndarray, packed) ->
     return finite_metrics(metrics)
 
 
-STAGE = Stage("pack", ("ingest", "order", "knn", "dedup", "embed"), 1,
-              lambda c: {"seq_len": c.order.seq_len, "plus_one": c.order.plus_one, "shuffle": c.order.shuffle,
-                         "seed": c.seed, "tokenizer": to_plain(c.tokenizer), "file_windows": c.order.pack_file_windows},
+def _pack_settings(c) -> dict:
+    """The settings the pack depends on (the sink only when set, so packs without one keep their fingerprint)."""
+    settings = {"seq_len": c.order.seq_len, "plus_one": c.order.plus_one, "shuffle": c.order.shuffle,
+                "seed": c.seed, "tokenizer": to_plain(c.tokenizer), "file_windows": c.order.pack_file_windows}
+    if c.order.sink_token is not None:
+        settings["sink_token"] = c.order.sink_token
+    return settings
+
+
+STAGE = Stage("pack", ("ingest", "order", "knn", "dedup", "embed"), 1, _pack_settings,
               run_pack_stage, enabled=lambda c: c.order is not None, describe="EOS-joined stream cut into exact windows")
