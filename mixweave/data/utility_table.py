@@ -1,4 +1,4 @@
-"""The utility table: per-source, per-benchmark scores (and optional standard deviations).
+"""The utility table: per-source, per-benchmark scores, with their optional uncertainty.
 
 The utility stage (:mod:`mixweave.utility`) writes it; the mixers, the report and ``mixweave utility
 --method table`` read it here, so none of them imports another.
@@ -7,11 +7,18 @@ Accepted forms, all turned into a :class:`UtilityTable`:
 
 - a mapping ``{source: {benchmark: score}}`` (plus an optional std mapping of the same shape);
 - a pandas DataFrame in *wide* form (index = source, one column per benchmark) or *long* form
-  (columns ``source``, ``benchmark``, ``score`` or ``mean``, optional ``std``);
+  (columns ``source``, ``benchmark``, ``score`` or ``mean``, optional ``std``, ``se``, ``ci_low``,
+  ``ci_high``, ``n``);
 - a file read by :func:`read_utility_table` (parquet or csv, long or wide).
 
-Missing cells, NaN/inf scores, negative std and duplicate (source, benchmark) rows raise InputError
-naming them.
+Two spreads, not to be confused: ``std`` is the per-document (per-example, per-seed) spread of the
+scores; ``se`` is the standard error of each mean, the uncertainty of the estimate. A long table
+without ``se`` (written before it existed) gets ``se = std / sqrt(n)`` when it has ``std`` and
+``n > 0`` everywhere; otherwise ``se`` is absent, and a log line says so.
+
+Missing cells, NaN/inf scores or std, negative std/se and duplicate (source, benchmark) rows raise
+InputError naming them. Optional columns (``se``, ``ci_low``/``ci_high``, ``n``) that are unknown
+(NaN) in some cell are dropped whole, with a log line.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +37,34 @@ from mixweave.errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
 
+OPTIONAL = ("std", "se", "ci_low", "ci_high", "n")
+"""The optional per-cell arrays of a :class:`UtilityTable`, each ``[k, m]`` or None."""
+
+
 @dataclass(frozen=True)
 class UtilityTable:
-    """Scores ``[k sources, m benchmarks]``, with an optional std table of the same shape."""
+    """Scores ``[k sources, m benchmarks]``, with optional arrays of the same shape: ``std`` (the
+    per-document spread), ``se`` (standard error of the mean), ``ci_low``/``ci_high`` (the
+    interval of the mean, e.g. the bootstrap's) and ``n`` (documents behind each mean)."""
 
     sources: tuple[str, ...]
     benchmarks: tuple[str, ...]
     scores: np.ndarray
     std: np.ndarray | None = None
+    se: np.ndarray | None = None
+    ci_low: np.ndarray | None = None
+    ci_high: np.ndarray | None = None
+    n: np.ndarray | None = None
+
+    def interval(self, z: float = 1.96) -> tuple[np.ndarray, np.ndarray, str] | None:
+        """The confidence interval of each mean, ``(low, high, kind)``: the table's own interval
+        (``kind`` 'ci', e.g. a percentile bootstrap) when it has one, else ``mean +- z * se``
+        (``kind`` 'se'); None when neither is known (a std alone says nothing about the mean)."""
+        if self.ci_low is not None and self.ci_high is not None:
+            return self.ci_low, self.ci_high, "ci"
+        if self.se is not None:
+            return self.scores - z * self.se, self.scores + z * self.se, "se"
+        return None
 
     def aligned(self, names: Sequence[str]) -> UtilityTable:
         """The rows for ``names``, in that order. Missing sources raise; extra ones are dropped."""
@@ -49,8 +76,8 @@ class UtilityTable:
         if extra:
             logger.warning("utility table: ignoring sources not in the mixture: %s", name_list(extra))
         rows = [self.sources.index(n) for n in names]
-        return UtilityTable(tuple(names), self.benchmarks, self.scores[rows],
-                            None if self.std is None else self.std[rows])
+        extra = {k: None if getattr(self, k) is None else getattr(self, k)[rows] for k in OPTIONAL}
+        return UtilityTable(tuple(names), self.benchmarks, self.scores[rows], **extra)
 
     def as_dict(self) -> dict[str, dict[str, float]]:
         """``{source: {benchmark: score}}`` with raw (unnormalised) scores."""
@@ -69,9 +96,44 @@ def _check_finite(table: UtilityTable, what: str = "scores") -> None:
         if bad:
             raise InputError(f"utility {label} is missing, NaN or infinite for {name_list(bad)} "
                              "(source/benchmark); re-run the utility stage for them or drop them")
-    if table.std is not None and np.any(table.std < 0):
-        bad = [f"{table.sources[i]}/{table.benchmarks[j]}" for i, j in zip(*np.nonzero(table.std < 0))]
-        raise InputError(f"utility std is negative for {name_list(bad)} (source/benchmark)")
+    for label in ("std", "se"):
+        arr = getattr(table, label)
+        if arr is not None and np.any(arr < 0):
+            bad = [f"{table.sources[i]}/{table.benchmarks[j]}" for i, j in zip(*np.nonzero(arr < 0))]
+            raise InputError(f"utility {label} is negative for {name_list(bad)} (source/benchmark)")
+
+
+def _drop_unknown(table: UtilityTable) -> UtilityTable:
+    """Optional arrays (se, ci_low/ci_high, n) with a NaN/inf cell dropped whole, with a log line:
+    an unknown uncertainty is absent, never half-known."""
+    drop = {}
+    if table.std is not None and not np.any(np.isfinite(table.std)):
+        logger.info("utility table: std is unknown (NaN) in every cell; ignoring the std column")
+        drop["std"] = None
+    for label in ("se", "ci_low", "ci_high", "n"):
+        arr = getattr(table, label)
+        if arr is not None and not np.all(np.isfinite(arr)):
+            bad = [f"{table.sources[i]}/{table.benchmarks[j]}" for i, j in zip(*np.nonzero(~np.isfinite(arr)))]
+            logger.info("utility table: %s is unknown for %s (source/benchmark); ignoring the %s column",
+                        label, name_list(bad), label)
+            drop[label] = None
+    if "ci_low" in drop or "ci_high" in drop:
+        drop.update(ci_low=None, ci_high=None)
+    return replace(table, **drop) if drop else table
+
+
+def _with_derived_se(table: UtilityTable, label: str) -> UtilityTable:
+    """``se = std / sqrt(n)`` for a table without ``se`` (one written before the column existed)."""
+    if table.se is not None:
+        return table
+    if table.std is not None and table.n is not None and np.all(table.n > 0):
+        logger.info("%s table has no 'se' column: using se = std / sqrt(n)", label)
+        return replace(table, se=table.std / np.sqrt(table.n))
+    logger.info("%s table has no 'se' column%s: the standard error of its means is unknown (risk='se' "
+                "is unavailable; UtiliMax falls back to risk='%s')", label,
+                "" if table.std is None else " and no n > 0 to derive it from std",
+                "diagonal" if table.std is not None else "identity")
+    return table
 
 
 def _from_mapping(scores: Mapping[str, Mapping[str, Any]], label: str = "utility") -> UtilityTable:
@@ -99,7 +161,7 @@ def _from_mapping(scores: Mapping[str, Mapping[str, Any]], label: str = "utility
     return UtilityTable(sources, tuple(benchmarks), values)
 
 
-def _long_frame_to_mappings(df: Any) -> tuple[dict, dict | None]:
+def _long_frame_to_mappings(df: Any) -> tuple[dict, dict[str, dict]]:
     score_col = "score" if "score" in df.columns else "mean" if "mean" in df.columns else None
     if score_col is None:
         raise InputError("a long utility table needs a 'score' (or 'mean') column next to "
@@ -110,13 +172,13 @@ def _long_frame_to_mappings(df: Any) -> tuple[dict, dict | None]:
         raise InputError(f"the utility table has duplicate rows for {name_list(pairs)} "
                          "(source/benchmark); aggregate them first (e.g. mean over documents)")
     scores: dict[str, dict[str, Any]] = {}
-    std: dict[str, dict[str, Any]] | None = {} if "std" in df.columns else None
+    extra: dict[str, dict[str, dict[str, Any]]] = {c: {} for c in OPTIONAL if c in df.columns}
     for rec in df.to_dict("records"):
         s, b = str(rec["source"]), str(rec["benchmark"])
         scores.setdefault(s, {})[b] = rec[score_col]
-        if std is not None:
-            std.setdefault(s, {})[b] = rec["std"]
-    return scores, std
+        for c, values in extra.items():
+            values.setdefault(s, {})[b] = rec[c]
+    return scores, extra
 
 
 def _wide_frame_to_mapping(df: Any) -> dict:
@@ -132,11 +194,14 @@ def _wide_frame_to_mapping(df: Any) -> dict:
 
 def _frame_to_table(df: Any, label: str) -> UtilityTable:
     if {"source", "benchmark"} <= set(map(str, df.columns)):
-        scores, std = _long_frame_to_mappings(df)
+        scores, extra = _long_frame_to_mappings(df)
         table = _from_mapping(scores, label)
-        if std is not None:
-            table = _with_std(table, _from_mapping(std, f"{label} std"))
-        return table
+        if "std" in extra:
+            table = _with_std(table, _from_mapping(extra["std"], f"{label} std"))
+        # the other optional columns come from the same rows, so every cell exists
+        more = {c: _from_mapping(v, f"{label} {c}").scores for c, v in extra.items() if c != "std"}
+        table = _drop_unknown(replace(table, **more))
+        return _with_derived_se(table, label)
     return _from_mapping(_wide_frame_to_mapping(df), label)
 
 
@@ -159,7 +224,7 @@ def _with_std(table: UtilityTable, std: UtilityTable) -> UtilityTable:
                          "give a std for every score or leave the std table out")
     rows = [std.sources.index(s) for s in table.sources]
     cols = [std.benchmarks.index(b) for b in table.benchmarks]
-    return UtilityTable(table.sources, table.benchmarks, table.scores, std.scores[np.ix_(rows, cols)])
+    return replace(table, std=std.scores[np.ix_(rows, cols)])
 
 
 def coerce_utility(utility: Any, utility_std: Any = None) -> UtilityTable:
@@ -177,7 +242,8 @@ def coerce_utility(utility: Any, utility_std: Any = None) -> UtilityTable:
 def read_utility_table(path: str | Path) -> UtilityTable:
     """Read a utility table from parquet or csv.
 
-    Long form: columns ``source``, ``benchmark``, ``score`` (or ``mean``), optional ``std``.
+    Long form: columns ``source``, ``benchmark``, ``score`` (or ``mean``), optional ``std``, ``se``,
+    ``ci_low``/``ci_high``, ``n`` (``se`` derived from ``std`` and ``n`` when absent).
     Wide form: a ``source`` column (or the first column) and one column per benchmark.
     """
     import pandas as pd

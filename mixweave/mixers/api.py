@@ -124,16 +124,20 @@ def _run_unimax(req: _Request, params: dict[str, Any]) -> _Outcome:
 
 
 def _utility_settings(req: _Request, params: dict[str, Any], method: str):
-    """Shared parameter handling of the utility-based methods: defaults logged, values checked."""
+    """Shared parameter handling of the utility-based methods: defaults logged, values checked, and
+    every value used (defaults included, named in ``defaulted``) returned for mixture.json, with the
+    per-source diagonal of Sigma in the normalised units (``risk_diagonal``)."""
     from mixweave.mixers.convex import default_solver
 
     if params.get("utility") is None:
         raise ConfigError(f"method {method!r} needs a utility table (source x benchmark scores); "
                           "run the utility stage or pass utility=...")
     table = coerce_utility(params["utility"], params.get("utility_std")).aligned(req.names)
+    defaulted = []
     lam = params.get("lam")
     if lam is None:
         lam = DEFAULT_LAM
+        defaulted.append("lam")
         logger.info("%s: lam not set, using %g (the paper's value is unknown; lam='n' uses the "
                     "number of sources, as DataMixer does)", method, lam)
     elif lam == "n":
@@ -142,17 +146,21 @@ def _utility_settings(req: _Request, params: dict[str, Any], method: str):
         raise ConfigError(f"{method}: lam must be a finite number >= 0 or 'n', got {lam!r}")
     risk = params.get("risk")
     if risk is None:
-        risk = "diagonal" if table.std is not None else "identity"
-        logger.info("%s: risk not set, using Sigma=%s", method, risk)
+        risk = "se" if table.se is not None else "diagonal" if table.std is not None else "identity"
+        defaulted.append("risk")
+        logger.info("%s: risk not set, using Sigma=%s%s", method, risk, "" if risk == "se" else
+                    " (the table has no standard errors of its means)")
     normalize = params.get("normalize")
     if normalize is None:
         normalize = "minmax"
+        defaulted.append("normalize")
         logger.info("%s: normalize not set, using per-benchmark min-max (best source = 1)", method)
     solver = params.get("solver") or default_solver()
     utility, scale = normalize_utility(table.scores, normalize)
     diag = risk_diagonal(table, scale, risk)
     settings = {"lam": float(lam), "risk": risk, "normalize": normalize,
-                "benchmarks": list(table.benchmarks)}
+                "benchmarks": list(table.benchmarks), "defaulted": defaulted,
+                "risk_diagonal": {n: float(d) for n, d in zip(req.names, diag)}}
     return table, utility, diag, solver, settings
 
 
@@ -164,6 +172,7 @@ def _run_utilimax(req: _Request, params: dict[str, Any]) -> _Outcome:
     squared = params.get("squared")
     if squared is None:
         squared = False
+        settings["defaulted"].append("squared")
         logger.info("utilimax: squared not set, using the unsquared L2 gap (an SOCP)")
     if not isinstance(squared, bool):
         raise ConfigError(f"utilimax: squared must be true or false, got {squared!r}")
@@ -185,6 +194,40 @@ def _run_weakest_link(req: _Request, params: dict[str, Any]) -> _Outcome:
                     status=result.status, objective=objective, utility=table.as_dict())
 
 
+def _run_learned(req: _Request, params: dict[str, Any], method: str) -> _Outcome:
+    """DoReMi / RegMix: the weights the proxies learned (``learned_weights``, from
+    :mod:`mixweave.mixers.learned`) made feasible under the epoch caps by capped water-filling."""
+    from mixweave.mixers.learned import feasible_under_caps
+
+    learned = params.get("learned_weights")
+    if learned is None:
+        raise ConfigError(f"method {method!r} learns its weights from proxy models trained on packed windows: "
+                          "run it through the mix stage (a run config with an order section) or pass "
+                          "learned_weights from mixweave.mixers.learned.learned_weights(...)")
+    weights = manual_weights(req.names, learned)
+    if req.capped:
+        capping.check_total_capacity(req.names, req.n_tokens, req.max_epochs, req.budget)
+        weights = feasible_under_caps(weights, req.weight_caps)
+    settings = {k: v for k, v in params.items() if k != "learned_weights"}
+    return _Outcome(weights=weights, params=settings)
+
+
+def _run_doremi(req: _Request, params: dict[str, Any]) -> _Outcome:
+    return _run_learned(req, params, "doremi")
+
+
+def _run_regmix(req: _Request, params: dict[str, Any]) -> _Outcome:
+    return _run_learned(req, params, "regmix")
+
+
+def _learned_params(method: str) -> frozenset[str]:
+    import dataclasses
+
+    from mixweave.mixers.params import METHOD_PARAMS
+
+    return frozenset(f.name for f in dataclasses.fields(METHOD_PARAMS[method])) | {"learned_weights"}
+
+
 _UTILITY_PARAMS = frozenset({"utility", "utility_std", "lam", "risk", "normalize", "solver"})
 
 METHODS: dict[str, MethodSpec] = {
@@ -197,6 +240,8 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("unimax", frozenset(), _run_unimax, capped_by_definition=True),
         MethodSpec("utilimax", _UTILITY_PARAMS | {"squared"}, _run_utilimax, capped_by_definition=True),
         MethodSpec("weakest_link", _UTILITY_PARAMS, _run_weakest_link, capped_by_definition=True),
+        MethodSpec("doremi", _learned_params("doremi"), _run_doremi, capped_by_definition=True),
+        MethodSpec("regmix", _learned_params("regmix"), _run_regmix, capped_by_definition=True),
     )
 }
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from mixweave.errors import ConfigError
+
 
 @dataclass(frozen=True, kw_only=True)
 class NoParams:
@@ -37,7 +39,9 @@ class UtilityParams:
 
     lam: float | Literal["n"] | None = None
     """Risk weight (>= 0), or 'n' for the number of sources."""
-    risk: Literal["identity", "diagonal"] | None = None
+    risk: Literal["identity", "diagonal", "se"] | None = None
+    """Sigma: diag of normalised SE^2 (se, the default when the table has standard errors), of
+    normalised per-document variance (diagonal), or I (identity)."""
     normalize: Literal["minmax", "max", "none"] | None = None
     solver: str | None = None
     """A cvxpy solver name (default CLARABEL when installed)."""
@@ -49,6 +53,87 @@ class UtiliMaxParams(UtilityParams):
     """Squared L2 gap (a QP) instead of the unsquared one (an SOCP)."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class ProxyParams:
+    """The proxy models of the learned methods (DoReMi, RegMix): the built-in trainer's GPT on the
+    pack's windows (its seq_len). Cost grows with depth^2 x steps x batch_size."""
+
+    depth: int = 1
+    """GPT depth (d_model 64 x depth); 1 ~ 0.1M non-embedding parameters."""
+    steps: int = 100
+    batch_size: int = 8
+    """Windows per step."""
+    lr: float = 3e-3
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("depth", "steps", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"mix.params.{name} must be an integer >= 1, got {value!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"mix.params.lr must be > 0, got {self.lr!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"mix.params.seed must be an integer >= 0, got {self.seed!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DoReMiParams(ProxyParams):
+    eta: float = 1.0
+    """Exponentiated-gradient step size (official default 1.0)."""
+    smoothing: float = 1e-3
+    """c in (1 - c) a + c / k (official run scripts: 1e-3)."""
+    reference: Literal["natural", "uniform"] = "natural"
+    """Reference model's mixture: token shares (the DoReMi README) or uniform."""
+    reference_steps: int | None = None
+    """Reference run steps (default: steps)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.eta > 0:
+            raise ConfigError(f"mix.params.eta must be > 0, got {self.eta!r}")
+        if not 0 <= self.smoothing < 1:
+            raise ConfigError(f"mix.params.smoothing must be in [0, 1), got {self.smoothing!r}")
+        if self.reference_steps is not None and (not isinstance(self.reference_steps, int) or self.reference_steps < 1):
+            raise ConfigError(f"mix.params.reference_steps must be an integer >= 1, got {self.reference_steps!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegMixParams(ProxyParams):
+    n_proxies: int = 16
+    """Proxy runs, one per sampled mixture (the paper: 512 for 17 domains)."""
+    regressor: Literal["linear", "quadratic", "gbm"] = "linear"
+    """Ridge on the weights, ridge on degree-2 features, or gradient boosting (HistGradientBoosting)."""
+    target: str = "auto"
+    """auto (benchmarks when the run has them, else heldout) | benchmarks (mean answer loss) | heldout
+    (mean held-out loss over sources) | benchmark:<name> | heldout:<source>."""
+    holdout_windows: int = 16
+    """Held-out windows per source (at most 10% of it), never trained on."""
+    n_simulate: int = 100_000
+    top_k: int = 128
+    prior_temperature: float = 0.5
+    max_usage: float = 15.0
+    """Reject sampled mixtures with a weight above max_usage x the token share."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("n_proxies", "n_simulate", "top_k"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (2 if name == "n_proxies" else 1):
+                raise ConfigError(f"mix.params.{name} must be an integer >= {2 if name == 'n_proxies' else 1}, "
+                                  f"got {value!r}")
+        if isinstance(self.holdout_windows, bool) or not isinstance(self.holdout_windows, int) \
+                or self.holdout_windows < 0:
+            raise ConfigError(f"mix.params.holdout_windows must be an integer >= 0, got {self.holdout_windows!r}")
+        kind, _, name = self.target.partition(":")
+        if not (self.target in ("auto", "benchmarks", "heldout") or (kind in ("benchmark", "heldout") and name)):
+            raise ConfigError(f"mix.params.target {self.target!r}: use auto, benchmarks, heldout, "
+                              "benchmark:<name> or heldout:<source>")
+        if not 0 < self.prior_temperature <= 1 or not self.max_usage > 1:
+            raise ConfigError("mix.params: need 0 < prior_temperature <= 1 and max_usage > 1")
+
+
 METHOD_PARAMS: dict[str, type] = {
     "proportional": NoParams,
     "temperature": TemperatureParams,
@@ -57,6 +142,8 @@ METHOD_PARAMS: dict[str, type] = {
     "unimax": NoParams,
     "utilimax": UtiliMaxParams,
     "weakest_link": UtilityParams,
+    "doremi": DoReMiParams,
+    "regmix": RegMixParams,
 }
 
 

@@ -10,7 +10,8 @@
   dev text through the trainer -- :mod:`.ablation`.
 
 All produce a table that :func:`mixweave.data.utility_table.read_utility_table` reads (embedding
-and medu: ``source, benchmark, mean, std, ci_low, ci_high, n, n_unparseable``), and embedding and
+and medu: ``source, benchmark, mean, std, se, ci_low, ci_high, n, n_unparseable``; ablation: ``source,
+benchmark, score, std, se, loss, n``), and embedding and
 medu a cost report (tokens, FLOPs, wall time, and the FLOPs of training ablations over the same
 sources). Light at import time: heavy libraries (torch, transformers, vllm, sentence-transformers)
 load on first use.

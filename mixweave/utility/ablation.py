@@ -6,10 +6,11 @@ for every source, with repetition when a source is small -- and evaluated on the
 text (answer-token loss given the prompt, :mod:`mixweave.trainer.evaluate`).
 
 Utility = ``-loss`` (higher is better; UtiliMax's default per-benchmark min-max normalisation
-makes the scale irrelevant). ``std``: the standard deviation over seeds when more than one seed
-ran, else the standard error of the mean over the benchmark's examples. The result is what
-:mod:`mixweave.data.utility_table` reads: ``scores`` and ``std`` as wide DataFrames (index
-source, one column per benchmark) or ``long()`` (source, benchmark, score, std, loss, n),
+makes the scale irrelevant). With more than one seed ``std`` is the standard deviation over seeds
+and ``se = std / sqrt(seeds)``; with one seed ``se`` is the standard error of the mean loss over
+the benchmark's examples and ``std = se * sqrt(n)`` their per-example spread. The result is what
+:mod:`mixweave.data.utility_table` reads: ``scores``, ``std`` and ``se`` as wide DataFrames (index
+source, one column per benchmark) or ``long()`` (source, benchmark, score, std, se, loss, n),
 written to ``out_dir/utility.parquet``.
 
 Cost: sources x seeds training runs of ``steps`` steps each (the windows are loaded once).
@@ -45,10 +46,12 @@ class AblationResult:
     losses: pd.DataFrame  # source x benchmark, mean eval loss
     n_examples: dict[str, int] = field(default_factory=dict)
     runs: dict[str, Any] = field(default_factory=dict)
+    se: pd.DataFrame | None = None  # source x benchmark, standard error of the score
 
     def long(self) -> pd.DataFrame:
-        """Long form: source, benchmark, score, std, loss, n (what ``read_utility_table`` reads)."""
+        """Long form: source, benchmark, score, std, se, loss, n (what ``read_utility_table`` reads)."""
         rows = [{"source": s, "benchmark": b, "score": float(self.scores.loc[s, b]), "std": float(self.std.loc[s, b]),
+                 **({"se": float(self.se.loc[s, b])} if self.se is not None else {}),
                  "loss": float(self.losses.loc[s, b]), "n": int(self.n_examples.get(b, 0))}
                 for s in self.scores.index for b in self.scores.columns]
         return pd.DataFrame(rows)
@@ -106,10 +109,15 @@ def ablation_utility(pack_dir: str | Path, benchmarks: str | Path, out_dir: str 
     benches = sorted(n_examples)
     mean = pd.DataFrame([[float(np.mean(losses[(s, b)])) for b in benches] for s in names],
                         index=names, columns=benches)
-    std = pd.DataFrame([[float(np.std(losses[(s, b)], ddof=1)) if len(seeds) > 1 else sems[(s, b)] for b in benches]
-                        for s in names], index=names, columns=benches)
-    mean.index.name = std.index.name = "source"
-    result = AblationResult(scores=-mean, std=std, losses=mean, n_examples=n_examples, runs=runs)
+    if len(seeds) > 1:
+        std = pd.DataFrame([[float(np.std(losses[(s, b)], ddof=1)) for b in benches] for s in names],
+                           index=names, columns=benches)
+        se = std / np.sqrt(len(seeds))
+    else:
+        se = pd.DataFrame([[sems[(s, b)] for b in benches] for s in names], index=names, columns=benches)
+        std = se * np.sqrt(pd.Series({b: n_examples[b] for b in benches}))
+    mean.index.name = std.index.name = se.index.name = "source"
+    result = AblationResult(scores=-mean, std=std, losses=mean, n_examples=n_examples, runs=runs, se=se)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".utility.parquet.tmp-{uuid.uuid4().hex[:8]}"
     result.long().to_parquet(tmp, index=False)

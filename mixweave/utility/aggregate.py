@@ -1,8 +1,11 @@
 """Per-document scores -> the source x benchmark utility table (long form), and its normalisation.
 
-Output columns (:data:`TABLE_COLUMNS`): ``source, benchmark, mean, std, ci_low, ci_high, n,
-n_unparseable``. ``mean``/``std`` are over the parsed scores (``std`` with ddof=1; 0 for n=1),
-the interval is a percentile bootstrap of the mean, ``n`` counts parsed scores and
+Output columns (:data:`TABLE_COLUMNS`): ``source, benchmark, mean, std, se, ci_low, ci_high, n,
+n_unparseable``. ``mean``/``std`` are over the parsed scores (``std`` with ddof=1; 0 for n=1): ``std``
+is the per-document spread, ``se = std / sqrt(n)`` the standard error of the mean (the uncertainty
+of the estimate, what UtiliMax's default risk uses); the interval ``ci_low..ci_high`` is a
+percentile bootstrap of the mean (the same uncertainty without a normality assumption). ``n``
+counts parsed scores and
 ``n_unparseable`` the answers that could not be parsed. Failed requests (no answer at all) are
 counted in the cost report, not here. A cell with n=0 has NaN statistics (and is warned about):
 the mixers refuse it, which is the right outcome for a source nobody could rate.
@@ -22,8 +25,20 @@ from mixweave.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-TABLE_COLUMNS = ("source", "benchmark", "mean", "std", "ci_low", "ci_high", "n", "n_unparseable")
-NORMALIZATIONS = ("minmax", "zscore", "none")
+TABLE_COLUMNS = ("source", "benchmark", "mean", "std", "se", "ci_low", "ci_high", "n", "n_unparseable")
+NORMALIZATIONS = ("minmax", "max", "zscore", "none")
+
+
+def standard_error(values: np.ndarray) -> float:
+    """Standard error of the mean of ``values``: ``std(ddof=1) / sqrt(n)``; 0 for n=1 (as ``std``),
+    NaN for n=0. Cost O(n). Trade-off: the normal-theory SE; the bootstrap interval beside it
+    needs no normality but is too narrow for n < ~10 all the same."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return math.nan
+    if v.size == 1:
+        return 0.0
+    return float(v.std(ddof=1) / math.sqrt(v.size))
 
 
 def bootstrap_ci(values: np.ndarray, *, n_boot: int = 2000, alpha: float = 0.05,
@@ -91,10 +106,11 @@ def aggregate_scores(rows: Iterable[Mapping[str, Any]], *, n_boot: int = 2000, a
         n = int(v.size)
         mean = float(v.mean()) if n else math.nan
         std = float(v.std(ddof=1)) if n > 1 else (0.0 if n == 1 else math.nan)
+        se = standard_error(v)
         lo, hi = bootstrap_ci(v, n_boot=n_boot, alpha=alpha, seed=_cell_seed(seed, *key))
         if n == 0:
             empty.append(f"{key[0]}/{key[1]}")
-        for col, val in zip(TABLE_COLUMNS, (key[0], key[1], mean, std, lo, hi, n, bad[key])):
+        for col, val in zip(TABLE_COLUMNS, (key[0], key[1], mean, std, se, lo, hi, n, bad[key])):
             out[col].append(val)
     if empty:
         log.warning("no parsed scores for %d source/benchmark cells (%s%s): their statistics are NaN",
@@ -102,16 +118,18 @@ def aggregate_scores(rows: Iterable[Mapping[str, Any]], *, n_boot: int = 2000, a
     return pa.table({
         "source": pa.array(out["source"], pa.string()),
         "benchmark": pa.array(out["benchmark"], pa.string()),
-        **{c: pa.array(out[c], pa.float64()) for c in ("mean", "std", "ci_low", "ci_high")},
+        **{c: pa.array(out[c], pa.float64()) for c in ("mean", "std", "se", "ci_low", "ci_high")},
         "n": pa.array(out["n"], pa.int64()),
         "n_unparseable": pa.array(out["n_unparseable"], pa.int64()),
     })
 
 
 def normalize_table(table: Any, how: str) -> tuple[Any, dict[str, dict[str, float]]]:
-    """Per-benchmark affine normalisation of ``mean``, ``ci_low``, ``ci_high`` (``std`` scaled):
+    """Per-benchmark affine normalisation of ``mean``, ``ci_low``, ``ci_high`` (``std`` and ``se``
+    divided by the same scale, so both stay in the units of the value):
     ``minmax`` maps the worst source's mean to 0 and the best to 1 (all tied -> 1, as the mixers
-    do); ``zscore`` centres the means on 0 with unit spread across sources; ``none`` leaves them.
+    do); ``max`` divides by the best source's mean (needs non-negative means with a positive best);
+    ``zscore`` centres the means on 0 with unit spread across sources; ``none`` leaves them.
     Returns ``(table, {benchmark: {offset, scale}})`` with ``normalised = (raw - offset) / scale``.
 
     Trade-off: an affine map keeps the order of sources and the width of intervals relative to the
@@ -123,8 +141,9 @@ def normalize_table(table: Any, how: str) -> tuple[Any, dict[str, dict[str, floa
     if how == "none" or table.num_rows == 0:
         return table, {}
     bench = np.asarray(table.column("benchmark").to_pylist(), dtype=object)
+    spreads = [c for c in ("std", "se") if c in table.column_names]
     cols = {c: table.column(c).to_numpy(zero_copy_only=False).astype(np.float64).copy()
-            for c in ("mean", "std", "ci_low", "ci_high")}
+            for c in ("mean", "ci_low", "ci_high", *spreads)}
     params: dict[str, dict[str, float]] = {}
     for b in sorted(set(bench.tolist())):
         m = bench == b
@@ -135,6 +154,12 @@ def normalize_table(table: Any, how: str) -> tuple[Any, dict[str, dict[str, floa
         if how == "minmax":
             lo, hi = float(finite.min()), float(finite.max())
             offset, scale = (lo, hi - lo) if hi > lo else (lo - 1.0, 1.0)
+        elif how == "max":
+            hi = float(finite.max())
+            if hi <= 0 or float(finite.min()) < 0:
+                raise ConfigError(f"normalize='max' needs non-negative means with a positive best one; benchmark "
+                                  f"{b!r} has means in [{float(finite.min()):.4g}, {hi:.4g}]; use 'minmax'")
+            offset, scale = 0.0, hi
         else:
             offset = float(finite.mean())
             sd = float(finite.std())
@@ -142,7 +167,8 @@ def normalize_table(table: Any, how: str) -> tuple[Any, dict[str, dict[str, floa
         params[b] = {"offset": offset, "scale": scale}
         for c in ("mean", "ci_low", "ci_high"):
             cols[c][m] = (cols[c][m] - offset) / scale
-        cols["std"][m] = cols["std"][m] / scale
+        for c in spreads:
+            cols[c][m] = cols[c][m] / scale
     new = table
     for c, arr in cols.items():
         new = new.set_column(new.schema.get_field_index(c), c, pa.array(arr, pa.float64()))

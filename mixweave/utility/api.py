@@ -2,7 +2,7 @@
 
 Methods: ``embedding`` (cheap, CPU, no LLM; the demo default) and ``medu`` (an LLM rates sampled
 documents against each benchmark's merged description). Both return the same long table
-(``source, benchmark, mean, std, ci_low, ci_high, n, n_unparseable``, a pyarrow Table that
+(``source, benchmark, mean, std, se, ci_low, ci_high, n, n_unparseable``, a pyarrow Table that
 :func:`mixweave.data.utility_table.read_utility_table` reads once written) and a JSON-ready cost dict.
 """
 
@@ -335,27 +335,37 @@ def _given_descriptions(spec: Any, examples: Mapping[str, Any]) -> dict[str, str
 
 # -- an existing table ---------------------------------------------------------------------------
 def table_result(path: str | Path) -> UtilityResult:
-    """``--method table``: an existing utility table (parquet/csv, long or wide, optional std) read
-    with the shared reader the mixers use and rewritten in the standard long format; no model runs.
-    ``ci_low``/``ci_high`` are mean +- 1.96 std when a std is given, else the mean; ``n`` is 0
-    (unknown)."""
+    """``--method table``: an existing utility table (parquet/csv, long or wide, optional std, se,
+    ci_low/ci_high, n) read with the shared reader the mixers use and rewritten in the standard long
+    format; no model runs. The interval is the table's own when it has one, else mean +- 1.96 se
+    when the standard error is known (given, or std / sqrt(n)), else NaN (unknown: a per-document
+    std alone says nothing about the mean's uncertainty); ``se`` is NaN when unknown; ``n`` is the
+    table's, else 0 (unknown)."""
     import pyarrow as pa
 
     from mixweave.data.utility_table import read_utility_table
 
     t0 = time.perf_counter()
     table = read_utility_table(path)
+    nan = float("nan")
+
+    def cell(arr: Any, i: int, j: int, default: float = nan) -> float:
+        return float(arr[i, j]) if arr is not None else default
+
     rows = []
     for i, source in enumerate(table.sources):
         for j, bench in enumerate(table.benchmarks):
-            mean = float(table.scores[i, j])
-            std = float(table.std[i, j]) if table.std is not None else float("nan")
-            half = 1.96 * std if table.std is not None else 0.0
-            rows.append({"source": source, "benchmark": bench, "mean": mean, "std": std,
-                         "ci_low": mean - half, "ci_high": mean + half, "n": 0, "n_unparseable": 0})
+            mean, se = float(table.scores[i, j]), cell(table.se, i, j)
+            if table.ci_low is not None and table.ci_high is not None:
+                lo, hi = cell(table.ci_low, i, j), cell(table.ci_high, i, j)
+            else:
+                lo, hi = mean - 1.96 * se, mean + 1.96 * se  # NaN when se is unknown
+            rows.append({"source": source, "benchmark": bench, "mean": mean, "std": cell(table.std, i, j),
+                         "se": se, "ci_low": lo, "ci_high": hi, "n": int(cell(table.n, i, j, 0)),
+                         "n_unparseable": 0})
     schema = pa.schema([("source", pa.string()), ("benchmark", pa.string()), ("mean", pa.float64()),
-                        ("std", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
-                        ("n", pa.int64()), ("n_unparseable", pa.int64())])
+                        ("std", pa.float64()), ("se", pa.float64()), ("ci_low", pa.float64()),
+                        ("ci_high", pa.float64()), ("n", pa.int64()), ("n_unparseable", pa.int64())])
     wall = round(time.perf_counter() - t0, 3)
     cost = {"method": "table", "source_file": str(path), "tokens": {"in": 0, "out": 0, "out_per_rating": 0.0},
             "flops": {"estimator": 0.0}, "wall_s": {"total": wall}, "n_sources": len(table.sources),
