@@ -1,8 +1,11 @@
 """The run report: one self-contained HTML page (PNG charts inlined as data URIs, no scripts).
 
 Sections, each present when its stages ran: per-source statistics and quarantine by reason;
-mixture weights next to token shares and epochs against caps; the source x benchmark utility
-heatmap with its intervals; ICP quality (adjacent-cosine histogram of the ICP order against a
+mixture weights next to token shares and epochs against caps, and for a utility-based mixture
+(UtiliMax, weakest-link) why each source got its weight (binding constraint, utility with the
+interval of its mean, the risk term, a flag on weights that rest on differences within the
+intervals: :func:`within_noise`); the source x benchmark utility heatmap with the confidence
+interval of each mean (not the per-document spread); ICP quality (adjacent-cosine histogram of the ICP order against a
 random order, jump rate, window coherence) and dedup counts; stage timings. Everything is read
 from the stage artifacts (manifests, stats.json, mixture.json, metrics), so the report can be
 re-made at any time without re-running a stage.
@@ -66,12 +69,29 @@ def chart_mixture(mixture: dict) -> bytes:
         return out.read_bytes()
 
 
+def utility_interval_caption(table, level: float = 0.95, n_boot: int | None = None) -> str:
+    """What the heatmap's brackets are, in words (the caption under it)."""
+    found = table.interval()
+    if found is None:
+        return ("Each cell: the mean utility. The table carries no standard error or interval of its means, "
+                "so none is shown (its std, if any, is the per-document spread, not the uncertainty of the mean).")
+    kind = found[2]
+    what = (f"the {level:.0%} confidence interval of that mean (percentile bootstrap over the rated documents"
+            f"{f', {n_boot} resamples' if n_boot else ''})" if kind == "ci" else
+            "the 95 % confidence interval of that mean, mean ± 1.96 × standard error (SE = std / √n)")
+    return (f"Each cell: the mean utility over the sampled documents and, in brackets, {what}. The interval is "
+            "the uncertainty of the estimate, not the spread of single documents' scores. Colour: the mean "
+            "normalised per benchmark (worst source 0, best 1).")
+
+
 def chart_utility(table) -> bytes:
-    """Heatmap of scores normalised per benchmark, annotated with mean and (when known) +-1.96 std."""
+    """Heatmap of scores normalised per benchmark, annotated with the mean and (when known) the
+    confidence interval of the mean: the table's own (bootstrap) interval, else +-1.96 SE."""
     scores = np.asarray(table.scores, float)
     lo, hi = scores.min(0, keepdims=True), scores.max(0, keepdims=True)
     normed = (scores - lo) / np.where(hi > lo, hi - lo, 1.0)
-    fig = _figure(1.4 + 1.2 * len(table.benchmarks), 1.2 + 0.45 * len(table.sources))
+    found = table.interval()
+    fig = _figure(max(4.0, 1.4 + 1.3 * len(table.benchmarks)), 1.4 + 0.45 * len(table.sources))
     ax = fig.subplots()
     image = ax.imshow(normed, cmap="viridis", aspect="auto", vmin=0, vmax=1)
     ax.set_xticks(range(len(table.benchmarks)), table.benchmarks, rotation=30, ha="right")
@@ -79,12 +99,116 @@ def chart_utility(table) -> bytes:
     for i in range(scores.shape[0]):
         for j in range(scores.shape[1]):
             text = f"{scores[i, j]:.3g}"
-            if table.std is not None:
-                text += f"\n±{1.96 * table.std[i, j]:.2g}"
+            if found is not None:
+                text += f"\n[{found[0][i, j]:.2g}, {found[1][i, j]:.2g}]"
             ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if normed[i, j] < 0.6 else "black")
     fig.colorbar(image, ax=ax, label="utility, normalised per benchmark")
-    ax.set_title("utility: source x benchmark (raw mean, 95% half-interval)")
+    what = {None: "mean (no interval known)", "ci": "mean [95% CI of the mean]",
+            "se": "mean [mean ± 1.96 SE]"}[found and found[2]]
+    ax.set_title(f"utility per source x benchmark\n{what}", fontsize=9)
     return _png(fig)
+
+
+def within_noise(weights: np.ndarray, means: np.ndarray, low: np.ndarray, high: np.ndarray,
+                 tol: float = 1e-6) -> list[int | None]:
+    """Per source, the index of the source it is compared with when its weight *rests on utility
+    differences within the intervals*, else None.
+
+    Rule: rank sources by weight. A source is compared with the next-ranked source below it (the
+    highest weight that is lower by more than ``tol``; ties by position); the lowest-ranked
+    sources with the next-ranked one above. Of the pair, call H the source with more weight and L
+    the other. The benchmarks that decide the pair are those where H's mean utility exceeds L's.
+    The source is flagged when at least one benchmark decides the pair and on every deciding
+    benchmark the two intervals of the mean overlap (``low_H <= high_L``): the data cannot tell H
+    from L where H looks better, so the weight gap between them is not supported by the estimates.
+    Sources with equal weights, or where H is no better anywhere (the gap comes from the caps or
+    the risk term), are not flagged. Cost O(k^2 m) for k sources, m benchmarks (k is small).
+    """
+    w = np.asarray(weights, float)
+    k = w.size
+    flags: list[int | None] = [None] * k
+    for i in range(k):
+        below = [j for j in range(k) if w[j] < w[i] - tol]
+        above = [j for j in range(k) if w[j] > w[i] + tol]
+        if below:
+            partner = max(below, key=lambda j: (w[j], -j))
+        elif above:
+            partner = min(above, key=lambda j: (w[j], j))
+        else:
+            continue
+        h, lo_ = (i, partner) if w[i] > w[partner] else (partner, i)
+        deciding = means[h] > means[lo_]
+        if deciding.any() and bool(np.all(low[h][deciding] <= high[lo_][deciding])):
+            flags[i] = partner
+    return flags
+
+
+BINDING_WORDS = {"epoch_cap": "epoch cap", "budget_share": "budget share", "nonneg": "zero (w ≥ 0)",
+                 "none": "none (interior optimum)"}
+
+
+def why_section(mixture: dict, table) -> str | None:
+    """HTML: per source, why it got its weight (a utility-based mixture and its utility table), or
+    None when the mixture used no utility. Utilities are shown in the units the solver used (the
+    mixture's ``normalize``), each with its interval of the mean mapped the same way."""
+    from ..mixers.utility_math import normalize_table_units, risk_diagonal
+
+    params = mixture["method"].get("params") or {}
+    if table is None or "benchmarks" not in params or "lam" not in params:
+        return None
+    names = [s["name"] for s in mixture["sources"]]
+    if any(n not in table.sources for n in names) or any(b not in table.benchmarks for b in params["benchmarks"]):
+        return None
+    benchmarks = list(params["benchmarks"])
+    cols = [table.benchmarks.index(b) for b in benchmarks]
+    aligned = table.aligned(names)
+    from dataclasses import replace
+
+    aligned = replace(aligned, benchmarks=tuple(benchmarks),
+                      **{f: None if getattr(aligned, f) is None else getattr(aligned, f)[:, cols]
+                         for f in ("scores", "std", "se", "ci_low", "ci_high", "n")})
+    normalize = params.get("normalize", "minmax")
+    units, scale = normalize_table_units(aligned, normalize)
+    lam, risk = float(params["lam"]), params.get("risk", "identity")
+    diag = params.get("risk_diagonal")
+    if isinstance(diag, dict) and all(n in diag for n in names):
+        sigma = np.array([float(diag[n]) for n in names])
+    else:  # a mixture.json from before risk_diagonal was recorded
+        try:
+            sigma = risk_diagonal(aligned, scale, risk)
+        except Exception:  # noqa: BLE001 - the report never fails on an old artifact
+            sigma = np.full(len(names), np.nan)
+    weights = np.array([s["weight"] for s in mixture["sources"]])
+    found = units.interval()
+    flags = within_noise(weights, units.scores, found[0], found[1]) if found else [None] * len(names)
+    rows = []
+    for i, s in enumerate(mixture["sources"]):
+        cells = [f"{units.scores[i, j]:.2f}" + (f" [{found[0][i, j]:.2f}, {found[1][i, j]:.2f}]" if found else "")
+                 for j in range(len(benchmarks))]
+        flag = ("-" if not found else f"⚠ within the intervals of {names[flags[i]]}" if flags[i] is not None else "")
+        rows.append([s["name"], s["weight"], s["epochs"], "-" if s["max_epochs"] is None else s["max_epochs"],
+                     BINDING_WORDS.get(s["binding"], s["binding"]), *cells, float(sigma[i]),
+                     float(lam * sigma[i] * s["weight"] ** 2), flag])
+    n_flagged = sum(f is not None for f in flags)
+    kind = None if not found else found[2]
+    interval = {None: "no interval (the table has no standard errors)",
+                "ci": "[95 % confidence interval of the mean, the utility stage's bootstrap]",
+                "se": "[mean ± 1.96 SE]"}[kind]
+    caption = (f"<p>Utility in the units the solver used (normalize={html.escape(str(normalize))}, per benchmark), "
+               f"each with {interval}, mapped the same way. Risk: Σ<sub>ii</sub> is source i's diagonal of Σ "
+               f"(risk={html.escape(str(risk))}: {RISK_WORDS.get(risk, risk)}), and λ·Σ<sub>ii</sub>·w<sub>i</sub>² "
+               f"its term in the objective (λ = {lam:g}). Binding: the constraint that fixes the weight. "
+               "⚠ marks a weight that rests on utility differences within the intervals: compared with the "
+               "next-ranked source by weight (the lowest-ranked with the one above), the source with more weight "
+               "is better only on benchmarks where the two intervals overlap. "
+               f"{n_flagged} of {len(names)} sources flagged.</p>")
+    headers = ["source", "weight", "epochs", "cap", "binding", *benchmarks, "Σii", "λ·Σii·w²", "within noise?"]
+    return "<h3>Why each source got its weight</h3>" + caption + _table(headers, rows)
+
+
+RISK_WORDS = {"se": "mean over benchmarks of the squared standard error of the utility mean, normalised",
+              "diagonal": "mean over benchmarks of the per-document variance, normalised",
+              "identity": "1 for every source"}
 
 
 def adjacent_cosines(out: Path, source: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
@@ -152,6 +276,16 @@ def chart_timings(timings: dict[str, float]) -> bytes:
     return _png(fig)
 
 
+def _utility_settings(utility_file: Path) -> dict:
+    """The utility stage's settings (alpha, n_boot) from the cost.json beside its table, or {}."""
+    try:
+        cost = json.loads((utility_file.parent / "cost.json").read_text())
+        settings = cost.get("settings") or {}
+        return settings if isinstance(settings, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def build_report(out: str | Path, *, utility_path: str | Path | None = None, title: str = "mixweave run") -> str:
     """The HTML text of the report for the run folder ``out``."""
     out = Path(out)
@@ -174,6 +308,13 @@ def build_report(out: str | Path, *, utility_path: str | Path | None = None, tit
         parts.append(f"<h2>Quarantine</h2><p>input {counts.get('n_input', 0):,} = kept {counts.get('n_docs', 0):,} + "
                      f"quarantined {counts.get('n_quarantined', 0):,}</p>" + (_img(png, "quarantine") if png else "<p>nothing quarantined</p>"))
 
+    utility_file = Path(utility_path) if utility_path else out / "utility" / "utility.parquet"
+    table = None
+    if utility_file.is_file():
+        from ..data.utility_table import read_utility_table
+
+        table = read_utility_table(utility_file)
+
     mixture_file = out / "mix" / "mixture.json"
     if mixture_file.is_file():
         from ..data.mixture_manifest import read_mixture_manifest
@@ -186,13 +327,15 @@ def build_report(out: str | Path, *, utility_path: str | Path | None = None, tit
                      f"solver {html.escape(str(method['solver']))} ({html.escape(str(method['status']))}), "
                      f"seq_len {mixture['seq_len']}</p>" + _img(chart_mixture(mixture), "mixture weights and epochs")
                      + _table(["source", "tokens", "weight", "target tokens", "epochs", "cap", "binding"], rows))
+        why = why_section(mixture, table)
+        if why:
+            parts.append(why)
 
-    utility_file = Path(utility_path) if utility_path else out / "utility" / "utility.parquet"
-    if utility_file.is_file():
-        from ..data.utility_table import read_utility_table
-
-        table = read_utility_table(utility_file)
-        parts.append("<h2>Utility</h2>" + _img(chart_utility(table), "utility heatmap"))
+    if table is not None:
+        settings = _utility_settings(utility_file)
+        caption = utility_interval_caption(table, 1.0 - float(settings.get("alpha") or 0.05), settings.get("n_boot"))
+        parts.append("<h2>Utility</h2>" + _img(chart_utility(table), "utility heatmap")
+                     + f'<p class="caption">{html.escape(caption)}</p>')
 
     if "order" in manifests:
         sources = sorted(manifests["order"].get("order", {}))
