@@ -5,8 +5,11 @@ Algorithm (a reconstruction from the paper; its exact constants are unknown, so 
     minimise    || U^T w - 1 ||_2  (or its square)  +  lam * w^T Sigma w
     subject to  sum(w) = 1,  w >= 0,  w_i * B <= E_i * n_i
 
-U is the source x benchmark utility, normalised per benchmark; Sigma is I or diag(normalised
-utility variance). Unsquared: an SOCP; squared: a QP (both CLARABEL). Cost: one interior-point
+U is the source x benchmark utility, normalised per benchmark; Sigma is diagonal: by default the
+mean over benchmarks of each source's squared standard error of its utility mean, in the same
+normalised units (``risk: se``; then w^T Sigma w is the variance of the estimated mixture utility,
+so lam trades fit against trusting uncertain estimates), or the per-document variance
+(``diagonal``), or I (``identity``). Unsquared: an SOCP; squared: a QP (both CLARABEL). Cost: one interior-point
 solve, roughly O(k^3) worst case; ~0.1 s for 1,000 sources x 50 benchmarks on one core (see
 bench/mixers.py). Trade-off: uses a utility signal that UniMax lacks; with equal utilities and
 Sigma = I it reduces exactly to UniMax (water-filling), so the risk term is what keeps it diverse.
