@@ -218,6 +218,9 @@ def test_within_noise_rule():
     low = np.array([0.7, 0.3, 1e-9, 0.0])
     m4 = np.array([[0.9], [0.6], [0.58], [0.1]])
     assert within_noise(low, m4, m4 - 0.05, m4 + 0.05) == [None, 2, 1, None]
+    # a level of several sources: flagged when the gap to any of them rests on overlapping intervals
+    tied = np.array([[1.0], [0.1], [0.95]])
+    assert within_noise(np.array([0.6, 0.0, 1e-9]), tied, tied - 0.1, tied + 0.1) == [2, None, 0]
 
 
 # -- the report on the shared full run ---------------------------------------------------------------------------

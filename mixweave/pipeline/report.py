@@ -114,32 +114,34 @@ def within_noise(weights: np.ndarray, means: np.ndarray, low: np.ndarray, high: 
     """Per source, the index of the source it is compared with when its weight *rests on utility
     differences within the intervals*, else None.
 
-    Rule: rank sources by weight. A source is compared with the next-ranked source below it (the
-    highest weight that is lower by more than ``tol``; ties by position); the lowest-ranked
-    sources with the next-ranked one above. Of the pair, call H the source with more weight and L
-    the other. The benchmarks that decide the pair are those where H's mean utility exceeds L's.
-    The source is flagged when at least one benchmark decides the pair and on every deciding
-    benchmark the two intervals of the mean overlap (``low_H <= high_L``): the data cannot tell H
-    from L where H looks better, so the weight gap between them is not supported by the estimates.
-    Sources with equal weights, or where H is no better anywhere (the gap comes from the caps or
-    the risk term), are not flagged. Cost O(k^2 m) for k sources, m benchmarks (k is small).
+    Rule: group sources into weight levels (weights within ``tol`` are one level, so a solver's
+    1e-9 is zero). A source is compared with the sources of the next level below it; a source on
+    the lowest level with those of the next level above. Of each pair, call H the source with more
+    weight and L the other; the benchmarks that decide the pair are those where H's mean utility
+    exceeds L's. The source is flagged when, for some partner, at least one benchmark decides the
+    pair and on every deciding benchmark the two intervals of the mean overlap (``low_H <=
+    high_L``): the data cannot tell H from L where H looks better, so the weight gap between them
+    is not supported by the estimates. Equal weights are never flagged, nor pairs where H is no
+    better anywhere (the gap comes from the caps or the risk term). Cost O(k^2 m) for k sources
+    and m benchmarks (k is small).
     """
     w = np.asarray(weights, float)
-    k = w.size
-    flags: list[int | None] = [None] * k
-    for i in range(k):
-        below = [j for j in range(k) if w[j] < w[i] - tol]
-        above = [j for j in range(k) if w[j] > w[i] + tol]
-        if below:
-            partner = max(below, key=lambda j: (w[j], -j))
-        elif above:
-            partner = min(above, key=lambda j: (w[j], j))
-        else:
-            continue
-        h, lo_ = (i, partner) if w[i] > w[partner] else (partner, i)
-        deciding = means[h] > means[lo_]
-        if deciding.any() and bool(np.all(low[h][deciding] <= high[lo_][deciding])):
-            flags[i] = partner
+    order = np.argsort(-w, kind="stable")
+    level = np.empty(w.size, int)
+    current = 0
+    for rank, i in enumerate(order):
+        if rank and w[order[rank - 1]] - w[i] > tol:
+            current += 1
+        level[i] = current
+    flags: list[int | None] = [None] * w.size
+    for i in range(w.size):
+        target = level[i] + 1 if level[i] < level.max() else level[i] - 1
+        for p in (j for j in range(w.size) if level[j] == target and target >= 0):
+            h, l_ = (i, p) if level[i] < level[p] else (p, i)
+            deciding = means[h] > means[l_]
+            if deciding.any() and bool(np.all(low[h][deciding] <= high[l_][deciding])):
+                flags[i] = p
+                break
     return flags
 
 
@@ -198,8 +200,8 @@ def why_section(mixture: dict, table) -> str | None:
                f"each with {interval}, mapped the same way. Risk: Σ<sub>ii</sub> is source i's diagonal of Σ "
                f"(risk={html.escape(str(risk))}: {RISK_WORDS.get(risk, risk)}), and λ·Σ<sub>ii</sub>·w<sub>i</sub>² "
                f"its term in the objective (λ = {lam:g}). Binding: the constraint that fixes the weight. "
-               "⚠ marks a weight that rests on utility differences within the intervals: compared with the "
-               "next-ranked source by weight (the lowest-ranked with the one above), the source with more weight "
+               "⚠ marks a weight that rests on utility differences within the intervals: compared with a source "
+               "of the next weight level below (sources on the lowest level: above), the source with more weight "
                "is better only on benchmarks where the two intervals overlap. "
                f"{n_flagged} of {len(names)} sources flagged.</p>")
     headers = ["source", "weight", "epochs", "cap", "binding", *benchmarks, "Σii", "λ·Σii·w²", "within noise?"]
