@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,29 @@ def _manifest() -> dict:
 def _package_versions(manifest: dict) -> set[tuple[str, str, str]]:
     return {(p["registry"], p["name"], p["version"]) for source in manifest["sources"].values()
             for p in source.get("packages", [])}
+
+
+def _cached_package_versions() -> set[tuple[str, str, str]] | None:
+    """(registry, name, version) of the fixture tier's packages as found in ./cache, the way
+    ``resolve_package`` names their versions (a .deb's control field, else the pinned version);
+    None when one is missing (the build then says which)."""
+    from mixweave.corpus.archives import deb_control_fields
+    from mixweave.corpus.fetch import find_cached
+    from mixweave.corpus.fixture import FIXTURE_TIER
+    from mixweave.corpus.packages import PACKAGES
+
+    versions = set()
+    for key in dict.fromkeys(spec.package for spec in FIXTURE_TIER.extractors()):
+        spec = PACKAGES[key]
+        if spec.registry == "python":
+            versions.add((spec.registry, spec.name, platform.python_version()))
+            continue
+        path = find_cached(spec, CACHE)
+        if path is None:
+            return None
+        version = deb_control_fields(path).get("Version", "unknown") if spec.registry == "deb" else spec.version or "unknown"
+        versions.add((spec.registry, spec.name, version))
+    return versions
 
 
 def _corpus() -> list[dict]:
@@ -133,6 +157,14 @@ def test_short_benchmark_examples_are_reported_as_uncheckable():
 def test_fixture_regenerates_identically_from_the_cache(tmp_path):
     from mixweave.corpus.fixture import make_fixture
 
+    # the two skip conditions below, checked before the build (seconds) from what it would record:
+    # the Python version and each cached package's version (resolve_package's rule, without hashing)
+    if platform.python_version() != _manifest()["python_version"]:
+        pytest.skip("the code source depends on the Python version")
+    cached, committed = _cached_package_versions(), _package_versions(_manifest())
+    if cached is not None and cached != committed:
+        pytest.skip(f"./cache holds other package versions than the fixture was built from: "
+                    f"{sorted(cached - committed)[:3]} instead of {sorted(committed - cached)[:3]}")
     manifest = make_fixture(CACHE, tmp_path)
     if manifest["python_version"] != _manifest()["python_version"]:
         pytest.skip("the code source depends on the Python version")
