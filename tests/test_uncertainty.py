@@ -137,6 +137,22 @@ def test_table_method_keeps_the_interval_of_the_mean(tmp_path):
     assert back.se is None and back.ci_low is None and back.std is not None
 
 
+def test_ablation_table_carries_its_own_se(tmp_path):
+    """The ablation estimator writes se itself (over seeds, or over examples with one seed), so the
+    reader does not derive a wrong one from std and the number of examples."""
+    from mixweave.utility.ablation import AblationResult
+
+    idx = pd.Index(["books", "code"], name="source")
+    scores = pd.DataFrame([[-2.0, -3.0], [-2.5, -1.0]], index=idx, columns=["arc", "mbpp"])
+    se = pd.DataFrame([[0.1, 0.2], [0.3, 0.05]], index=idx, columns=["arc", "mbpp"])
+    result = AblationResult(scores=scores, std=se * np.sqrt(50), losses=-scores, n_examples={"arc": 50, "mbpp": 50},
+                            se=se * 3)  # an se that is not std / sqrt(n): the written one must win
+    result.long().to_parquet(tmp_path / "utility.parquet", index=False)
+    table = read_utility_table(tmp_path / "utility.parquet")
+    np.testing.assert_allclose(table.se, (se * 3).to_numpy())
+    np.testing.assert_allclose(table.std, (se * np.sqrt(50)).to_numpy())
+
+
 # -- UtiliMax / weakest-link with risk = se against the program written out by hand ------------------------
 def hand_instance():
     table = coerce_utility(aggregate_scores(score_rows(3), n_boot=200).to_pandas())

@@ -80,6 +80,7 @@ def test_aggregate_matches_numpy():
         assert r["n"] == vals.size and r["n_unparseable"] == bad
         assert r["mean"] == pytest.approx(vals.mean())
         assert r["std"] == pytest.approx(vals.std(ddof=1) if vals.size > 1 else 0.0)
+        assert r["se"] == pytest.approx(vals.std(ddof=1) / math.sqrt(vals.size) if vals.size > 1 else 0.0)
         assert r["ci_low"] <= r["mean"] <= r["ci_high"]
     # a cell's interval does not depend on which other cells exist
     alone = aggregate_scores([x for x in rows if x["source"] == "code" and x["benchmark"] == "humaneval"],
@@ -107,6 +108,7 @@ def test_normalize_minmax_and_zscore():
         assert r["mean"] == pytest.approx((o["mean"] - p["offset"]) / p["scale"])
         assert r["ci_low"] == pytest.approx((o["ci_low"] - p["offset"]) / p["scale"])
         assert r["std"] == pytest.approx(o["std"] / p["scale"])
+        assert r["se"] == pytest.approx(o["se"] / p["scale"])
     for b in ("humaneval", "mmlu"):
         means = [r["mean"] for r in norm.to_pylist() if r["benchmark"] == b]
         assert min(means) == pytest.approx(0.0) and max(means) == pytest.approx(1.0)
@@ -114,6 +116,14 @@ def test_normalize_minmax_and_zscore():
     for b in ("humaneval", "mmlu"):
         means = np.array([r["mean"] for r in z.to_pylist() if r["benchmark"] == b])
         assert means.mean() == pytest.approx(0.0, abs=1e-12) and means.std() == pytest.approx(1.0)
+    mx, mx_params = normalize_table(table, "max")
+    for b in ("humaneval", "mmlu"):
+        means = [r["mean"] for r in mx.to_pylist() if r["benchmark"] == b]
+        assert max(means) == pytest.approx(1.0) and mx_params[b]["offset"] == 0.0
+    negative = aggregate_scores([{"source": s, "benchmark": "x", "score": v} for s, v in (("a", -1.0), ("b", 2.0))],
+                                n_boot=10)
+    with pytest.raises(ConfigError, match="normalize='max' needs non-negative"):
+        normalize_table(negative, "max")
     tied = aggregate_scores([{"source": s, "benchmark": "x", "score": 2.0} for s in "ab"], n_boot=10)
     assert [r["mean"] for r in normalize_table(tied, "minmax")[0].to_pylist()] == [1.0, 1.0]
     with pytest.raises(ConfigError):
@@ -133,7 +143,7 @@ def test_written_table_is_read_by_the_mixers(tmp_path):
     for name in ("utility.parquet", "utility.csv"):
         ut = read_utility_table(out / name)
         assert set(ut.sources) == {"code", "wiki"} and set(ut.benchmarks) == {"humaneval", "mmlu"}
-        assert ut.std is not None
+        assert ut.std is not None and ut.se is not None and ut.ci_low is not None
         i, j = ut.sources.index("code"), ut.benchmarks.index("humaneval")
         assert ut.scores[i, j] == pytest.approx(table.to_pylist()[0]["mean"])
     assert pq.read_table(out / "utility.parquet").column_names == list(TABLE_COLUMNS)
