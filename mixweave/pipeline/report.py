@@ -203,9 +203,21 @@ def why_section(mixture: dict, table) -> str | None:
                "⚠ marks a weight that rests on utility differences within the intervals: compared with a source "
                "of the next weight level below (sources on the lowest level: above), the source with more weight "
                "is better only on benchmarks where the two intervals overlap. "
-               f"{n_flagged} of {len(names)} sources flagged.</p>")
+               f"{n_flagged} of {len(names)} sources flagged.</p>" + _risk_share(mixture, lam, sigma, weights))
     headers = ["source", "weight", "epochs", "cap", "binding", *benchmarks, "Σii", "λ·Σii·w²", "within noise?"]
     return "<h3>Why each source got its weight</h3>" + caption + _table(headers, rows)
+
+
+def _risk_share(mixture: dict, lam: float, sigma: np.ndarray, weights: np.ndarray) -> str:
+    """One line: the whole risk term against the objective, so a negligible risk term is visible."""
+    total = float(lam * np.sum(sigma * weights**2))
+    objective = mixture["method"].get("objective")
+    if not np.isfinite(total):
+        return ""
+    line = f"Risk term in total: λ·Σ<sub>i</sub> Σ<sub>ii</sub>·w<sub>i</sub>² = {total:.4g}"
+    if objective is not None:
+        line += f", in an objective of {float(objective):.4g}"
+    return f"<p>{line}.</p>"
 
 
 RISK_WORDS = {"se": "mean over benchmarks of the squared standard error of the utility mean, normalised",
