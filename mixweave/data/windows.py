@@ -91,6 +91,26 @@ def read_windows(pack_dir: str | Path, source: str) -> np.ndarray:
     return windows
 
 
+def window_documents(pack_dir: str | Path, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """The documents of each window of ``source`` as CSR: ``docs[indptr[w]:indptr[w + 1]]`` are the
+    source document indices of output window w, in window order (read from the spans files)."""
+    pack_dir = Path(pack_dir)
+    info = windows_info(pack_dir)
+    n = int(info.sources[source]["n_windows"])
+    ids, docs = [], []
+    for rel in info.sources[source]["files"]:
+        spans = _safe_member(pack_dir, rel.replace("windows/", "spans/", 1))
+        if not spans.is_file():
+            raise InputError(f"{pack_dir} has no spans for {source} ({spans}); re-run the pack stage")
+        table = pq.read_table(spans, columns=["window_id", "doc"])
+        ids.append(table.column("window_id").to_numpy().astype(np.int64))
+        docs.append(table.column("doc").to_numpy().astype(np.int64))
+    ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(ids, minlength=n)[:n], out=indptr[1:])
+    return indptr, (np.concatenate(docs) if docs else np.zeros(0, np.int64))
+
+
 FILE_TOKENS = 1 << 25
 """Default tokens per windows file (~128 MB as int32 in memory)."""
 

@@ -7,6 +7,7 @@ ablations, the benchmark); it imports nothing heavy, so configs are validated wi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from mixweave.errors import ConfigError
 
@@ -40,6 +41,9 @@ class TrainConfig:
     stop_after: int | None = None  # stop (checkpointed) after this step, e.g. to test preemption
     peak_flops: float | None = None
     resume: bool = True
+    batching: Literal["shuffle", "similarity"] = "shuffle"
+    """Global batch order: a token-weighted shuffle, or similarity batching (Lory): each optimizer
+    step's windows are consecutive windows of one source's ICP stream (trainer/sampler.py)."""
 
     def __post_init__(self) -> None:
         for name in ("depth", "batch_size", "grad_accum", "log_interval", "keep_checkpoints"):
@@ -52,5 +56,7 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be a positive integer or unset, got {value!r}")
         if not (self.lr > 0 and 0 <= self.min_lr_ratio <= 1 and self.grad_clip >= 0 and self.weight_decay >= 0):
             raise ConfigError("train: need lr > 0, 0 <= min_lr_ratio <= 1, grad_clip >= 0, weight_decay >= 0")
+        if self.batching not in ("shuffle", "similarity"):
+            raise ConfigError(f"train.batching must be shuffle or similarity, got {self.batching!r}")
         if self.holdout_windows < 0:
             raise ConfigError(f"train: holdout_windows must be >= 0, got {self.holdout_windows}")

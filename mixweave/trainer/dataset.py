@@ -7,7 +7,8 @@ trade-off for the toolkit's own trainer (ablations, small runs); large runs use 
 
 :class:`MixtureLoader` draws batches synchronously from a :class:`MixtureSampler`, so its
 ``state_dict()`` (the sampler's global position) is exact after every batch: no prefetched
-samples are lost or repeated on resume.
+samples are lost or repeated on resume. ``batching="similarity"`` fills each global batch with
+consecutive stream windows of one source (:mod:`mixweave.trainer.sampler`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch.utils.data import Dataset
 from mixweave.data.windows import read_windows, windows_info
 from mixweave.errors import InputError
 from mixweave.trainer.plan import MixturePlan
-from mixweave.trainer.sampler import MixtureOrder, MixtureSampler
+from mixweave.trainer.sampler import MixtureOrder, MixtureSampler, stream_rows
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +77,22 @@ class MixtureLoader:
     """Batches ``[batch_size, window_tokens]`` (int64) for one rank, in the plan's order."""
 
     def __init__(self, dataset: PackDataset, plan: MixturePlan, batch_size: int, *, rank: int = 0,
-                 world_size: int = 1, seed: int | None = None, start: int = 0, num_positions: int | None = None):
+                 world_size: int = 1, seed: int | None = None, start: int = 0, num_positions: int | None = None,
+                 batching: str = "shuffle", global_batch: int | None = None):
+        """``global_batch``: windows per optimizer step over all ranks and micro-steps (default
+        ``batch_size * world_size``); similarity batching keeps each such batch in one neighbourhood."""
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self.dataset = dataset
         self.batch_size = int(batch_size)
-        self.order = MixtureOrder(plan, seed=seed)
+        stream = None
+        if batching == "similarity":
+            stream = []
+            for s in plan.sources:  # stream order of the windows the plan may draw (holdout rows excluded)
+                rows = stream_rows(dataset.pack_dir, s.name)
+                stream.append(rows[rows < s.n_windows])
+        self.order = MixtureOrder(plan, seed=seed, batching=batching, stream=stream,
+                                  global_batch=global_batch or self.batch_size * world_size)
         self.sampler = MixtureSampler(self.order, dataset.offsets_for(plan), rank=rank, world_size=world_size,
                                       start=start, num_positions=num_positions)
 

@@ -155,6 +155,11 @@ def _check_compatible(mixture: Mapping[str, Any], info: WindowsInfo, where: str)
         raise InputError(f"{where}: the mixture and the pack were made with different tokenizers "
                          f"({mixture['tokenizer'].get('name')} {m_sha[:12]} vs {info.tokenizer.get('name')} "
                          f"{p_sha[:12]}); re-run mix or pack with the same tokenizer")
+    window = mixture.get("window") or {}
+    m_sink = window.get("sink_id")
+    if (m_sink is None) != (info.sink_id is None) or (m_sink is not None and int(m_sink) != info.sink_id):
+        raise InputError(f"{where}: the mixture's windows have attention-sink token {m_sink} but the pack's have "
+                         f"{info.sink_id} (order.sink_token); re-run mix on this pack")
 
 
 def plan_windows(mixture: Mapping[str, Any], info: WindowsInfo, *,

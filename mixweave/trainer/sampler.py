@@ -18,26 +18,53 @@ of (seed, plan).
 Sharding. Global position n belongs to rank ``n % world_size``: ranks are disjoint and together
 cover every position; with equal per-rank batches they advance in lockstep, so the global position
 after a step is the same on every rank.
+
+Similarity batching (``batching="similarity"``, Lory: Zhong et al. 2024). Global batch k is
+positions ``[k*G, (k+1)*G)`` (G = windows per optimizer step, all ranks). Instead of the shuffle,
+each source's T_i draws of a pass run through its ICP *stream* (the pack's windows before its
+Feistel shuffle, recovered by :func:`stream_rows`): epoch e starts at a seeded random stream
+window and walks the next W_i consecutive ones (wrapping), so no window repeats before all were
+used. The draws are cut into runs of G consecutive draws: each full run is one batch of
+neighbouring windows of one source; the ``T_i mod G`` leftovers of all sources, kept in stream
+order and grouped by source, fill the mixed batches. The batches are shuffled with the seed (a
+short last batch, when N is not a multiple of G, stays last). Per-source counts are exactly T_i,
+the order is a pure function of (seed, plan, G), and the state is still one position. Cost per
+pass: O(N/G + sum_i (T_i mod G)) integers; a lookup is O(1) per position. Trade-off: gradients of
+one step see one neighbourhood (Lory's point for MoE routing) at the price of more variance
+between steps than the shuffle; :func:`batch_coherence` measures what it buys.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 from torch.utils.data import Sampler
 
-from mixweave.errors import InputError
+from mixweave.errors import ConfigError, InputError
 from mixweave.trainer.plan import MixturePlan
 
 DEFAULT_CHUNK = 8192
+BATCHING = ("shuffle", "similarity")
 
 
 class MixtureOrder:
     """Which (source index, window index) is drawn at each global position (module docstring)."""
 
-    def __init__(self, plan: MixturePlan, *, seed: int | None = None, chunk: int = DEFAULT_CHUNK):
+    def __init__(self, plan: MixturePlan, *, seed: int | None = None, chunk: int = DEFAULT_CHUNK,
+                 batching: str = "shuffle", global_batch: int | None = None,
+                 stream: Sequence[np.ndarray] | None = None):
+        """``batching="similarity"``: batches of ``global_batch`` windows from one ICP neighbourhood
+        (module docstring); ``stream[i]``: source i's window indices in stream order (default: the
+        identity, for packs written unshuffled)."""
+        if batching not in BATCHING:
+            raise ConfigError(f"batching must be one of {', '.join(BATCHING)}, got {batching!r}")
+        if batching == "similarity" and (global_batch is None or int(global_batch) < 1):
+            raise ConfigError("similarity batching needs the global batch size (windows per optimizer step, >= 1)")
+        self.batching = batching
+        self.global_batch = int(global_batch or 1)
         self.plan = plan
         self.seed = int(plan.seed if seed is None else seed)
         self.chunk = int(chunk)
@@ -50,6 +77,14 @@ class MixtureOrder:
         self._bases: dict[int, np.ndarray] = {}  # pass -> [C + 1, k] draws before each chunk
         self._chunks: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._perms: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()
+        self._units: OrderedDict[int, tuple] = OrderedDict()
+        if stream is not None and len(stream) != len(self.targets):
+            raise InputError(f"stream orders for {len(stream)} sources, the plan has {len(self.targets)}")
+        self.stream = None if stream is None else [np.asarray(s, np.int64) for s in stream]
+        if self.stream is not None:
+            for i, (s, w) in enumerate(zip(self.stream, self.n_windows)):
+                if s.size != int(w):
+                    raise InputError(f"source {plan.names[i]}: stream order of {s.size} windows, the plan has {int(w)}")
 
     def __len__(self) -> int:
         return self.total
@@ -112,9 +147,64 @@ class MixtureOrder:
             self._chunks.popitem(last=False)
         return result
 
+    def _similarity_units(self, p: int) -> tuple:
+        """Pass ``p`` of similarity batching: the shuffled batch order, each full batch's (source,
+        first draw), the mixed batches' flat (source, draw) list, and each epoch's stream start."""
+        hit = self._units.get(p)
+        if hit is not None:
+            return hit
+        G, k = self.global_batch, len(self.targets)
+        full = self.targets // G
+        unit_src = np.repeat(np.arange(k, dtype=np.int64), full)
+        unit_j0 = (np.arange(unit_src.size, dtype=np.int64) - np.repeat(np.cumsum(full) - full, full)) * G
+        tail_src = np.repeat(np.arange(k, dtype=np.int64), self.targets - full * G)
+        tail_j = np.concatenate([np.arange(full[i] * G, self.targets[i], dtype=np.int64) for i in range(k)])
+        n_units = unit_src.size + -(-tail_src.size // G)
+        rng = np.random.default_rng([self.seed, p, 3])
+        if self.total % G:  # the short batch stays last so every other batch is whole
+            perm = np.concatenate([rng.permutation(n_units - 1), [n_units - 1]]).astype(np.int64)
+        else:
+            perm = rng.permutation(n_units).astype(np.int64)
+        max_epochs = -(-self.targets // np.maximum(self.n_windows, 1))
+        starts = [np.random.default_rng([self.seed, p, 4, i]).integers(0, max(1, int(self.n_windows[i])),
+                                                                       size=max(1, int(max_epochs[i])))
+                  for i in range(k)]
+        result = (perm, unit_src, unit_j0, tail_src, tail_j, starts)
+        self._units[p] = result
+        if len(self._units) > 2:
+            self._units.popitem(last=False)
+        return result
+
+    def _lookup_similarity(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        passes, local = np.divmod(positions, self.total)
+        src = np.empty(positions.size, np.int64)
+        win = np.empty(positions.size, np.int64)
+        G = self.global_batch
+        for p in np.unique(passes):
+            m = passes == p
+            perm, unit_src, unit_j0, tail_src, tail_j, starts = self._similarity_units(int(p))
+            unit, off = np.divmod(local[m], G)
+            u = perm[unit]
+            is_full = u < unit_src.size
+            s, j = np.empty(u.size, np.int64), np.empty(u.size, np.int64)
+            s[is_full], j[is_full] = unit_src[u[is_full]], unit_j0[u[is_full]] + off[is_full]
+            t = (u[~is_full] - unit_src.size) * G + off[~is_full]
+            s[~is_full], j[~is_full] = tail_src[t], tail_j[t]
+            w = np.empty(u.size, np.int64)
+            for i in np.unique(s):
+                sel = s == i
+                n = int(self.n_windows[i])
+                epoch, step = np.divmod(j[sel], n)
+                pos = (starts[i][epoch] + step) % n  # consecutive stream windows from a seeded start per epoch
+                w[sel] = pos if self.stream is None else self.stream[i][pos]
+            src[m], win[m] = s, w
+        return src, win
+
     def lookup(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(source index, window index) for each global position (any position >= 0)."""
         positions = np.asarray(positions, dtype=np.int64)
+        if self.batching == "similarity":
+            return self._lookup_similarity(positions)
         passes, local = np.divmod(positions, self.total)
         chunks = local // self.chunk
         src = np.empty(positions.size, np.int64)
@@ -174,13 +264,72 @@ class MixtureSampler(Sampler[int]):
             yield from (int(i) for i in self.take(n))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"position": self.position, "seed": self.order.seed, "total": self.order.total,
-                "world_size": self.world_size}
+        state = {"position": self.position, "seed": self.order.seed, "total": self.order.total,
+                 "world_size": self.world_size}
+        if self.order.batching != "shuffle":
+            state.update(batching=self.order.batching, global_batch=self.order.global_batch)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         same_seed = int(state.get("seed", self.order.seed)) == self.order.seed
         if not same_seed or int(state.get("total", self.order.total)) != self.order.total:
             raise InputError("the sampler state belongs to another plan or seed (different mixture, pack or "
                              "holdout); resume with the same inputs or start a fresh run")
+        mine = (self.order.batching, self.order.global_batch if self.order.batching != "shuffle" else None)
+        theirs = (state.get("batching", "shuffle"), state.get("global_batch"))
+        if mine != theirs:
+            raise InputError(f"the sampler state was written with batching {theirs[0]} (global batch {theirs[1]}), "
+                             f"this run uses {mine[0]} (global batch {mine[1]}); resume with the same settings")
         self.position = int(state["position"])
         self._buf = None
+
+
+def stream_rows(pack_dir: str | Path, source: str) -> np.ndarray:
+    """Output rows of ``source``'s windows in ICP stream order (``[W]``: row of stream window w).
+
+    The pack shuffles windows with :func:`mixweave.retrieval.pack.shuffled_rows` keyed by
+    :func:`~mixweave.retrieval.pack.source_seed` of the run seed (both in the pack manifest's config);
+    a pack written unshuffled (or by :func:`mixweave.data.windows.write_pack_artifact`, which records
+    no shuffle) is its own stream order. Cost O(W)."""
+    from mixweave.data.manifest import require_manifest
+    from mixweave.retrieval.pack import shuffled_rows, source_seed
+
+    manifest = require_manifest(pack_dir, "pack")
+    n = int(manifest["windows"]["sources"][source]["n_windows"])
+    config = manifest.get("config") or {}
+    if not config.get("shuffle") or "seed" not in config:
+        return np.arange(n, dtype=np.int64)
+    return shuffled_rows(np.arange(n, dtype=np.int64), n, source_seed(int(config["seed"]), source))
+
+
+def batch_coherence(order: MixtureOrder, window_docs: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                    vectors: Mapping[str, np.ndarray], *, global_batch: int, max_batches: int = 1024) -> dict:
+    """Mean pairwise cosine of the documents' embeddings within a global batch, over the first
+    ``max_batches`` batches of ``order`` (batch k = positions [k*G, (k+1)*G)).
+
+    ``window_docs[name] = (indptr [W+1], docs)``: the documents of each window (CSR over the
+    window's spans, :func:`mixweave.data.windows.window_documents`); ``vectors[name]``: the embed
+    stage's L2-normalised vectors of the source's documents. A batch's documents are the distinct
+    (source, doc) pairs of its windows; with unit vectors the mean over pairs is
+    ``(|sum x|^2 - sum |x|^2) / (n (n - 1))``, O(n d) per batch. Returns {batches, mean, min, max}."""
+    G = int(global_batch)
+    n_batches = max(0, min(int(max_batches), order.total // G))
+    names = order.plan.names
+    scores = []
+    for b in range(n_batches):
+        src, win = order.lookup(np.arange(b * G, (b + 1) * G, dtype=np.int64))
+        total, sq, seen = None, 0.0, 0
+        for i in np.unique(src):
+            indptr, docs = window_docs[names[i]]
+            rows = win[src == i]
+            ids = np.unique(np.concatenate([docs[indptr[r]:indptr[r + 1]] for r in rows]))
+            x = np.asarray(vectors[names[i]][ids], np.float64)
+            total = x.sum(0) if total is None else total + x.sum(0)
+            sq += float((x * x).sum())
+            seen += ids.size
+        if seen > 1:
+            scores.append((float(total @ total) - sq) / (seen * (seen - 1)))
+    if not scores:
+        return {"batches": 0, "mean": None, "min": None, "max": None}
+    return {"batches": len(scores), "mean": float(np.mean(scores)), "min": float(np.min(scores)),
+            "max": float(np.max(scores))}

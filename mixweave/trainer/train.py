@@ -190,7 +190,8 @@ def train_plan(plan: MixturePlan, pack_dir: str | Path, out_dir: str | Path, cfg
     model = GPT(gcfg).to(device)
     opt = _optimizer(model, cfg)
     loader = MixtureLoader(dataset, plan, cfg.batch_size, rank=rank, world_size=world, seed=cfg.data_seed,
-                           num_positions=None if steps * per_step <= plan.total_windows else steps * per_step)
+                           num_positions=None if steps * per_step <= plan.total_windows else steps * per_step,
+                           batching=cfg.batching, global_batch=per_step)
     start, resumed_from, tokens_seen = 0, None, 0
     ckpt = latest_checkpoint(out) if cfg.resume else None
     if ckpt is not None:

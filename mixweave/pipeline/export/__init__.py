@@ -40,8 +40,8 @@ ALIASES = {"nemo": "megatron", "neox": "megatron", "gpt-neox": "megatron", "olmo
 OPTIONS = {
     "megatron": set(),
     "olmo": {"max_file_bytes", "global_batch_size"},
-    "mds": {"mds_weighting", "mds_size_limit"},
-    "hf": {"hf_materialize", "max_file_bytes"},
+    "mds": {"mds_weighting", "mds_size_limit", "batching", "global_batch_size"},
+    "hf": {"hf_materialize", "max_file_bytes", "batching", "global_batch_size"},
     "datatrove": {"max_file_bytes", "global_batch_size"},
 }
 
@@ -103,6 +103,9 @@ def export(format: str, pack_dir: str | Path, mixture_path: str | Path, out_dir:
         seconds = round(time.perf_counter() - started, 3)
         summary = {"format": fmt, "out": str(final), "path_prefix": prefix, **summary, "plan": plan.to_dict(),
                    "seconds": seconds}
+        if ctx.sink_id is not None:  # every export manifest names the attention-sink token
+            summary.update(sink_id=ctx.sink_id, sink_token=ctx.info.tokenizer.get("sink_token"),
+                           vocab_size=ctx.vocab_size)
         manifest = build_manifest(
             stage="export", stage_version=EXPORT_VERSION, config=config, fingerprint_value=value,
             inputs={"pack": {"path": str(pack_dir), "sha256": inputs["pack"]},

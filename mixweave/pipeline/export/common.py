@@ -10,6 +10,14 @@ window by one (``plus_one``). A window always counts S training tokens. Targets 
   token of the next window *in written order* as its last label -- exactly what Megatron does at
   every sample boundary. Packing with ``plus_one`` gives true labels instead.
 
+Attention sink. When the pack has one (``order.sink_token``), token 0 of every window is
+``sink_id`` and the formats carry it as data (each reader reads it back token-exact); ``vocab_size``
+counts it, and every export manifest and trainer config file names it (:meth:`ExportContext.sink_note`).
+An S window written as S+1 (datatrove) borrows token 1 of the next window (its first stream token)
+rather than the sink, so the sink never becomes that label; Megatron's GPTDataset appends the next
+sample's first token itself, which is the sink: one label in S is the sink there (mask it in the loss,
+or pack with ``plus_one`` and train on Megatron only the S-token rows).
+
 Weights. Every exporter states the plan's window counts T_i (see :mod:`mixweave.trainer.plan`):
 relative-weight trainers get ``T_i / sum T``, absolute ones get ``T_i`` samples, repetition caps
 get the mixture's ``max_epochs``.
@@ -69,6 +77,18 @@ class ExportContext:
     def names(self) -> tuple[str, ...]:
         return self.plan.names
 
+    @property
+    def sink_id(self) -> int | None:
+        """The attention-sink token at position 0 of every window (None: the pack has none)."""
+        return self.info.sink_id
+
+    def sink_note(self, comment: str = "# ") -> str:
+        """One line naming the sink token for a config file's header ('' without one)."""
+        if self.sink_id is None:
+            return ""
+        return (f"{comment}attention sink: token 0 of every sequence is id {self.sink_id} "
+                f"({self.info.tokenizer.get('sink_token')}); vocab_size {self.vocab_size} counts it\n")
+
     def active(self) -> list[str]:
         """Sources the plan draws from (zero-target sources are exported but left out of blends)."""
         return [s.name for s in self.plan.sources if s.target_windows > 0]
@@ -115,10 +135,17 @@ class ExportContext:
         w = r.read(lo, hi + 1)
         out = np.empty((max(0, hi - lo), self.seq_len + 1), dtype=dtype)
         out[:, : self.seq_len] = w[: out.shape[0]]
+        c = self.borrow_column
         if out.shape[0]:
-            out[:-1, self.seq_len] = w[1: out.shape[0], 0]
-            out[-1, self.seq_len] = w[out.shape[0], 0] if w.shape[0] > out.shape[0] else r.read(0, 1)[0, 0]
+            out[:-1, self.seq_len] = w[1: out.shape[0], c]
+            out[-1, self.seq_len] = w[out.shape[0], c] if w.shape[0] > out.shape[0] else r.read(0, 1)[0, c]
         return out
+
+    @property
+    def borrow_column(self) -> int:
+        """Which token of the next window an S window borrows as its last label: the first, or the
+        first stream token (1) when token 0 is the attention sink."""
+        return 0 if self.sink_id is None else 1
 
     def windows_s(self, name: str, dtype: np.dtype) -> np.ndarray:
         """``[W, S]`` windows in ``dtype`` (S+1 windows lose their last token)."""
@@ -133,7 +160,7 @@ class ExportContext:
         out = np.empty((w.shape[0], self.seq_len + 1), dtype=dtype)
         out[:, : self.seq_len] = w
         if w.shape[0]:
-            out[:, self.seq_len] = np.roll(w[:, 0], -1)
+            out[:, self.seq_len] = np.roll(w[:, self.borrow_column], -1)
         return out
 
     def window_convention(self, target: str) -> str:
@@ -210,3 +237,66 @@ def human_count(n: int) -> str:
         if n >= div:
             return f"{n / div:.1f}{unit}"
     return str(n)
+
+
+def ordered_rows(ctx: ExportContext, src: np.ndarray, rows: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``[len(rows), S]`` windows ``rows[k]`` of source ``names[src[k]]``, in the given order."""
+    out = np.empty((rows.size, ctx.seq_len), dtype)
+    for i in np.unique(src):
+        sel = np.flatnonzero(src == i)
+        out[sel] = ctx.windows_s_take(ctx.names[int(i)], dtype, rows[sel])
+    return out
+
+
+def batching_option(ctx: ExportContext) -> int | None:
+    """The global batch of ``batching="similarity"`` (None for the shuffle); a ConfigError when the
+    option is unknown or the batch is missing."""
+    from mixweave.errors import ConfigError
+
+    mode = ctx.options.get("batching", "shuffle")
+    if mode not in ("shuffle", "similarity"):
+        raise ConfigError(f"batching must be 'shuffle' or 'similarity', got {mode!r}")
+    if mode == "shuffle":
+        return None
+    batch = ctx.options.get("global_batch_size")
+    if batch is None or int(batch) < 1:
+        raise ConfigError("batching='similarity' needs global_batch_size (sequences per optimizer step, >= 1)")
+    return int(batch)
+
+
+def similarity_order(ctx: ExportContext, global_batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """(source index, window row) of every planned draw in similarity-batching order (Lory):
+    :class:`mixweave.trainer.sampler.MixtureOrder` with ``batching="similarity"`` over the pack's
+    stream order, one pass of ``sum T_i`` draws; read in order, batch k = draws [k*B, (k+1)*B)."""
+    from mixweave.trainer.sampler import MixtureOrder, stream_rows
+
+    stream = [stream_rows(ctx.pack_dir, name) for name in ctx.names]
+    order = MixtureOrder(ctx.plan, batching="similarity", global_batch=global_batch, stream=stream)
+    return order.lookup(np.arange(order.total, dtype=np.int64))
+
+
+def batch_coherence_report(ctx: ExportContext, global_batch: int, max_batches: int = 1024) -> dict[str, Any]:
+    """Mean pairwise cosine of the documents' embeddings within a global batch of ``global_batch``
+    windows, for similarity batching and for the shuffled baseline (the trainer's token-weighted
+    shuffle) side by side, from the embed stage's vectors that the pack manifest names as its input
+    (``{"note": ...}`` when the pack has no embed input, e.g. a pack written from arrays)."""
+    from mixweave.data.artifacts import load_embeddings
+    from mixweave.data.manifest import read_manifest
+    from mixweave.data.windows import window_documents
+    from mixweave.trainer.sampler import MixtureOrder, batch_coherence, stream_rows
+
+    manifest = read_manifest(ctx.pack_dir) or {}
+    embed = (manifest.get("inputs") or {}).get("embed", {}).get("path")
+    embed_dir = (ctx.pack_dir / embed).resolve() if embed else None
+    if embed_dir is None or read_manifest(embed_dir) is None:
+        return {"global_batch": int(global_batch), "note": "the pack names no embed artifact; coherence not measured"}
+    names = [s.name for s in ctx.plan.sources if s.target_windows > 0]
+    docs = {n: window_documents(ctx.pack_dir, n) for n in names}
+    vectors = {n: load_embeddings(embed_dir, n) for n in names}
+    stream = [stream_rows(ctx.pack_dir, n) for n in ctx.names]
+    out: dict[str, Any] = {"global_batch": int(global_batch), "metric": "mean pairwise cosine of the documents' "
+                           "embeddings within a global batch (embed stage vectors)"}
+    for mode in ("similarity", "shuffle"):
+        order = MixtureOrder(ctx.plan, batching=mode, global_batch=global_batch, stream=stream)
+        out[mode] = batch_coherence(order, docs, vectors, global_batch=global_batch, max_batches=max_batches)
+    return out

@@ -112,10 +112,10 @@ def export_datatrove(ctx: ExportContext, tmp: Path) -> dict[str, Any]:
     }
     header = (f"# nanotron data stage written by mixweave: sequence_length {ctx.seq_len}; train for exactly {total} "
               "sequences (train_steps x global batch): each source is listed as folders whose sizes add up to its "
-              "planned windows, so Nanoset draws each window whole epochs before repeats.\n")
+              "planned windows, so Nanoset draws each window whole epochs before repeats.\n") + ctx.sink_note()
     (tmp / "nanotron.yaml").write_text(header + dump_yaml({"data_stages": [stage]}), encoding="utf-8")
     return {"dtype": str(dtype), "token_size": dtype.itemsize, "folders": folders,
             "entries": [{"source": n, "folder": ctx.ref(f"{n}/{sub}"), "windows": k} for n, sub, k in entries],
             "weights": {n: t / total for n, t in targets.items()}, "windows_per_source": targets,
             "sequences": total, "global_batch_size": int(ctx.options.get("global_batch_size") or 1),
-            "window": ctx.window_convention("S+1"), "files": files + ["nanotron.yaml"]}
+            "window": ctx.window_convention("S+1"), "sink_id": ctx.sink_id, "files": files + ["nanotron.yaml"]}

@@ -13,6 +13,13 @@ windows for each full epoch, then a prefix of one more -- and the call uses
 probabilities ``T_i / sum T`` only shape the interleaving). Disk cost: epochs x the source.
 ``hf_materialize=False`` writes each window once and uses ``all_exhausted`` with the same
 probabilities: approximate counts, no duplication.
+
+Similarity batching (options ``batching="similarity"``, ``global_batch_size`` B; Lory). One
+dataset ``data/batched/part-NNNNN.parquet`` holds the N = sum T_i planned rows in training order
+(:func:`common.similarity_order`): read in order without shuffling, rows ``[k*B, (k+1)*B)`` are
+global batch k, consecutive windows of one source's ICP stream. ``interleave.json`` then has
+``batched`` (the ``load_dataset`` arguments) instead of the per-source datasets and interleave call,
+and the manifest reports ``batch_coherence`` (similarity vs the shuffle).
 """
 
 from __future__ import annotations
@@ -25,7 +32,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mixweave.pipeline.export.common import ExportContext, fmt_weight, materialized_indices, token_dtype
+from mixweave.pipeline.export.common import (
+    ExportContext,
+    batch_coherence_report,
+    batching_option,
+    fmt_weight,
+    materialized_indices,
+    ordered_rows,
+    similarity_order,
+    token_dtype,
+)
 
 MAX_FILE_BYTES = 256 << 20
 
@@ -38,8 +54,33 @@ def _table(rows: np.ndarray) -> pa.Table:
     return pa.table({"input_ids": lists})
 
 
+def _export_batched(ctx: ExportContext, tmp: Path, batch: int, dtype: np.dtype, per_file: int) -> dict[str, Any]:
+    src, rows = similarity_order(ctx, batch)
+    (tmp / "data" / "batched").mkdir(parents=True)
+    files, refs = [], []
+    for part, lo in enumerate(range(0, max(src.size, 1), per_file)):  # memory: one output file
+        rel = f"data/batched/part-{part:05d}.parquet"
+        pq.write_table(_table(ordered_rows(ctx, src[lo:lo + per_file], rows[lo:lo + per_file], dtype)), tmp / rel)
+        files.append(rel)
+        refs.append(ctx.ref(rel))
+    counts = {n: int((src == i).sum()) for i, n in enumerate(ctx.names) if (src == i).any()}
+    call = {"batched": {"path": "parquet", "data_files": refs, "split": "train"}, "batching": "similarity",
+            "global_batch_size": batch, "read": "in order, no shuffle: rows [k*B, (k+1)*B) are global batch k",
+            "rows": counts, "column": "input_ids", "seq_len": ctx.seq_len, "vocab_size": ctx.vocab_size,
+            "sink_id": ctx.sink_id}
+    (tmp / "interleave.json").write_text(json.dumps(call, indent=2) + "\n", encoding="utf-8")
+    return {"dtype": str(dtype), "materialized": True, "rows": counts, "batching": "similarity",
+            "global_batch_size": batch, "batch_coherence": batch_coherence_report(ctx, batch),
+            "window": ctx.window_convention("S") + "; one row per window", "sink_id": ctx.sink_id,
+            "files": files + ["interleave.json"]}
+
+
 def export_hf(ctx: ExportContext, tmp: Path) -> dict[str, Any]:
     dtype = token_dtype(ctx.vocab_size)
+    batch = batching_option(ctx)
+    if batch is not None:
+        per_file = max(1, int(ctx.options.get("max_file_bytes", MAX_FILE_BYTES)) // (ctx.seq_len * dtype.itemsize))
+        return _export_batched(ctx, tmp, batch, dtype, per_file)
     materialize = bool(ctx.options.get("hf_materialize", True))
     per_file = max(1, int(ctx.options.get("max_file_bytes", MAX_FILE_BYTES)) // (ctx.seq_len * dtype.itemsize))
     files, data_files, rows_out = [], {}, {}
@@ -75,10 +116,12 @@ def export_hf(ctx: ExportContext, tmp: Path) -> dict[str, Any]:
         "rows": {n: rows_out[n] for n in active},
         "column": "input_ids",
         "seq_len": ctx.seq_len,
+        "vocab_size": ctx.vocab_size,
+        "sink_id": ctx.sink_id,  # the attention-sink token at position 0 of every row (null: none)
     }
     (tmp / "interleave.json").write_text(json.dumps(call, indent=2) + "\n", encoding="utf-8")
     return {"dtype": str(dtype), "materialized": materialize, "rows": rows_out,
             "probabilities": dict(zip(active, call["interleave_datasets"]["probabilities"])),
             "stopping_strategy": call["interleave_datasets"]["stopping_strategy"],
-            "window": ctx.window_convention("S") + "; one row per window",
+            "window": ctx.window_convention("S") + "; one row per window", "sink_id": ctx.sink_id,
             "files": files + ["interleave.json"]}

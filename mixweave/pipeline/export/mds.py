@@ -11,6 +11,12 @@ Weights (``streams.yaml``, the ``train_loader.dataset`` of llm-foundry's ``text`
 ``choose: T_i`` per stream (default) -- absolute samples per epoch, so repetition (T_i > W_i) and
 downsampling come out exactly -- or ``proportion: T_i / sum T`` with ``epoch_size: sum T``
 (option ``mds_weighting="proportion"``). Never mix the two kinds.
+
+Similarity batching (options ``batching="similarity"``, ``global_batch_size`` B; Lory): one stream
+``batched/`` holds the N = sum T_i planned rows in training order (:func:`common.similarity_order`)
+and ``streams.yaml`` reads it with ``shuffle: false``: samples ``[k*B, (k+1)*B)`` are global batch k,
+consecutive windows of one source's ICP stream (set llm-foundry's global_train_batch_size to B). The
+manifest reports ``batch_coherence`` (similarity vs the shuffle).
 """
 
 from __future__ import annotations
@@ -22,7 +28,16 @@ from typing import Any
 import numpy as np
 
 from mixweave.errors import ConfigError
-from mixweave.pipeline.export.common import ExportContext, dump_yaml, fmt_weight, token_dtype
+from mixweave.pipeline.export.common import (
+    ExportContext,
+    batch_coherence_report,
+    batching_option,
+    dump_yaml,
+    fmt_weight,
+    ordered_rows,
+    similarity_order,
+    token_dtype,
+)
 
 SIZE_LIMIT = 1 << 26
 
@@ -65,12 +80,34 @@ def write_mds_rows(folder: Path, n_rows: int, s: int, dtype: np.dtype, read, *, 
     return names
 
 
+def _export_batched(ctx: ExportContext, tmp: Path, batch: int, dtype: np.dtype, size_limit: int) -> dict[str, Any]:
+    src, rows = similarity_order(ctx, batch)
+    (tmp / "batched").mkdir()
+    shards = write_mds_rows(tmp / "batched", src.size, ctx.seq_len, dtype,
+                            lambda lo, hi: ordered_rows(ctx, src[lo:hi], rows[lo:hi], dtype), size_limit=size_limit)
+    dataset = {"max_seq_len": ctx.seq_len, "shuffle": False, "streams": {"batched": {"local": ctx.ref("batched")}}}
+    header = ("# llm-foundry text loader (MosaicML Streaming) written by mixweave with similarity batching: read in "
+              f"order (shuffle: false) with global_train_batch_size {batch}; column 'tokens' = "
+              f"ndarray:{dtype.name}:{ctx.seq_len}.\n" + ctx.sink_note())
+    (tmp / "streams.yaml").write_text(header + dump_yaml({"train_loader": {"name": "text", "dataset": dataset}}),
+                                      encoding="utf-8")
+    counts = {n: int((src == i).sum()) for i, n in enumerate(ctx.names) if (src == i).any()}
+    return {"dtype": str(dtype), "encoding": f"ndarray:{dtype.name}:{ctx.seq_len}", "weighting": "ordered",
+            "batching": "similarity", "global_batch_size": batch, "rows": counts, "epoch_size": int(src.size),
+            "batch_coherence": batch_coherence_report(ctx, batch),
+            "window": ctx.window_convention("S") + "; one row per window", "sink_id": ctx.sink_id,
+            "files": [f"batched/{b}" for b in shards] + ["batched/index.json", "streams.yaml"]}
+
+
 def export_mds(ctx: ExportContext, tmp: Path) -> dict[str, Any]:
     dtype = token_dtype(ctx.vocab_size)
     mode = ctx.options.get("mds_weighting", "choose")
     if mode not in ("choose", "proportion"):
         raise ConfigError(f"mds_weighting must be 'choose' or 'proportion', got {mode!r}")
     size_limit = int(ctx.options.get("mds_size_limit", SIZE_LIMIT))
+    batch = batching_option(ctx)
+    if batch is not None:
+        return _export_batched(ctx, tmp, batch, dtype, size_limit)
     files, locals_ = [], {}
     for name in ctx.names:
         (tmp / name).mkdir()
@@ -92,10 +129,11 @@ def export_mds(ctx: ExportContext, tmp: Path) -> dict[str, Any]:
         dataset["epoch_size"] = ctx.plan.total_windows
     dataset["streams"] = streams
     header = ("# llm-foundry text loader (MosaicML Streaming) written by mixweave; column 'tokens' "
-              f"= ndarray:{dtype.name}:{ctx.seq_len}. Point 'local' (or 'remote') at where the folders live.\n")
+              f"= ndarray:{dtype.name}:{ctx.seq_len}. Point 'local' (or 'remote') at where the folders live.\n"
+              + ctx.sink_note())
     (tmp / "streams.yaml").write_text(header + dump_yaml({"train_loader": {"name": "text", "dataset": dataset}}),
                                       encoding="utf-8")
     return {"dtype": str(dtype), "encoding": f"ndarray:{dtype.name}:{ctx.seq_len}", "weighting": mode,
             "streams": streams, "epoch_size": ctx.plan.total_windows,
-            "window": ctx.window_convention("S") + "; one row per window",
+            "window": ctx.window_convention("S") + "; one row per window", "sink_id": ctx.sink_id,
             "files": files + ["streams.yaml"]}

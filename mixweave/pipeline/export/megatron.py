@@ -96,10 +96,14 @@ def export_megatron(ctx: ExportContext, tmp: Path) -> dict[str, Any]:
         "# set --data-cache-path DIR: without it Megatron writes its index cache into <prefix>/cache/ here",
         "# leave --reset-attention-mask off for ICP windows (cross-document attention is the point)",
     ]
+    if ctx.sink_id is not None:
+        args += [f"--vocab-size {ctx.vocab_size}   # counts the attention-sink token",
+                 ctx.sink_note().rstrip("\n") + "; GPTDataset's last label of a sample is the next window's sink"]
     (tmp / "megatron_args.txt").write_text("\n".join(args) + "\n", encoding="utf-8")
     return {
         "dtype": str(dtype), "prefixes": prefixes, "data_path": " ".join(blend),
         "weights": {n: weights[n] for n in active}, "train_samples": n_samples,
         "window": ctx.window_convention("S") + "; each window one document",
+        "sink_id": ctx.sink_id,
         "files": files + ["data_path.txt", "data_args.json", "sequences_per_dataset.json", "megatron_args.txt"],
     }

@@ -184,7 +184,7 @@ def export_olmo(ctx: ExportContext, tmp: Path) -> dict[str, Any]:
     header = (f"# OLMo-core SourceMixtureDatasetConfig written by mixweave. sequence_length: {S}, dtype: {dtype}, "
               f"vocab_size: {ctx.vocab_size}, eos_token_id: {ctx.eos_id}.\n"
               f"# Written for a global batch of {batch} sequences ({batch * S} tokens); for another batch re-export "
-              "with --global-batch-size (OLMo-core rounds to whole batches).\n")
+              "with --global-batch-size (OLMo-core rounds to whole batches).\n") + ctx.sink_note()
     (tmp / "source_mixture.yaml").write_text(header + dump_yaml(config), encoding="utf-8")
     sources = config["source_list"]["sources"]
     total = sum(realized.values())
@@ -194,5 +194,5 @@ def export_olmo(ctx: ExportContext, tmp: Path) -> dict[str, Any]:
             "max_repetition_ratio": {s["source_name"]: s["max_repetition_ratio"] for s in sources},
             "instances": realized, "realized_shares": {n: k / total for n, k in realized.items()},
             "exact": realized == {s.name: s.target_windows for s in ctx.plan.sources if s.target_windows > 0},
-            "window": ctx.window_convention("S") + "; file length a multiple of S",
+            "window": ctx.window_convention("S") + "; file length a multiple of S", "sink_id": ctx.sink_id,
             "files": files + ["source_mixture.yaml"]}

@@ -17,6 +17,8 @@ def export_options(e, fmt: str) -> dict:
     options = {"mds": {"mds_weighting": e.mds_weighting}, "hf": {"hf_materialize": e.hf_materialize}}.get(fmt, {})
     if fmt in ("olmo", "datatrove") and e.global_batch_size is not None:
         options["global_batch_size"] = int(e.global_batch_size)
+    if fmt in ("hf", "mds") and e.batching != "shuffle":  # similarity batching (Lory): one ordered dataset
+        options.update(batching=e.batching, global_batch_size=int(e.global_batch_size))
     return options
 
 
