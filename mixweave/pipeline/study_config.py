@@ -68,6 +68,8 @@ class StudyConfig:
     """Kept documents per source held out of every candidate's training (at most a fifth of a source)."""
     eval_examples: int = 50
     """Benchmark examples scored per benchmark."""
+    eval_windows: int = 8
+    """Held-out windows per source scored for the held-out loss."""
     n_boot: int = 2000
     alpha: float = 0.05
 
@@ -93,8 +95,8 @@ class StudyConfig:
             raise ConfigError(f"study.budget_tokens must be 0 (one pass) or at least 1 token, got {self.budget_tokens:g}")
         if self.max_epochs is not None and self.max_epochs <= 0:
             raise ConfigError(f"study.max_epochs must be > 0, got {self.max_epochs}")
-        if self.holdout_docs < 1 or self.eval_examples < 1 or self.n_boot < 1:
-            raise ConfigError("study: holdout_docs, eval_examples and n_boot must be >= 1")
+        if min(self.holdout_docs, self.eval_examples, self.eval_windows, self.n_boot) < 1:
+            raise ConfigError("study: holdout_docs, eval_examples, eval_windows and n_boot must be >= 1")
         if not 0 < self.alpha < 1:
             raise ConfigError(f"study.alpha must be in (0, 1), got {self.alpha}")
 

@@ -10,7 +10,7 @@ dependencies itself (``plan_order``).
 from __future__ import annotations
 
 from ..runner import Stage
-from . import count, dedup, embed, export, ingest, knn, mix, order, pack, train, utility
+from . import count, dedup, embed, export, ingest, knn, mix, order, pack, study, train, utility
 
 STAGES: tuple[Stage, ...] = (
     ingest.STAGE,   # sources -> docs/ + quarantine/ (Spark)
@@ -24,6 +24,7 @@ STAGES: tuple[Stage, ...] = (
     mix.STAGE,      # -> mixture.json
     export.STAGE,   # -> trainer-native files
     train.STAGE,    # -> checkpoints, metrics
+    study.STAGE,    # -> study.parquet, study.json: proxy runs per candidate x order x seed
 )
 
 
