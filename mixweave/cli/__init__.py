@@ -68,9 +68,9 @@ def cli(verbose: int, quiet: bool) -> None:
 
 def _attach_commands() -> None:
     """Every command, attached unconditionally: a broken import is a bug, not a missing command."""
-    from . import corpus, export, ingest, mix, report, run, train, utility, verify
+    from . import corpus, export, ingest, mix, report, run, study, train, utility, verify
 
-    for module in (run, ingest, mix, utility, export, train, report, verify, corpus):
+    for module in (run, ingest, mix, utility, export, train, study, report, verify, corpus):
         cli.add_command(module.command)
 
 
