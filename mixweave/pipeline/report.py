@@ -370,6 +370,8 @@ def build_report(out: str | Path, *, utility_path: str | Path | None = None, tit
         parts.append(f"<h2>Semantic dedup (cosine ≥ {d.get('threshold')})</h2>"
                      + _table(["source", "docs", "removed", "pairs"], rows))
 
+    from .study import study_section  # the study stage's table and charts, when a study ran
+    parts.append(study_section(out) or "")
     timings = {name: float(m.get("timings", {}).get("total_s", 0.0)) for name, m in manifests.items()}
     if timings:
         parts.append("<h2>Stage timings</h2>" + _img(chart_timings(timings), "stage timings"))
