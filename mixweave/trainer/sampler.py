@@ -304,32 +304,48 @@ def stream_rows(pack_dir: str | Path, source: str) -> np.ndarray:
 
 def batch_coherence(order: MixtureOrder, window_docs: Mapping[str, tuple[np.ndarray, np.ndarray]],
                     vectors: Mapping[str, np.ndarray], *, global_batch: int, max_batches: int = 1024) -> dict:
-    """Mean pairwise cosine of the documents' embeddings within a global batch, over the first
-    ``max_batches`` batches of ``order`` (batch k = positions [k*G, (k+1)*G)).
+    """How related the windows of a global batch are, over the first ``max_batches`` batches of
+    ``order`` (batch k = positions [k*G, (k+1)*G)), from the embed stage's document vectors.
 
-    ``window_docs[name] = (indptr [W+1], docs)``: the documents of each window (CSR over the
-    window's spans, :func:`mixweave.data.windows.window_documents`); ``vectors[name]``: the embed
-    stage's L2-normalised vectors of the source's documents. A batch's documents are the distinct
-    (source, doc) pairs of its windows; with unit vectors the mean over pairs is
-    ``(|sum x|^2 - sum |x|^2) / (n (n - 1))``, O(n d) per batch. Returns {batches, mean, min, max}."""
+    ``window_docs[name] = (indptr [W+1], docs)``: the documents of each window (CSR over its spans,
+    :func:`mixweave.data.windows.window_documents`); ``vectors[name]``: the source's document vectors.
+    Two figures, both means over batches of a mean pairwise cosine, computed in closed form
+    ``(|sum v|^2 - sum |v|^2) / (n (n - 1))`` (O(n d) per batch):
+
+    * ``window_pairs``: the G windows of the batch, a window's vector being the normalised mean of its
+      documents' vectors (two windows inside one long document score 1);
+    * ``doc_pairs``: the distinct documents of the batch, over the ``doc_batches`` batches that hold
+      at least two (a batch inside one document has no pair).
+
+    Returns {batches, window_pairs, doc_pairs, doc_batches}."""
     G = int(global_batch)
     n_batches = max(0, min(int(max_batches), order.total // G))
     names = order.plan.names
-    scores = []
+
+    def pair_mean(x: np.ndarray) -> float | None:
+        n = x.shape[0]
+        if n < 2:
+            return None
+        total = x.sum(0)
+        return (float(total @ total) - float((x * x).sum())) / (n * (n - 1))
+
+    win_scores, doc_scores = [], []
     for b in range(n_batches):
         src, win = order.lookup(np.arange(b * G, (b + 1) * G, dtype=np.int64))
-        total, sq, seen = None, 0.0, 0
+        win_vecs, doc_vecs = [], []
         for i in np.unique(src):
             indptr, docs = window_docs[names[i]]
-            rows = win[src == i]
-            ids = np.unique(np.concatenate([docs[indptr[r]:indptr[r + 1]] for r in rows]))
-            x = np.asarray(vectors[names[i]][ids], np.float64)
-            total = x.sum(0) if total is None else total + x.sum(0)
-            sq += float((x * x).sum())
-            seen += ids.size
-        if seen > 1:
-            scores.append((float(total @ total) - sq) / (seen * (seen - 1)))
-    if not scores:
-        return {"batches": 0, "mean": None, "min": None, "max": None}
-    return {"batches": len(scores), "mean": float(np.mean(scores)), "min": float(np.min(scores)),
-            "max": float(np.max(scores))}
+            X = vectors[names[i]]
+            for r in win[src == i]:
+                v = np.asarray(X[docs[indptr[r]:indptr[r + 1]]], np.float64).mean(0)
+                win_vecs.append(v / max(float(np.linalg.norm(v)), 1e-12))
+            ids = np.unique(np.concatenate([docs[indptr[r]:indptr[r + 1]] for r in win[src == i]]))
+            doc_vecs.append(np.asarray(X[ids], np.float64))
+        w = pair_mean(np.stack(win_vecs))
+        d = pair_mean(np.concatenate(doc_vecs))
+        if w is not None:
+            win_scores.append(w)
+        if d is not None:
+            doc_scores.append(d)
+    return {"batches": len(win_scores), "window_pairs": float(np.mean(win_scores)) if win_scores else None,
+            "doc_pairs": float(np.mean(doc_scores)) if doc_scores else None, "doc_batches": len(doc_scores)}

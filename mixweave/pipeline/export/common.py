@@ -294,8 +294,9 @@ def batch_coherence_report(ctx: ExportContext, global_batch: int, max_batches: i
     docs = {n: window_documents(ctx.pack_dir, n) for n in names}
     vectors = {n: load_embeddings(embed_dir, n) for n in names}
     stream = [stream_rows(ctx.pack_dir, n) for n in ctx.names]
-    out: dict[str, Any] = {"global_batch": int(global_batch), "metric": "mean pairwise cosine of the documents' "
-                           "embeddings within a global batch (embed stage vectors)"}
+    out: dict[str, Any] = {"global_batch": int(global_batch), "metric": "mean pairwise cosine within a global batch "
+                           "of its windows (window_pairs) and of its distinct documents (doc_pairs), embed stage "
+                           "vectors (trainer.sampler.batch_coherence)"}
     for mode in ("similarity", "shuffle"):
         order = MixtureOrder(ctx.plan, batching=mode, global_batch=global_batch, stream=stream)
         out[mode] = batch_coherence(order, docs, vectors, global_batch=global_batch, max_batches=max_batches)
