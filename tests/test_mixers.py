@@ -171,7 +171,7 @@ def test_sources_accept_records_dicts_and_objects():
 
 def test_method_aliases_and_registry():
     assert set(METHODS) == {"proportional", "temperature", "uniform", "manual", "unimax",
-                            "utilimax", "weakest_link"}
+                            "utilimax", "weakest_link", "doremi", "regmix"}
     assert solve({"a": 1.0}, 1, "UniMax").method == "unimax"
 
 

@@ -14,7 +14,8 @@ from .params import METHOD_PARAMS, method_key
 @dataclass(frozen=True, kw_only=True)
 class MixConfig:
     method: str = "unimax"
-    """proportional | temperature | uniform | manual | unimax | utilimax | weakest-link"""
+    """proportional | temperature | uniform | manual | unimax | utilimax | weakest-link | doremi | regmix
+    (the last two train proxy models on the pack: they need an order section)"""
     budget_tokens: float = 0.0
     """Training budget in tokens; 0 = the total tokens of all sources (one epoch of everything)."""
     max_epochs: float = 4.0

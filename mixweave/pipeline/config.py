@@ -31,6 +31,7 @@ from ..data.typed import from_dict, to_plain
 from ..errors import ConfigError
 from ..jobs.config import IngestConfig, SourceConfig, SparkConfig
 from ..mixers.config import MixConfig
+from ..mixers.params import method_key
 from ..retrieval.config import OrderConfig
 from ..trainer.config import TrainConfig
 from ..utility.config import UtilityConfig
@@ -180,6 +181,9 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
         raise ConfigError(f"utility.method {config.utility.method} needs benchmarks: the path of a benchmarks.jsonl")
     if (config.export is not None or config.train is not None) and (config.mix is None or config.order is None):
         raise ConfigError("export and train need both an order section (windows) and a mix section (mixture.json)")
+    if config.mix is not None and config.order is None and method_key(config.mix.method) in ("doremi", "regmix"):
+        raise ConfigError(f"mix.method {config.mix.method} trains proxy models on packed windows: add an order "
+                          "section (e.g. order: {seq_len: 512}) so the pack stage runs before mix")
     if not config.sources and (config.order or config.mix or config.utility):
         raise ConfigError("sources is empty: add at least one source with its paths")
     check_study(config)

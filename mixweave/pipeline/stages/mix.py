@@ -24,6 +24,14 @@ from ..runner import Stage, StageContext, StageResult
 LOG = logging.getLogger(__name__)
 
 
+def is_learned(method: str | None) -> bool:
+    """DoReMi / RegMix: methods that train proxy models on the pack's windows."""
+    from ...mixers.learned import LEARNED_METHODS
+    from ...mixers.params import method_key
+
+    return method is not None and method_key(method) in LEARNED_METHODS
+
+
 def mix_inputs(config: RunConfig) -> tuple[str, ...]:
     inputs = ("count", "pack") if config.order is not None else ("count",)
     if config.utility is not None and not (config.mix and config.mix.utility):
@@ -77,12 +85,16 @@ def mix_stats(ctx: StageContext) -> tuple[dict, dict | None, dict | None, int]:
 def solve_and_write_mixture(
     folder: Path, stats: dict, *, method: str, budget_tokens: float, max_epochs: float,
     utility_path: str | Path | None = None, params: dict | None = None, seq_len: int = 2048, seed: int = 0,
-    order: dict | None = None, window: dict | None = None,
+    order: dict | None = None, window: dict | None = None, pack_dir: str | Path | None = None,
+    benchmarks: str | Path | None = None,
 ) -> dict:
     """Solve the mixture for ``stats`` and write ``folder/mixture.json`` + ``folder/mixture.png``.
 
-    ``budget_tokens`` 0 means one pass over every source's tokens. Shared by the ``mix`` stage and
-    ``mixweave mix --stats``; returns the manifest written."""
+    ``budget_tokens`` 0 means one pass over every source's tokens. Shared by the ``mix`` stage,
+    ``mixweave mix --stats`` and the study's candidates; returns the manifest written.
+    The learned methods (doremi, regmix) train proxy models on ``pack_dir``'s windows (RegMix's
+    default target uses ``benchmarks``) under ``folder/proxies/`` and record them in the manifest's
+    ``learned`` block."""
     from ...data.mixture_manifest import build_mixture_manifest, write_mixture_manifest
     from ...data.utility_table import read_utility_table
     from ...mixers import mix_from_stats
@@ -90,13 +102,39 @@ def solve_and_write_mixture(
 
     utility = read_utility_table(utility_path) if utility_path else None
     budget = budget_tokens or float(sum(s["n_tokens"] for s in stats.get("sources", {}).values()))
+    learned = None
+    if is_learned(method):
+        learned = _learn(folder, stats, method=method, budget=budget, max_epochs=max_epochs, params=params,
+                         pack_dir=pack_dir, benchmarks=benchmarks)
+        params = {**(params or {}), "learned_weights": learned.weights}
     mixture = mix_from_stats(stats, method=method, budget_tokens=budget, max_epochs=max_epochs, utility=utility,
                              **(params or {}))
     manifest = build_mixture_manifest(mixture, stats, seq_len=seq_len, seed=seed, order=order, window=window)
+    if learned is not None:
+        manifest["learned"] = {**learned.record, "proxies_folder": "proxies"}
     folder.mkdir(parents=True, exist_ok=True)  # only once the request proved feasible
     write_mixture_manifest(folder / "mixture.json", manifest)
     plot_mixture(manifest, folder / "mixture.png")
     return manifest
+
+
+def _learn(folder: Path, stats: dict, *, method: str, budget: float, max_epochs, params: dict | None,
+           pack_dir: str | Path | None, benchmarks: str | Path | None):
+    """Train the learned method's proxies (after a feasibility check of the caps, so an impossible
+    budget fails before any training)."""
+    from ...mixers import sources_from_stats
+    from ...mixers.capping import check_total_capacity
+    from ...mixers.learned import learned_weights
+    from ...mixers.mixture import resolve_max_epochs, source_columns
+
+    if pack_dir is None:
+        raise ConfigError(f"mix.method {method} trains proxy models on packed windows: add an order section to "
+                          "the run config (or pass pack_dir) so the pack stage runs before mix")
+    names, n_tokens, _, _ = source_columns(sources_from_stats(stats))
+    caps = resolve_max_epochs(4.0 if max_epochs is None else max_epochs, names)
+    check_total_capacity(names, n_tokens, caps, budget)
+    return learned_weights(method, pack_dir, names, n_tokens, params or {}, Path(folder) / "proxies",
+                           benchmarks=benchmarks)
 
 
 def run_mix_stage(ctx: StageContext, tmp: Path) -> StageResult:
@@ -108,7 +146,8 @@ def run_mix_stage(ctx: StageContext, tmp: Path) -> StageResult:
     manifest = solve_and_write_mixture(
         tmp, stats, method=m.method, budget_tokens=m.budget_tokens, max_epochs=m.max_epochs,
         utility_path=utility_table_path(ctx), params=m.solver_params(), seq_len=seq_len, seed=ctx.config.seed,
-        order=order, window=window,
+        order=order, window=window, pack_dir=ctx.artifact("pack") if ctx.config.order is not None else None,
+        benchmarks=ctx.config.benchmarks if is_learned(m.method) else None,
     )
     return StageResult(
         counts={"n_sources": len(manifest["sources"]), "budget_tokens": manifest["budget_tokens"]},
@@ -119,14 +158,19 @@ def run_mix_stage(ctx: StageContext, tmp: Path) -> StageResult:
 
 
 def mix_config_slice(c: RunConfig) -> dict:
-    return {"mix": to_plain(c.mix), "seed": c.seed}
+    out = {"mix": to_plain(c.mix), "seed": c.seed}
+    if c.mix is not None and is_learned(c.mix.method):  # proxies read the pack (an input) and the benchmarks
+        out["benchmarks"] = c.benchmarks
+    return out
 
 
 def utility_fingerprint(c: RunConfig):
-    """sha256 of a given mix.utility table, so an edited table re-runs the mix."""
-    if c.mix and c.mix.utility and Path(c.mix.utility).is_file():
-        return sha256_file(c.mix.utility)
-    return None
+    """sha256 of a given mix.utility table, so an edited table re-runs the mix (and of the
+    benchmarks file a learned method's proxies are scored on)."""
+    utility = sha256_file(c.mix.utility) if c.mix and c.mix.utility and Path(c.mix.utility).is_file() else None
+    if c.mix is not None and is_learned(c.mix.method) and c.benchmarks and Path(c.benchmarks).is_file():
+        return {"utility": utility, "benchmarks": sha256_file(c.benchmarks)}
+    return utility
 
 
 STAGE = Stage("mix", mix_inputs, 1, mix_config_slice, run_mix_stage, extra_fingerprint=utility_fingerprint,
