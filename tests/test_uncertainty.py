@@ -206,6 +206,14 @@ def test_risk_se_equals_the_program_by_hand(method, lam):
         assert np.abs(np.array([other.weights[n] for n in sizes]) - got).max() > 1e-3
 
 
+def test_run_config_takes_risk_se():
+    from mixweave.mixers.config import MixConfig
+
+    assert MixConfig(method="utilimax", params={"risk": "se", "lam": 0.5}).solver_params() == {"risk": "se", "lam": 0.5}
+    with pytest.raises(ConfigError, match="risk"):
+        MixConfig(method="weakest-link", params={"risk": "stderr"})
+
+
 def test_explicit_settings_are_not_marked_defaulted():
     table, sizes, budget, max_epochs = hand_instance()
     mix = solve(sizes, budget, "utilimax", max_epochs=max_epochs, utility=table, lam=0.5, risk="identity",
