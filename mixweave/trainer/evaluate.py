@@ -54,10 +54,11 @@ def tokenizer_from_info(info: Mapping[str, Any]):
     from mixweave.data.tokenizer import default_tokenizer_files, load_tokenizer
 
     path = str(info.get("path", "default"))
-    if info.get("name") == "gpt2" and Path(path) == default_tokenizer_files()[0].parent:
-        tok = load_tokenizer("default")
+    sink = info.get("sink_token")  # the pack's attention-sink token (order.sink_token), if any
+    if str(info.get("name")).removesuffix("+sink") == "gpt2" and Path(path) == default_tokenizer_files()[0].parent:
+        tok = load_tokenizer("default", None, sink)
     else:
-        tok = load_tokenizer(path)
+        tok = load_tokenizer(path, None, sink)
     if info.get("sha256") and tok.sha256 != info["sha256"]:
         raise InputError(f"tokenizer at {path} has sha256 {tok.sha256[:12]}, the pack was made with "
                          f"{str(info['sha256'])[:12]}; point the pack's tokenizer.path at the original file")
