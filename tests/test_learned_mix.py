@@ -131,6 +131,8 @@ def test_solve_and_write_mixture_records_the_learned_block(sample, tmp_path):
     np.testing.assert_allclose([s["weight"] for s in manifest["sources"]], feasible_under_caps(pre, caps), rtol=1e-9)
     assert all(s["epochs"] <= 3.2 * (1 + 1e-9) for s in manifest["sources"])
     assert manifest["method"]["name"] == "doremi" and manifest["method"]["params"]["steps"] == 4
+    assert manifest["method"]["params"]["eta"] == 1.0 and manifest["method"]["params"]["smoothing"] == 1e-3  # defaults
+    assert learned["params"] == {k: v for k, v in manifest["method"]["params"].items() if k != "max_epochs"}
     # regmix through the same function, target from the benchmarks
     reg = solve_and_write_mixture(tmp_path / "regmix", stats, method="regmix", budget_tokens=0, max_epochs=4,
                                   params=TINY_REGMIX, seq_len=S, seed=1, pack_dir=sample.pack_dir,

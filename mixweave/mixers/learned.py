@@ -265,7 +265,7 @@ def regmix_weights(pack_dir: str | Path, names: Sequence[str], n_tokens: Sequenc
 def learned_weights(method: str, pack_dir: str | Path, names: Sequence[str], n_tokens: Sequence[float], params: Any,
                     out_dir: str | Path, *, benchmarks: str | Path | None = None) -> LearnedResult:
     """Dispatch on ``method`` (doremi | regmix); ``params``: its typed params (a mapping is converted)."""
-    from mixweave.data.typed import from_dict
+    from mixweave.data.typed import from_dict, to_plain
     from mixweave.mixers.params import METHOD_PARAMS, method_key
 
     key = method_key(method)
@@ -274,5 +274,8 @@ def learned_weights(method: str, pack_dir: str | Path, names: Sequence[str], n_t
     if params is None or isinstance(params, Mapping):
         params = from_dict(METHOD_PARAMS[key], dict(params or {}), "mix.params")
     if key == "doremi":
-        return doremi_weights(pack_dir, names, n_tokens, params, out_dir)
-    return regmix_weights(pack_dir, names, n_tokens, params, out_dir, benchmarks=benchmarks)
+        result = doremi_weights(pack_dir, names, n_tokens, params, out_dir)
+    else:
+        result = regmix_weights(pack_dir, names, n_tokens, params, out_dir, benchmarks=benchmarks)
+    result.record["params"] = to_plain(params)  # every setting, defaults included
+    return result

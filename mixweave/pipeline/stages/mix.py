@@ -106,7 +106,7 @@ def solve_and_write_mixture(
     if is_learned(method):
         learned = _learn(folder, stats, method=method, budget=budget, max_epochs=max_epochs, params=params,
                          pack_dir=pack_dir, benchmarks=benchmarks)
-        params = {**(params or {}), "learned_weights": learned.weights}
+        params = {**learned.record["params"], "learned_weights": learned.weights}  # defaults recorded too
     mixture = mix_from_stats(stats, method=method, budget_tokens=budget, max_epochs=max_epochs, utility=utility,
                              **(params or {}))
     manifest = build_mixture_manifest(mixture, stats, seq_len=seq_len, seed=seed, order=order, window=window)
