@@ -1,5 +1,5 @@
 """Shared fixtures: one local[2] Spark session per test run, offline model settings, data paths,
-and the two pipeline runs that the slow tests share (each made once per test session):
+and the pipeline runs that the slow tests share (each made once per test session):
 
 * ``small_runs`` -- three 30-document sources (books, code, web) of the fixture corpus, run in
   process through ``mix`` (``reference``), plus the same without books through ``mix`` (``two``).
@@ -11,6 +11,10 @@ and the two pipeline runs that the slow tests share (each made once per test ses
   stage; tests/test_run_exports.py reuses it up to ``pack`` (its own UniMax ``mix`` and all-format
   ``export`` go to its own folders through ``overrides``) and reads the exports with each
   trainer's library.
+* ``distributed_run`` -- a copy of ``reference`` re-run to ``export`` with every ICP stage on its
+  Spark path (``order.distributed_min_docs: 0``, 3 clusters, 3 windows a pack file, a Megatron
+  export). tests/test_jobs_knn.py, test_jobs_order.py and test_jobs_pack.py each check their stage
+  of that one run against the in-process path.
 
 Tests must not change these folders (copy them, or write through ``overrides`` to a tmp folder).
 """
@@ -113,6 +117,27 @@ def small_runs(spark, small_corpus, tmp_path_factory):
     run_stages(build_stages(), small_config(two, {"code": globs["code"], "web": globs["web"]}), wanted=["mix"])
     return types.SimpleNamespace(root=root, data=data, globs=globs, reference=reference, two=two,
                                  config=small_config, config_data=small_config_data, subset=write_subset)
+
+
+@pytest.fixture(scope="session")
+def distributed_run(small_runs, tmp_path_factory):
+    """A copy of the small ``reference`` run re-run to ``export`` with every ICP stage on its Spark
+    path: ingest, count and embed are reused (same fingerprints); knn (exact Spark join), dedup,
+    order (sharded job, 3 clusters), pack (Spark, 3 windows a file), mix and a Megatron export run."""
+    import shutil
+
+    from mixweave.pipeline.runner import run_stages
+    from mixweave.pipeline.stages import build_stages
+
+    out = tmp_path_factory.mktemp("distributed_run") / "run"
+    shutil.copytree(small_runs.reference, out)
+    order = {**small_config_data(out, small_runs.globs)["order"], "partitions": 3, "distributed_min_docs": 0,
+             "pack_file_windows": 3}
+    extra = {"order": order, "export": {"formats": ["megatron"]}}
+    config = small_config(out, small_runs.globs, **extra)
+    reports = {r.name: r.status for r in run_stages(build_stages(), config, wanted=["export"])}
+    return types.SimpleNamespace(out=out, config=config, reports=reports, order=order,
+                                 config_for=lambda **changes: small_config(out, small_runs.globs, **{**extra, **changes}))
 
 
 # -------------------------------------------------------------------------------- the full run

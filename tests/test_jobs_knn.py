@@ -4,7 +4,6 @@ distributed path on the fixture corpus."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -66,21 +65,18 @@ def test_spark_join_equals_in_process_on_any_number_of_tasks(spark, tmp_path):
     assert info["recall_at_k"] == 1.0 and info["nlist"] == info["nprobe"] == 4
 
 
-def test_knn_stage_distributed_path_on_the_fixture(small_runs, tmp_path):
-    """The small runs' reference (in process) against the same config with ``distributed_min_docs: 0``:
-    ingest and embed are copied from the reference, knn runs on Spark, dedup reads its shards."""
+def test_knn_stage_distributed_path_on_the_fixture(small_runs, distributed_run, tmp_path):
+    """The small runs' reference (in process) against the shared ``distributed_run`` (tests/conftest.py:
+    the same inputs with ``distributed_min_docs: 0``): ingest and embed were reused from the reference,
+    knn ran on Spark, dedup read its shards."""
     from mixweave.data.artifacts import load_embeddings, load_keep, load_knn
-    from mixweave.pipeline.config import parse_config
     from mixweave.pipeline.runner import run_stages
     from mixweave.pipeline.stages import build_stages
 
-    out = tmp_path / "run"
-    for stage in ("ingest", "embed"):
-        shutil.copytree(small_runs.reference / stage, out / stage)
-    data = small_runs.config_data(out, small_runs.globs)
-    data["order"]["distributed_min_docs"] = 0
-    reports = {r.name: r.status for r in run_stages(build_stages(), parse_config(data), wanted=["dedup"])}
-    assert reports == {"ingest": "skipped", "embed": "skipped", "knn": "ran", "dedup": "ran"}
+    out = distributed_run.out
+    reports = distributed_run.reports
+    assert {s: reports[s] for s in ("ingest", "embed", "knn", "dedup")} == \
+        {"ingest": "skipped", "embed": "skipped", "knn": "ran", "dedup": "ran"}
     manifest = json.loads((out / "knn" / "_manifest.json").read_text())
     local = json.loads((small_runs.reference / "knn" / "_manifest.json").read_text())
     for source, entry in manifest["knn"].items():
@@ -93,9 +89,10 @@ def test_knn_stage_distributed_path_on_the_fixture(small_runs, tmp_path):
         assert np.array_equal(I, I_local) and np.abs(D - D_local).max() <= 1e-6
         assert np.array_equal(load_keep(out / "dedup", source), load_keep(small_runs.reference / "dedup", source))
 
-    # the IVF join through the stage (its own folder; embed is reused)
-    data["order"].update(knn_method="ivf", ivf_nlist=3, ivf_nprobe=2)
-    run_stages(build_stages(), parse_config(data), wanted=["knn"], overrides={"knn": tmp_path / "knn_ivf"})
+    # the IVF join through the stage (its own folder; ingest and embed are reused)
+    config = distributed_run.config_for(order={**distributed_run.order, "knn_method": "ivf", "ivf_nlist": 3, "ivf_nprobe": 2})
+    reports = run_stages(build_stages(), config, wanted=["knn"], overrides={"knn": tmp_path / "knn_ivf"})
+    assert {r.name: r.status for r in reports} == {"ingest": "skipped", "embed": "skipped", "knn": "ran"}
     manifest = json.loads((tmp_path / "knn_ivf" / "_manifest.json").read_text())
     for source, entry in manifest["knn"].items():
         assert (entry["path"], entry["method"], entry["nlist"], entry["nprobe"]) == ("spark", "ivf_join", 3, 2)

@@ -148,27 +148,19 @@ def test_sharded_order_bad_input_is_one_line(spark, sharded, tmp_path):
 # ------------------------------------------------------------------------- the stage, end to end
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_distributed_order_stage_feeds_pack_and_export(small_runs, tmp_path):
-    """The small reference run's ingest/count/embed/mix, then knn -> dedup -> order -> pack -> export
-    with ``distributed_min_docs: 0, partitions: 3``: order runs as the sharded Spark job, writes one
-    file per cluster (the same bytes as the in-process partitioned path on the same kNN and keep
-    shards), and pack, export and the report read it."""
-    import shutil
-
+def test_distributed_order_stage_feeds_pack_and_export(distributed_run, tmp_path):
+    """The shared ``distributed_run`` (tests/conftest.py): the small reference run's ingest/count/embed
+    reused, then knn -> dedup -> order -> pack -> mix -> export with ``distributed_min_docs: 0,
+    partitions: 3``: order ran as the sharded Spark job, wrote one file per cluster (the same bytes as
+    the in-process partitioned path on the same kNN and keep shards), and pack, export and the report
+    read it."""
     from mixweave.data.artifacts import load_order
     from mixweave.data.manifest import read_manifest
     from mixweave.pipeline.report import adjacent_cosines
-    from mixweave.pipeline.runner import run_stages
-    from mixweave.pipeline.stages import build_stages
     from mixweave.pipeline.stages.order import _local_order, plan_clusters
 
-    out = tmp_path / "run"
-    for stage in ("ingest", "count", "embed", "mix"):
-        shutil.copytree(small_runs.reference / stage, out / stage)
-    order = {**small_runs.config_data(out, small_runs.globs)["order"], "partitions": 3, "distributed_min_docs": 0}
-    config = small_runs.config(out, small_runs.globs, order=order, export={"formats": ["megatron"]})
-    ran = run_stages(build_stages(), config, wanted=["export"])
-    reports = {r.name: r.status for r in ran}
+    out, reports = distributed_run.out, distributed_run.reports
+    assert distributed_run.order["partitions"] == 3 and distributed_run.order["distributed_min_docs"] == 0
     assert reports["order"] == reports["pack"] == reports["export"] == "ran", reports
     assert all(reports[s] == "skipped" for s in ("ingest", "count", "embed")), reports
 

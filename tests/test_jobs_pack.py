@@ -8,7 +8,6 @@ partitions, plus_one on/off, shuffle on/off, 1 vs 3 tasks; then a pipeline run."
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import types
 from pathlib import Path
@@ -163,28 +162,24 @@ def test_spark_pack_equals_in_process_pack_byte_for_byte(spark, ingested, tmp_pa
 @pytest.mark.spark
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_distributed_pipeline_run_exports_multi_file_packs(small_runs, tmp_path):
-    """A copy of the small reference run re-run from knn to mix with ``distributed_min_docs: 0`` and 3
-    windows a file: the Spark pack equals the in-process pack stage on the same order (every file,
-    byte for byte), and its Megatron, OLMo and MDS exports, several files a source, read back
-    token-exact with each trainer's own library."""
+def test_distributed_pipeline_run_exports_multi_file_packs(distributed_run, tmp_path):
+    """The shared ``distributed_run`` (tests/conftest.py: a copy of the small reference run re-run
+    from knn with ``distributed_min_docs: 0`` and 3 windows a file): the Spark pack equals the
+    in-process pack stage on the same order (every file, byte for byte), and its Megatron, OLMo and
+    MDS exports, several files a source, read back token-exact with each trainer's own library."""
     import json
 
     from mixweave.data.manifest import read_manifest
     from mixweave.data.windows import read_windows
     from mixweave.pipeline.export import export
-    from mixweave.pipeline.runner import StageContext, run_stage, run_stages
+    from mixweave.pipeline.runner import StageContext, run_stage
     from mixweave.pipeline.stages import build_stages
 
-    run = tmp_path / "run"
-    shutil.copytree(small_runs.reference, run)
-    order = {"k": 4, "seq_len": 128, "max_tokens": 32, "batch_size": 64, "shard_rows": 16,
-             "distributed_min_docs": 0, "pack_file_windows": 3}
-    config = small_runs.config(run, small_runs.globs, order=order)
-    reports = {r.name: r.status for r in run_stages(build_stages(), config, wanted=["mix"])}
+    run, reports, order = distributed_run.out, distributed_run.reports, distributed_run.order
+    assert order["distributed_min_docs"] == 0 and order["pack_file_windows"] == 3
     assert reports["pack"] == reports["mix"] == "ran", reports
     # the in-process pack stage on the same order, into its own folder
-    local_config = small_runs.config(run, small_runs.globs, order={**order, "distributed_min_docs": 10**9})
+    local_config = distributed_run.config_for(order={**order, "distributed_min_docs": 10**9})
     run_stage(build_stages()["pack"], StageContext(config=local_config, out=run, overrides={"pack": tmp_path / "local"}))
     info = read_manifest(run / "pack")["windows"]["sources"]
     local = read_manifest(tmp_path / "local")["windows"]["sources"]
