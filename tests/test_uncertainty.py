@@ -247,6 +247,24 @@ def test_within_noise_rule():
     assert within_noise(np.array([0.6, 0.0, 1e-9]), tied, tied - 0.1, tied + 0.1) == [2, None, 0]
 
 
+def test_heatmap_caption_names_the_interval_it_shows():
+    from dataclasses import replace
+
+    from mixweave.pipeline.report import chart_utility, utility_interval_caption
+
+    table = coerce_utility(aggregate_scores(score_rows(), n_boot=200).to_pandas())
+    assert "percentile bootstrap" in utility_interval_caption(table, 0.9, 500)
+    assert "90% confidence interval" in utility_interval_caption(table, 0.9, 500)
+    se_only = replace(table, ci_low=None, ci_high=None)
+    lo, hi, kind = se_only.interval()
+    assert kind == "se" and np.allclose(hi - se_only.scores, 1.96 * se_only.se)
+    assert "mean ± 1.96 × standard error" in utility_interval_caption(se_only)
+    bare = replace(se_only, se=None)
+    assert bare.interval() is None and "none is shown" in utility_interval_caption(bare)
+    for t in (table, se_only, bare):
+        assert chart_utility(t)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 # -- the report on the shared full run ---------------------------------------------------------------------------
 def test_full_run_records_and_reports_the_uncertainty(full_run):
     from mixweave.pipeline.report import build_report
