@@ -277,8 +277,8 @@ def similarity_order(ctx: ExportContext, global_batch: int) -> tuple[np.ndarray,
 
 def batch_coherence_report(ctx: ExportContext, global_batch: int, max_batches: int = 1024) -> dict[str, Any]:
     """Mean pairwise cosine of the documents' embeddings within a global batch of ``global_batch``
-    windows, for similarity batching and for the shuffled baseline (the trainer's token-weighted
-    shuffle) side by side, from the embed stage's vectors that the pack manifest names as its input
+    windows, for similarity batching, for the shuffled baseline (the trainer's token-weighted
+    shuffle) and for one-source batches of randomly ordered windows (``source_shuffle``) side by side, from the embed stage's vectors that the pack manifest names as its input
     (``{"note": ...}`` when the pack has no embed input, e.g. a pack written from arrays)."""
     from mixweave.data.artifacts import load_embeddings
     from mixweave.data.manifest import read_manifest
@@ -300,4 +300,10 @@ def batch_coherence_report(ctx: ExportContext, global_batch: int, max_batches: i
     for mode in ("similarity", "shuffle"):
         order = MixtureOrder(ctx.plan, batching=mode, global_batch=global_batch, stream=stream)
         out[mode] = batch_coherence(order, docs, vectors, global_batch=global_batch, max_batches=max_batches)
+    # the same one-source batches with the windows in random order: what the ICP neighbourhood adds
+    # beyond batching by source
+    rng = np.random.default_rng([ctx.plan.seed, 5])
+    random_stream = [rng.permutation(int(s.n_windows)) for s in ctx.plan.sources]
+    order = MixtureOrder(ctx.plan, batching="similarity", global_batch=global_batch, stream=random_stream)
+    out["source_shuffle"] = batch_coherence(order, docs, vectors, global_batch=global_batch, max_batches=max_batches)
     return out
