@@ -116,6 +116,15 @@ def test_old_tables_without_se_read_fine(tmp_path, caplog):
                   for b in BENCHMARKS]).to_csv(tmp_path / "plain.csv", index=False)
     plain = read_utility_table(tmp_path / "plain.csv")
     assert plain.se is None and plain.std is None and plain.interval() is None
+    # a table handed over in code with an unknown se is refused, naming the cell
+    from dataclasses import replace
+
+    from mixweave.errors import InputError
+
+    holes = new.se.copy()
+    holes[1, 2] = np.nan
+    with pytest.raises(InputError, match=f"se is missing, NaN or infinite for {new.sources[1]}/{new.benchmarks[2]}"):
+        coerce_utility(replace(new, se=holes))
 
 
 def test_table_method_keeps_the_interval_of_the_mean(tmp_path):

@@ -90,7 +90,7 @@ def _is_frame(obj: Any) -> bool:
 
 
 def _check_finite(table: UtilityTable, what: str = "scores") -> None:
-    arrays = [("score", table.scores)] + ([("std", table.std)] if table.std is not None else [])
+    arrays = [("score", table.scores)] + [(k, getattr(table, k)) for k in ("std", "se") if getattr(table, k) is not None]
     for label, arr in arrays:
         bad = [f"{table.sources[i]}/{table.benchmarks[j]}" for i, j in zip(*np.nonzero(~np.isfinite(arr)))]
         if bad:
