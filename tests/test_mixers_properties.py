@@ -7,6 +7,7 @@ import pytest
 
 from mixweave.errors import InfeasibleError
 from mixweave.mixers import solve
+from mixweave.mixers.mixture import ZERO_WEIGHT
 
 CAPPED_METHODS = [("unimax", {}), ("temperature", {"tau": 3.33}), ("utilimax", {}),
                   ("utilimax", {"squared": True, "lam": 0.1}), ("weakest_link", {"lam": 0.3})]
@@ -36,7 +37,7 @@ def check_mixture(mix, sizes, cap, budget):
         if mix.binding[name] == "epoch_cap":
             assert mix.epochs[name] == pytest.approx(cap, rel=1e-6)
         if mix.binding[name] == "nonneg":
-            assert mix.weights[name] < 1e-9
+            assert mix.weights[name] < ZERO_WEIGHT
 
 
 @pytest.mark.parametrize("seed", range(30))

@@ -30,8 +30,10 @@ BINDINGS = (EPOCH_CAP, BUDGET_SHARE, NONNEG, NONE)
 
 #: Relative tolerance for deciding that a source sits at its epoch cap.
 CAP_RTOL = 1e-7
-#: Weights below this are reported as pinned at zero by the non-negativity constraint.
-ZERO_WEIGHT = 1e-9
+#: Weights below this are reported as pinned at zero by the non-negativity constraint (interior-point
+#: solvers leave residues of ~1e-9 on sources they drop; 1e-6 of a budget is under one window at any
+#: budget below 2e9 windows' tokens).
+ZERO_WEIGHT = 1e-6
 #: How many names an error message lists before it says "and N more".
 
 
