@@ -52,19 +52,37 @@ def docs(tmp_path_factory, corpus_dir):
     return root, files
 
 
+@pytest.fixture(scope="module")
+def spark_embedded(spark, docs, tmp_path_factory):
+    """``backend -> (out folder, units, info)``: the Spark embed job over every unit, run once per
+    backend and shared by the tests below (the partitioning test reuses the ``auto`` run)."""
+    from mixweave.jobs.embed import plan_units, run_embed
+
+    root, files = docs
+    done: dict[str, tuple] = {}
+
+    def get(backend: str):
+        if backend not in done:
+            units = plan_units(files, root)
+            out = tmp_path_factory.mktemp(f"embed-{backend}")
+            info = run_embed(spark, units=units, out_root=out, encoder="default", max_tokens=510, batch_size=4,
+                             torch_threads=1, device="cpu", backend=backend)
+            done[backend] = (out, units, info)
+        return done[backend]
+
+    return get
+
+
 @pytest.mark.parametrize("backend", ["torch", "auto"])
-def test_spark_embed_equals_in_process(spark, docs, tmp_path, backend):
+def test_spark_embed_equals_in_process(docs, spark_embedded, backend):
     import torch
 
-    from mixweave.jobs.embed import plan_units, run_embed
     from mixweave.retrieval.encoder_backends import CPU_DEFAULT
     from mixweave.retrieval.encoders import embed_texts, load_encoder
 
     root, files = docs
-    units = plan_units(files, root)
+    out, units, info = spark_embedded(backend)
     assert len(units) == 8  # 4 files of 10 or 8 rows, row groups of 7: 2 units each
-    info = run_embed(spark, units=units, out_root=tmp_path, encoder="default", max_tokens=510, batch_size=4,
-                     torch_threads=1, device="cpu", backend=backend)
     assert info["rows"] == 36 and info["backend"] == ("torch" if backend == "torch" else CPU_DEFAULT)
 
     previous = torch.get_num_threads()
@@ -74,7 +92,7 @@ def test_spark_embed_equals_in_process(spark, docs, tmp_path, backend):
         for source, paths in files.items():
             texts = [t for p in paths for t in pq.read_table(p, columns=["text"]).column("text").to_pylist()]
             mine = sorted(u["out_file"] for u in units if u["source"] == source)
-            blocks = [np.load(tmp_path / f) for f in mine]
+            blocks = [np.load(out / f) for f in mine]
             spark_emb = np.concatenate(blocks)  # name order == document order
             assert spark_emb.dtype == np.float32 and spark_emb.shape == (len(texts), 384)
             np.testing.assert_allclose(np.linalg.norm(spark_emb, axis=1), 1.0, atol=1e-5)
@@ -86,14 +104,15 @@ def test_spark_embed_equals_in_process(spark, docs, tmp_path, backend):
                 table = pq.ParquetFile(unit["docs_file"]).read_row_group(unit["row_group"], columns=["text"])
                 unit_texts = table.column("text").to_pylist()[unit["start"]:unit["stop"]]
                 local = embed_texts(model, unit_texts, max_tokens=510, batch_size=4)
-                assert np.array_equal(np.load(tmp_path / unit["out_file"]), local), unit["out_file"]
+                assert np.array_equal(np.load(out / unit["out_file"]), local), unit["out_file"]
     finally:
         torch.set_num_threads(previous)
 
 
-def test_spark_embed_is_independent_of_partitioning(spark, docs, tmp_path):
+def test_spark_embed_is_independent_of_partitioning(spark, docs, spark_embedded, tmp_path):
     """The default backend (auto: the CPU default here) gives the same bytes whatever the task layout:
-    units in reverse order over local[2]'s tasks, and every unit in one process as local[1] would."""
+    the shared ``auto`` run (units in order over local[2]'s tasks) against the code units in reverse
+    order, and every code unit in one process as local[1] would."""
     import pyarrow as pa
 
     from mixweave.jobs.embed import UNIT_SCHEMA, _embed_units, plan_units, run_embed
@@ -101,11 +120,12 @@ def test_spark_embed_is_independent_of_partitioning(spark, docs, tmp_path):
 
     root, files = docs
     units = [u for u in plan_units(files, root) if u["source"] == "code"]
-    run_embed(spark, units=units, out_root=tmp_path / "a", batch_size=4, torch_threads=1, device="cpu")
+    a_dir, _, info = spark_embedded("auto")
+    assert info["backend"] == resolve_backend("auto", "cpu")  # the run_embed defaults below resolve the same
     run_embed(spark, units=units[::-1], out_root=tmp_path / "b", batch_size=4, torch_threads=1, device="cpu")
     one_worker = _embed_units(str(tmp_path / "c"), "default", 510, 4, 1, "cpu", resolve_backend("auto", "cpu"))
     assert len(list(one_worker(iter([pa.RecordBatch.from_pylist(units, schema=UNIT_SCHEMA)])))) == len(units)
     for u in units:
-        a = np.load(tmp_path / "a" / u["out_file"])
+        a = np.load(a_dir / u["out_file"])
         assert np.array_equal(a, np.load(tmp_path / "b" / u["out_file"]))
         assert np.array_equal(a, np.load(tmp_path / "c" / u["out_file"]))
