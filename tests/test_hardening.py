@@ -229,7 +229,9 @@ def test_ctrl_c_prints_one_line_and_no_traceback(tmp_path):
     seen = ""
     while "spark session" not in seen and time.monotonic() < deadline and proc.poll() is None:
         seen += proc.stderr.readline()
-    time.sleep(1.0)
+    while not list((tmp_path / "out").glob(".ingest.tmp-*")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)  # interrupted inside a stage: its temporary folder exists
+    assert list((tmp_path / "out").glob(".ingest.tmp-*")), seen
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     err = seen + err
