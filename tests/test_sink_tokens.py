@@ -4,7 +4,7 @@ bytes), its id is in the pack, mixture and export manifests, every trainer's own
 metrics exclude it, and the built-in trainer trains on such a pack.
 
 Uses the small reference run of tests/conftest.py: its pack and mix stages are re-run with a sink into
-this test's own folders (the reference is never changed)."""
+this test's own folders (the reference is never changed), and the Spark pack job packs one source."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def test_sink_is_a_new_special_token_that_no_text_encodes_to(corpus_dir):
 @pytest.fixture(scope="module")
 def sink_run(small_runs, spark, tmp_path_factory):
     """The reference run's pack (in process) and mix stages re-run with ``order.sink_token`` into
-    this module's folders; plus the Spark pack of the same order."""
+    this module's folders."""
     from mixweave.pipeline.runner import StageContext, run_stage
     from mixweave.pipeline.stages import build_stages
 
@@ -111,11 +111,8 @@ def sink_run(small_runs, spark, tmp_path_factory):
     over = {"pack": root / "pack", "mix": root / "mix"}
     run_stage(stages["pack"], StageContext(config=config, out=ref, overrides=over, _spark=spark))
     run_stage(stages["mix"], StageContext(config=config, out=ref, overrides=over, _spark=spark))
-    spark_config = small_runs.config(ref, small_runs.globs, order={**order, "distributed_min_docs": 0})
-    run_stage(stages["pack"], StageContext(config=spark_config, out=ref, overrides={"pack": root / "spark_pack"},
-                                           _spark=spark))
-    return types.SimpleNamespace(root=root, pack=root / "pack", mixture=root / "mix" / "mixture.json",
-                                 spark_pack=root / "spark_pack", ref=ref, info=windows_info(root / "pack"))
+    return types.SimpleNamespace(root=root, pack=root / "pack", mixture=root / "mix" / "mixture.json", ref=ref,
+                                 seed=config.seed, info=windows_info(root / "pack"))
 
 
 def test_every_window_starts_with_the_sink_and_its_id_is_in_the_manifests(sink_run):
@@ -137,17 +134,31 @@ def test_every_window_starts_with_the_sink_and_its_id_is_in_the_manifests(sink_r
     assert mixture["tokenizer"]["vocab_size"] == 50258
 
 
-def test_spark_pack_with_sink_equals_the_in_process_pack_byte_for_byte(sink_run):
-    local = read_manifest(sink_run.pack)["windows"]
-    remote = read_manifest(sink_run.spark_pack)["windows"]
-    assert remote["sink_id"] == local["sink_id"] and remote["tokenizer"] == local["tokenizer"]
-    for name, entry in local["sources"].items():
-        assert remote["sources"][name]["path"] == "spark" and entry["path"] == "local"
-        for key in ("n_windows", "dropped_tokens", "stream_tokens", "n_docs", "files"):
-            assert remote["sources"][name][key] == entry[key], (name, key)
-        for kind in ("windows", "spans"):
-            for path in sorted((sink_run.pack / kind / name).iterdir()):
-                assert path.read_bytes() == (sink_run.spark_pack / kind / name / path.name).read_bytes(), path
+@pytest.mark.spark
+def test_spark_pack_with_sink_equals_the_in_process_pack_byte_for_byte(sink_run, spark, tmp_path):
+    """The Spark pack job (jobs.pack) of the smallest source, in partitions of 7 documents, writes the
+    in-process pack stage's windows and spans files byte for byte."""
+    from mixweave.data.artifacts import docs_files_by_source, order_files
+    from mixweave.jobs.pack import run_spark_pack
+    from mixweave.retrieval.pack import source_seed
+
+    info = sink_run.info
+    name = min(info.sources, key=lambda n: info.sources[n]["stream_tokens"])
+    res = run_spark_pack(spark, source=name, order_paths=order_files(sink_run.ref / "order", name),
+                         docs_files=docs_files_by_source(sink_run.ref / "ingest")[name], out_root=tmp_path,
+                         work_dir=tmp_path / ".work", tokenizer_path="default", tokenizer_pattern=None,
+                         eos_id=info.tokenizer["eos_id"], dtype=info.tokenizer["dtype"], seq_len=S, plus_one=False,
+                         shuffle=True, seed=source_seed(sink_run.seed, name), part_docs=7, per_file=16,
+                         sink_id=info.sink_id)
+    entry = info.sources[name]
+    assert res["partitions"] > 1 and res["files"] == entry["files"]
+    for key in ("n_windows", "dropped_tokens", "stream_tokens", "n_docs"):
+        assert res[key] == entry[key], key
+    for kind in ("windows", "spans"):
+        local = sorted(p.name for p in (sink_run.pack / kind / name).iterdir())
+        assert local == sorted(p.name for p in (tmp_path / kind / name).iterdir())
+        for file in local:
+            assert (sink_run.pack / kind / name / file).read_bytes() == (tmp_path / kind / name / file).read_bytes()
 
 
 def test_plans_refuse_to_mix_packs_with_and_without_the_sink(sink_run, small_runs):
