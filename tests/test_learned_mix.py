@@ -123,6 +123,7 @@ def test_solve_and_write_mixture_records_the_learned_block(sample, tmp_path):
     assert learned["method"] == "doremi" and learned["proxies_folder"] == "proxies"
     assert (folder / "proxies" / "reference" / "eval.json").is_file()
     assert (folder / "proxies" / "proxy" / "domain_weights.jsonl").is_file()
+    assert not (folder / "proxies" / "reference" / "checkpoints").exists()  # scored proxies keep no weights
     assert learned["flops"] == pytest.approx(learned["reference"]["flops"] + learned["proxy"]["flops"])
     names = [s["name"] for s in manifest["sources"]]
     pre = np.array([learned["weights"][n] for n in names])

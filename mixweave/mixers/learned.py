@@ -14,9 +14,9 @@ with :func:`feasible_under_caps`, the capped water-filling the other methods use
 as 6 x non-embedding parameters x training tokens per run, plus 2 x N x tokens for DoReMi's
 reference forwards during the proxy run (evaluation forwards are not counted).
 
-Runs are seeded: the same pack, params and seed give the same weights on CPU. Proxy folders (the
-trainer's checkpoints, metrics.jsonl, eval.json) go under ``out_dir`` (the mix stage's
-``proxies/``).
+Runs are seeded: the same pack, params and seed give the same weights on CPU. Proxy folders
+(metrics.jsonl, eval.json; checkpoints are removed once a run is scored) go under ``out_dir``
+(the mix stage's ``proxies/``).
 """
 
 from __future__ import annotations
@@ -60,6 +60,18 @@ def feasible_under_caps(weights: np.ndarray, caps: np.ndarray) -> np.ndarray:
     rest = ~pos
     out[rest] = water_fill(np.maximum(caps[rest], 1e-300), caps[rest], total=1.0 - room)
     return out
+
+
+def _drop_checkpoints(run_dir: Path) -> None:
+    """A proxy's weights are not needed once it is scored: keep eval.json and metrics.jsonl, not
+    megabytes of model and optimizer state per proxy in the mix artifact (the trainer's manifest,
+    which lists the checkpoints, goes with them; mixture.json's learned block is the record)."""
+    import shutil
+
+    from mixweave.data.manifest import MANIFEST_NAME
+
+    shutil.rmtree(Path(run_dir) / "checkpoints", ignore_errors=True)
+    (Path(run_dir) / MANIFEST_NAME).unlink(missing_ok=True)
 
 
 def _non_embedding(model) -> int:
@@ -136,6 +148,7 @@ def doremi_weights(pack_dir: str | Path, names: Sequence[str], n_tokens: Sequenc
     ref_cfg = dataclasses.replace(_train_config(params), steps=ref_steps, log_interval=max(1, ref_steps // 4))
     log.info("doremi: reference model (depth %d, %s mixture, %d steps)", params.depth, params.reference, ref_steps)
     ref = train_plan(ref_plan, pack_dir, out / "reference", ref_cfg, dataset=dataset)
+    _drop_checkpoints(out / "reference")
     reference = ref.model
     for p in reference.parameters():
         p.requires_grad_(False)
@@ -230,6 +243,7 @@ def regmix_weights(pack_dir: str | Path, names: Sequence[str], n_tokens: Sequenc
         log.info("regmix: proxy %d/%d on %s", i + 1, len(mixtures),
                  " ".join(f"{n}={x:.3f}" for n, x in zip(names, w)))
         result = train_plan(plan, pack_dir, out / folder, cfg, holdout=holdout, dataset=dataset)
+        _drop_checkpoints(out / folder)
         if n_params is None:
             n_params = _non_embedding(result.model)
         loss = _target_loss(result.eval, target, names)
