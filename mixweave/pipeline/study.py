@@ -311,7 +311,7 @@ def proxy_run(ctx, work: Path, *, cand, order: str, seed: int, mixture_path: Pat
                   "last_loss": result.losses[-1] if result.losses else None,
                   "realized_weights": plan.realized_weights, "benchmarks": bench, "metrics": metrics,
                   "seconds": round(time.perf_counter() - started, 2), "device": str(device)}
-        write_json_atomic(tmp / RUN_RESULT, record)
+        write_json_atomic(tmp / RUN_RESULT, finite(record))
     return record
 
 
@@ -417,6 +417,17 @@ def summarize(results: list[dict], study, *, seeds: int) -> dict:
     return {"summary": summary, "paired": paired, "icp_vs_random": orders, "note": note}
 
 
+def finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON has no NaN; one seed has no interval)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
 # -------------------------------------------------------------------------------------- charts
 KEY_METRICS = ("bpb/mean", "heldout_loss/mean", "acc/mean")
 
@@ -520,7 +531,7 @@ def run_study(ctx, tmp: Path) -> dict:
            "mixtures": mixtures, "runs": runs, "summary": stats["summary"], "paired": stats["paired"],
            "icp_vs_random": stats["icp_vs_random"], "config": to_plain(s),
            "seconds": round(time.perf_counter() - started, 1)}
-    write_json_atomic(tmp / "study.json", doc)
+    write_json_atomic(tmp / "study.json", finite(doc))
     chart_means(stats["summary"], s, tmp / "study_means.png")
     chart_paired(stats["paired"], s, tmp / "study_paired.png")
     for part in ("packs", "mixtures", "runs"):
@@ -539,6 +550,10 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}f}"
 
 
+def _sgn(x: float | None) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{x:+.3f}"
+
+
 def study_table_rows(doc: dict) -> list[list[str]]:
     """candidate, order, then mean ± half of each key metric, then the verdicts vs the baseline."""
     rows = []
@@ -553,7 +568,7 @@ def study_table_rows(doc: dict) -> list[list[str]]:
                 p = next((x for x in doc["paired"] if x["candidate"] == cand and x["order"] == order
                           and x["metric"] == metric), None)
                 row.append("baseline" if cand == doc["baseline"] else "–" if p is None else
-                           f"{p['diff']:+.3f} [{p['lo']:+.3f}, {p['hi']:+.3f}] {p['verdict']}")
+                           f"{_sgn(p['diff'])} [{_sgn(p['lo'])}, {_sgn(p['hi'])}] {p['verdict']}")
             rows.append(row)
     return rows
 
