@@ -99,6 +99,13 @@ def _tokenizer_block(tokenizer: Mapping[str, Any] | None, stats: Mapping[str, An
     return {f: _plain(tok[f]) for f in TOKENIZER_FIELDS}
 
 
+def _bytes_per_token(entry: Mapping[str, Any]) -> float | None:
+    rate = entry.get("bytes_per_token")  # never n_bytes / n_tokens: a pack's stats replace n_tokens
+    if rate is None or not math.isfinite(float(rate)) or float(rate) <= 0:
+        return None
+    return float(rate)
+
+
 def _phase_block(index: int, phase: Any) -> dict[str, Any]:
     return {"name": f"phase_{index}", "budget_tokens": _number(float(phase.budget_tokens)),
             "method": _method_block(phase),
@@ -110,14 +117,20 @@ def build_mixture_manifest(mixture: Any, stats: Mapping[str, Any], *, seq_len: i
                            tokenizer: Mapping[str, Any] | None = None, seed: int,
                            utility: Any = None, order: Mapping[str, Any] | None = None,
                            phases: Sequence[Any] | None = None,
-                           window: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                           window: Mapping[str, Any] | None = None, unit: str = "tokens",
+                           budget_bytes: float | None = None) -> dict[str, Any]:
     """mixture.json v1 as a dict, validated.
 
     ``mixture``: a solved Mixture; ``stats``: the ingest stats.json dict (paths, n_docs, and the
     tokenizer when ``tokenizer`` is None); ``utility``: {source: {benchmark: score}} or a
     UtilityTable (default: the mixture's own); ``order``: {method, windows} once windows exist;
     ``phases``: the per-phase Mixtures of a multi-phase run (their budgets add up to the
-    mixture's); ``window``: default :func:`default_window`.
+    mixture's); ``window``: default :func:`default_window`; ``unit``: the unit the mixture was
+    solved in (tokens, or bytes with ``budget_bytes``, the byte budget it was solved for).
+
+    Both units are written whenever stats gives each source's ``bytes_per_token`` (the count
+    stage's): per source ``bytes_per_token``, ``n_bytes`` and
+    ``target_bytes`` (= the token figures x bytes per token) and ``budget_bytes`` (= their sum).
     """
     stats_sources = stats.get("sources") if isinstance(stats, Mapping) else None
     if not isinstance(stats_sources, Mapping):
@@ -149,11 +162,21 @@ def build_mixture_manifest(mixture: Any, stats: Mapping[str, Any], *, seq_len: i
             "binding": mixture.binding[name],
             "utility": utility_rows.get(name, {}),
         })
+        rate = _bytes_per_token(entry)
+        if rate is not None:
+            sources[-1].update(bytes_per_token=rate, n_bytes=n_tokens * rate,
+                               target_bytes=float(mixture.target_tokens[name]) * rate)
+    both = all("bytes_per_token" in s for s in sources)
+    if unit not in ("tokens", "bytes"):
+        raise InputError(f"unit must be tokens or bytes, got {unit!r}")
+    if unit == "bytes" and not both:
+        raise InputError("a mixture solved in bytes needs each source's bytes per token in stats.json; "
+                         "re-run the count stage")
     if not isinstance(seq_len, int) or isinstance(seq_len, bool):
         raise InputError(f"seq_len must be an integer number of tokens, got {seq_len!r}")
     manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
-        "unit": "tokens",
+        "unit": unit,
         "seq_len": seq_len,
         "window": _plain(dict(window)) if window is not None else default_window(seq_len),
         "tokenizer": _tokenizer_block(tokenizer, stats),
@@ -163,6 +186,10 @@ def build_mixture_manifest(mixture: Any, stats: Mapping[str, Any], *, seq_len: i
         "sources": sources,
         "order": None if order is None else _plain(dict(order)),
     }
+    if both:
+        manifest["budget_bytes"] = _number(float(sum(s["target_bytes"] for s in sources)))
+        if unit == "bytes" and budget_bytes is not None and _close(float(budget_bytes), manifest["budget_bytes"], 0.0):
+            manifest["budget_bytes"] = _number(float(budget_bytes))  # the budget asked for, not its float sum
     if phases:
         manifest["phases"] = [_phase_block(i, p) for i, p in enumerate(phases)]
     problems = manifest_problems(manifest)
@@ -218,10 +245,38 @@ def _semantic_problems(m: dict[str, Any]) -> list[str]:
         if s["max_epochs"] is not None and s["epochs"] > s["max_epochs"] * (1 + RTOL):
             problems.append(f"{at}.epochs: {s['epochs']} exceeds max_epochs {s['max_epochs']} for "
                             f"source {s['name']!r}")
+    problems += _byte_problems(m)
     total = sum(s["weight"] for s in sources)
     if not math.isclose(total, 1.0, abs_tol=RTOL):
         problems.append(f"$.sources[*].weight: weights sum to {total}, not 1")
     problems += _phase_problems(m, names)
+    return problems
+
+
+def _byte_problems(m: dict[str, Any]) -> list[str]:
+    """Both units agree through each source's bytes per token, and budget_bytes is their sum."""
+    sources, problems = m["sources"], []
+    with_bytes = ["bytes_per_token" in s for s in sources]
+    if m["unit"] == "bytes" and not all(with_bytes):
+        return ["$.sources: a mixture solved in bytes needs bytes_per_token, n_bytes and target_bytes per source"]
+    if any(with_bytes) and not all(with_bytes):
+        return ["$.sources: bytes_per_token is given for some sources only"]
+    if not any(with_bytes):
+        return ["$.budget_bytes: given without the sources' bytes_per_token"] if "budget_bytes" in m else []
+    for i, s in enumerate(sources):
+        rate = s["bytes_per_token"]
+        for key, tokens in (("n_bytes", "n_tokens"), ("target_bytes", "target_tokens")):
+            if key not in s:
+                problems.append(f"$.sources[{i}].{key}: missing beside bytes_per_token")
+            elif not _close(s[key], s[tokens] * rate, RTOL):
+                problems.append(f"$.sources[{i}].{key}: {s[key]} != {tokens} x bytes_per_token ({s[tokens] * rate})")
+    if problems:
+        return problems
+    total = sum(s["target_bytes"] for s in sources)
+    if "budget_bytes" not in m:
+        problems.append("$.budget_bytes: missing although every source has bytes_per_token")
+    elif not _close(m["budget_bytes"], total, 0.0):
+        problems.append(f"$.budget_bytes: {m['budget_bytes']} != the sources' target_bytes sum {total}")
     return problems
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ..data.typed import from_dict, to_plain
 from ..errors import ConfigError
@@ -18,6 +18,12 @@ class MixConfig:
     (the last two train proxy models on the pack: they need an order section)"""
     budget_tokens: float = 0.0
     """Training budget in tokens; 0 = the total tokens of all sources (one epoch of everything)."""
+    unit: Literal["tokens", "bytes"] = "tokens"
+    """The unit the mixture is solved in: tokens, or bytes (Byte Latent Transformer: sizes = tokens x
+    the source's bytes per token, budget from budget_bytes). mixture.json carries both either way."""
+    budget_bytes: float = 0.0
+    """Training budget in UTF-8 bytes, with unit: bytes (0 = one pass over every source's bytes). A
+    separate key, not one `budget` read in `unit`, so a number never changes meaning with another key."""
     max_epochs: float = 4.0
     params: Any = None
     """The method's parameters, typed by method (:data:`mixweave.mixers.params.METHOD_PARAMS`):
@@ -38,6 +44,15 @@ class MixConfig:
         object.__setattr__(self, "params", params)
         if self.max_epochs <= 0:
             raise ConfigError(f"mix.max_epochs must be > 0, got {self.max_epochs}")
+        if self.unit not in ("tokens", "bytes"):
+            raise ConfigError(f"mix.unit {self.unit!r}: use tokens or bytes")
+        if self.unit == "tokens" and self.budget_bytes:
+            raise ConfigError("mix.budget_bytes is for mix.unit: bytes; set unit: bytes or give budget_tokens")
+        if self.unit == "bytes" and self.budget_tokens:
+            raise ConfigError("mix.unit: bytes takes its budget from mix.budget_bytes, not budget_tokens")
+        if not (self.budget_bytes == 0 or self.budget_bytes >= 1):
+            raise ConfigError(f"mix.budget_bytes must be 0 (one pass over every source) or at least 1 byte, got "
+                              f"{self.budget_bytes:g}")
         if not (self.budget_tokens == 0 or self.budget_tokens >= 1):
             raise ConfigError(f"mix.budget_tokens must be 0 (one pass over every source) or at least 1 token, got "
                               f"{self.budget_tokens:g}")

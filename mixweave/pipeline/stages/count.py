@@ -1,4 +1,4 @@
-"""The ``count`` stage: per-source docs, tokens, bytes and length histogram -> stats.json."""
+"""The ``count`` stage: per-source docs, tokens, bytes, bytes per token and length histogram -> stats.json."""
 
 from __future__ import annotations
 
@@ -17,7 +17,11 @@ STATS_SCHEMA_VERSION = 1
 
 
 def run_count_stage(ctx: StageContext, tmp: Path) -> StageResult:
-    """stats.json: per-source docs, tokens, bytes and log2 token-length histogram.
+    """stats.json: per-source docs, tokens, bytes, bytes per token and log2 token-length histogram.
+
+    ``bytes_per_token`` = n_bytes / n_tokens of the source's ingested documents (UTF-8 bytes of the
+    text per tokenizer token; None for a source without tokens): what turns a byte budget
+    (``mix.unit: bytes``, Byte Latent Transformer) into tokens and back.
 
     Ingest already computes these from the exact rows it wrote (``summarize`` in the ingest job),
     so this stage projects the ingest manifest instead of re-reading every document; `mixweave
@@ -31,6 +35,8 @@ def run_count_stage(ctx: StageContext, tmp: Path) -> StageResult:
                "files": [os.path.relpath(ingest_dir / f, ctx.artifact("count")) for f in info["files"]]}
         for name, info in ingest_manifest["sources"].items()
     }
+    for entry in stats_sources.values():
+        entry["bytes_per_token"] = entry["n_bytes"] / entry["n_tokens"] if entry["n_tokens"] else None
     stats = {
         "schema_version": STATS_SCHEMA_VERSION,
         "tokenizer": ingest_manifest["tokenizer"],

@@ -63,6 +63,8 @@ def mix_stats(ctx: StageContext) -> tuple[dict, dict | None, dict | None, int]:
     info = windows_info(ctx.artifact("pack"))
     packed = copy.deepcopy(stats)
     for name, entry in packed["sources"].items():
+        if entry.get("bytes_per_token") is None and entry.get("n_tokens"):  # stats.json from before the field
+            entry["bytes_per_token"] = entry["n_bytes"] / entry["n_tokens"]  # ingest's rate, kept for the windows
         windows = info.sources.get(name)
         if windows is None:
             raise ConfigError(f"pack has no windows for source {name}; re-run the pack stage")
@@ -86,7 +88,7 @@ def solve_and_write_mixture(
     folder: Path, stats: dict, *, method: str, budget_tokens: float, max_epochs: float,
     utility_path: str | Path | None = None, params: dict | None = None, seq_len: int = 2048, seed: int = 0,
     order: dict | None = None, window: dict | None = None, pack_dir: str | Path | None = None,
-    benchmarks: str | Path | None = None,
+    benchmarks: str | Path | None = None, unit: str = "tokens", budget_bytes: float = 0.0,
 ) -> dict:
     """Solve the mixture for ``stats`` and write ``folder/mixture.json`` + ``folder/mixture.png``.
 
@@ -94,22 +96,33 @@ def solve_and_write_mixture(
     ``mixweave mix --stats`` and the study's candidates; returns the manifest written.
     The learned methods (doremi, regmix) train proxy models on ``pack_dir``'s windows (RegMix's
     default target uses ``benchmarks``) under ``folder/proxies/`` and record them in the manifest's
-    ``learned`` block."""
+    ``learned`` block. ``unit: bytes`` solves the same program over the sources' byte sizes with
+    ``budget_bytes`` (:mod:`mixweave.mixers.byte_units`); mixture.json states both units."""
     from ...data.mixture_manifest import build_mixture_manifest, write_mixture_manifest
     from ...data.utility_table import read_utility_table
     from ...mixers import mix_from_stats
+    from ...mixers.byte_units import bytes_per_token, solve_stats
     from ...mixers.chart import plot_mixture
 
     utility = read_utility_table(utility_path) if utility_path else None
-    budget = budget_tokens or float(sum(s["n_tokens"] for s in stats.get("sources", {}).values()))
     learned = None
-    if is_learned(method):
-        learned = _learn(folder, stats, method=method, budget=budget, max_epochs=max_epochs, params=params,
-                         pack_dir=pack_dir, benchmarks=benchmarks)
-        params = {**learned.record["params"], "learned_weights": learned.weights}  # defaults recorded too
-    mixture = mix_from_stats(stats, method=method, budget_tokens=budget, max_epochs=max_epochs, utility=utility,
-                             **(params or {}))
-    manifest = build_mixture_manifest(mixture, stats, seq_len=seq_len, seed=seed, order=order, window=window)
+
+    def solve(sizes: dict, budget: float):  # sizes: stats with n_tokens in the solved unit
+        nonlocal learned, params
+        if is_learned(method):
+            learned = _learn(folder, sizes, method=method, budget=budget, max_epochs=max_epochs, params=params,
+                             pack_dir=pack_dir, benchmarks=benchmarks)
+            params = {**learned.record["params"], "learned_weights": learned.weights}  # defaults recorded too
+        return mix_from_stats(sizes, method=method, budget_tokens=budget, max_epochs=max_epochs, utility=utility,
+                              **(params or {}))
+
+    mixture, budget = solve_stats(stats, unit=unit, budget_tokens=budget_tokens, budget_bytes=budget_bytes,
+                                  solve=solve)
+    if unit == "bytes":  # the rates the byte sizes used, recorded with the mixture
+        rate = bytes_per_token(stats)
+        stats = {**stats, "sources": {n: {**e, "bytes_per_token": rate[n]} for n, e in stats["sources"].items()}}
+    manifest = build_mixture_manifest(mixture, stats, seq_len=seq_len, seed=seed, order=order, window=window,
+                                      unit=unit, budget_bytes=budget if unit == "bytes" else None)
     if learned is not None:
         manifest["learned"] = {**learned.record, "proxies_folder": "proxies"}
     folder.mkdir(parents=True, exist_ok=True)  # only once the request proved feasible
@@ -148,6 +161,7 @@ def run_mix_stage(ctx: StageContext, tmp: Path) -> StageResult:
         utility_path=utility_table_path(ctx), params=m.solver_params(), seq_len=seq_len, seed=ctx.config.seed,
         order=order, window=window, pack_dir=ctx.artifact("pack") if ctx.config.order is not None else None,
         benchmarks=ctx.config.benchmarks if is_learned(m.method) else None,
+        unit=m.unit, budget_bytes=m.budget_bytes,
     )
     return StageResult(
         counts={"n_sources": len(manifest["sources"]), "budget_tokens": manifest["budget_tokens"]},
