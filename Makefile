@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TQDM_DISABLE := 1
 export SPARK_LOCAL_IP := 127.0.0.1
 
-.PHONY: demo test bench bench-scale install check-java check-chromium clean test-vllm vllm-venv
+.PHONY: demo test study bench bench-scale install check-java check-chromium clean test-vllm vllm-venv
 
 demo: $(STAMP) check-java
 	$(BIN)/mixweave corpus build --tier tiny --out data/tiny
@@ -19,6 +19,13 @@ demo: $(STAMP) check-java
 
 test: $(STAMP) check-java check-chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# Proxy models per candidate mixture x order x seed on the tiny tier (configs/study.yaml): out/study/study/
+# (study.parquet, study.json, charts) and out/study/report.html with the study section. Resumable.
+study: $(STAMP) check-java
+	$(BIN)/mixweave corpus build --tier tiny --out data/tiny
+	$(BIN)/mixweave study --config configs/study.yaml
+	$(BIN)/mixweave report --config configs/study.yaml
 
 bench: $(STAMP) check-java
 	$(BIN)/python bench/run_all.py --json bench/results.json
