@@ -103,8 +103,10 @@ class DoReMiParams(ProxyParams):
 class RegMixParams(ProxyParams):
     n_proxies: int = 16
     """Proxy runs, one per sampled mixture (the paper: 512 for 17 domains)."""
-    regressor: Literal["linear", "quadratic", "gbm"] = "linear"
-    """Ridge on the weights, ridge on degree-2 features, or gradient boosting (HistGradientBoosting)."""
+    regressor: Literal["linear", "quadratic", "gbm"] = "gbm"
+    """Gradient boosting (HistGradientBoosting, the paper's LightGBM stand-in; it does not extrapolate
+    to the simplex's corners), ridge on the weights, or ridge on degree-2 features. A linear fit
+    predicts its minimum at a vertex, so its top-k average is near one-hot."""
     target: str = "auto"
     """auto (benchmarks when the run has them, else heldout) | benchmarks (mean answer loss) | heldout
     (mean held-out loss over sources) | benchmark:<name> | heldout:<source>."""
