@@ -42,7 +42,8 @@ def _stats(sample) -> dict:
 
     info = windows_info(sample.pack_dir)
     return {"schema_version": 1, "tokenizer": dict(info.tokenizer),
-            "sources": {n: {"n_tokens": t, "n_docs": 10, "paths": [n]} for n, t in sorted(sample.tokens.items())}}
+            "sources": {n: {"n_tokens": t, "n_docs": 10, "n_bytes": 4 * t, "paths": [n]}
+                        for n, t in sorted(sample.tokens.items())}}
 
 
 # -- config -----------------------------------------------------------------------------------------------
