@@ -49,6 +49,8 @@ def test_cli_bad_study_config_prints_one_line(tmp_path, capsys):
     code, out, err = run_cli(["study", "--config", str(path), "--set", "study.baseline=unimax",
                               "--set", "study.seeds=0"], capsys)
     assert code == 2 and err.strip() == "error: study.seeds must be an integer >= 1, got 0 (3 or more for intervals)"
+    code, out, err = run_cli(["study"], capsys)
+    assert code == 2 and err.startswith("error: give the run config once") and err.count("\n") == 1
     path.write_text(yaml.safe_dump({**BASE, "out": str(tmp_path / "out")}))
-    code, out, err = run_cli(["study", "--config", str(path)], capsys)
+    code, out, err = run_cli(["study", str(path)], capsys)
     assert code == 2 and "has no study section" in err and err.count("\n") == 1

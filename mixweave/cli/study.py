@@ -10,17 +10,20 @@ from .common import config_options, load_run_config, run_configured_stage
 
 
 @click.command("study")
+@click.argument("config_arg", metavar="[CONFIG]", required=False, type=click.Path(dir_okay=False))
 @config_options
 @click.option("--out", help="The run folder (default: the config's out).")
 @click.option("--force", is_flag=True, help="Re-run the study stage (finished proxy runs in study.work/ are reused).")
-def command(config_path, overrides, out, force):
+def command(config_arg, config_path, overrides, out, force):
     """Train a proxy per candidate mixture x order x seed; write study.parquet, study.json and charts."""
     import json
 
     from ..errors import ConfigError
 
-    if not config_path:
-        raise ConfigError("give --config: a run config with a study section (e.g. configs/study.yaml)")
+    if bool(config_arg) == bool(config_path):
+        raise ConfigError("give the run config once: mixweave study CONFIG (or --config CONFIG), a run config with "
+                          "a study section such as configs/study.yaml")
+    config_path = config_arg or config_path
     config = load_run_config(config_path, overrides, None, out)
     if config.study is None:
         raise ConfigError(f"{config_path} has no study section; add one (see configs/study.yaml) or --set it")
