@@ -93,6 +93,15 @@ def test_learned_weights_are_water_filled_under_the_caps():
     np.testing.assert_allclose(feasible_under_caps(np.array([0.5, 0.5]), np.array([inf, inf])), [0.5, 0.5])
 
 
+def test_unusable_learned_weights_are_one_config_error():
+    from mixweave.mixers.learned import check_learned
+
+    np.testing.assert_allclose(check_learned(np.array([1.0, 3.0]), "doremi"), [0.25, 0.75])
+    for bad in ([np.nan, 1.0], [0.0, 0.0], [-0.1, 1.1]):
+        with pytest.raises(ConfigError, match="lower mix.params.lr"):
+            check_learned(np.array(bad), "doremi")
+
+
 def test_solve_caps_the_learned_weights_and_needs_them():
     from mixweave.mixers import solve
 

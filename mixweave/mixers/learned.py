@@ -74,6 +74,15 @@ def _drop_checkpoints(run_dir: Path) -> None:
     (Path(run_dir) / MANIFEST_NAME).unlink(missing_ok=True)
 
 
+def check_learned(weights: np.ndarray, method: str) -> np.ndarray:
+    """One ConfigError line when the proxies produced unusable weights (a diverged run gives NaN)."""
+    w = np.asarray(weights, dtype=np.float64)
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
+        raise ConfigError(f"{method}: the proxy runs gave no usable weights ({', '.join(f'{x:.3g}' for x in w)}): "
+                          "a proxy's loss diverged; lower mix.params.lr or raise batch_size")
+    return w / w.sum()
+
+
 def _non_embedding(model) -> int:
     return int(model.num_params() - model.wte.weight.numel())
 
@@ -166,7 +175,7 @@ def doremi_weights(pack_dir: str | Path, names: Sequence[str], n_tokens: Sequenc
         log.info("doremi: group-DRO proxy (depth %d, %d steps, eta %g, smoothing %g)", params.depth, params.steps,
                  params.eta, params.smoothing)
         proxy = train_group_dro(proxy_plan, dataset, reference, _train_config(params), reweighter, on_step=on_step)
-    weights = reweighter.average
+    weights = check_learned(reweighter.average, "doremi")
     n_params = _non_embedding(proxy.model)
     ref_flops = 6.0 * n_params * ref.tokens_seen
     proxy_flops = 6.0 * n_params * proxy.tokens + 2.0 * n_params * proxy.tokens
@@ -258,6 +267,7 @@ def regmix_weights(pack_dir: str | Path, names: Sequence[str], n_tokens: Sequenc
     weights, search = predict_and_average(model, prior, n_simulate=params.n_simulate, top_k=params.top_k,
                                           seed=params.seed + 1, temperature=params.prior_temperature,
                                           max_usage=params.max_usage)
+    weights = check_learned(weights, "regmix")
     y = np.asarray(losses)
     ss = float(np.sum((y - y.mean()) ** 2))
     record = {
