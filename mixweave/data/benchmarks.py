@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mixweave.errors import InputError
+from mixweave.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -162,3 +162,75 @@ def select_split(records: BenchmarkRecords, split: str | None) -> list[dict[str,
 def load_benchmarks(path: str | Path, split: str | None = None) -> list[dict[str, Any]]:
     """Usable records of ``benchmarks.jsonl`` (optionally only one ``split``), bad ones skipped."""
     return select_split(read_benchmark_records(path), split)
+
+
+# -- skills (Compute-Optimal Scaling of Skills, Roberts et al. 2025) ---------------------------------
+
+#: The skill tags a benchmark may carry.
+SKILLS = ("knowledge", "reasoning", "code", "math", "multilingual")
+#: Default tags of the benchmarks mixweave ships (mixweave.corpus.benchmarks.BENCHMARKS).
+DEFAULT_SKILLS = {"mmlu": "knowledge", "arc_easy": "reasoning", "arc_challenge": "reasoning",
+                  "humaneval": "code", "mbpp": "code", "gsm8k": "math"}
+#: Total variation above which the report warns that the validation set's skill composition is far
+#: from the target composition (half the L1 distance between the two share vectors; 0.2 = a fifth
+#: of the validation set would have to move to another skill).
+FAR_FROM_TARGET = 0.2
+
+
+def check_skill(skill: Any, where: str) -> str:
+    """``skill`` when it is one of :data:`SKILLS`, else one ConfigError line naming ``where``."""
+    if skill not in SKILLS:
+        raise ConfigError(f"{where}: skill {skill!r} is not one of {', '.join(SKILLS)}")
+    return skill
+
+
+def record_skills(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """``{benchmark: skill}`` from records that carry a ``skill`` field (a benchmark whose records
+    disagree is an InputError naming both tags)."""
+    out: dict[str, str] = {}
+    for rec in records:
+        skill = rec.get("skill")
+        if skill is None:
+            continue
+        name = rec["benchmark"]
+        check_skill(skill, f"benchmark record of {name}")
+        if out.setdefault(name, skill) != skill:
+            raise InputError(f"benchmark {name}: its records carry two skills, {out[name]!r} and {skill!r}; "
+                             "tag every record of one benchmark with one skill")
+    return out
+
+
+def benchmark_skills(benchmarks: Iterable[str], overrides: Mapping[str, str] | None = None,
+                     records: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """The skill of each benchmark: the run config's ``benchmark_skills`` first, then the records'
+    ``skill`` field (:func:`record_skills`), then :data:`DEFAULT_SKILLS`; None when untagged."""
+    out = {}
+    for name in benchmarks:
+        skill = (overrides or {}).get(name) or (records or {}).get(name) or DEFAULT_SKILLS.get(name)
+        out[name] = None if skill is None else check_skill(skill, f"benchmark_skills.{name}")
+    return out
+
+
+def skill_composition(skills: Mapping[str, str | None]) -> dict[str, float]:
+    """Share of the benchmarks per skill (each benchmark, i.e. each utility column, counts once, as
+    it does in the mixers' programs); untagged benchmarks count under ``untagged``."""
+    counts: dict[str, int] = {}
+    for skill in skills.values():
+        counts[skill or "untagged"] = counts.get(skill or "untagged", 0) + 1
+    total = sum(counts.values())
+    return {s: n / total for s, n in sorted(counts.items())} if total else {}
+
+
+def total_variation(p: Mapping[str, float], q: Mapping[str, float]) -> float:
+    """Half the L1 distance between two compositions (missing skills count 0): 0 = equal, 1 = disjoint."""
+    return 0.5 * sum(abs(p.get(k, 0.0) - q.get(k, 0.0)) for k in set(p) | set(q))
+
+
+def configured_skills(overrides: Mapping[str, str] | None, benchmarks_path: str | Path | None) -> dict[str, str]:
+    """The tags a run sets: the ``skill`` fields of its benchmarks file's records (when the file is
+    there), overridden by the run config's ``benchmark_skills``; defaults are applied later."""
+    tags = record_skills(read_benchmark_records(benchmarks_path).records) \
+        if benchmarks_path and Path(benchmarks_path).is_file() else {}
+    for name, skill in (overrides or {}).items():
+        tags[name] = check_skill(skill, f"benchmark_skills.{name}")
+    return tags

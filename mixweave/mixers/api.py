@@ -161,7 +161,28 @@ def _utility_settings(req: _Request, params: dict[str, Any], method: str):
     settings = {"lam": float(lam), "risk": risk, "normalize": normalize,
                 "benchmarks": list(table.benchmarks), "defaulted": defaulted,
                 "risk_diagonal": {n: float(d) for n, d in zip(req.names, diag)}}
+    settings.update(_skill_settings(table.benchmarks, params))
     return table, utility, diag, solver, settings
+
+
+def _skill_settings(benchmarks: tuple[str, ...], params: dict[str, Any]) -> dict[str, Any]:
+    """Each benchmark's skill (``benchmark_skills`` over the records' and the default tags) and,
+    with ``target_skills``, the normalised target and each column's weight a_j (recorded in
+    mixture.json; the report compares the target with the benchmarks' own composition)."""
+    from mixweave.data.benchmarks import benchmark_skills
+    from mixweave.mixers.utility_math import normalized_target, skill_column_weights
+
+    tags = params.get("benchmark_skills")
+    if tags is not None and not isinstance(tags, Mapping):
+        raise ConfigError(f"benchmark_skills must be a mapping {{benchmark: skill}}, got {tags!r}")
+    skills = benchmark_skills(benchmarks, tags)
+    out: dict[str, Any] = {"benchmark_skills": skills}
+    target = params.get("target_skills")
+    if target is not None:
+        weights = skill_column_weights(benchmarks, skills, target)
+        out["target_skills"] = normalized_target(target)
+        out["skill_weights"] = {b: float(a) for b, a in zip(benchmarks, weights)}
+    return out
 
 
 def _run_utilimax(req: _Request, params: dict[str, Any]) -> _Outcome:
@@ -176,8 +197,9 @@ def _run_utilimax(req: _Request, params: dict[str, Any]) -> _Outcome:
         logger.info("utilimax: squared not set, using the unsquared L2 gap (an SOCP)")
     if not isinstance(squared, bool):
         raise ConfigError(f"utilimax: squared must be true or false, got {squared!r}")
-    result = utilimax_weights(utility, req.weight_caps, diag, settings["lam"], squared, solver)
-    objective = utilimax_objective(result.weights, utility, diag, settings["lam"], squared)
+    a = None if "skill_weights" not in settings else np.array(list(settings["skill_weights"].values()))
+    result = utilimax_weights(utility, req.weight_caps, diag, settings["lam"], squared, solver, column_weights=a)
+    objective = utilimax_objective(result.weights, utility, diag, settings["lam"], squared, column_weights=a)
     return _Outcome(weights=result.weights, params={**settings, "squared": squared},
                     solver=result.solver, status=result.status, objective=objective,
                     utility=table.as_dict())
@@ -188,8 +210,13 @@ def _run_weakest_link(req: _Request, params: dict[str, Any]) -> _Outcome:
 
     capping.check_total_capacity(req.names, req.n_tokens, req.max_epochs, req.budget)
     table, utility, diag, solver, settings = _utility_settings(req, params, "weakest_link")
-    result = weakest_link_weights(utility, req.weight_caps, diag, settings["lam"], solver)
-    objective = weakest_link_objective(result.weights, utility, diag, settings["lam"])
+    groups = None
+    if "target_skills" in settings:
+        from mixweave.mixers.utility_math import skill_groups
+
+        groups = skill_groups(table.benchmarks, settings["benchmark_skills"], settings["target_skills"])
+    result = weakest_link_weights(utility, req.weight_caps, diag, settings["lam"], solver, groups=groups)
+    objective = weakest_link_objective(result.weights, utility, diag, settings["lam"], groups=groups)
     return _Outcome(weights=result.weights, params=settings, solver=result.solver,
                     status=result.status, objective=objective, utility=table.as_dict())
 
@@ -228,7 +255,8 @@ def _learned_params(method: str) -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(METHOD_PARAMS[method])) | {"learned_weights"}
 
 
-_UTILITY_PARAMS = frozenset({"utility", "utility_std", "lam", "risk", "normalize", "solver"})
+_UTILITY_PARAMS = frozenset({"utility", "utility_std", "lam", "risk", "normalize", "solver", "target_skills",
+                             "benchmark_skills"})
 
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec

@@ -45,6 +45,16 @@ class UtilityParams:
     normalize: Literal["minmax", "max", "none"] | None = None
     solver: str | None = None
     """A cvxpy solver name (default CLARABEL when installed)."""
+    target_skills: dict[str, float] | None = None
+    """Target skill composition {skill: share} (knowledge, reasoning, code, math, multilingual;
+    normalised to sum 1): each skill counts by its share instead of by its number of benchmarks
+    (Compute-Optimal Scaling of Skills); unset = every benchmark counts once."""
+
+    def __post_init__(self) -> None:
+        if self.target_skills is not None:
+            from mixweave.mixers.utility_math import normalized_target
+
+            normalized_target(self.target_skills)
 
 
 @dataclass(frozen=True, kw_only=True)

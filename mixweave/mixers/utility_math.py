@@ -10,9 +10,10 @@ validation live in :mod:`mixweave.data.utility_table`.
 
 from __future__ import annotations
 
-import numpy as np
-
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
+
+import numpy as np
 
 from mixweave.data.utility_table import UtilityTable
 from mixweave.errors import ConfigError, InputError
@@ -86,3 +87,58 @@ def risk_diagonal(table: UtilityTable, scale: np.ndarray, risk: str) -> np.ndarr
                               "risk='diagonal' (per-document std) or 'identity'")
         return np.mean((table.se / scale) ** 2, axis=1)
     raise ConfigError(f"risk must be one of {', '.join(RISKS)}, got {risk!r}")
+
+
+def skill_column_weights(benchmarks: Sequence[str], skills: Mapping[str, str | None],
+                         target: Mapping[str, float]) -> np.ndarray:
+    """Per benchmark column j, the weight ``a_j = m * t_s / n_s`` of a target skill composition:
+    ``m`` benchmarks, ``s`` = the skill of j, ``n_s`` = the benchmarks with skill s, ``t_s`` = the
+    target share of s (normalised to sum 1). Each skill's columns then weigh ``m * t_s`` in all,
+    instead of ``n_s`` (how many benchmarks it happens to have); ``a = 1`` when the target equals
+    the benchmarks' own composition. A benchmark of a skill outside the target weighs 0. Cost O(m).
+
+    ConfigError: a target skill no benchmark carries, an untagged benchmark, a bad share."""
+    from mixweave.data.benchmarks import check_skill
+
+    shares = normalized_target(target)
+    untagged = [b for b in benchmarks if skills.get(b) is None]
+    if untagged:
+        raise ConfigError(f"target_skills needs a skill for every benchmark; untagged: {', '.join(untagged)} "
+                          "(set benchmark_skills: {name: skill} in the run config or a 'skill' in its records)")
+    counts = {s: sum(1 for b in benchmarks if skills[b] == s) for s in shares}
+    missing = [s for s, n in counts.items() if n == 0 and shares[s] > 0]
+    if missing:
+        raise ConfigError(f"target_skills: no benchmark has skill {', '.join(missing)}; tag one with "
+                          "benchmark_skills or drop it from target_skills")
+    for b in benchmarks:
+        check_skill(skills[b], f"benchmark_skills.{b}")
+    m = len(benchmarks)
+    return np.array([m * shares[skills[b]] / counts[skills[b]] if skills[b] in shares else 0.0
+                     for b in benchmarks], dtype=float)
+
+
+def normalized_target(target: Mapping[str, float]) -> dict[str, float]:
+    """A target skill composition as shares summing to 1 (ConfigError for an unknown skill, a
+    negative or non-finite share, or all zero)."""
+    from mixweave.data.benchmarks import check_skill
+
+    if not isinstance(target, Mapping) or not target:
+        raise ConfigError(f"target_skills must be a mapping {{skill: share}}, got {target!r}")
+    for skill, share in target.items():
+        check_skill(skill, "target_skills")
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not np.isfinite(share) or share < 0:
+            raise ConfigError(f"target_skills.{skill} must be a finite number >= 0, got {share!r}")
+    total = float(sum(target.values()))
+    if total <= 0:
+        raise ConfigError("target_skills: the shares sum to 0; give at least one positive share")
+    return {s: float(v) / total for s, v in target.items()}
+
+
+def skill_groups(benchmarks: Sequence[str], skills: Mapping[str, str | None],
+                 target: Mapping[str, float]) -> list[tuple[np.ndarray, float]]:
+    """Per target skill with a positive share: (its benchmark column indices, its share), for
+    weakest-link's per-skill worst benchmarks (checks as :func:`skill_column_weights`)."""
+    skill_column_weights(benchmarks, skills, target)  # the same checks
+    shares = normalized_target(target)
+    return [(np.array([j for j, b in enumerate(benchmarks) if skills[b] == s]), share)
+            for s, share in shares.items() if share > 0]

@@ -25,6 +25,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from ..data.benchmarks import check_skill
 from ..data.manifest import check_name
 from ..data.tokenizer import TokenizerConfig
 from ..data.typed import from_dict, to_plain
@@ -47,6 +48,9 @@ class RunConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     sources: dict[str, SourceConfig] = field(default_factory=dict)
     benchmarks: str | None = None
+    benchmark_skills: dict[str, str] | None = None
+    """{benchmark: skill} tags over the records' 'skill' and the shipped defaults (knowledge,
+    reasoning, code, math, multilingual; mixweave.data.benchmarks.DEFAULT_SKILLS)."""
     ingest: IngestConfig = field(default_factory=IngestConfig)
     order: OrderConfig | None = None
     utility: UtilityConfig | None = None
@@ -186,6 +190,8 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
                           "section (e.g. order: {seq_len: 512}) so the pack stage runs before mix")
     if not config.sources and (config.order or config.mix or config.utility):
         raise ConfigError("sources is empty: add at least one source with its paths")
+    for name, skill in (config.benchmark_skills or {}).items():
+        check_skill(skill, f"benchmark_skills.{name}")
     check_study(config)
     return config
 

@@ -341,9 +341,15 @@ def build_report(out: str | Path, *, utility_path: str | Path | None = None, tit
                      f"solver {html.escape(str(method['solver']))} ({html.escape(str(method['status']))}), "
                      f"seq_len {mixture['seq_len']}</p>" + _img(chart_mixture(mixture), "mixture weights and epochs")
                      + _table(["source", "tokens", "weight", "target tokens", "epochs", "cap", "binding"], rows))
+        from .skills_report import skills_section, units_line
+
+        parts.append(units_line(mixture))
         why = why_section(mixture, table)
         if why:
             parts.append(why)
+        skills = skills_section(mixture)
+        if skills:
+            parts.append(skills)
 
     if table is not None:
         settings = _utility_settings(utility_file)

@@ -156,9 +156,14 @@ def run_mix_stage(ctx: StageContext, tmp: Path) -> StageResult:
     if window is not None and 0 < m.budget_tokens < window["tokens"]:
         raise ConfigError(f"mix.budget_tokens {m.budget_tokens:g} is less than one window of {window['tokens']} tokens; "
                           "give a budget of at least one window (0 = one pass over every source)")
+    params = m.solver_params()
+    if uses_skills(m.method):  # the run's skill tags (config over records); defaults are the solver's
+        from ...data.benchmarks import configured_skills
+
+        params["benchmark_skills"] = configured_skills(ctx.config.benchmark_skills, ctx.config.benchmarks)
     manifest = solve_and_write_mixture(
         tmp, stats, method=m.method, budget_tokens=m.budget_tokens, max_epochs=m.max_epochs,
-        utility_path=utility_table_path(ctx), params=m.solver_params(), seq_len=seq_len, seed=ctx.config.seed,
+        utility_path=utility_table_path(ctx), params=params, seq_len=seq_len, seed=ctx.config.seed,
         order=order, window=window, pack_dir=ctx.artifact("pack") if ctx.config.order is not None else None,
         benchmarks=ctx.config.benchmarks if is_learned(m.method) else None,
         unit=m.unit, budget_bytes=m.budget_bytes,
@@ -171,8 +176,17 @@ def run_mix_stage(ctx: StageContext, tmp: Path) -> StageResult:
     )
 
 
+def uses_skills(method: str | None) -> bool:
+    """UtiliMax / weakest-link: methods whose utility columns carry skill tags."""
+    from ...mixers.params import method_key
+
+    return method is not None and method_key(method) in ("utilimax", "weakest_link")
+
+
 def mix_config_slice(c: RunConfig) -> dict:
     out = {"mix": to_plain(c.mix), "seed": c.seed}
+    if c.benchmark_skills and c.mix is not None and uses_skills(c.mix.method):
+        out["benchmark_skills"] = dict(c.benchmark_skills)
     if c.mix is not None and is_learned(c.mix.method):  # proxies read the pack (an input) and the benchmarks
         out["benchmarks"] = c.benchmarks
     return out
