@@ -175,7 +175,16 @@ def test_mixture_json_records_the_skill_weights_and_the_report_warns(tmp_path):
 
     assert skill_utility(m)[1]["mixture"]["code"] == pytest.approx(code)
     assert "= 12,000 bytes" in page  # the budget in both units (4 bytes per token)
-    near = build_report(_write_run(tmp_path / "near", {"code": 0.6, "knowledge": 0.4}))
+
+    def section(target):  # the skills section alone, on a manifest built without files or charts
+        from mixweave.data.mixture_manifest import build_mixture_manifest
+        from mixweave.pipeline.skills_report import skills_section
+
+        mix = _utilimax(**({"target_skills": target} if target else {}))
+        stats = {"tokenizer": TOKENIZER, "sources": {n: {"n_docs": 3, "n_tokens": t} for n, t in SIZES.items()}}
+        return skills_section(build_mixture_manifest(mix, stats, seq_len=128, seed=0))
+
+    near = section({"code": 0.6, "knowledge": 0.4})
     assert "far from the target" not in near and "Total variation between" in near
-    plain = build_report(_write_run(tmp_path / "plain", None))
+    plain = section(None)
     assert "no target composition set" in plain and "far from the target" not in plain
