@@ -4,8 +4,8 @@ and the pipeline runs that the slow tests share (each made once per test session
 * ``small_runs`` -- three 30-document sources (books, code, web) of the fixture corpus, run in
   process through ``mix`` (``reference``), plus the same without books through ``mix`` (``two``).
   tests/test_e2e.py compares every CLI run (local[1], crash + resume, SIGKILL + rerun, a standalone
-  cluster) against ``reference``; tests/test_hardening.py compares ``two`` with ``reference`` and
-  edits copies of ``two``.
+  cluster; subprocesses started with the session, ``e2e_scenarios``) against ``reference``;
+  tests/test_hardening.py compares ``two`` with ``reference`` and edits copies of ``two``.
 * ``full_run`` -- all nine fixture sources through every stage: utility (embedding), UtiliMax,
   Megatron and MDS exports and a 3-step training run. tests/test_pipeline_spark.py checks every
   stage; tests/test_run_exports.py reuses it up to ``pack`` (its own UniMax ``mix`` and all-format
@@ -138,6 +138,34 @@ def distributed_run(small_runs, tmp_path_factory):
     reports = {r.name: r.status for r in run_stages(build_stages(), config, wanted=["export"])}
     return types.SimpleNamespace(out=out, config=config, reports=reports, order=order,
                                  config_for=lambda **changes: small_config(out, small_runs.globs, **{**extra, **changes}))
+
+
+# ------------------------------------------------------------------- the end-to-end CLI scenarios
+def pytest_collection_modifyitems(config, items):
+    """tests/test_e2e.py runs last: its scenarios started with the session (``e2e_scenarios``)."""
+    items.sort(key=lambda item: item.path.name == "test_e2e.py")  # stable: the rest keep their order
+
+
+@pytest.fixture(scope="session")
+def e2e_scenarios(small_corpus, tmp_path_factory, request):
+    """tests/test_e2e.py's CLI scenarios (tests/e2e_scenarios.py), started at once in background
+    threads; the futures by name and the ``reference`` they are compared with."""
+    from e2e_scenarios import start_scenarios
+
+    pool, started = start_scenarios(small_corpus, tmp_path_factory,
+                                    lambda: request.getfixturevalue("small_runs").reference)
+    yield started
+    pool.shutdown(wait=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _e2e_scenarios_start_with_the_session(request):
+    """When a test of tests/test_e2e.py is selected, its scenarios (subprocesses: Spark JVMs, a
+    standalone cluster, ~80 CPU-seconds) start with the session's first test instead of when their
+    module comes, so the other tests run meanwhile: alone, the suite leaves most of the two cores
+    idle (Spark start-ups, subprocesses, waits)."""
+    if any(item.path.name == "test_e2e.py" for item in request.session.items):
+        request.getfixturevalue("e2e_scenarios")
 
 
 # -------------------------------------------------------------------------------- the full run
