@@ -149,3 +149,31 @@ def test_count_stage_records_bytes_per_token(tmp_path):
     run_count_stage(SimpleNamespace(artifact=lambda stage: tmp_path / stage), out)
     stats = json.loads((out / "stats.json").read_text())
     assert {n: s["bytes_per_token"] for n, s in stats["sources"].items()} == {"a": 4.0, "b": 3.5, "empty": None}
+
+
+def test_a_packed_source_counts_its_window_tokens_times_its_ingest_bytes_per_token(tmp_path):
+    """With a pack, mix solves over window tokens x the ingest rate (dedup and the dropped tail change
+    the tokens, not the text's bytes per token); a stats.json from before the field gets the rate
+    from n_bytes / n_tokens before n_tokens is replaced."""
+    from mixweave.data.manifest import list_output_files
+    from mixweave.pipeline.stages.mix import mix_stats
+
+    count, pack = tmp_path / "count", tmp_path / "pack"
+    count.mkdir()
+    pack.mkdir()
+    stats = _stats()
+    del stats["sources"]["a"]["bytes_per_token"]  # an old stats.json: n_bytes / n_tokens = 2.0
+    (count / "stats.json").write_text(json.dumps(stats))
+    (count / "_manifest.json").write_text(json.dumps({"stage": "count", "files": list_output_files(count)}))
+    windows = {n: {"n_windows": t // 256, "n_tokens": (t // 256) * 128, "n_docs": 4} for n, (t, _) in SOURCES.items()}
+    (pack / "_manifest.json").write_text(json.dumps({"stage": "pack", "files": [], "windows": {
+        "seq_len": 128, "plus_one": False, "tokenizer": TOKENIZER, "sources": windows}}))
+    ctx = SimpleNamespace(config=SimpleNamespace(order=object()), artifact=lambda stage: tmp_path / stage)
+    packed, order, window, seq_len = mix_stats(ctx)
+    m = solve_and_write_mixture(tmp_path / "mix", packed, method="unimax", budget_tokens=0, budget_bytes=0,
+                                unit="bytes", max_epochs=2.0, seq_len=seq_len, order=order, window=window)
+    for s in m["sources"]:
+        rate = SOURCES[s["name"]][1]
+        assert s["n_tokens"] == windows[s["name"]]["n_tokens"] and s["bytes_per_token"] == pytest.approx(rate)
+        assert s["n_bytes"] == pytest.approx(windows[s["name"]]["n_tokens"] * rate)
+    assert m["budget_bytes"] == pytest.approx(sum(w["n_tokens"] * SOURCES[n][1] for n, w in windows.items()))
