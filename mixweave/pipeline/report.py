@@ -225,6 +225,39 @@ RISK_WORDS = {"se": "mean over benchmarks of the squared standard error of the u
               "identity": "1 for every source"}
 
 
+def learned_line(mixture: dict) -> str | None:
+    """One paragraph on a learned mixture (DoReMi / RegMix): its proxy runs, their FLOPs and the
+    learned weights before the epoch caps (mixture.json's ``learned`` block)."""
+    learned = mixture.get("learned")
+    if not learned:
+        return None
+    runs = len(learned.get("proxies") or []) or (2 if learned.get("method") == "doremi" else 0)
+    model = learned.get("model", {})
+    pre = ", ".join(f"{html.escape(n)} {w:.3f}" for n, w in sorted((learned.get("weights") or {}).items(),
+                                                                    key=lambda kv: -kv[1]))
+    return (f"<p>learned by {html.escape(str(learned.get('method')))}: {runs} proxy runs of depth "
+            f"{model.get('depth')} ({model.get('params', 0):,} parameters), {float(learned.get('flops', 0)):.3g} FLOPs "
+            f"(6 x non-embedding parameters x tokens); weights before the epoch caps: {pre}</p>")
+
+
+def coherence_section(export_manifest: dict) -> str | None:
+    """Similarity batching (Lory): mean pairwise cosine within a global batch for the similarity order,
+    the shuffle and one-source batches of shuffled windows, as the hf/mds exports measured it."""
+    rows = []
+    for fmt, entry in sorted((export_manifest.get("exports") or {}).items()):
+        c = entry.get("batch_coherence") if isinstance(entry, dict) else None
+        if not c or "similarity" not in c:
+            continue
+        for mode in ("similarity", "source_shuffle", "shuffle"):
+            m = c.get(mode) or {}
+            rows.append([fmt, c.get("global_batch"), mode, m.get("window_pairs"), m.get("doc_pairs")])
+    if not rows:
+        return None
+    return ("<h3>Similarity batching: coherence within a global batch</h3>"
+            + _table(["export", "global batch", "order", "window pairs cos", "doc pairs cos"],
+                     [[("-" if v is None else v) for v in r] for r in rows]))
+
+
 def adjacent_cosines(out: Path, source: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
     from ..data.artifacts import load_embeddings, load_order
 
@@ -350,6 +383,9 @@ def build_report(out: str | Path, *, utility_path: str | Path | None = None, tit
         skills = skills_section(mixture)
         if skills:
             parts.append(skills)
+        learned = learned_line(mixture)
+        if learned:
+            parts.append(learned)
 
     if table is not None:
         settings = _utility_settings(utility_file)
@@ -376,6 +412,10 @@ def build_report(out: str | Path, *, utility_path: str | Path | None = None, tit
         parts.append(f"<h2>Semantic dedup (cosine ≥ {d.get('threshold')})</h2>"
                      + _table(["source", "docs", "removed", "pairs"], rows))
 
+    if "export" in manifests:
+        coherence = coherence_section(manifests["export"])
+        if coherence:
+            parts.append(coherence)
     from .study import study_section  # the study stage's table and charts, when a study ran
     parts.append(study_section(out) or "")
     timings = {name: float(m.get("timings", {}).get("total_s", 0.0)) for name, m in manifests.items()}
