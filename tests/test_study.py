@@ -129,7 +129,7 @@ def test_study_resumes_after_a_kill(full_run, tmp_path):
     assert proc.returncode == 77, proc.stderr[-2000:]
     assert read_manifest(out / "study") is None  # the stage did not finish
     runs = sorted((next((out / "study.work").iterdir()) / "runs").glob("*/result.json"))
-    assert [p.parent.name for p in runs] == ["unimax__icp__s0"]
+    assert len(runs) == 1 and runs[0].parent.name.startswith("unimax-") and runs[0].parent.name.endswith("__icp__s0")
     before = {p: p.stat().st_mtime_ns for p in runs}
     ctx = study_context(full_run, out, seeds=1)
     assert run_stage(build_stages()["study"], ctx).status == "ran"
@@ -137,3 +137,10 @@ def test_study_resumes_after_a_kill(full_run, tmp_path):
     assert len(after) == 2 and {p: p.stat().st_mtime_ns for p in runs} == before  # only the missing one ran
     assert read_manifest(out / "study")["counts"]["n_runs"] == 2
     assert not list((out / "study.work").glob("*/runs/.*tmp-*"))
+    # a second seed: the finished runs are kept (same work folder), only the 2 new ones train
+    before = {p: p.stat().st_mtime_ns for p in after}
+    assert run_stage(build_stages()["study"], study_context(full_run, out, seeds=2)).status == "ran"
+    grown = sorted((next((out / "study.work").iterdir()) / "runs").glob("*/result.json"))
+    assert len(grown) == 4 and {p: p.stat().st_mtime_ns for p in after} == before
+    assert sorted(p.name for p in (out / "study" / "runs").iterdir()) == [
+        "prop__icp__s0", "prop__icp__s1", "unimax__icp__s0", "unimax__icp__s1"]

@@ -24,8 +24,9 @@ Same data for everyone:
    "better" only when the interval excludes zero. Also icp - random per candidate.
 
 Resumable: packs, mixtures and each run are committed atomically into ``<out>/study.work/<key>/``
-(``key``: the study's config and inputs), which the runner does not clean after a failed stage; a
-rerun after a kill trains only the runs that have no ``result.json``. The stage folder gets copies
+(``key``: the inputs and every setting that changes a run, not the grid of candidates, orders and
+seeds), which the runner does not clean after a failed stage; a rerun after a kill trains only the
+runs that have no ``result.json``, and adding a candidate or a seed trains only the new runs. The stage folder gets copies
 of packs, mixtures, per-run results (no checkpoints), ``study.parquet``, ``study.json`` and charts.
 The study's packs are cut in this process (a corpus whose sources do not fit one machine needs the
 Spark pack job here too).
@@ -126,10 +127,18 @@ def study_fingerprint_extra(config) -> dict:
     return out
 
 
+#: study keys that only choose which runs exist or how they are compared: changing them keeps the finished runs
+GRID_KEYS = ("candidates", "orders", "seeds", "baseline", "n_boot", "alpha")
+
+
 def work_folder(ctx) -> Path:
-    """``<out>/study.work/<key>``: one per (study config, inputs); other keys' folders are removed."""
+    """``<out>/study.work/<key>``: one per (inputs, settings that change a run's data or training);
+    other keys' folders are removed. The grid (candidates, orders, seeds) is not in the key: adding
+    a candidate or a seed keeps the finished runs (each named by its candidate's method and params)."""
     inputs = {name: manifest_sha256(ctx.artifact(name)) for name in study_inputs(ctx.config)}
-    key = fingerprint("study-work", STUDY_VERSION, {"settings": study_settings(ctx.config),
+    settings = study_settings(ctx.config)
+    settings["study"] = {k: v for k, v in settings["study"].items() if k not in GRID_KEYS}
+    key = fingerprint("study-work", STUDY_VERSION, {"settings": settings,
                                                       "extra": study_fingerprint_extra(ctx.config)}, inputs)
     root = ctx.out / "study.work"
     work = root / key[:16]
@@ -228,9 +237,9 @@ def solve_candidates(ctx, work: Path, stats: dict) -> dict[str, Path]:
     accepted = inspect.signature(solve_and_write_mixture).parameters
     out = {}
     for cand in s.candidates:
-        final = work / "mixtures" / cand.name
+        final = work / "mixtures" / candidate_folder(cand)
         out[cand.name] = final / "mixture.json"
-        if (final / "mixture.json").is_file():
+        if (final / "mixture.json").is_file():  # the same name, method and params: solved before
             continue
         final.parent.mkdir(parents=True, exist_ok=True)
         extra = {}
@@ -248,8 +257,16 @@ def solve_candidates(ctx, work: Path, stats: dict) -> dict[str, Path]:
 
 
 # --------------------------------------------------------------------------------- proxy runs
-def run_name(candidate: str, order: str, seed: int) -> str:
-    return f"{candidate}__{order}__s{seed}"
+def candidate_folder(cand) -> str:
+    """``<name>-<8 hex of method + params>``: a changed candidate under an old name is a new folder."""
+    from ..mixers.params import method_key
+
+    spec = fingerprint("study-candidate", 1, {"method": method_key(cand.method), "params": to_plain(cand.params)}, {})
+    return f"{cand.name}-{spec[:8]}"
+
+
+def run_name(cand, order: str, seed: int) -> str:
+    return f"{candidate_folder(cand)}__{order}__s{seed}"
 
 
 def fault_point(where: str) -> None:
@@ -272,7 +289,7 @@ def proxy_run(ctx, work: Path, *, cand, order: str, seed: int, mixture_path: Pat
 
     s = ctx.config.study
     pack = work / "packs" / order
-    final = work / "runs" / run_name(cand.name, order, seed)
+    final = work / "runs" / run_name(cand, order, seed)
     final.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with atomic_folder(final) as tmp:
@@ -335,7 +352,7 @@ def run_all(ctx, work: Path) -> list[dict]:
         dataset = None
         for cand in s.candidates:
             for seed in range(s.seeds):
-                final = work / "runs" / run_name(cand.name, order, seed) / RUN_RESULT
+                final = work / "runs" / run_name(cand, order, seed) / RUN_RESULT
                 if final.is_file():
                     results.append(json.loads(final.read_text()))
                     continue
@@ -519,7 +536,7 @@ def run_study(ctx, tmp: Path) -> dict:
                                "first_loss", "last_loss", "seconds", "device")} for r in results]
     mixtures = {}
     for cand in s.candidates:
-        m = json.loads((work / "mixtures" / cand.name / "mixture.json").read_text())
+        m = json.loads((work / "mixtures" / candidate_folder(cand) / "mixture.json").read_text())
         mixtures[cand.name] = {"method": m["method"], "weights": {x["name"]: x["weight"] for x in m["sources"]}}
     held = json.loads((work / "packs" / "holdout.json").read_text())
     doc = {"schema_version": 1, "baseline": s.baseline, "candidates": [c.name for c in s.candidates],
@@ -534,8 +551,13 @@ def run_study(ctx, tmp: Path) -> dict:
     write_json_atomic(tmp / "study.json", finite(doc))
     chart_means(stats["summary"], s, tmp / "study_means.png")
     chart_paired(stats["paired"], s, tmp / "study_paired.png")
-    for part in ("packs", "mixtures", "runs"):
-        shutil.copytree(work / part, tmp / part, dirs_exist_ok=True)
+    shutil.copytree(work / "packs", tmp / "packs")
+    for cand in s.candidates:  # this study's candidates and runs only (the work folder may hold more)
+        shutil.copytree(work / "mixtures" / candidate_folder(cand), tmp / "mixtures" / cand.name)
+        for order in s.orders:
+            for seed in range(s.seeds):
+                name = run_name(cand, order, seed)
+                shutil.copytree(work / "runs" / name, tmp / "runs" / f"{cand.name}__{order}__s{seed}")
     verdicts = {}
     for p in stats["paired"]:
         if p["metric"] in KEY_METRICS:
