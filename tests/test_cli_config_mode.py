@@ -75,7 +75,7 @@ def test_stage_commands_take_config_and_set(spark, config_file, capsys):
     status = {line.split()[0]: line.split()[1] for line in err.splitlines() if line.startswith("  ")}
     assert status == {"ingest": "skipped", "count": "skipped", "embed": "skipped", "knn": "skipped",
                       "dedup": "skipped", "order": "skipped", "pack": "skipped", "utility": "skipped",
-                      "mix": "ran", "export": "ran", "train": "ran"}, status
+                      "mix": "ran", "export": "ran", "train": "ran", "study": "disabled"}, status
     assert read_mixture_manifest(out / "mix" / "mixture.json")["method"]["params"]["tau"] == 2.0
     assert read_manifest(out / "train")["train"]["last_step"] == 1
     for stage in ("ingest", "utility", "mix", "export", "train"):
