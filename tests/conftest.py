@@ -181,7 +181,9 @@ def full_config(out: Path, **extra):
         "utility": {"method": "embedding", "per_source": 8, "max_tokens": 64},
         "mix": {"method": "utilimax", "max_epochs": 4},
         "export": {"formats": ["megatron", "mds"]},
-        "train": {"depth": 1, "steps": 3, "batch_size": 2, "log_interval": 1},
+        # 2 held-out windows a source for the final per-source eval (default 16: 9 x 16 windows of
+        # 50257-way logits were half of the full run's training stage)
+        "train": {"depth": 1, "steps": 3, "batch_size": 2, "log_interval": 1, "holdout_windows": 2},
     }
     data.update(extra)
     return parse_config(data)
