@@ -98,7 +98,7 @@ def study_settings(config) -> dict:
     """The config slice a study depends on (its fingerprint and its work folder's key)."""
     s, o = config.study, config.order
     return {"study": to_plain(s), "seed": config.seed, "benchmarks": config.benchmarks,
-            "order": {"seq_len": o.seq_len, "plus_one": o.plus_one, "shuffle": o.shuffle},
+            "order": {"seq_len": o.seq_len, "plus_one": o.plus_one, "shuffle": o.shuffle, "sink_token": o.sink_token},
             "tokenizer": to_plain(config.tokenizer), "budget_tokens": budget_tokens(config),
             "max_epochs": max_epochs(config), "mix_utility": config.mix.utility if config.mix else None}
 
@@ -168,8 +168,9 @@ def build_packs(ctx, work: Path) -> dict:
     c, s, o = ctx.config, ctx.config.study, ctx.config.order
     ingest_dir = ctx.artifact("ingest")
     ingest_manifest = require_manifest(ingest_dir, "ingest")
-    tokenizer = load_tokenizer(c.tokenizer.path, c.tokenizer.pattern)
-    if tokenizer.info["sha256"] != ingest_manifest["tokenizer"]["sha256"]:
+    tokenizer = load_tokenizer(c.tokenizer.path, c.tokenizer.pattern, o.sink_token)
+    sink_id = tokenizer.sink_id  # the pack stage's attention-sink token (order.sink_token), or None
+    if (tokenizer.base_sha256 or tokenizer.sha256) != ingest_manifest["tokenizer"]["sha256"]:
         raise ConfigError("the tokenizer changed since ingest; re-run ingest (mixweave run --force --stage ingest)")
     dtype = np.dtype(tokenizer.info["dtype"])
     sources = sorted(require_manifest(ctx.artifact("order"), "order")["order"])
@@ -190,7 +191,7 @@ def build_packs(ctx, work: Path) -> dict:
         for name, docs, shuffle in (("icp", icp, o.shuffle), ("random", random_order, o.shuffle),
                                     ("holdout", held, True)):
             packed = pack_windows(tokens, np.searchsorted(kept, docs), seq_len=o.seq_len, eos_id=tokenizer.eos_id,
-                                  plus_one=o.plus_one, shuffle=shuffle, seed=seed, dtype=dtype)
+                                  plus_one=o.plus_one, shuffle=shuffle, seed=seed, dtype=dtype, sink_id=sink_id)
             windows[name][source] = packed.windows
         held_info[source] = {"n_kept": int(kept.size), "n_holdout_docs": int(held.size), "n_train_docs": int(icp.size),
                              "holdout_docs": [int(i) for i in held],
@@ -220,6 +221,8 @@ def pack_stats(ctx, work: Path, held: dict) -> dict:
                               "study.holdout_docs, or remove the source")
         entry["n_tokens"] = int(w["n_tokens"])
         entry["n_docs"] = int(held[name]["n_train_docs"])
+    if info.sink_id is not None:  # as the mix stage: the pack's tokenizer (with its sink token) is the mixture's
+        stats["tokenizer"] = dict(info.tokenizer)
     return stats
 
 
@@ -234,6 +237,8 @@ def solve_candidates(ctx, work: Path, stats: dict) -> dict[str, Path]:
     info = windows_info(pack)
     window = {"tokens": info.window_tokens, "doc_separator": "eos",
               "labels": "extra_token" if info.plus_one else "shift_within_window"}
+    if info.sink_id is not None:
+        window["sink_id"] = info.sink_id
     accepted = inspect.signature(solve_and_write_mixture).parameters
     out = {}
     for cand in s.candidates:
