@@ -122,7 +122,7 @@ def test_report_renders_in_headless_chromium(full_run, tmp_path):
     report = write_report(out, tmp_path / "report.html")
     text = report.read_text()
     headings = re.findall(r"<h[12]>(.*?)</h[12]>", text)
-    assert headings == ["mixweave run", "Sources", "Quarantine", "Mixture: utilimax", "Utility",
+    assert headings == ["mixweave run", "Sources", "Quarantine", "Mixture: utilimax", "Skills", "Utility",
                         "In-Context Pretraining order", "Semantic dedup (cosine ≥ 0.95)", "Stage timings"]
     assert "<script" not in text and text.count("data:image/png;base64,") >= 3
     seen = render(report, tmp_path / "chromium")
