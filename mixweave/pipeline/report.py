@@ -24,7 +24,14 @@ import numpy as np
 
 from ..data.manifest import read_manifest
 
-STAGE_ORDER = ("ingest", "count", "embed", "knn", "dedup", "order", "pack", "utility", "mix", "export", "train")
+def _stage_order() -> tuple[str, ...]:
+    """The stage names in the stage table's order (the one place a stage is registered)."""
+    from .stages import STAGES
+
+    return tuple(stage.name for stage in STAGES)
+
+
+STAGE_ORDER = _stage_order()
 
 
 def _figure(width: float, height: float):
