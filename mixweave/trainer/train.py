@@ -82,11 +82,37 @@ def lr_at(step: int, cfg: TrainConfig, steps: int, warmup: int) -> float:
     return low + 0.5 * (cfg.lr - low) * (1 + math.cos(math.pi * progress))
 
 
+_HEAP_KEPT = False
+
+
+def keep_freed_memory() -> bool:
+    """On glibc, serve large blocks from the heap and keep freed memory (``mallopt``: no mmap, no trim).
+
+    A CPU step allocates tensors of hundreds of MB (a 50k-vocabulary model's logits: batch x S x V
+    floats); above glibc's mmap threshold each one is mapped and page-faulted afresh and unmapped on
+    free, so the kernel zeroes pages every step. Measured on 2 cores (8 AdamW steps, depth 1, V 50,258,
+    S 256, batch 8): 7.9 s -> 4.1 s, page faults 3.4M -> 0.67M. Trade-off: the process keeps its peak
+    heap instead of returning it to the OS. Once per process; a no-op (False) off glibc."""
+    global _HEAP_KEPT
+    if _HEAP_KEPT:
+        return True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        _HEAP_KEPT = bool(libc.mallopt(-4, 0) and libc.mallopt(-1, ctypes.c_int(2**31 - 1)))  # M_MMAP_MAX, M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        _HEAP_KEPT = False
+    return _HEAP_KEPT
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    if name == "cpu":
+        keep_freed_memory()
     return torch.device(name)
 
 
