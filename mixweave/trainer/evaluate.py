@@ -65,10 +65,8 @@ def tokenizer_from_info(info: Mapping[str, Any]):
     return tok
 
 
-def tokenize_examples(records: Iterable[Mapping[str, Any]], tokenizer, max_len: int,
-                      max_per_benchmark: int | None = None) -> list[Example]:
-    """Tokenise ``prompt`` and ``answer`` separately; keep at most ``max_len + 1`` tokens."""
-    records = list(records)
+def first_per_benchmark(records: Iterable[Mapping[str, Any]], max_per_benchmark: int | None) -> list[Mapping[str, Any]]:
+    """The records in order, at most ``max_per_benchmark`` of each benchmark (all when None)."""
     per: dict[str, int] = {}
     chosen = []
     for rec in records:
@@ -77,6 +75,13 @@ def tokenize_examples(records: Iterable[Mapping[str, Any]], tokenizer, max_len: 
             continue
         per[b] = per.get(b, 0) + 1
         chosen.append(rec)
+    return chosen
+
+
+def tokenize_examples(records: Iterable[Mapping[str, Any]], tokenizer, max_len: int,
+                      max_per_benchmark: int | None = None) -> list[Example]:
+    """Tokenise ``prompt`` and ``answer`` separately; keep at most ``max_len + 1`` tokens."""
+    chosen = first_per_benchmark(records, max_per_benchmark)
     prompts = tokenizer.encode_batch([r["prompt"] for r in chosen])
     answers = tokenizer.encode_batch([r["answer"] for r in chosen])
     out = []
@@ -210,15 +215,7 @@ def answer_metrics(model, records: Iterable[Mapping[str, Any]], tokenizer, max_l
                    max_per_benchmark: int | None = None) -> dict[str, dict[str, float]]:
     """{benchmark: {bpb, bpb_sem, n, n_too_long, acc?, n_choice?}} (module docstring: bits per byte of
     the gold answer given the prompt; accuracy by the options' total log-likelihood)."""
-    records = list(records)
-    per: dict[str, int] = {}
-    chosen = []
-    for rec in records:
-        b = rec["benchmark"]
-        if max_per_benchmark is not None and per.get(b, 0) >= max_per_benchmark:
-            continue
-        per[b] = per.get(b, 0) + 1
-        chosen.append(rec)
+    chosen = first_per_benchmark(records, max_per_benchmark)
     gold = score_texts([(r["prompt"], r["answer"]) for r in chosen], tokenizer, max_len)
     choice_pairs, choice_owner = [], []
     for i, rec in enumerate(chosen):
