@@ -177,3 +177,24 @@ def test_a_packed_source_counts_its_window_tokens_times_its_ingest_bytes_per_tok
         assert s["n_tokens"] == windows[s["name"]]["n_tokens"] and s["bytes_per_token"] == pytest.approx(rate)
         assert s["n_bytes"] == pytest.approx(windows[s["name"]]["n_tokens"] * rate)
     assert m["budget_bytes"] == pytest.approx(sum(w["n_tokens"] * SOURCES[n][1] for n, w in windows.items()))
+
+
+def test_mix_cli_with_stats_solves_a_byte_budget(tmp_path, capsys):
+    """``mixweave mix --stats ... --unit bytes --budget-bytes B`` = the solver over byte sizes; a byte
+    budget without ``--unit bytes`` is one line and exit 2."""
+    from tests.cli_helpers import run_cli
+
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps(_stats()))
+    code, out, err = run_cli(["mix", "--stats", str(stats), "--method", "unimax", "--unit", "bytes",
+                              "--budget-bytes", "400000", "--max-epochs", "2", "--out", str(tmp_path / "m")], capsys)
+    assert code == 0, err
+    m = read_mixture_manifest(tmp_path / "m" / "mixture.json")
+    assert m["unit"] == "bytes" and m["budget_bytes"] == 400000
+    byte_sizes = {n: t * r for n, (t, r) in SOURCES.items()}
+    expected = _unimax_loop(byte_sizes, 400_000.0, 2.0)
+    weights = {s["name"]: s["target_bytes"] / m["budget_bytes"] for s in m["sources"]}
+    assert weights == pytest.approx(expected, rel=1e-6)
+    code, out, err = run_cli(["mix", "--stats", str(stats), "--method", "unimax", "--budget-bytes", "400000",
+                              "--out", str(tmp_path / "n")], capsys)
+    assert code == 2 and "--unit bytes" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

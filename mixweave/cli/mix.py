@@ -14,12 +14,14 @@ from .common import config_options, load_run_config, print_mixture_table, run_co
 @click.option("--stats", "stats_path", type=click.Path(dir_okay=False), help="Without a config: a stats.json to mix.")
 @click.option("--method", help="Without a config: proportional|temperature|uniform|manual|unimax|utilimax|weakest-link.")
 @click.option("--budget-tokens", type=float, help="Without a config: the token budget (default: all tokens once).")
+@click.option("--unit", type=click.Choice(["tokens", "bytes"]), help="Solve in tokens (default) or UTF-8 bytes (then give --budget-bytes).")
+@click.option("--budget-bytes", type=float, help="With --unit bytes: the budget in bytes (default: every source's bytes once).")
 @click.option("--max-epochs", type=float, help="Epoch cap per source (default 4, or the config's mix.max_epochs).")
 @click.option("--utility", type=click.Path(dir_okay=False), help="Utility table (parquet/csv) for utilimax / weakest-link.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Method parameter, e.g. tau=0.7 (repeatable).")
 @click.option("--out", type=click.Path(), help="With --stats: folder for mixture.json + mixture.png. With --config: the run's out.")
 @click.option("--force", is_flag=True)
-def command(config_path, overrides, stats_path, method, budget_tokens, max_epochs, utility, params, out, force):
+def command(config_path, overrides, stats_path, method, budget_tokens, unit, budget_bytes, max_epochs, utility, params, out, force):
     """Solve mixture weights and write mixture.json + a PNG chart."""
     import json
 
@@ -42,6 +44,10 @@ def command(config_path, overrides, stats_path, method, budget_tokens, max_epoch
             extra.append(f"mix.budget_tokens={budget_tokens!r}")
         if max_epochs is not None:
             extra.append(f"mix.max_epochs={max_epochs!r}")
+        if unit:
+            extra.append(f"mix.unit={unit}")
+        if budget_bytes is not None:
+            extra.append(f"mix.budget_bytes={budget_bytes!r}")
         if utility:
             extra.append(f"mix.utility={utility}")
         extra.extend(f"mix.params.{key}={json.dumps(value)}" for key, value in kwargs.items())
@@ -55,6 +61,10 @@ def command(config_path, overrides, stats_path, method, budget_tokens, max_epoch
 
         if not method or not out:
             raise ConfigError("with --stats, also give --method and --out")
+        if budget_bytes is not None and unit != "bytes":
+            raise ConfigError("--budget-bytes is a budget in bytes: add --unit bytes (or give --budget-tokens)")
+        if unit == "bytes" and budget_tokens is not None:
+            raise ConfigError("--unit bytes takes its budget from --budget-bytes, not --budget-tokens")
         try:
             stats = json.loads(Path(stats_path).read_text())
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -67,7 +77,7 @@ def command(config_path, overrides, stats_path, method, budget_tokens, max_epoch
         target = Path(out)
         solve_and_write_mixture(target, stats, method=method, budget_tokens=budget_tokens or 0.0,
                                 max_epochs=4.0 if max_epochs is None else max_epochs, utility_path=utility,
-                                params=kwargs)
+                                params=kwargs, unit=unit or "tokens", budget_bytes=budget_bytes or 0.0)
     from ..data.mixture_manifest import read_mixture_manifest
 
     print_mixture_table(read_mixture_manifest(target / "mixture.json"))
