@@ -40,7 +40,7 @@ def test_schema_is_valid_draft_2020_12():
 
 
 def test_build_fills_every_field(manifest):
-    assert manifest["schema_version"] == 1 and manifest["unit"] == "tokens"
+    assert manifest["schema_version"] == 2 and manifest["unit"] == "tokens"
     assert manifest["budget_tokens"] == 2_000_000 and isinstance(manifest["budget_tokens"], int)
     assert manifest["tokenizer"] == TOKENIZER
     assert manifest["window"] == {"tokens": 2048, "doc_separator": "eos", "labels": "shift_within_window"}
@@ -160,7 +160,7 @@ def test_epochs_over_the_cap_are_rejected(tmp_path, manifest):
     ("{not json", "not valid JSON"),
     ('{"budget_tokens": NaN}', "not valid JSON"),
     ("[]", r"\$: \[\] is not of type 'object'"),
-    ('{"schema_version": 2}', "newer than this mixweave"),
+    ('{"schema_version": 3}', "newer than this mixweave"),
 ])
 def test_read_rejects_unparsable_files(tmp_path, text, match):
     file = tmp_path / "mixture.json"

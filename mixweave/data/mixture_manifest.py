@@ -1,4 +1,8 @@
-"""The mixture manifest (``mixture.json``, schema version 1): build, write atomically, read + validate.
+"""The mixture manifest (``mixture.json``, schema version 2): build, write atomically, read + validate.
+
+Version 2 adds the optional ``variants`` list (more complete training recipes beside the main
+mixture, each its own mixture.json over its own pack: sequence-length phases, branch-train-stitch
+experts); version 1 files (no variants) stay readable. :func:`mixture_variants` resolves them.
 
 The JSON Schema lives next to this module (``schemas/mixture.schema.json``). Every read validates
 against it and then checks what a schema cannot say (weights sum to 1, target_tokens = weight *
@@ -19,6 +23,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,7 +31,12 @@ from typing import Any
 from mixweave.data.manifest import check_name, write_text_atomic
 from mixweave.errors import InputError, ManifestError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Versions this reader accepts (1: no variants).
+READABLE_VERSIONS = (1, 2)
+VARIANT_KINDS = ("phase", "expert", "stitch")
+#: The keys every variants entry has; anything else is a kind-specific extra (Variant.extra).
+VARIANT_KEYS = ("name", "kind", "mixture", "pack", "seq_len", "budget_tokens")
 SCHEMA_RESOURCE = "schemas/mixture.schema.json"
 #: Relative tolerance of the arithmetic checks (weights sum, target = weight * budget, ...).
 RTOL = 1e-6
@@ -36,7 +46,7 @@ DTYPE_LIMITS = {"uint16": 2**16, "uint32": 2**32, "int32": 2**31, "int64": 2**63
 
 @functools.lru_cache(maxsize=1)
 def mixture_schema() -> dict[str, Any]:
-    """The JSON Schema of mixture.json v1."""
+    """The JSON Schema of mixture.json (v2; v1 files validate against it too)."""
     text = resources.files("mixweave.data").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
     return json.loads(text)
 
@@ -118,15 +128,18 @@ def build_mixture_manifest(mixture: Any, stats: Mapping[str, Any], *, seq_len: i
                            utility: Any = None, order: Mapping[str, Any] | None = None,
                            phases: Sequence[Any] | None = None,
                            window: Mapping[str, Any] | None = None, unit: str = "tokens",
-                           budget_bytes: float | None = None) -> dict[str, Any]:
-    """mixture.json v1 as a dict, validated.
+                           budget_bytes: float | None = None,
+                           variants: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """mixture.json v2 as a dict, validated.
 
     ``mixture``: a solved Mixture; ``stats``: the ingest stats.json dict (paths, n_docs, and the
     tokenizer when ``tokenizer`` is None); ``utility``: {source: {benchmark: score}} or a
     UtilityTable (default: the mixture's own); ``order``: {method, windows} once windows exist;
     ``phases``: the per-phase Mixtures of a multi-phase run (their budgets add up to the
     mixture's); ``window``: default :func:`default_window`; ``unit``: the unit the mixture was
-    solved in (tokens, or bytes with ``budget_bytes``, the byte budget it was solved for).
+    solved in (tokens, or bytes with ``budget_bytes``, the byte budget it was solved for);
+    ``variants``: the ``variants`` entries (written only when non-empty; each entry's mixture file
+    is written by the caller beside this one).
 
     Both units are written whenever stats gives each source's ``bytes_per_token`` (the count
     stage's): per source ``bytes_per_token``, ``n_bytes`` and
@@ -192,6 +205,8 @@ def build_mixture_manifest(mixture: Any, stats: Mapping[str, Any], *, seq_len: i
             manifest["budget_bytes"] = _number(float(budget_bytes))  # the budget asked for, not its float sum
     if phases:
         manifest["phases"] = [_phase_block(i, p) for i, p in enumerate(phases)]
+    if variants:
+        manifest["variants"] = [_plain(dict(v)) for v in variants]
     problems = manifest_problems(manifest)
     if problems:
         raise InputError(f"the mixture manifest would be invalid: {problems[0]}")
@@ -250,7 +265,38 @@ def _semantic_problems(m: dict[str, Any]) -> list[str]:
     if not math.isclose(total, 1.0, abs_tol=RTOL):
         problems.append(f"$.sources[*].weight: weights sum to {total}, not 1")
     problems += _phase_problems(m, names)
+    problems += _variant_problems(m)
     return problems
+
+
+def _variant_problems(m: dict[str, Any]) -> list[str]:
+    """Variants only in v2, unique names, each mixture file named after its variant, packs inside
+    the pack artifact (relative, no '..')."""
+    variants = m.get("variants")
+    if variants is None:
+        return []
+    if m["schema_version"] < 2:
+        return ["$.variants: variants need schema_version 2"]
+    problems, seen = [], set()
+    for i, v in enumerate(variants):
+        at = f"$.variants[{i}]"
+        if v["name"] in seen:
+            problems.append(f"{at}.name: variant {v['name']!r} is listed twice")
+        seen.add(v["name"])
+        if v["mixture"] != f"variants/{v['name']}.json":
+            problems.append(f"{at}.mixture: {v['mixture']!r} is not variants/{v['name']}.json")
+        pack = v["pack"]
+        if pack is not None and not _inside(pack):
+            problems.append(f"{at}.pack: {pack!r} leaves the pack artifact folder; use a relative path such as "
+                            "phases/<phase>, or null for the main pack")
+    return problems
+
+
+def _inside(rel: str) -> bool:
+    """A relative POSIX path that stays in its folder (no absolute path, no '..', no backslash)."""
+    parts = rel.split("/")
+    return (not rel.startswith("/") and "\\" not in rel and ":" not in rel
+            and all(p not in ("", ".", "..") for p in parts))
 
 
 def _byte_problems(m: dict[str, Any]) -> list[str]:
@@ -349,9 +395,9 @@ def read_mixture_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     except ValueError as exc:
         raise ManifestError(f"{path} is not valid JSON ({exc}); re-run `mixweave mix`") from exc
     version = manifest.get("schema_version") if isinstance(manifest, dict) else None
-    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+    if isinstance(version, int) and not isinstance(version, bool) and version > max(READABLE_VERSIONS):
         raise ManifestError(f"{path}: $.schema_version is {version}, newer than this mixweave "
-                            f"understands ({SCHEMA_VERSION}); upgrade mixweave")
+                            f"understands ({max(READABLE_VERSIONS)}); upgrade mixweave")
     problems = manifest_problems(manifest)
     if problems:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
@@ -360,3 +406,50 @@ def read_mixture_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     for source in manifest["sources"]:
         check_name(source["name"], f"{path}: source name")  # exporters and the trainer turn it into paths
     return manifest
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One entry of mixture.json's ``variants``, paths resolved: ``mixture_path`` (its own
+    mixture.json), ``pack_dir`` (the pack its windows come from), ``extra`` (the kind-specific keys:
+    a phase's share and long_docs block, a bts expert's domain sources, ...)."""
+
+    name: str
+    kind: str
+    mixture_path: Path
+    pack_dir: Path
+    seq_len: int
+    budget_tokens: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def mixture_variants(mixture_path: str | os.PathLike[str],
+                     pack_root: str | os.PathLike[str] | None = None) -> list[Variant]:
+    """The variants of the mixture at ``mixture_path`` in file order ([] when it has none).
+
+    ``pack_root``: the pack artifact folder (default: ``../pack`` beside the mix folder, as a run's
+    out folder has it). A bad entry (unknown kind, a path that leaves its folder, a variant mixture
+    or pack folder that does not exist) raises one ManifestError naming the entry and the fix.
+    """
+    mixture_path = Path(mixture_path)
+    manifest = read_mixture_manifest(mixture_path)
+    entries = manifest.get("variants") or []
+    mix_dir = mixture_path.parent
+    root = Path(pack_root) if pack_root is not None else mix_dir.parent / "pack"
+    out = []
+    for i, v in enumerate(entries):
+        at = f"{mixture_path}: $.variants[{i}] ({v['name']})"
+        if v["kind"] not in VARIANT_KINDS:  # the schema already refuses it; kept for hand-made dicts
+            raise ManifestError(f"{at}: unknown kind {v['kind']!r}; use one of {', '.join(VARIANT_KINDS)}")
+        path = mix_dir / v["mixture"]
+        if not path.is_file():
+            raise ManifestError(f"{at}: its mixture {path} does not exist; re-run `mixweave mix`")
+        pack = v["pack"]
+        pack_dir = root if pack is None else root / pack
+        if not pack_dir.is_dir():
+            raise ManifestError(f"{at}: its pack folder {pack_dir} does not exist; re-run the pack stage "
+                                "(or pass pack_root= the pack artifact folder)")
+        out.append(Variant(name=v["name"], kind=v["kind"], mixture_path=path, pack_dir=pack_dir,
+                           seq_len=int(v["seq_len"]), budget_tokens=float(v["budget_tokens"]),
+                           extra={k: val for k, val in v.items() if k not in VARIANT_KEYS}))
+    return out
