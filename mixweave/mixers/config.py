@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from ..data.typed import from_dict, to_plain
 from ..errors import ConfigError
-from .params import METHOD_PARAMS, method_key
+from .bts import BtsConfig
+from .params import coerce_method_params
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,18 +31,18 @@ class MixConfig:
     written as a mapping, e.g. {tau: 3.33} or {weights: {web: 0.5, code: 0.5}} or {lam: 0.1}."""
     utility: str | None = None
     """Utility table (parquet/csv, source x benchmark) for utilimax / weakest-link."""
+    bts: BtsConfig | None = None
+    """Branch-train-stitch (mixers/bts.py): {experts: {expert: [sources]}, domain_share,
+    expert_budget_tokens, stitch_budget_tokens, stitch: equal | seed}; null = none."""
 
     def __post_init__(self) -> None:
-        key = method_key(self.method)
-        if key not in METHOD_PARAMS:
-            raise ConfigError(f"mix.method {self.method!r}: use one of "
-                              f"{', '.join(k.replace('_', '-') for k in METHOD_PARAMS)}")
-        params = self.params
-        if params is None or isinstance(params, Mapping):
-            params = from_dict(METHOD_PARAMS[key], params or {}, "mix.params")
-        elif not isinstance(params, METHOD_PARAMS[key]):
-            raise ConfigError(f"mix.params: expected the parameters of {self.method}, got {type(params).__name__}")
+        _, params = coerce_method_params(self.method, self.params, "mix.params")
         object.__setattr__(self, "params", params)
+        if isinstance(self.bts, Mapping):
+            object.__setattr__(self, "bts", from_dict(BtsConfig, self.bts, "mix.bts"))
+        if self.bts is not None and getattr(self, "phases", None):
+            raise ConfigError("mix.bts and mix.phases cannot be combined: branch-train-stitch variants are mixtures "
+                              "over the main pack; configure one of them")
         if self.max_epochs <= 0:
             raise ConfigError(f"mix.max_epochs must be > 0, got {self.max_epochs}")
         if self.unit not in ("tokens", "bytes"):

@@ -10,9 +10,11 @@ gets it from the utility stage.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+from mixweave.data.typed import from_dict
 from mixweave.errors import ConfigError
 
 
@@ -162,3 +164,21 @@ METHOD_PARAMS: dict[str, type] = {
 def method_key(method: str) -> str:
     """Canonical method name: case-insensitive, '-' and '_' the same."""
     return str(method).strip().lower().replace("-", "_")
+
+
+def coerce_method_params(method: str, params: Any, where: str, *, unknown: str | None = None) -> tuple[str, Any]:
+    """``(method key, typed params)`` for a method name and its parameters as written (None, a
+    mapping, or already the method's dataclass): what ``mix`` and each study candidate check.
+
+    ``where`` is the dotted key of the parameters (``mix.params``); ``unknown`` the message start
+    for an unknown method (default ``"<where's section>.method <name>:"``)."""
+    key = method_key(method)
+    if key not in METHOD_PARAMS:
+        head = unknown or f"{where.rpartition('.')[0] or where}.method {method!r}:"
+        raise ConfigError(f"{head} use one of {', '.join(k.replace('_', '-') for k in METHOD_PARAMS)}")
+    cls = METHOD_PARAMS[key]
+    if params is None or isinstance(params, Mapping):
+        return key, from_dict(cls, params or {}, where)
+    if not isinstance(params, cls):
+        raise ConfigError(f"{where}: expected the parameters of {method}, got {type(params).__name__}")
+    return key, params

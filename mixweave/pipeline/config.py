@@ -193,6 +193,11 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
     for name, skill in (config.benchmark_skills or {}).items():
         check_skill(skill, f"benchmark_skills.{name}")
     check_study(config)
+    if config.mix is not None and config.mix.bts is not None:
+        from ..mixers.bts import check_bts
+        from .export import ALIASES, FORMATS
+
+        check_bts(config.mix.bts, list(config.sources), reserved=(*FORMATS, *ALIASES))
     return config
 
 

@@ -7,14 +7,13 @@ section, a utility table for utility-based candidates) are in :func:`check_study
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..data.manifest import check_name
-from ..data.typed import from_dict, to_plain
+from ..data.typed import to_plain
 from ..errors import ConfigError
-from ..mixers.params import METHOD_PARAMS, method_key
+from ..mixers.params import coerce_method_params, method_key
 from ..trainer.config import TrainConfig
 
 #: methods that need a utility table (the utility stage or mix.utility)
@@ -32,13 +31,8 @@ class StudyCandidate:
 
     def __post_init__(self) -> None:
         check_name(self.name, "study candidate name", ConfigError)
-        key = method_key(self.method)
-        if key not in METHOD_PARAMS:
-            raise ConfigError(f"study.candidates: {self.name} has unknown method {self.method!r}; use one of "
-                              f"{', '.join(k.replace('_', '-') for k in METHOD_PARAMS)}")
-        params = self.params
-        if params is None or isinstance(params, Mapping):
-            params = from_dict(METHOD_PARAMS[key], params or {}, f"study.candidates.{self.name}.params")
+        _, params = coerce_method_params(self.method, self.params, f"study.candidates.{self.name}.params",
+                                         unknown=f"study.candidates: {self.name} has unknown method {self.method!r};")
         object.__setattr__(self, "params", params)
 
     def solver_params(self) -> dict[str, Any]:

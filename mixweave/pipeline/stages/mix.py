@@ -185,6 +185,8 @@ def uses_skills(method: str | None) -> bool:
 
 def mix_config_slice(c: RunConfig) -> dict:
     out = {"mix": to_plain(c.mix), "seed": c.seed}
+    if out["mix"] is not None and out["mix"].get("bts") is None:  # a run without bts keeps its fingerprint
+        out["mix"].pop("bts", None)
     if c.benchmark_skills and c.mix is not None and uses_skills(c.mix.method):
         out["benchmark_skills"] = dict(c.benchmark_skills)
     if c.mix is not None and is_learned(c.mix.method):  # proxies read the pack (an input) and the benchmarks
