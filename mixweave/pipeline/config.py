@@ -197,6 +197,9 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
         from ..mixers.bts import check_bts
         from .export import ALIASES, FORMATS
 
+        if config.order is None:
+            raise ConfigError("mix.bts writes its expert and stitch mixtures over the main pack: add an order section "
+                              "(e.g. order: {seq_len: 512}) so the pack stage runs before mix")
         check_bts(config.mix.bts, list(config.sources), reserved=(*FORMATS, *ALIASES))
     return config
 

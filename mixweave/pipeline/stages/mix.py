@@ -168,12 +168,62 @@ def run_mix_stage(ctx: StageContext, tmp: Path) -> StageResult:
         benchmarks=ctx.config.benchmarks if is_learned(m.method) else None,
         unit=m.unit, budget_bytes=m.budget_bytes,
     )
+    extra = {}
+    if m.bts is not None:
+        variants = write_bts_variants(tmp, manifest, stats, m, seed=ctx.config.seed, seq_len=seq_len)
+        manifest = _with_variants(tmp, manifest, variants)
+        extra["variants"] = [v["name"] for v in variants]
     return StageResult(
         counts={"n_sources": len(manifest["sources"]), "budget_tokens": manifest["budget_tokens"]},
         extra={"method": manifest["method"],
                "weights": {s["name"]: s["weight"] for s in manifest["sources"]},
-               "epochs": {s["name"]: s["epochs"] for s in manifest["sources"]}},
+               "epochs": {s["name"]: s["epochs"] for s in manifest["sources"]}, **extra},
     )
+
+
+def _with_variants(folder: Path, manifest: dict, variants: list[dict]) -> dict:
+    """mixture.json rewritten with its ``variants`` list appended (after the variant files exist)."""
+    from ...data.mixture_manifest import manifest_problems, write_mixture_manifest
+
+    manifest = {**manifest, "variants": [*manifest.get("variants", []), *variants]}
+    problems = manifest_problems(manifest)
+    if problems:
+        raise ConfigError(f"the mixture's variants are invalid: {problems[0]}")
+    write_mixture_manifest(folder / "mixture.json", manifest)
+    return manifest
+
+
+def write_bts_variants(folder: Path, seed_mixture: dict, stats: dict, m, *, seed: int, seq_len: int) -> list[dict]:
+    """Branch-train-stitch (mix.bts, :mod:`mixweave.mixers.bts`): from the seed mixture (the run's
+    solved mixture.json, any method) write ``variants/expert-<name>.json`` per expert and
+    ``variants/stitch.json``, each a full mixture.json over the main pack's sizes at its own
+    budget under mix.max_epochs; return their ``variants`` entries (experts, then stitch)."""
+    from ...data.mixture_manifest import build_mixture_manifest, write_mixture_manifest
+    from ...mixers.bts import STITCH, bts_mixtures
+
+    sizes = {s["name"]: {"n_tokens": s["n_tokens"], "n_docs": s["n_docs"], "paths": tuple(s["paths"])}
+             for s in seed_mixture["sources"]}
+    weights = {s["name"]: s["weight"] for s in seed_mixture["sources"]}
+    utility = {s["name"]: s["utility"] for s in seed_mixture["sources"]}
+    order = seed_mixture.get("order")
+    if order is not None:  # windows relative to the variant file's folder (variants/), as the seed's is to mix/
+        order = {**order, "windows": "../" + order["windows"]}
+    mixtures = bts_mixtures(sizes, weights, m.bts, m.max_epochs, seed_method=seed_mixture["method"]["name"])
+    entries = []
+    for name, mixture in mixtures.items():
+        manifest = build_mixture_manifest(mixture, stats, seq_len=seq_len, seed=seed, utility=utility,
+                                          order=order, window=seed_mixture["window"])
+        write_mixture_manifest(folder / "variants" / f"{name}.json", manifest)
+        p = mixture.params
+        entry = {"name": name, "kind": "stitch" if name == STITCH else "expert", "mixture": f"variants/{name}.json",
+                 "pack": None, "seq_len": seq_len, "budget_tokens": manifest["budget_tokens"]}
+        if name == STITCH:
+            entry.update(stitch=p["stitch"], experts=p["experts"])
+        else:
+            entry.update(expert=p["expert"], domain=p["domain"], domain_share=p["domain_share"],
+                         domain_share_after_caps=p["domain_share_after_caps"])
+        entries.append(entry)
+    return entries
 
 
 def uses_skills(method: str | None) -> bool:
