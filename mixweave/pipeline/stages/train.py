@@ -1,4 +1,5 @@
-"""The ``train`` stage: a training run of the built-in trainer on the mixture, resumable from ``train.work/``."""
+"""The ``train`` stage: a training run of the built-in trainer on the mixture, resumable from ``train.work/``;
+with sequence-length phases (mixture.json's ``phase`` variants) it trains them in order (the phase switch)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def run_train_stage(ctx: StageContext, tmp: Path) -> StageResult:
                "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
                "tokens_seen": result.tokens_seen, "tokens_per_s": round(result.tokens_per_s, 1),
                "mfu": result.mfu, "resumed_from": result.resumed_from, "eval": result.eval}
+    if result.phases:  # sequence-length phases (mixture.json's phase variants), trained in order
+        summary["phases"] = [{**p, "losses": len(result.phase_losses.get(p["name"], []))} for p in result.phases]
     return StageResult(counts={"steps": result.step, "tokens_seen": result.tokens_seen},
                        timings={"tokens_per_s": round(result.tokens_per_s, 1)}, extra={"train": summary})
 
@@ -36,8 +39,15 @@ def run_train_stage(ctx: StageContext, tmp: Path) -> StageResult:
 def train_work_folder(root: Path, cfg, mixture: Path, pack: Path) -> Path:
     """The folder a training run checkpoints into, one per (train config, mixture, pack): a killed run
     resumes from it, while a changed config or mixture starts afresh instead of meeting another run's
-    checkpoints. Work folders of earlier configs (mixweave's own) are removed."""
-    key = fingerprint("train-work", 1, to_plain(cfg), {"mixture": sha256_file(mixture), "pack": manifest_sha256(pack)})
+    checkpoints. Work folders of earlier configs (mixweave's own) are removed. A mixture with
+    variants adds each variant's mixture and pack to the key (runs without keep theirs)."""
+    from ...data.mixture_manifest import mixture_variants
+
+    inputs = {"mixture": sha256_file(mixture), "pack": manifest_sha256(pack)}
+    variants = mixture_variants(mixture, pack_root=pack)
+    if variants:
+        inputs["variants"] = {v.name: [sha256_file(v.mixture_path), manifest_sha256(v.pack_dir)] for v in variants}
+    key = fingerprint("train-work", 1, to_plain(cfg), inputs)
     work = root / key[:16]
     if root.is_dir():
         for other in root.iterdir():
