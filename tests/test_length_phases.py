@@ -100,3 +100,128 @@ def test_missing_variant_files_are_manifest_errors(tmp_path):
         mixture_variants(path)
     with pytest.raises(InputError, match=r"variant 'a' is listed twice"):
         _manifest([_phase_entry("a", None), _phase_entry("a", None)])
+
+
+# --------------------------------------------------------------------------- the pure cores
+def _brute_force_rates(T, ws, wl, u, cap, steps=200_001):
+    """The split with r_s ws + r_l wl = T, 0 <= r <= cap whose ratio r_l / r_s is closest to u
+    (a grid over r_l)."""
+    import numpy as np
+
+    r_long = np.linspace(0.0, min(cap, T / wl), steps)
+    r_short = (T - r_long * wl) / ws
+    ok = (r_short >= -1e-12) & (r_short <= cap + 1e-12)
+    with np.errstate(divide="ignore"):
+        miss = np.abs(np.log(r_long) - np.log(u * np.maximum(r_short, 1e-300)))
+    miss[~ok] = np.inf
+    best = int(np.argmin(miss))
+    return float(r_short[best]), float(r_long[best])
+
+
+@pytest.mark.parametrize("T, ws, wl, u, cap", [
+    (50.0, 40, 10, 4.0, 4.0),     # uncapped: r_l = 4 r_s
+    (100.0, 40, 10, 4.0, 2.5),    # the long windows hit the cap, the short ones take the rest
+    (30.0, 5, 20, 2.0, 1.2),      # many long windows, capped
+    (12.0, 10, 3, 1.0, 4.0),      # u = 1: uniform
+    (7.0, 3, 1, 6.0, 10.0),
+])
+def test_upsample_rates_match_a_brute_force_search(T, ws, wl, u, cap):
+    from mixweave.mixers.long_context import upsample_rates
+
+    r_short, r_long = upsample_rates(T, ws, wl, u, cap)
+    assert r_short * ws + r_long * wl == pytest.approx(T, rel=1e-12)
+    assert r_long <= cap * (1 + 1e-12) and r_short <= cap * (1 + 1e-12)
+    bs, bl = _brute_force_rates(T, ws, wl, u, cap)
+    assert r_short == pytest.approx(bs, rel=1e-3, abs=1e-4) and r_long == pytest.approx(bl, rel=1e-3, abs=1e-4)
+
+
+def test_upsample_rates_edge_cases():
+    from mixweave.errors import InfeasibleError
+    from mixweave.mixers.long_context import upsample_rates
+
+    assert upsample_rates(8.0, 4, 0, 3.0, 4.0) == (2.0, 0.0)   # no long windows
+    assert upsample_rates(8.0, 0, 4, 3.0, 4.0) == (0.0, 2.0)   # no short ones
+    assert upsample_rates(0.0, 4, 4, 3.0, 4.0) == (0.0, 0.0)
+    with pytest.raises(InfeasibleError, match="exceed 2 epochs of 5 windows"):
+        upsample_rates(11.0, 3, 2, 3.0, 2.0)
+
+
+def test_long_window_classification_against_a_hand_count():
+    """Documents of 5, 20, 3 and 30 tokens in one stream of 62 (each + EOS), windows of 16, long
+    = at least 25 tokens: only the 30-token document is long. Window 0 = doc0 (6) + doc1 (10): no
+    long token; window 1 = doc1 (11) + doc2 (4) + doc3 (1): 1 long token; window 2 = doc3 (16)."""
+    import numpy as np
+
+    from mixweave.mixers.long_context import LongGroups, long_window_mask, split_rows, window_long_tokens
+    from mixweave.retrieval import pack_windows
+
+    lengths = [5, 20, 3, 30]
+    tokens = [np.arange(1, n + 1) for n in lengths]
+    packed = pack_windows(tokens, np.arange(4), seq_len=16, eos_id=0, shuffle=False)
+    long_tok, stream = window_long_tokens(packed.span_window, packed.span_doc, packed.span_start, packed.span_end,
+                                          np.array(lengths), packed.n_windows, 25)
+    assert long_tok.tolist() == [0, 1, 16] and stream.tolist() == [16, 16, 16]
+    mask = long_window_mask(long_tok, stream)
+    assert mask.tolist() == [False, False, True]
+    assert window_long_tokens(packed.span_window, packed.span_doc, packed.span_start, packed.span_end,
+                              np.array(lengths), 3, 20)[0].tolist() == [10, 12, 16]  # doc1 counts too
+    new_id, is_long = split_rows(packed.span_window, mask)
+    assert is_long.tolist() == [False, False, False, False, False, True]
+    assert new_id.tolist() == [0, 0, 1, 1, 1, 0]
+    g = LongGroups.of(long_tok, stream)
+    assert (g.n_short, g.n_long, g.longdoc_short, g.longdoc_long) == (2, 1, 1, 16)
+    assert g.share(1.0, 1.0) == pytest.approx(17 / 48) and g.share(1.0, 4.0) == pytest.approx((1 + 64) / (32 + 64))
+    sink = pack_windows(tokens, np.arange(4), seq_len=16, eos_id=0, shuffle=False, sink_id=99)
+    _, stream_sink = window_long_tokens(sink.span_window, sink.span_doc, sink.span_start, sink.span_end,
+                                        np.array(lengths), sink.n_windows, 25)
+    assert stream_sink.tolist() == [15] * sink.n_windows  # the sink is no document's token
+
+
+# ----------------------------------------------------------------------------------- config
+PHASES = [{"name": "short", "share": 0.5}, {"name": "mid", "share": 0.2, "seq_len": 64},
+          {"name": "long", "share": 0.3, "seq_len": 256, "long_docs": {"min_tokens": 200, "upsample": 4}}]
+
+
+@pytest.mark.parametrize("phases, extra, message", [
+    ([{"name": "a", "share": 0.5}, {"name": "b", "share": 0.4}], {}, r"the shares sum to 0\.9, not 1"),
+    ([{"name": "a", "share": 0.5}, {"name": "a", "share": 0.5}], {}, "the name a is used twice"),
+    ([{"name": "a", "share": 0}], {}, r"mix\.phases\.a\.share must be in \(0, 1\]"),
+    ([{"name": "a/b", "share": 1}], {}, "mix.phases name 'a/b'"),
+    ([{"name": "a", "share": 1, "seq_len": 8}], {}, r"mix\.phases\.a\.seq_len must be at least 16"),
+    ([{"name": "a", "share": 1, "long_docs": {"min_tokens": 10, "upsample": 0.5}}], {}, "upsample must be >= 1"),
+    ([{"name": "a", "share": 1, "long_docs": {"min_tokens": 10}}], {}, r"missing key mix\.phases\[0\]\.long_docs\.upsample"),
+    ([{"name": "a", "share": 1, "speed": 2}], {}, r"unknown key mix\.phases\[0\]\.speed"),
+    ([{"name": "megatron", "share": 1}], {}, "phase name megatron clashes with an export format"),
+    ([{"name": "variants", "share": 1}], {}, "clashes with an export format or a reserved folder name"),
+    ([{"name": "a", "share": 1, "long_docs": {"min_tokens": 10, "upsample": 2}}], {"order": None},
+     "long_docs upsamples long windows of a pack; add an order section"),
+    ([{"name": "a", "share": 1}], {"bts": {"experts": {"x": ["web"]}, "expert_budget_tokens": 10,
+                                           "stitch_budget_tokens": 10}}, "mix.bts and mix.phases cannot be combined"),
+    ([{"name": "a", "share": 1}], {"method": "doremi"}, "doremi trains proxy models and cannot be phased"),
+])
+def test_bad_phases_are_one_config_error_line(tmp_path, phases, extra, message):
+    from mixweave.errors import ConfigError
+    from mixweave.pipeline.config import parse_config
+
+    mix = {"method": "unimax", "phases": phases, **{k: v for k, v in extra.items() if k != "order"}}
+    data = {"out": str(tmp_path), "sources": {"web": {"paths": ["w"]}, "code": {"paths": ["c"]}},
+            "order": {"seq_len": 128}, "mix": mix}
+    if "order" in extra:
+        data.pop("order")
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_config(data)
+    assert "\n" not in str(info.value)
+
+
+def test_long_suffix_sources_are_refused_only_with_upsampling(tmp_path):
+    from mixweave.errors import ConfigError
+    from mixweave.pipeline.config import parse_config
+
+    data = {"out": str(tmp_path), "sources": {"web.long": {"paths": ["w"]}}, "order": {"seq_len": 128},
+            "mix": {"phases": [{"name": "a", "share": 1, "seq_len": 256}]}}
+    assert [p.name for p in parse_config(data).mix.phases] == ["a"]
+    data["mix"]["phases"][0]["long_docs"] = {"min_tokens": 100, "upsample": 2}
+    with pytest.raises(ConfigError, match=r"source web\.long ends in \.long"):
+        parse_config(data)
+    data["mix"]["phases"] = []
+    assert parse_config(data).mix.phases is None

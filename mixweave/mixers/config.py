@@ -9,6 +9,7 @@ from typing import Any, Literal
 from ..data.typed import from_dict, to_plain
 from ..errors import ConfigError
 from .bts import BtsConfig
+from .long_context import parse_phases
 from .params import coerce_method_params
 
 
@@ -34,10 +35,14 @@ class MixConfig:
     bts: BtsConfig | None = None
     """Branch-train-stitch (mixers/bts.py): {experts: {expert: [sources]}, domain_share,
     expert_budget_tokens, stitch_budget_tokens, stitch: equal | seed}; null = none."""
+    phases: Any = None
+    """Sequence-length phases (mixers/long_context.py): a list of {name, share, seq_len (null =
+    order.seq_len), long_docs: {min_tokens, upsample} | null}; shares sum to 1; null/[] = none."""
 
     def __post_init__(self) -> None:
         _, params = coerce_method_params(self.method, self.params, "mix.params")
         object.__setattr__(self, "params", params)
+        object.__setattr__(self, "phases", parse_phases(self.phases))
         if isinstance(self.bts, Mapping):
             object.__setattr__(self, "bts", from_dict(BtsConfig, self.bts, "mix.bts"))
         if self.bts is not None and getattr(self, "phases", None):

@@ -201,6 +201,13 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
             raise ConfigError("mix.bts writes its expert and stitch mixtures over the main pack: add an order section "
                               "(e.g. order: {seq_len: 512}) so the pack stage runs before mix")
         check_bts(config.mix.bts, list(config.sources), reserved=(*FORMATS, *ALIASES))
+    if config.mix is not None and config.mix.phases:
+        from ..mixers.long_context import check_phases
+        from .export import ALIASES, FORMATS
+
+        check_phases(config.mix.phases, sources=list(config.sources), reserved=(*FORMATS, *ALIASES),
+                     order_seq_len=None if config.order is None else config.order.seq_len, method=config.mix.method,
+                     unit=config.mix.unit, learned=method_key(config.mix.method) in ("doremi", "regmix"))
     return config
 
 
