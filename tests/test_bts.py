@@ -257,3 +257,19 @@ def test_bts_is_in_the_mix_fingerprint_only_when_set(bts_run, small_runs):
     manifest = json.loads((out / "mix" / "_manifest.json").read_text())
     assert manifest["variants"] == ["expert-code", "expert-prose", "stitch"]
     assert "variants" not in json.loads((small_runs.reference / "mix" / "_manifest.json").read_text())
+
+
+@pytest.mark.spark
+def test_the_report_shows_the_seed_every_expert_and_the_stitch_set(bts_run):
+    from mixweave.data.mixture_manifest import read_mixture_manifest
+    from mixweave.pipeline.report import build_report
+
+    out, _, _ = bts_run
+    page = build_report(out)
+    assert "<h2>Branch-train-stitch</h2>" in page
+    for header in ("seed weight", "expert-code weight", "expert-prose tokens", "stitch weight"):
+        assert f"<th>{header}</th>" in page, header
+    assert "expert-prose: books, web at 0.8 of its budget" in page
+    stitch = read_mixture_manifest(out / "mix" / "variants" / "stitch.json")
+    code = next(s for s in stitch["sources"] if s["name"] == "code")
+    assert f"<td>{round(code['target_tokens']):,}</td>" in page.split("<h2>Branch-train-stitch</h2>")[1]

@@ -287,3 +287,22 @@ def bts_mixtures(sources: Mapping[str, Any], seed_weights: Mapping[str, float], 
         sources, pre, groups, bts.stitch_budget_tokens, max_epochs, method="bts_stitch", what="stitch set",
         params={"stitch": bts.stitch, "experts": {e: list(d) for e, d in domains.items()}, "seed_method": seed_method})
     return out
+
+
+def bts_table(seed: Mapping[str, Any], variants: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """The report's bts table from mixture.json dicts: one row per source with the seed's and each
+    variant's weight and target tokens (``variants``: name -> its mixture.json, experts then stitch),
+    and a last row with each mixture's budget."""
+    names = [s["name"] for s in seed["sources"]]
+    mixtures = {"seed": seed, **variants}
+    headers = ["source"] + [f"{label} {what}" for label in mixtures for what in ("weight", "tokens")]
+    rows: list[list[Any]] = []
+    by_source = {label: {s["name"]: s for s in m["sources"]} for label, m in mixtures.items()}
+    for name in names:
+        row: list[Any] = [name]
+        for label in mixtures:
+            s = by_source[label].get(name)
+            row += ["-", "-"] if s is None else [round(float(s["weight"]), 4), round(float(s["target_tokens"]))]
+        rows.append(row)
+    rows.append(["budget"] + [v for m in mixtures.values() for v in ("", round(float(m["budget_tokens"])))])
+    return headers, rows

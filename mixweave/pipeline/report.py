@@ -247,6 +247,23 @@ def learned_line(mixture: dict) -> str | None:
             f"(6 x non-embedding parameters x tokens); weights before the epoch caps: {pre}</p>")
 
 
+def bts_section(mixture: dict, mix_dir: Path) -> str:
+    """Branch-train-stitch (mix.bts): sources x seed / each expert / stitch weights and target
+    tokens, and each expert's domain share asked and after the epoch caps ("" without bts)."""
+    from ..data.mixture_manifest import read_mixture_manifest
+    from ..mixers.bts import bts_table
+
+    entries = [v for v in mixture.get("variants") or [] if v["kind"] in ("expert", "stitch")]
+    if not entries:
+        return ""
+    headers, rows = bts_table(mixture, {v["name"]: read_mixture_manifest(mix_dir / v["mixture"]) for v in entries})
+    shares = "; ".join(f"{v['name']}: {', '.join(v['domain'])} at {v['domain_share']:g} of its budget "
+                       f"({v['domain_share_after_caps']:.3g} after the epoch caps)" for v in entries if v["kind"] == "expert")
+    return ("<h2>Branch-train-stitch</h2><p>Seed mixture: the run's mixture above; each expert continues from the "
+            f"seed on its own mixture, then the stitch set trains the merged model. {html.escape(shares)}. "
+            "mixweave exports every set; it does not train the experts.</p>" + _table(headers, rows))
+
+
 def coherence_section(export_manifest: dict) -> str | None:
     """Similarity batching (Lory): mean pairwise cosine within a global batch for the similarity order,
     the shuffle and one-source batches of shuffled windows, as the hf/mds exports measured it."""
@@ -393,6 +410,7 @@ def build_report(out: str | Path, *, utility_path: str | Path | None = None, tit
         learned = learned_line(mixture)
         if learned:
             parts.append(learned)
+        parts.append(bts_section(mixture, mixture_file.parent))
 
     if table is not None:
         settings = _utility_settings(utility_file)
