@@ -165,6 +165,14 @@ def test_bad_bts_settings_are_one_config_error_line(bts, message):
     assert "\n" not in str(info.value)
 
 
+def test_bts_and_length_phases_are_refused_together():
+    from mixweave.pipeline.config import parse_config
+
+    phases = [{"name": "short", "share": 0.8}, {"name": "long", "share": 0.2, "seq_len": 256}]
+    with pytest.raises(ConfigError, match="mix.bts and mix.phases cannot be combined"):
+        parse_config({**BASE, "mix": {"method": "unimax", "bts": OK_BTS, "phases": phases}})
+
+
 def test_bts_needs_an_order_section_and_variant_names_stay_off_export_folders():
     from mixweave.mixers.bts import check_bts
 
