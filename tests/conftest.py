@@ -66,6 +66,46 @@ def corpus_dir() -> Path:
     return CORPUS
 
 
+
+# ------------------------------------------------------------------- tiny trainer inputs (no Spark)
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Tiny models run fastest on one torch thread (and stay fast on a busy 2-core machine); a module
+    asks for it with ``pytestmark = pytest.mark.usefixtures("torch_one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def sample_inputs(tmp_path_factory):
+    """``build_sample_inputs`` on the corpus fixture (books, code, web; a 512-id BPE trained on them,
+    32-token windows), built once per distinct settings in the session: ``sample_inputs(**changes)``.
+    Tests must not change its folders."""
+    from mixweave.trainer.sample_data import build_sample_inputs
+
+    built: dict = {}
+
+    def make(**changes):
+        settings = {"seq_len": 32, "corpus_dir": CORPUS, "sources": ["books", "code", "web"],
+                    "max_chars_per_source": 20_000, "vocab_size": 512, **changes}
+        key = json.dumps(settings, sort_keys=True, default=str)
+        if key not in built:
+            built[key] = build_sample_inputs(tmp_path_factory.mktemp("sample_inputs"), **settings)
+        return built[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_sample(sample_inputs):
+    """The DoReMi, RegMix and learned-mix tests' pack: 20,000 characters a source."""
+    return sample_inputs()
+
+
 # ------------------------------------------------------------------------------- the small runs
 def write_subset(root: Path, source: str, n: int, *, short: bool = False) -> str:
     """The first ``n`` documents of a fixture source (or ``n`` one-word documents) as one jsonl

@@ -6,31 +6,17 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from mixweave.mixers.doremi import DoReMiReweighter, average_weights, domain_excess, update_domain_weights
-from mixweave.trainer.sample_data import build_sample_inputs
 
-CORPUS = Path(__file__).parent / "data" / "corpus"
 S = 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    return build_sample_inputs(tmp_path_factory.mktemp("doremi_inputs"), seq_len=S, corpus_dir=CORPUS,
-                               sources=["books", "code", "web"], max_chars_per_source=20_000, vocab_size=512)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tests/conftest.py
 
 
 # -- the pure update --------------------------------------------------------------------------------------
@@ -88,7 +74,7 @@ def test_reweighter_averages_the_weights_over_steps():
 # -- the group-DRO loop -----------------------------------------------------------------------------------
 
 
-def test_group_dro_first_step_matches_brute_force(sample):
+def test_group_dro_first_step_matches_brute_force(tiny_sample):
     from mixweave.data.windows import windows_info
     from mixweave.mixers.learned import mixture_plan
     from mixweave.trainer.config import TrainConfig
@@ -96,9 +82,9 @@ def test_group_dro_first_step_matches_brute_force(sample):
     from mixweave.trainer.group_dro import train_group_dro
     from mixweave.trainer.model import GPT, GPTConfig
 
-    info = windows_info(sample.pack_dir)
+    info = windows_info(tiny_sample.pack_dir)
     names = ["books", "code", "web"]
-    dataset = PackDataset(sample.pack_dir, names)
+    dataset = PackDataset(tiny_sample.pack_dir, names)
     plan = mixture_plan(info, names, np.ones(3) / 3, 24, seed=4)
     gcfg = GPTConfig.from_depth(1, vocab_size=int(info.tokenizer["vocab_size"]), seq_len=S)
     torch.manual_seed(11)
@@ -137,15 +123,15 @@ def test_group_dro_first_step_matches_brute_force(sample):
 # -- the driver --------------------------------------------------------------------------------------------
 
 
-def test_doremi_driver_end_to_end_is_deterministic(sample, tmp_path):
+def test_doremi_driver_end_to_end_is_deterministic(tiny_sample, tmp_path):
     from mixweave.mixers.learned import learned_weights
     from mixweave.trainer.model import GPT, GPTConfig
 
-    names = sorted(sample.tokens)
-    n = [sample.tokens[x] for x in names]
+    names = sorted(tiny_sample.tokens)
+    n = [tiny_sample.tokens[x] for x in names]
     params = {"depth": 1, "steps": 6, "batch_size": 4, "reference_steps": 4, "eta": 1.0, "smoothing": 1e-3}
-    a = learned_weights("doremi", sample.pack_dir, names, n, params, tmp_path / "a")
-    b = learned_weights("doremi", sample.pack_dir, names, n, params, tmp_path / "b")
+    a = learned_weights("doremi", tiny_sample.pack_dir, names, n, params, tmp_path / "a")
+    b = learned_weights("doremi", tiny_sample.pack_dir, names, n, params, tmp_path / "b")
     assert a.weights == b.weights  # seeded: bit-identical on CPU
     w = np.array([a.weights[x] for x in names])
     assert math.isclose(w.sum(), 1.0, rel_tol=1e-9) and np.all(w >= 1e-3 / 3 * 0.999)
@@ -163,6 +149,6 @@ def test_doremi_driver_end_to_end_is_deterministic(sample, tmp_path):
     assert rec["flops"] == pytest.approx(6 * non_embed * 4 * 4 * (S - 1) + 8 * non_embed * 6 * 4 * (S - 1))
     assert (tmp_path / "a" / "reference" / "eval.json").is_file()
     # a uniform reference is recorded as such
-    c = learned_weights("doremi", sample.pack_dir, names, n, {**params, "reference": "uniform", "steps": 2},
+    c = learned_weights("doremi", tiny_sample.pack_dir, names, n, {**params, "reference": "uniform", "steps": 2},
                         tmp_path / "c")
     assert c.record["reference"]["mixture"] == {x: pytest.approx(1 / 3) for x in names}

@@ -11,63 +11,49 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from mixweave.errors import ConfigError, InfeasibleError
 from mixweave.mixers.learned import feasible_under_caps
-from mixweave.trainer.sample_data import build_sample_inputs
 
-CORPUS = Path(__file__).parent / "data" / "corpus"
 S = 32
 TINY_DOREMI = {"depth": 1, "steps": 4, "batch_size": 4, "reference_steps": 3}
 TINY_REGMIX = {"depth": 1, "steps": 3, "batch_size": 4, "n_proxies": 3, "n_simulate": 2000, "top_k": 16}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tests/conftest.py
 
 
-@pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    return build_sample_inputs(tmp_path_factory.mktemp("learned_inputs"), seq_len=S, corpus_dir=CORPUS,
-                               sources=["books", "code", "web"], max_chars_per_source=20_000, vocab_size=512)
-
-
-def _stats(sample) -> dict:
+def _stats(tiny_sample) -> dict:
     from mixweave.data.windows import windows_info
 
-    info = windows_info(sample.pack_dir)
+    info = windows_info(tiny_sample.pack_dir)
     return {"schema_version": 1, "tokenizer": dict(info.tokenizer),
             "sources": {n: {"n_tokens": t, "n_docs": 10, "n_bytes": 4 * t, "paths": [n]}
-                        for n, t in sorted(sample.tokens.items())}}
+                        for n, t in sorted(tiny_sample.tokens.items())}}
 
 
 # -- config -----------------------------------------------------------------------------------------------
 
 
-def _run_data(tmp_path, sample, method="doremi", params=None, order=True) -> dict:
-    data = {"out": str(tmp_path / "run"), "seed": 2, "benchmarks": str(sample.benchmarks_path),
-            "sources": {n: {"paths": [str(tmp_path / n / "*.jsonl")]} for n in sorted(sample.tokens)},
+def _run_data(tmp_path, tiny_sample, method="doremi", params=None, order=True) -> dict:
+    data = {"out": str(tmp_path / "run"), "seed": 2, "benchmarks": str(tiny_sample.benchmarks_path),
+            "sources": {n: {"paths": [str(tmp_path / n / "*.jsonl")]} for n in sorted(tiny_sample.tokens)},
             "mix": {"method": method, "max_epochs": 4, "params": params or {}}}
     if order:
         data["order"] = {"k": 4, "seq_len": S, "max_tokens": 32}
     return data
 
 
-def test_config_types_the_learned_params_and_asks_for_a_pack(sample, tmp_path):
+def test_config_types_the_learned_params_and_asks_for_a_pack(tiny_sample, tmp_path):
     from mixweave.mixers.params import DoReMiParams, RegMixParams
     from mixweave.pipeline.config import parse_config
 
-    cfg = parse_config(_run_data(tmp_path, sample, "doremi", {"eta": 0.5, "reference": "uniform"}))
+    cfg = parse_config(_run_data(tmp_path, tiny_sample, "doremi", {"eta": 0.5, "reference": "uniform"}))
     assert isinstance(cfg.mix.params, DoReMiParams) and cfg.mix.params.eta == 0.5
-    cfg = parse_config(_run_data(tmp_path, sample, "regmix", {"n_proxies": 8, "regressor": "gbm"}))
+    cfg = parse_config(_run_data(tmp_path, tiny_sample, "regmix", {"n_proxies": 8, "regressor": "gbm"}))
     assert isinstance(cfg.mix.params, RegMixParams) and cfg.mix.params.regressor == "gbm"
     with pytest.raises(ConfigError, match="add an order section"):
-        parse_config(_run_data(tmp_path, sample, "doremi", order=False))
+        parse_config(_run_data(tmp_path, tiny_sample, "doremi", order=False))
     for method, params, match in [("doremi", {"eta": 0}, "eta must be > 0"),
                                   ("doremi", {"reference": "proportional"}, "not allowed"),
                                   ("doremi", {"n_proxies": 3}, "n_proxies"),
@@ -76,7 +62,7 @@ def test_config_types_the_learned_params_and_asks_for_a_pack(sample, tmp_path):
                                   ("regmix", {"regressor": "lightgbm"}, "not allowed"),
                                   ("regmix", {"steps": 0}, "steps must be an integer >= 1")]:
         with pytest.raises(ConfigError, match=match):
-            parse_config(_run_data(tmp_path, sample, method, params))
+            parse_config(_run_data(tmp_path, tiny_sample, method, params))
 
 
 # -- capping ----------------------------------------------------------------------------------------------
@@ -119,15 +105,15 @@ def test_solve_caps_the_learned_weights_and_needs_them():
 # -- solve_and_write_mixture ------------------------------------------------------------------------------
 
 
-def test_solve_and_write_mixture_records_the_learned_block(sample, tmp_path):
+def test_solve_and_write_mixture_records_the_learned_block(tiny_sample, tmp_path):
     from mixweave.data.mixture_manifest import read_mixture_manifest
     from mixweave.pipeline.stages.mix import solve_and_write_mixture
 
-    stats = _stats(sample)
-    total = sum(sample.tokens.values())
+    stats = _stats(tiny_sample)
+    total = sum(tiny_sample.tokens.values())
     folder = tmp_path / "doremi"
     manifest = solve_and_write_mixture(folder, stats, method="doremi", budget_tokens=3 * total, max_epochs=3.2,
-                                       params=TINY_DOREMI, seq_len=S, seed=1, pack_dir=sample.pack_dir)
+                                       params=TINY_DOREMI, seq_len=S, seed=1, pack_dir=tiny_sample.pack_dir)
     assert read_mixture_manifest(folder / "mixture.json") == manifest
     learned = manifest["learned"]
     assert learned["method"] == "doremi" and learned["proxies_folder"] == "proxies"
@@ -146,8 +132,8 @@ def test_solve_and_write_mixture_records_the_learned_block(sample, tmp_path):
     assert learned["params"] == {k: v for k, v in manifest["method"]["params"].items() if k != "max_epochs"}
     # regmix through the same function, target from the benchmarks
     reg = solve_and_write_mixture(tmp_path / "regmix", stats, method="regmix", budget_tokens=0, max_epochs=4,
-                                  params=TINY_REGMIX, seq_len=S, seed=1, pack_dir=sample.pack_dir,
-                                  benchmarks=sample.benchmarks_path)
+                                  params=TINY_REGMIX, seq_len=S, seed=1, pack_dir=tiny_sample.pack_dir,
+                                  benchmarks=tiny_sample.benchmarks_path)
     assert reg["learned"]["target"] == "benchmarks" and len(reg["learned"]["proxies"]) == 3
     assert all((tmp_path / "regmix" / "proxies" / p["folder"] / "eval.json").is_file() for p in reg["learned"]["proxies"])
     # without a pack: one ConfigError line, nothing written; an impossible budget fails before training
@@ -155,7 +141,7 @@ def test_solve_and_write_mixture_records_the_learned_block(sample, tmp_path):
         solve_and_write_mixture(tmp_path / "none", stats, method="doremi", budget_tokens=0, max_epochs=4)
     with pytest.raises(InfeasibleError):
         solve_and_write_mixture(tmp_path / "big", stats, method="doremi", budget_tokens=10 * total, max_epochs=2,
-                                params=TINY_DOREMI, seq_len=S, pack_dir=sample.pack_dir)
+                                params=TINY_DOREMI, seq_len=S, pack_dir=tiny_sample.pack_dir)
     assert not (tmp_path / "none").exists() and not (tmp_path / "big").exists()
 
 
@@ -172,29 +158,29 @@ def _count_artifact(folder: Path, stats: dict) -> Path:
     return folder
 
 
-def test_mix_stage_runs_doremi_on_the_pack(sample, tmp_path):
+def test_mix_stage_runs_doremi_on_the_pack(tiny_sample, tmp_path):
     from mixweave.pipeline.config import parse_config
     from mixweave.pipeline.runner import StageContext, run_stage
     from mixweave.pipeline.stages import mix
 
-    count = _count_artifact(tmp_path / "count", _stats(sample))
-    cfg = parse_config(_run_data(tmp_path, sample, "doremi", TINY_DOREMI))
+    count = _count_artifact(tmp_path / "count", _stats(tiny_sample))
+    cfg = parse_config(_run_data(tmp_path, tiny_sample, "doremi", TINY_DOREMI))
     assert mix.mix_inputs(cfg) == ("count", "pack")
-    ctx = StageContext(cfg, tmp_path / "run", overrides={"count": count, "pack": sample.pack_dir})
+    ctx = StageContext(cfg, tmp_path / "run", overrides={"count": count, "pack": tiny_sample.pack_dir})
     run_stage(mix.STAGE, ctx)
     first = json.loads((tmp_path / "run" / "mix" / "mixture.json").read_text())
     assert first["learned"]["method"] == "doremi" and (tmp_path / "run" / "mix" / "proxies" / "reference").is_dir()
     assert first["order"]["method"] == "icp"
     # same config: the stage is skipped; another eta: the fingerprint differs and it re-runs
     assert run_stage(mix.STAGE, ctx).status == "skipped"
-    cfg2 = parse_config(_run_data(tmp_path, sample, "doremi", {**TINY_DOREMI, "eta": 0.1}))
+    cfg2 = parse_config(_run_data(tmp_path, tiny_sample, "doremi", {**TINY_DOREMI, "eta": 0.1}))
     assert mix.mix_config_slice(cfg2) != mix.mix_config_slice(cfg)
-    ctx2 = StageContext(cfg2, tmp_path / "run", overrides={"count": count, "pack": sample.pack_dir})
+    ctx2 = StageContext(cfg2, tmp_path / "run", overrides={"count": count, "pack": tiny_sample.pack_dir})
     assert run_stage(mix.STAGE, ctx2).status == "ran"
     second = json.loads((tmp_path / "run" / "mix" / "mixture.json").read_text())
     assert second["method"]["params"]["eta"] == 0.1
     # deterministic: the same config in a fresh folder gives the same weights
-    ctx3 = StageContext(cfg2, tmp_path / "again", overrides={"count": count, "pack": sample.pack_dir})
+    ctx3 = StageContext(cfg2, tmp_path / "again", overrides={"count": count, "pack": tiny_sample.pack_dir})
     run_stage(mix.STAGE, ctx3)
     third = json.loads((tmp_path / "again" / "mix" / "mixture.json").read_text())
     assert [s["weight"] for s in third["sources"]] == [s["weight"] for s in second["sources"]]

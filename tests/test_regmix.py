@@ -6,27 +6,18 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from mixweave.errors import ConfigError
 from mixweave.mixers.regmix import (concentrations, fit_regressor, predict_and_average, sample_mixtures,
                                     simulate_mixtures, tempered_prior)
-from mixweave.trainer.sample_data import build_sample_inputs
 
-CORPUS = Path(__file__).parent / "data" / "corpus"
 S = 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tests/conftest.py
 
 
 # -- the sampler -------------------------------------------------------------------------------------------
@@ -106,22 +97,16 @@ def test_linear_regression_moves_weight_to_the_lowest_loss_source():
 # -- the driver --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    return build_sample_inputs(tmp_path_factory.mktemp("regmix_inputs"), seq_len=S, corpus_dir=CORPUS,
-                               sources=["books", "code", "web"], max_chars_per_source=20_000, vocab_size=512)
-
-
-def test_regmix_driver_with_four_proxies(sample, tmp_path):
+def test_regmix_driver_with_four_proxies(tiny_sample, tmp_path):
     from mixweave.mixers.learned import learned_weights
     from mixweave.trainer.model import GPT, GPTConfig
 
-    names = sorted(sample.tokens)
-    n = [sample.tokens[x] for x in names]
+    names = sorted(tiny_sample.tokens)
+    n = [tiny_sample.tokens[x] for x in names]
     params = {"depth": 1, "steps": 4, "batch_size": 4, "n_proxies": 4, "n_simulate": 2_000, "top_k": 16,
               "holdout_windows": 8}
-    res = learned_weights("regmix", sample.pack_dir, names, n, params, tmp_path / "auto",
-                          benchmarks=sample.benchmarks_path)
+    res = learned_weights("regmix", tiny_sample.pack_dir, names, n, params, tmp_path / "auto",
+                          benchmarks=tiny_sample.benchmarks_path)
     rec = res.record
     assert rec["target"] == "benchmarks" and len(rec["proxies"]) == 4
     mixtures = np.array([[p["mixture"][x] for x in names] for p in rec["proxies"]])
@@ -138,10 +123,10 @@ def test_regmix_driver_with_four_proxies(sample, tmp_path):
     w = np.array([res.weights[x] for x in names])
     assert math.isclose(w.sum(), 1.0, rel_tol=1e-9) and np.all(w >= 0)
     # held-out target: the mean over sources of the held-out windows' loss
-    held = learned_weights("regmix", sample.pack_dir, names, n, {**params, "target": "heldout", "regressor": "gbm"},
+    held = learned_weights("regmix", tiny_sample.pack_dir, names, n, {**params, "target": "heldout", "regressor": "gbm"},
                            tmp_path / "held")
     ev = json.loads((tmp_path / "held" / "proxy-000" / "eval.json").read_text())
     assert set(ev["sources"]) == set(names)
     assert held.record["proxies"][0]["target_loss"] == pytest.approx(np.mean(list(ev["sources"].values())))
     with pytest.raises(ConfigError, match="needs benchmarks"):
-        learned_weights("regmix", sample.pack_dir, names, n, {**params, "target": "benchmarks"}, tmp_path / "x")
+        learned_weights("regmix", tiny_sample.pack_dir, names, n, {**params, "target": "benchmarks"}, tmp_path / "x")

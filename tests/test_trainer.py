@@ -20,27 +20,18 @@ import torch
 
 from mixweave.errors import ConfigError, InputError
 from mixweave.trainer.plan import MixturePlan, SourcePlan, hamilton, load_plan
-from mixweave.trainer.sample_data import build_sample_inputs
 from mixweave.trainer.sampler import MixtureOrder, MixtureSampler
 
-CORPUS = Path(__file__).parent / "data" / "corpus"
 S = 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and stay fast on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    return build_sample_inputs(tmp_path_factory.mktemp("trainer_inputs"), seq_len=S, corpus_dir=CORPUS,
-                               sources=["books", "code", "web"], max_chars_per_source=40_000, vocab_size=512,
-                               max_epochs=3.0, budget_tokens=None)
+def small(sample_inputs):
+    """tests/conftest.py's sample inputs with 40,000 characters a source and epochs capped at 3."""
+    return sample_inputs(max_chars_per_source=40_000, max_epochs=3.0)
 
 
 def _plan(n_windows, targets, seed=7, caps=None) -> MixturePlan:
