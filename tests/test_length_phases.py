@@ -179,7 +179,7 @@ def test_long_window_classification_against_a_hand_count():
 
 # ----------------------------------------------------------------------------------- config
 PHASES = [{"name": "short", "share": 0.5}, {"name": "mid", "share": 0.2, "seq_len": 64},
-          {"name": "long", "share": 0.3, "seq_len": 256, "long_docs": {"min_tokens": 200, "upsample": 4}}]
+          {"name": "long", "share": 0.3, "seq_len": 256, "long_docs": {"min_tokens": 1000, "upsample": 4}}]
 
 
 @pytest.mark.parametrize("phases, extra, message", [
@@ -225,3 +225,128 @@ def test_long_suffix_sources_are_refused_only_with_upsampling(tmp_path):
         parse_config(data)
     data["mix"]["phases"] = []
     assert parse_config(data).mix.phases is None
+
+
+# ------------------------------------------------------------------ the stages on the fixture
+@pytest.fixture(scope="module")
+def phased_run(small_runs, tmp_path_factory):
+    """A copy of the small reference run (books, code, web; seq_len 128) re-run through pack and
+    mix with three phases: short (main pack), mid (seq_len 64), long (256, long documents x4)."""
+    import shutil
+
+    from mixweave.pipeline.runner import run_stages
+    from mixweave.pipeline.stages import build_stages
+
+    out = tmp_path_factory.mktemp("phased_run") / "run"
+    shutil.copytree(small_runs.reference, out)
+    mix = {**small_runs.config_data(out, small_runs.globs)["mix"], "phases": PHASES}
+    config = small_runs.config(out, small_runs.globs, mix=mix)
+    reports = {r.name: r.status for r in run_stages(build_stages(), config, wanted=["mix"])}
+    return out, config, reports
+
+
+def _pack_manifest(folder):
+    return json.loads((folder / "_manifest.json").read_text())
+
+
+def test_the_main_pack_stays_byte_identical(phased_run, small_runs):
+    from mixweave.pipeline.stages.pack import _pack_settings
+
+    out, config, reports = phased_run
+    assert reports["pack"] == "ran" and reports["mix"] == "ran" and reports["order"] == "skipped"
+    ref, new = _pack_manifest(small_runs.reference / "pack"), _pack_manifest(out / "pack")
+    ref_files = {f["path"]: f["sha256"] for f in ref["files"]}
+    new_files = {f["path"]: f["sha256"] for f in new["files"]}
+    assert {p: new_files[p] for p in ref_files} == ref_files
+    assert sorted(set(new_files) - set(ref_files)) and all(p.startswith("phases/") for p in set(new_files) - set(ref_files))
+    assert not any(p.startswith("phases/short") for p in new_files)  # same seq_len, no long_docs: the main pack
+    assert new["windows"] == ref["windows"]
+    assert "phases" not in _pack_settings(small_runs.config(small_runs.reference, small_runs.globs))
+    assert [p["name"] for p in _pack_settings(config)["phases"]] == ["mid", "long"]
+
+
+def test_phase_packs_hold_the_same_order_at_their_seq_len(phased_run, small_runs):
+    import numpy as np
+
+    from mixweave.data.windows import read_windows, window_documents, windows_info
+
+    out, config, _ = phased_run
+    main = windows_info(out / "pack")
+    mid = windows_info(out / "pack" / "phases" / "mid")
+    assert mid.seq_len == 64 and mid.sink_id == main.sink_id and sorted(mid.sources) == ["books", "code", "web"]
+    for source in mid.sources:
+        w_main, w_mid = read_windows(out / "pack", source), read_windows(out / "pack" / "phases" / "mid", source)
+        assert w_mid.shape == (mid.sources[source]["n_windows"], 64)
+        # the same stream: each main window's documents are those of the mid pack (windows are shuffled)
+        docs_main = set(window_documents(out / "pack", source)[1].tolist())
+        docs_mid = set(window_documents(out / "pack" / "phases" / "mid", source)[1].tolist())
+        assert docs_main <= docs_mid
+        assert np.bincount(w_mid.ravel(), minlength=60000)[:50256].sum() >= np.bincount(
+            w_main.ravel(), minlength=60000)[:50256].sum() - 128  # same tokens up to the longer tail
+
+
+def test_long_windows_are_split_into_their_own_sources(phased_run):
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from mixweave.data.artifacts import docs_files_by_source, read_source_column
+    from mixweave.data.windows import read_windows, windows_info
+
+    out, _, _ = phased_run
+    folder = out / "pack" / "phases" / "long"
+    info, manifest = windows_info(folder), _pack_manifest(folder)
+    stats = manifest["long_docs"]["sources"]
+    assert manifest["long_docs"]["min_tokens"] == 1000 and info.seq_len == 256
+    files = docs_files_by_source(out / "ingest")
+    for source in ("books", "code", "web"):
+        doc_tokens = np.asarray(read_source_column(files[source], "n_tokens").to_numpy(zero_copy_only=False))
+        s = stats[source]
+        groups = [(name, name.endswith(".long")) for name in (source, source + ".long") if name in info.sources]
+        assert sum(info.sources[n]["n_windows"] for n, _ in groups) == s["n_windows"]
+        assert info.sources.get(source + ".long", {"n_windows": 0})["n_windows"] == s["n_long_windows"]
+        long_doc_tokens = 0
+        for name, is_long in groups:
+            assert read_windows(folder, name).shape == (info.sources[name]["n_windows"], 256)
+            spans = pq.read_table(folder / info.sources[name]["files"][0].replace("windows/", "spans/", 1)).to_pandas()
+            assert spans.window_id.max() + 1 == info.sources[name]["n_windows"]  # renumbered 0..W-1
+            for _, w in spans.groupby("window_id"):  # brute force: each window recounted from its spans
+                size = (w.end - w.start).to_numpy()
+                longdoc = size[doc_tokens[w.doc.to_numpy()] >= 1000].sum()
+                assert (2 * longdoc >= size.sum()) == is_long
+                long_doc_tokens += longdoc
+        assert long_doc_tokens == s["long_doc_tokens"]
+    assert stats["code"]["n_long_windows"] > 0 and stats["web"]["n_long_windows"] < stats["web"]["n_windows"]
+
+
+def test_variant_mixtures_are_valid_and_add_up(phased_run):
+    from mixweave.data.windows import windows_info
+
+    out, config, _ = phased_run
+    main = read_mixture_manifest(out / "mix" / "mixture.json")
+    assert main["schema_version"] == 2 and [p["budget_tokens"] for p in main["phases"]] == pytest.approx(
+        [share * main["budget_tokens"] for share in (0.5, 0.2, 0.3)])
+    variants = mixture_variants(out / "mix" / "mixture.json")
+    assert [(v.name, v.kind, v.seq_len) for v in variants] == [("short", "phase", 128), ("mid", "phase", 64),
+                                                               ("long", "phase", 256)]
+    assert variants[0].pack_dir == out / "pack" and variants[2].pack_dir == out / "pack" / "phases" / "long"
+    for v, share in zip(variants, (0.5, 0.2, 0.3)):
+        m = read_mixture_manifest(v.mixture_path)
+        info = windows_info(v.pack_dir)
+        assert m["seq_len"] == v.seq_len == info.seq_len and v.extra["share"] == share
+        assert m["budget_tokens"] == pytest.approx(share * main["budget_tokens"]) == pytest.approx(v.budget_tokens)
+        assert sum(s["target_tokens"] for s in m["sources"]) == pytest.approx(m["budget_tokens"], rel=1e-9)
+        assert {s["name"]: s["n_tokens"] for s in m["sources"]} == {n: e["n_tokens"] for n, e in info.sources.items()}
+        assert all(s["epochs"] <= 4 * (1 + 1e-9) and s["max_epochs"] == 4 for s in m["sources"])
+        assert m["window"]["tokens"] == info.window_tokens
+    long = read_mixture_manifest(variants[2].mixture_path)
+    by = {s["name"]: s for s in long["sources"]}
+    for source in ("books", "code", "web"):  # the phase's target of each source, split over its two groups
+        phase_target = main["phases"][2]["weights"][source] * main["phases"][2]["budget_tokens"]
+        split = by.get(source, {"target_tokens": 0})["target_tokens"] + by.get(source + ".long", {"target_tokens": 0})["target_tokens"]
+        assert split == pytest.approx(phase_target, rel=1e-6)
+        if source in by and source + ".long" in by and by[source + ".long"]["epochs"] < 4 * (1 - 1e-9):
+            assert by[source + ".long"]["epochs"] == pytest.approx(4 * by[source]["epochs"])  # u = 4, uncapped
+    block = variants[2].extra["long_docs"]
+    assert block["min_tokens"] == 1000 and block["upsample"] == 4
+    assert 0 < block["share_before"] < block["share_after"] < 1
+    assert variants[0].extra["long_docs"] is None

@@ -161,6 +161,8 @@ def run_mix_stage(ctx: StageContext, tmp: Path) -> StageResult:
         from ...data.benchmarks import configured_skills
 
         params["benchmark_skills"] = configured_skills(ctx.config.benchmark_skills, ctx.config.benchmarks)
+    if m.phases:  # sequence-length phases: mixture.json + one variant mixture per phase
+        return write_phase_variants(ctx, tmp, stats, order, window, seq_len, params)
     manifest = solve_and_write_mixture(
         tmp, stats, method=m.method, budget_tokens=m.budget_tokens, max_epochs=m.max_epochs,
         utility_path=utility_table_path(ctx), params=params, seq_len=seq_len, seed=ctx.config.seed,
@@ -237,6 +239,8 @@ def mix_config_slice(c: RunConfig) -> dict:
     out = {"mix": to_plain(c.mix), "seed": c.seed}
     if out["mix"] is not None and out["mix"].get("bts") is None:  # a run without bts keeps its fingerprint
         out["mix"].pop("bts", None)
+    if out["mix"] is not None and not out["mix"].get("phases"):  # so does a run without phases
+        out["mix"].pop("phases", None)
     if c.benchmark_skills and c.mix is not None and uses_skills(c.mix.method):
         out["benchmark_skills"] = dict(c.benchmark_skills)
     if c.mix is not None and is_learned(c.mix.method):  # proxies read the pack (an input) and the benchmarks
@@ -251,6 +255,161 @@ def utility_fingerprint(c: RunConfig):
     if c.mix is not None and is_learned(c.mix.method) and c.benchmarks and Path(c.benchmarks).is_file():
         return {"utility": utility, "benchmarks": sha256_file(c.benchmarks)}
     return utility
+
+
+def write_phase_variants(ctx: StageContext, tmp: Path, stats: dict, order: dict, window: dict, seq_len: int,
+                         params: dict) -> StageResult:
+    """mix.phases (:mod:`mixweave.mixers.long_context`): solve the phases with
+    :func:`~mixweave.mixers.solve_phases` (mix.method and its params each phase, budgets = share x
+    budget, one epoch cap for the whole run), write ``variants/<phase>.json`` per phase over its
+    pack (pack/phases/<phase>/, or the main pack) and mixture.json (v2: the ``phases`` block and a
+    ``phase`` variant each, with the long-text token share before/after upsampling).
+
+    The whole-run cap of a source is scaled by min(1, its tokens in each phase pack / in the main
+    pack) (a longer window drops a longer tail), so that no phase pack is asked for more than the
+    cap; inside a long_docs phase each source's target is split over ``<source>`` and
+    ``<source>.long`` by :func:`~mixweave.mixers.long_context.upsample_rates`, under the cap
+    minus the epochs the earlier phases used (in each pack's own tokens)."""
+    from ...data.mixture_manifest import build_mixture_manifest, write_mixture_manifest
+    from ...data.utility_table import read_utility_table
+    from ...mixers import solve_phases, sources_from_stats
+    from ...mixers.api import method_spec
+    from ...mixers.chart import plot_mixture
+    from ...data.manifest import require_manifest
+    from ...errors import InfeasibleError
+    from ...mixers.long_context import LONG_SUFFIX, LongGroups, long_share, upsample_rates
+    from ...mixers.mixture import Mixture, binding_labels
+    import numpy as np
+
+    m, o = ctx.config.mix, ctx.config.order
+    names = list(stats["sources"])
+    n_main = {n: float(stats["sources"][n]["n_tokens"]) for n in names}
+    budget = float(m.budget_tokens or sum(n_main.values()))
+    pack_root, mix_root = ctx.artifact("pack"), ctx.artifact("mix")
+    packs = {}
+    for p in m.phases:
+        if p.has_pack(o.seq_len):
+            folder = pack_root / "phases" / p.name
+            if not (folder / "_manifest.json").is_file():
+                raise ConfigError(f"the pack has no phase pack {p.name} (pack/phases/{p.name}); re-run the pack stage "
+                                  "(mixweave run --force --stage pack)")
+            packs[p.name] = (windows_info(folder), require_manifest(folder, "pack").get("long_docs"))
+
+    def phase_tokens(p, name: str) -> float:  # a source's window tokens in the phase's pack
+        if p.name not in packs:
+            return n_main[name]
+        srcs = packs[p.name][0].sources
+        return float(sum(int(srcs[k]["n_tokens"]) for k in (name, name + LONG_SUFFIX) if k in srcs))
+
+    caps = {}
+    for name in names:
+        ratio = 1.0
+        for p in m.phases:
+            tokens = phase_tokens(p, name)
+            if tokens <= 0:
+                raise ConfigError(f"source {name} has no window of phase {p.name}'s seq_len {p.window_len(o.seq_len)} "
+                                  "(too few tokens); lower mix.phases seq_len, add data to the source or remove it")
+            ratio = min(ratio, tokens / n_main[name])
+        caps[name] = m.max_epochs * ratio
+    utility_path = utility_table_path(ctx)
+    own = dict(params)
+    if "utility" in method_spec(m.method).params:
+        own["utility"] = read_utility_table(utility_path) if utility_path else None
+    combined, solved = solve_phases(sources_from_stats(stats), [(p.share * budget, (m.method, own)) for p in m.phases],
+                                    max_epochs=caps)
+    rate = {n: stats["sources"][n].get("bytes_per_token") for n in names}
+    utility_rows = {n: dict(combined.utility.get(n, {})) for n in names}
+    used = dict.fromkeys(names, 0.0)  # epochs used by earlier phases, in each phase pack's tokens
+    entries, summary = [], []
+    for p, phase in zip(m.phases, solved):
+        S = p.window_len(o.seq_len)
+        info, long_section = packs.get(p.name, (None, None))
+        p_budget = float(phase.budget_tokens)
+        targets, sizes, docs, groups, rates, uniform = {}, {}, {}, {}, {}, {}
+        for name in names:
+            T = float(phase.target_tokens[name])
+            n_phase = phase_tokens(p, name)
+            if info is None:
+                targets[name], sizes[name], docs[name] = T, n_main[name], int(stats["sources"][name]["n_docs"])
+            elif p.long_docs is None:
+                e = info.sources[name]
+                targets[name], sizes[name], docs[name] = T, float(e["n_tokens"]), int(e["n_docs"])
+            else:
+                short, long = info.sources.get(name), info.sources.get(name + LONG_SUFFIX)
+                ls = long_section["sources"][name]
+                g = LongGroups(n_short=int(short["n_windows"]) if short else 0, n_long=int(ls["n_long_windows"]),
+                               stream_short=int(ls["window_stream_tokens"]) - int(ls["long_window_stream_tokens"]),
+                               stream_long=int(ls["long_window_stream_tokens"]),
+                               longdoc_short=int(ls["long_doc_tokens"]) - int(ls["long_window_long_doc_tokens"]),
+                               longdoc_long=int(ls["long_window_long_doc_tokens"]))
+                cap_left = max(m.max_epochs - used[name], 0.0)
+                try:
+                    r_short, r_long = upsample_rates(T / S, g.n_short, g.n_long, p.long_docs.upsample, cap_left)
+                except InfeasibleError as exc:
+                    raise ConfigError(f"mix.phases.{p.name}: source {name}: {exc}; lower the budget or raise "
+                                      "mix.max_epochs") from exc
+                groups[name], rates[name], uniform[name] = g, (r_short, r_long), T / S / (g.n_short + g.n_long)
+                for key, entry, r, n_win in ((name, short, r_short, g.n_short),
+                                             (name + LONG_SUFFIX, long, r_long, g.n_long)):
+                    if entry is None:
+                        continue
+                    targets[key], sizes[key], docs[key] = r * n_win * S, float(entry["n_tokens"]), int(entry["n_docs"])
+            used[name] += T / n_phase
+        variant_stats = {"schema_version": 1, "tokenizer": stats["tokenizer"], "sources": {}}
+        for key in targets:
+            base = key[:-len(LONG_SUFFIX)] if key not in n_main else key
+            entry = {"n_tokens": sizes[key], "n_docs": docs[key], "paths": stats["sources"][base].get("paths") or []}
+            if rate[base] is not None:
+                entry["bytes_per_token"] = rate[base]
+            variant_stats["sources"][key] = entry
+        keys = list(targets)
+        tgt = np.array([targets[k] for k in keys])
+        weights = tgt / tgt.sum()
+        tgt = weights * p_budget
+        n_arr = np.array([sizes[k] for k in keys])
+        mixture = Mixture(
+            method=phase.method, params={**dict(phase.params), "phase": p.name}, budget_tokens=p_budget,
+            n_tokens=dict(zip(keys, n_arr)), weights=dict(zip(keys, map(float, weights))),
+            target_tokens=dict(zip(keys, map(float, tgt))), epochs=dict(zip(keys, map(float, tgt / n_arr))),
+            max_epochs=dict.fromkeys(keys, float(m.max_epochs)),
+            binding=dict(zip(keys, binding_labels(weights, m.max_epochs * n_arr / p_budget))),
+            solver=phase.solver, status=phase.status, objective=phase.objective,
+            n_docs=docs, paths={k: tuple(variant_stats["sources"][k]["paths"]) for k in keys})
+        if info is None:
+            v_order, v_window, pack_rel = ({**order, "windows": "../" + order["windows"]}, window, None)
+        else:
+            pack_rel = f"phases/{p.name}"
+            v_order = {"method": "icp", "windows": os.path.relpath(pack_root / pack_rel, mix_root / "variants")}
+            v_window = {"tokens": info.window_tokens, "doc_separator": "eos",
+                        "labels": "extra_token" if info.plus_one else "shift_within_window"}
+            if info.sink_id is not None:
+                v_window["sink_id"] = info.sink_id
+        v_manifest = build_mixture_manifest(
+            mixture, variant_stats, seq_len=S, seed=ctx.config.seed, order=v_order, window=v_window,
+            utility={k: utility_rows[k[:-len(LONG_SUFFIX)] if k not in n_main else k] for k in keys})
+        write_mixture_manifest(tmp / "variants" / f"{p.name}.json", v_manifest)
+        entry = {"name": p.name, "kind": "phase", "mixture": f"variants/{p.name}.json", "pack": pack_rel,
+                 "seq_len": S, "budget_tokens": v_manifest["budget_tokens"], "share": p.share, "long_docs": None}
+        if p.long_docs is not None:
+            shares = long_share(groups, rates, uniform)
+            entry["long_docs"] = {"min_tokens": p.long_docs.min_tokens, "upsample": p.long_docs.upsample,
+                                  "share_before": shares["before"], "share_after": shares["after"],
+                                  "sources": shares["sources"]}
+        entries.append(entry)
+        summary.append({k: entry[k] for k in ("name", "seq_len", "share", "budget_tokens")}
+                       | ({"long_share_before": entry["long_docs"]["share_before"],
+                           "long_share_after": entry["long_docs"]["share_after"]} if entry["long_docs"] else {}))
+    manifest = build_mixture_manifest(combined, stats, seq_len=seq_len, seed=ctx.config.seed, order=order, window=window,
+                                      phases=solved, variants=entries)
+    write_mixture_manifest(tmp / "mixture.json", manifest)
+    plot_mixture(manifest, tmp / "mixture.png")
+    return StageResult(
+        counts={"n_sources": len(manifest["sources"]), "budget_tokens": manifest["budget_tokens"]},
+        extra={"method": manifest["method"],
+               "weights": {s["name"]: s["weight"] for s in manifest["sources"]},
+               "epochs": {s["name"]: s["epochs"] for s in manifest["sources"]},
+               "variants": [e["name"] for e in entries], "phases": summary},
+    )
 
 
 STAGE = Stage("mix", mix_inputs, 1, mix_config_slice, run_mix_stage, extra_fingerprint=utility_fingerprint,

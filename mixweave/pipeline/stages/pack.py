@@ -7,7 +7,18 @@ this process. Both write the same files byte for byte (``path`` in the manifest 
 Spark path's window metrics come from a sample of windows (``sampled: true`` in metrics.json) so
 that no whole-source array is loaded. ``order.sink_token`` puts an attention-sink token at the start
 of every window on both paths (:mod:`mixweave.retrieval.pack`); its id is in the manifest's windows
-section and tokenizer, and the window metrics (computed from spans) never count it."""
+section and tokenizer, and the window metrics (computed from spans) never count it.
+
+Sequence-length phases (``mix.phases``, :mod:`mixweave.mixers.long_context`): each phase whose
+seq_len differs from order.seq_len or that upsamples long documents is packed from the same ICP
+order (same tokens, seed, sink, plus_one) into ``phases/<phase>/``, a pack folder of its own
+(``_manifest.json`` with a ``windows`` section, so every reader works on it unchanged); the main
+pack's files stay byte-identical. With ``long_docs`` each source's phase windows are split into
+``<source>`` and ``<source>.long`` (windows mostly of long documents), two sources of the phase
+pack keeping their shuffled order, and the manifest's ``long_docs`` section records per source the
+long windows and long-document tokens. Phase packs of Spark-path sources go through the Spark pack
+at the phase's seq_len (same bytes); a long_docs phase needs the in-process path (a Spark-path
+source is one ConfigError)."""
 
 from __future__ import annotations
 
@@ -54,6 +65,9 @@ def run_pack_stage(ctx: StageContext, tmp: Path) -> StageResult:
         raise ConfigError("the tokenizer changed since ingest; re-run ingest (mixweave run --force --stage ingest)")
     dtype = np.dtype(tokenizer.info["dtype"])
     per_file = file_windows(o.seq_len + int(o.plus_one), o.pack_file_windows)
+    phases = pack_phases(ctx.config)
+    phase_sources: dict[str, dict] = {p.name: {} for p in phases}
+    phase_long: dict[str, dict] = {p.name: {} for p in phases}
     per_source, started = {}, time.perf_counter()
     with Progress(len(sources), unit="source", label="pack") as progress:
         for source in sorted(sources):
@@ -71,6 +85,10 @@ def run_pack_stage(ctx: StageContext, tmp: Path) -> StageResult:
                 n_windows, files, n_docs = res["n_windows"], res["files"], res["n_docs"]
                 dropped, stream_tokens, path = res["dropped_tokens"], res["stream_tokens"], "spark"
                 metrics = sampled_window_quality(ctx, source, tmp, n_windows, per_file)
+                for phase in phases:
+                    phase_sources[phase.name].update(spark_phase_source(
+                        ctx, phase, tmp, source, n_source, seed=seed, eos_id=tokenizer.eos_id, dtype=str(dtype),
+                        sink_id=sink_id))
             else:
                 order = load_order(order_dir, source)
                 texts = read_source_texts(ingest_dir, source)
@@ -85,6 +103,14 @@ def run_pack_stage(ctx: StageContext, tmp: Path) -> StageResult:
                 metrics = window_quality(ctx, source, order, packed)
                 n_windows, n_docs, dropped, stream_tokens, path = (packed.n_windows, int(order.size), packed.dropped_tokens,
                                                                    packed.stream_tokens, "local")
+                for phase in phases:
+                    entries, long_stats = pack_phase_source(
+                        tmp / "phases" / phase.name, source, tokens, order, seq_len=phase.window_len(o.seq_len),
+                        long_docs=phase.long_docs, plus_one=o.plus_one, shuffle=o.shuffle, seed=seed,
+                        eos_id=tokenizer.eos_id, dtype=dtype, sink_id=sink_id, file_setting=o.pack_file_windows)
+                    phase_sources[phase.name].update(entries)
+                    if long_stats is not None:
+                        phase_long[phase.name][source] = long_stats
             (tmp / "metrics").mkdir(exist_ok=True)
             write_json_atomic(tmp / "metrics" / f"{source}.json", metrics)
             per_source[source] = {"n_windows": int(n_windows), "n_tokens": int(n_windows * o.seq_len),
@@ -94,11 +120,109 @@ def run_pack_stage(ctx: StageContext, tmp: Path) -> StageResult:
                                   "jump_rate": metrics.get("jump_rate"), "path": path}
             progress.update(1, docs=int(n_docs))
     section = windows_section(o.seq_len, o.plus_one, tokenizer.info, per_source)
+    for phase in phases:
+        write_phase_manifest(tmp / "phases" / phase.name, phase, o, tokenizer.info, phase_sources[phase.name],
+                             phase_long[phase.name])
     return StageResult(
         counts={"n_windows": sum(s["n_windows"] for s in per_source.values()),
                 "n_tokens": sum(s["n_tokens"] for s in per_source.values())},
         timings={"pack_s": round(time.perf_counter() - started, 3)}, extra={"windows": section},
     )
+
+
+def pack_phases(config) -> list:
+    """The phases of mix.phases that get a pack of their own (:meth:`LengthPhase.has_pack`)."""
+    phases = getattr(config.mix, "phases", None) if config.mix is not None else None
+    return [p for p in phases or () if p.has_pack(config.order.seq_len)]
+
+
+def pack_phase_source(root: Path, source: str, tokens: list, order: np.ndarray, *, seq_len: int, long_docs,
+                      plus_one: bool, shuffle: bool, seed: int, eos_id: int, dtype, sink_id: int | None,
+                      file_setting: int) -> tuple[dict, dict | None]:
+    """One source of a phase pack (in process): the same ordered ``tokens`` packed at ``seq_len``
+    into ``root``; with ``long_docs`` split into ``<source>`` and ``<source>.long`` (empty groups
+    left out). Returns (windows-section entries by source name, long_docs stats or None)."""
+    from ...mixers.long_context import LONG_SUFFIX, long_window_mask, split_rows, window_long_tokens
+    from ...retrieval import pack_windows, spans_table
+
+    packed = pack_windows(tokens, np.arange(len(tokens)), seq_len=seq_len, eos_id=eos_id, plus_one=plus_one,
+                          shuffle=shuffle, seed=seed, dtype=dtype, sink_id=sink_id)
+    per_file = file_windows(seq_len + int(plus_one), file_setting)
+    spans = spans_table(packed)
+    doc_index = order[packed.span_doc] if packed.span_doc.size else np.zeros(0, np.int64)
+    spans = spans.set_column(spans.schema.get_field_index("doc"), "doc", pa.array(doc_index, pa.int64()))
+    if long_docs is None:
+        files = write_windows_files(root, source, packed.windows, spans, per_file=per_file)
+        return {source: {"n_windows": packed.n_windows, "n_tokens": packed.n_windows * seq_len, "files": files,
+                         "dropped_tokens": int(packed.dropped_tokens), "n_docs": int(order.size),
+                         "stream_tokens": int(packed.stream_tokens), "path": "local"}}, None
+    doc_tokens = np.fromiter((len(t) for t in tokens), np.int64, len(tokens))
+    long_tok, stream_tok = window_long_tokens(packed.span_window, packed.span_doc, packed.span_start, packed.span_end,
+                                              doc_tokens, packed.n_windows, long_docs.min_tokens)
+    mask = long_window_mask(long_tok, stream_tok)
+    new_id, span_long = split_rows(packed.span_window, mask)
+    entries = {}
+    for name, rows, sel in ((source, ~mask, ~span_long), (source + LONG_SUFFIX, mask, span_long)):
+        n = int(rows.sum())
+        if n == 0:
+            continue
+        part = spans.filter(pa.array(sel))
+        part = part.set_column(0, "window_id", pa.array(new_id[sel], pa.int64()))
+        files = write_windows_files(root, name, packed.windows[rows], part, per_file=per_file)
+        is_main = name == source
+        entries[name] = {"n_windows": n, "n_tokens": n * seq_len, "files": files,
+                         "dropped_tokens": int(packed.dropped_tokens) if is_main else 0,
+                         "n_docs": int(np.unique(doc_index[sel]).size),
+                         "stream_tokens": int(packed.stream_tokens) if is_main else int(stream_tok[rows].sum()),
+                         "path": "local"}
+    stats = {"n_windows": packed.n_windows, "n_long_windows": int(mask.sum()),
+             "long_doc_tokens": int(long_tok.sum()), "window_stream_tokens": int(stream_tok.sum()),
+             "long_window_long_doc_tokens": int(long_tok[mask].sum()),
+             "long_window_stream_tokens": int(stream_tok[mask].sum()),
+             "long_docs": int((doc_tokens >= long_docs.min_tokens).sum())}
+    return entries, stats
+
+
+def spark_phase_source(ctx: StageContext, phase, tmp: Path, source: str, n_docs: int, *, seed: int, eos_id: int,
+                       dtype: str, sink_id: int | None) -> dict:
+    """One Spark-path source of a phase pack: the Spark pack at the phase's seq_len (same bytes as
+    in process). long_docs phases need the in-process path: one ConfigError."""
+    from ...jobs.pack import run_spark_pack
+
+    o = ctx.config.order
+    if phase.long_docs is not None:
+        raise ConfigError(f"mix.phases.{phase.name}.long_docs splits windows in process, but source {source} "
+                          f"({n_docs} documents >= order.distributed_min_docs {o.distributed_min_docs}) is packed "
+                          "by Spark; raise order.distributed_min_docs above its size or drop long_docs from the phase")
+    seq_len = phase.window_len(o.seq_len)
+    root = tmp / "phases" / phase.name
+    res = run_spark_pack(
+        ctx.spark(), source=source, order_paths=order_files(ctx.artifact("order"), source),
+        docs_files=docs_files_by_source(ctx.artifact("ingest"))[source], out_root=root,
+        work_dir=tmp / f".{source}-{phase.name}-pack", tokenizer_path=ctx.config.tokenizer.path,
+        tokenizer_pattern=ctx.config.tokenizer.pattern, eos_id=eos_id, dtype=dtype, seq_len=seq_len,
+        plus_one=o.plus_one, shuffle=o.shuffle, seed=seed, part_docs=o.shard_rows,
+        per_file=file_windows(seq_len + int(o.plus_one), o.pack_file_windows), sink_id=sink_id)
+    return {source: {"n_windows": int(res["n_windows"]), "n_tokens": int(res["n_windows"]) * seq_len,
+                     "files": res["files"], "dropped_tokens": int(res["dropped_tokens"]), "n_docs": int(res["n_docs"]),
+                     "stream_tokens": int(res["stream_tokens"]), "path": "spark"}}
+
+
+def write_phase_manifest(root: Path, phase, o, tokenizer_info: dict, sources: dict, long_stats: dict) -> None:
+    """``phases/<phase>/_manifest.json``: a pack manifest of its own (files, a ``windows`` section
+    like the main pack's, and with long_docs a ``long_docs`` section per source)."""
+    from ...data.manifest import MANIFEST_NAME, build_manifest
+
+    seq_len = phase.window_len(o.seq_len)
+    root.mkdir(parents=True, exist_ok=True)
+    extra = {"windows": windows_section(seq_len, o.plus_one, tokenizer_info, sources), "phase": phase.name}
+    if phase.long_docs is not None:
+        extra["long_docs"] = {"min_tokens": int(phase.long_docs.min_tokens), "sources": dict(sorted(long_stats.items()))}
+    config = {"phase": phase.name, "seq_len": seq_len, "plus_one": o.plus_one,
+              "long_docs": to_plain(phase.long_docs)}
+    manifest = build_manifest(stage="pack", stage_version=1, config=config, fingerprint_value="", inputs={}, root=root,
+                              counts={"n_windows": sum(s["n_windows"] for s in sources.values())}, extra=extra)
+    write_json_atomic(root / MANIFEST_NAME, manifest)
 
 
 SAMPLE_WINDOWS = 512
@@ -192,6 +316,11 @@ def _pack_settings(c) -> dict:
                 "seed": c.seed, "tokenizer": to_plain(c.tokenizer), "file_windows": c.order.pack_file_windows}
     if c.order.sink_token is not None:
         settings["sink_token"] = c.order.sink_token
+    phases = pack_phases(c)
+    if phases:  # only when set, so packs without phases keep their fingerprint
+        settings["phases"] = [{"name": p.name, "seq_len": p.window_len(c.order.seq_len),
+                               "long_docs_min_tokens": None if p.long_docs is None else p.long_docs.min_tokens}
+                              for p in phases]
     return settings
 
 
