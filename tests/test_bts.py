@@ -134,7 +134,7 @@ def test_a_stitch_budget_beyond_the_expert_domains_is_one_clear_error():
 # ------------------------------------------------------------------------------ config
 BASE = {"out": "out/x", "sources": {n: {"paths": [f"data/{n}/*.jsonl"]} for n in ("books", "code", "web")},
         "order": {"seq_len": 128}}
-OK_BTS = {"experts": {"code": ["code"]}, "expert_budget_tokens": 1000, "stitch_budget_tokens": 100}
+OK_BTS = {"experts": {"code": ["code"]}, "expert_budget_tokens": 1000, "stitch_budget_tokens": 200}
 
 
 def _parse(bts, **extra):
@@ -158,6 +158,7 @@ def _parse(bts, **extra):
     ({**OK_BTS, "experts": {"code": {"sources": ["code"], "share": 0.7}}}, "unknown key mix.bts.experts.code.share"),
     ({**OK_BTS, "experts": {"all": ["books", "code", "web"]}}, "mix.bts.experts.all covers every source"),
     ({"experts": {"code": ["code"]}, "expert_budget_tokens": 1000}, "missing key mix.bts.stitch_budget_tokens"),
+    ({**OK_BTS, "stitch_budget_tokens": 100}, "mix.bts.stitch_budget_tokens 100 is less than one window of 128 tokens"),
 ])
 def test_bad_bts_settings_are_one_config_error_line(bts, message):
     with pytest.raises(ConfigError, match=message) as info:

@@ -113,11 +113,17 @@ class BtsConfig:
         return [EXPERT_PREFIX + name for name in self.experts] + [STITCH]
 
 
-def check_bts(bts: BtsConfig | None, sources: Sequence[str], reserved: Sequence[str] = ()) -> None:
-    """Checks of mix.bts that need the run's sources and the export formats (``reserved``: names a
-    variant folder may not take, e.g. every format and alias)."""
+def check_bts(bts: BtsConfig | None, sources: Sequence[str], reserved: Sequence[str] = (),
+              seq_len: int | None = None) -> None:
+    """Checks of mix.bts that need the run's sources, the export formats (``reserved``: names a
+    variant folder may not take, e.g. every format and alias) and the window length (``seq_len``:
+    each budget must hold at least one window)."""
     if bts is None:
         return
+    for key in ("expert_budget_tokens", "stitch_budget_tokens"):
+        if seq_len is not None and getattr(bts, key) < seq_len:
+            raise ConfigError(f"mix.bts.{key} {getattr(bts, key):g} is less than one window of {seq_len} tokens "
+                              "(order.seq_len); give at least one window")
     known = list(sources)
     for name, expert in bts.experts.items():
         unknown = [s for s in expert.sources if s not in known]

@@ -200,7 +200,7 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
         if config.order is None:
             raise ConfigError("mix.bts writes its expert and stitch mixtures over the main pack: add an order section "
                               "(e.g. order: {seq_len: 512}) so the pack stage runs before mix")
-        check_bts(config.mix.bts, list(config.sources), reserved=(*FORMATS, *ALIASES))
+        check_bts(config.mix.bts, list(config.sources), reserved=(*FORMATS, *ALIASES), seq_len=config.order.seq_len)
     if config.mix is not None and config.mix.phases:
         from ..mixers.long_context import check_phases
         from .export import ALIASES, FORMATS
