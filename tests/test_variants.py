@@ -14,8 +14,10 @@ mixture.json (schema 2) that :func:`mixture_variants` resolves.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
+import time
 import types
 from pathlib import Path
 
@@ -202,3 +204,200 @@ def test_train_stage_work_folder_follows_the_variants(phased, tmp_path):
     long = json.loads((copy / "variants" / "long.json").read_text())
     write_mixture_manifest(copy / "variants" / "long.json", {**long, "seed": 1})  # only a variant changed
     assert train_work_folder(tmp_path / "w", cfg, copy / "mixture.json", phased.pack).name != before.name
+
+
+# ------------------------------------------------------------------------------------- exports
+FULL_S, PHASE_S = 256, 128
+
+
+def repack(run: Path, config, dest: Path, seq_len: int) -> Path:
+    """The run's ICP order of every source cut into windows of ``seq_len`` (the pack stage's local
+    path: tokenize in order, pack_windows, spans mapped to source documents), as a pack artifact."""
+    import pyarrow as pa
+
+    from mixweave.data.artifacts import load_order, read_source_texts
+    from mixweave.data.manifest import MANIFEST_NAME, atomic_stage_dir, build_manifest, write_json_atomic
+    from mixweave.data.tokenizer import load_tokenizer
+    from mixweave.data.windows import windows_section, write_windows_files
+    from mixweave.retrieval import pack_windows, spans_table
+    from mixweave.retrieval.pack import source_seed
+
+    o = config.order
+    tok = load_tokenizer(config.tokenizer.path, config.tokenizer.pattern, o.sink_token)
+    per_source = {}
+    with atomic_stage_dir(dest) as tmp:
+        for source in sorted(windows_info(run / "pack").sources):
+            order = load_order(run / "order", source)
+            texts = read_source_texts(run / "ingest", source)
+            ids = tok.encode_batch([texts[i] for i in order])
+            packed = pack_windows(ids, np.arange(len(ids)), seq_len=seq_len, eos_id=tok.eos_id, plus_one=o.plus_one,
+                                  shuffle=o.shuffle, seed=source_seed(config.seed, source),
+                                  dtype=np.dtype(tok.info["dtype"]), sink_id=tok.sink_id)
+            spans = spans_table(packed)
+            doc = pa.array(order[np.asarray(spans.column("doc").to_numpy())], pa.int64())
+            spans = spans.set_column(spans.schema.get_field_index("doc"), "doc", doc)
+            per_source[source] = {"n_windows": packed.n_windows, "n_tokens": packed.n_windows * seq_len,
+                                  "files": write_windows_files(tmp, source, packed.windows, spans),
+                                  "dropped_tokens": int(packed.dropped_tokens)}
+        manifest = build_manifest(stage="pack", stage_version=1, config={"seq_len": seq_len, "plus_one": o.plus_one},
+                                  fingerprint_value="", inputs={}, root=tmp,
+                                  extra={"windows": windows_section(seq_len, o.plus_one, tok.info, per_source)})
+        write_json_atomic(tmp / MANIFEST_NAME, manifest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def variant_export(full_run, tmp_path_factory):
+    """The export stage (all formats) over a copy of the full run's pack + mix whose mixture.json lists
+    two phases: ``p128`` (its own pack at S=128 from the run's ICP order, half the budget) and
+    ``p256`` (the main pack, the run's own mixture)."""
+    from mixweave.pipeline.export import FORMATS
+    from mixweave.pipeline.runner import StageContext, run_stage
+    from mixweave.pipeline.stages import build_stages
+
+    root = tmp_path_factory.mktemp("variant_export")
+    run = full_run.out
+    pack, mix = root / "pack", root / "mix"
+    started = time.perf_counter()
+    shutil.copytree(run / "pack", pack)
+    shutil.copytree(run / "mix", mix)
+    repack(run, full_run.config, pack / "phases" / "p128", PHASE_S)
+    main = read_mixture_manifest(run / "mix" / "mixture.json")
+    weights = {s["name"]: s["weight"] for s in main["sources"]}
+    half = float(main["budget_tokens"]) / 2
+    short = sample_mixture(_stats(pack / "phases" / "p128"), half, weights=weights, max_epochs=4.0, seq_len=PHASE_S,
+                           tokenizer=windows_info(pack).tokenizer, seed=main["seed"])
+    mixture = write_variants(mix, main, [
+        {"name": "p128", "kind": "phase", "pack": "phases/p128", "seq_len": PHASE_S, "budget_tokens": half},
+        {"name": "p256", "kind": "phase", "pack": None, "seq_len": FULL_S, "budget_tokens": main["budget_tokens"]},
+    ], {"p128": short, "p256": main})
+    overrides = {"pack": pack, "mix": mix, "export": root / "export"}
+    config = full_run.config_for(run, export={"formats": list(FORMATS)})
+    report = run_stage(build_stages()["export"], StageContext(config=config, out=run, overrides=overrides))
+    assert report.status == "ran"
+    logging.getLogger(__name__).warning("variant export fixture: %.1f s after the full run", time.perf_counter() - started)
+    variants = {v.name: v for v in mixture_variants(mixture, pack_root=pack)}
+    windows = {name: {n: read_windows(v.pack_dir, n) for n in windows_info(v.pack_dir).sources}
+               for name, v in variants.items()}
+    return types.SimpleNamespace(root=root, export=root / "export", variants=variants, windows=windows,
+                                 mixture=mixture, formats=FORMATS)
+
+
+def _lookup(windows: dict[str, np.ndarray]) -> dict[bytes, tuple[str, int]]:
+    return {row.astype(np.int64).tobytes(): (name, i) for name, w in windows.items() for i, row in enumerate(w)}
+
+
+def _identify(lookup, rows, S) -> list[tuple[str, int]]:
+    return [lookup[np.asarray(r)[:S].astype(np.int64).tobytes()] for r in rows]
+
+
+def _realises(plan, drawn: list[tuple[str, int]], slack: int = 0) -> None:
+    from collections import Counter
+
+    counts = Counter(name for name, _ in drawn)
+    for s in plan.sources:
+        assert abs(counts[s.name] - s.target_windows) <= slack, (s.name, counts[s.name], s.target_windows)
+
+
+def test_every_variant_is_exported_in_every_format_naming_the_final_folder(variant_export):
+    from mixweave.data.manifest import read_manifest, verify_stage
+    from mixweave.trainer.plan import load_plan
+    from test_run_exports import CONFIG_FILES
+
+    ve = variant_export
+    stage = verify_stage(ve.export)
+    assert set(stage["exports"]) == set(ve.formats)  # the main export stays
+    by_variant = stage["exports_by_variant"]
+    assert set(by_variant) == {"p128", "p256"} and stage["counts"]["variants"] == 2
+    for name, v in ve.variants.items():
+        assert by_variant[name]["seq_len"] == v.seq_len and set(by_variant[name]["formats"]) == set(ve.formats)
+        plan = load_plan(v.pack_dir, v.mixture_path).to_dict()
+        for fmt in ve.formats:
+            folder = ve.export / name / fmt
+            verify_stage(folder)
+            summary = read_manifest(folder)["export"]
+            assert summary["out"] == str(folder) and summary["plan"] == plan
+            for config_file in CONFIG_FILES[fmt]:
+                assert (folder / config_file).is_file(), (name, fmt, config_file)
+    # every path that a trainer config names exists after the stage (no temporary folder anywhere)
+    named = 0
+    for path in ve.export.rglob("*"):
+        if not path.is_file() or path.suffix not in (".txt", ".json", ".yaml"):
+            continue
+        text = path.read_text()
+        assert ".tmp-" not in text, path
+        for hit in re.findall(re.escape(str(ve.export)) + r"[^\s\"',\]]*", text):
+            named += 1
+            assert Path(hit).exists() or Path(hit + ".bin").exists(), (path, hit)
+    assert named > 100
+    assert f"{ve.export}/p128/megatron/code_text_document" in (ve.export / "p128" / "megatron" / "data_path.txt").read_text()
+
+
+def test_variant_exports_are_read_token_exact_by_each_trainers_library(variant_export, tmp_path):
+    from datatrove.utils.dataset import DatatroveFolderDataset
+    from olmo_core.data import NumpyFSLDatasetConfig
+
+    from mixweave.data.manifest import read_manifest
+    from test_export import DS_FILES, _megatron
+    from test_run_exports import olmo_tokenizer
+
+    mc = _megatron()
+    ve = variant_export
+    for name, v in ve.variants.items():
+        S, windows = v.seq_len, ve.windows[name]
+        root = ve.export / name
+        for source, prefix in read_manifest(root / "megatron")["export"]["prefixes"].items():
+            ds = mc.IndexedDataset(prefix)
+            assert (ds.sequence_lengths == S).all()
+            assert np.array_equal(np.stack([ds[i] for i in range(len(ds))]), windows[source]), (name, source)
+        for source, paths in read_manifest(root / "olmo")["export"]["paths"].items():
+            ds = NumpyFSLDatasetConfig(tokenizer=olmo_tokenizer(), paths=paths, sequence_length=S, dtype="uint16",
+                                       work_dir=str(tmp_path / name / source)).build()
+            ds.prepare()
+            got = np.stack([ds[i]["input_ids"].numpy() for i in range(len(ds))])
+            assert np.array_equal(got, windows[source]), (name, source)
+        for source, w in windows.items():
+            ds = DatatroveFolderDataset(str(root / "datatrove" / source), seq_len=S, token_size=2, shuffle=False,
+                                        filename_pattern=DS_FILES)
+            got = np.stack([ds[i]["input_ids"].numpy() for i in range(len(ds))])
+            assert np.array_equal(got[:, :S], w), (name, source)
+
+
+def test_variant_mixtures_are_realised_by_the_trainers_samplers(variant_export, tmp_path):
+    """Each variant's mixture-level configs (HF interleave, MDS streams, OLMo-core source mixture),
+    read by the libraries, draw that variant's planned windows of its own pack."""
+    import tempfile
+
+    import datasets
+    import yaml
+    from olmo_core.data import NumpyFSLDatasetConfig
+
+    from mixweave.trainer.plan import load_plan
+    from streaming_import import import_streaming
+    from test_run_exports import olmo_mixture, olmo_tokenizer
+
+    datasets.utils.logging.disable_progress_bar()
+    ve = variant_export
+    old = tempfile.tempdir
+    try:
+        Stream, StreamingDataset = import_streaming(tmp_path / "streaming")
+        for name, v in ve.variants.items():
+            plan, S, root = load_plan(v.pack_dir, v.mixture_path), v.seq_len, ve.export / name
+            lookup = _lookup(ve.windows[name])
+            call = json.loads((root / "hf" / "interleave.json").read_text())
+            parts = [datasets.load_dataset(**call["datasets"][n], cache_dir=str(tmp_path / "hf" / name))
+                     for n in call["order"]]
+            mixed = datasets.interleave_datasets(parts, **call["interleave_datasets"])
+            _realises(plan, _identify(lookup, mixed.with_format("numpy")["input_ids"], S))
+            dataset = yaml.safe_load((root / "mds" / "streams.yaml").read_text())["train_loader"]["dataset"]
+            assert dataset["max_seq_len"] == S
+            ds = StreamingDataset(streams=[Stream(**s) for s in dataset["streams"].values()], shuffle=False,
+                                  batch_size=1)
+            _realises(plan, _identify(lookup, [sample["tokens"] for sample in ds], S))
+            mix = olmo_mixture(root / "olmo" / "source_mixture.yaml")
+            ds = NumpyFSLDatasetConfig.from_src_mix(mix, tokenizer=olmo_tokenizer(), sequence_length=S, dtype="uint16",
+                                                    work_dir=str(tmp_path / "olmo" / name)).build()
+            ds.prepare()
+            _realises(plan, _identify(lookup, [ds[i]["input_ids"].numpy() for i in range(len(ds))], S), slack=1)
+    finally:
+        tempfile.tempdir = old

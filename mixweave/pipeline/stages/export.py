@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from ...data.typed import to_plain
+from ...errors import ConfigError
 from ..runner import Stage, StageContext, StageResult
 
 LOG = logging.getLogger(__name__)
@@ -23,20 +24,44 @@ def export_options(e, fmt: str) -> dict:
 
 
 def run_export_stage(ctx: StageContext, tmp: Path) -> StageResult:
+    """Every configured format of the main mixture to ``export/<format>/`` and, when mixture.json
+    lists variants (sequence-length phases, branch-train-stitch experts and stitch), of each
+    variant's own mixture over its own pack to ``export/<variant>/<format>/``: the same exporter,
+    written into the temporary folder while every trainer config names the stage's final folder.
+    Cost: one export per (variant + main) x format."""
+    from ...data.mixture_manifest import mixture_variants
     from ..export import FORMATS, export
 
     e = ctx.config.export
     wanted = list(FORMATS) if "all" in [f.lower() for f in e.formats] else list(dict.fromkeys(f.lower() for f in e.formats))
     mixture = ctx.artifact("mix") / "mixture.json"
-    per_format = {}
-    for fmt in wanted:
-        options = export_options(e, fmt)
-        # Write into the temporary folder, but name the stage's final folder in every trainer config.
-        summary = export(fmt, ctx.artifact("pack"), mixture, tmp / fmt, final_dir=ctx.artifact("export") / fmt,
-                         force=True, **options)
-        per_format[fmt] = {"windows": summary["plan"]["total_windows"], "tokens": summary["plan"]["realized_tokens"],
-                           "seconds": summary.get("seconds")}
-    return StageResult(counts={"formats": len(per_format)}, extra={"exports": per_format})
+    final = ctx.artifact("export")
+
+    def export_all(pack: Path, mixture_path: Path, rel: Path) -> dict:
+        per_format = {}
+        for fmt in wanted:
+            options = export_options(e, fmt)
+            # Write into the temporary folder, but name the stage's final folder in every trainer config.
+            summary = export(fmt, pack, mixture_path, tmp / rel / fmt, final_dir=final / rel / fmt,
+                             force=True, **options)
+            per_format[fmt] = {"windows": summary["plan"]["total_windows"], "tokens": summary["plan"]["realized_tokens"],
+                               "seconds": summary.get("seconds")}
+        return per_format
+
+    per_format = export_all(ctx.artifact("pack"), mixture, Path())
+    extra: dict = {"exports": per_format}
+    variants = mixture_variants(mixture, pack_root=ctx.artifact("pack"))
+    clash = [v.name for v in variants if v.name in FORMATS]
+    if clash:
+        raise ConfigError(f"{mixture}: variant {clash[0]!r} is named like an export format, so export/{clash[0]}/ "
+                          "would hold both; rename the phase or bts expert and re-run mix")
+    if variants:  # runs without variants keep their manifest as it was
+        extra["exports_by_variant"] = {
+            v.name: {"kind": v.kind, "seq_len": v.seq_len, "folder": v.name,
+                     "formats": export_all(v.pack_dir, v.mixture_path, Path(v.name))} for v in variants}
+        LOG.info("export: %d variant(s) x %d format(s) -> %s/<variant>/<format>", len(variants), len(wanted), final)
+    return StageResult(counts={"formats": len(per_format), **({"variants": len(variants)} if variants else {})},
+                       extra=extra)
 
 
 STAGE = Stage("export", ("pack", "mix"), 1, lambda c: to_plain(c.export), run_export_stage,
