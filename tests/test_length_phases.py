@@ -350,3 +350,37 @@ def test_variant_mixtures_are_valid_and_add_up(phased_run):
     assert block["min_tokens"] == 1000 and block["upsample"] == 4
     assert 0 < block["share_before"] < block["share_after"] < 1
     assert variants[0].extra["long_docs"] is None
+
+
+@pytest.mark.spark
+def test_spark_path_phase_packs_equal_the_in_process_ones(phased_run, small_runs, spark, tmp_path):
+    """The pack stage's Spark path for one source of the mid phase (seq_len 64) writes the
+    in-process phase pack's files byte for byte; a long_docs phase with a Spark-path source
+    (distributed_min_docs 0) is one ConfigError before anything is packed."""
+    import numpy as np
+
+    from mixweave.data.tokenizer import load_tokenizer
+    from mixweave.errors import ConfigError
+    from mixweave.pipeline.runner import StageContext, run_stage
+    from mixweave.pipeline.stages import build_stages
+    from mixweave.pipeline.stages.pack import spark_phase_source
+    from mixweave.retrieval.pack import source_seed
+
+    out, config, _ = phased_run
+    tok = load_tokenizer("default")
+    entry = spark_phase_source(StageContext(config=config, out=out), config.mix.phases[1], tmp_path, "web",
+                               seed=source_seed(config.seed, "web"), eos_id=tok.eos_id,
+                               dtype=str(np.dtype(tok.info["dtype"])), sink_id=None)["web"]
+    local = _pack_manifest(out / "pack" / "phases" / "mid")["windows"]["sources"]["web"]
+    assert entry.pop("path") == "spark" and {k: local[k] for k in entry} == entry
+    folder = out / "pack" / "phases" / "mid"
+    files = sorted(p.relative_to(folder) for p in folder.rglob("*.parquet") if "web" in p.parts)
+    assert files == sorted(p.relative_to(tmp_path / "phases" / "mid") for p in tmp_path.rglob("*.parquet")) and files
+    for rel in files:
+        assert (folder / rel).read_bytes() == (tmp_path / "phases" / "mid" / rel).read_bytes(), rel
+    data = small_runs.config_data(out, small_runs.globs)
+    spark_config = small_runs.config(out, small_runs.globs, order={**data["order"], "distributed_min_docs": 0},
+                                     mix={**data["mix"], "phases": PHASES})
+    with pytest.raises(ConfigError, match=r"mix\.phases\.long\.long_docs splits windows in process, but source books"):
+        run_stage(build_stages()["pack"], StageContext(config=spark_config, out=out, overrides={"pack": tmp_path / "p2"}))
+    assert not (tmp_path / "p2").exists()

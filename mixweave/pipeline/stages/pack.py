@@ -66,6 +66,7 @@ def run_pack_stage(ctx: StageContext, tmp: Path) -> StageResult:
     dtype = np.dtype(tokenizer.info["dtype"])
     per_file = file_windows(o.seq_len + int(o.plus_one), o.pack_file_windows)
     phases = pack_phases(ctx.config)
+    check_phase_paths(phases, ingest_manifest, sources, o.distributed_min_docs)
     phase_sources: dict[str, dict] = {p.name: {} for p in phases}
     phase_long: dict[str, dict] = {p.name: {} for p in phases}
     per_source, started = {}, time.perf_counter()
@@ -87,8 +88,7 @@ def run_pack_stage(ctx: StageContext, tmp: Path) -> StageResult:
                 metrics = sampled_window_quality(ctx, source, tmp, n_windows, per_file)
                 for phase in phases:
                     phase_sources[phase.name].update(spark_phase_source(
-                        ctx, phase, tmp, source, n_source, seed=seed, eos_id=tokenizer.eos_id, dtype=str(dtype),
-                        sink_id=sink_id))
+                        ctx, phase, tmp, source, seed=seed, eos_id=tokenizer.eos_id, dtype=str(dtype), sink_id=sink_id))
             else:
                 order = load_order(order_dir, source)
                 texts = read_source_texts(ingest_dir, source)
@@ -183,17 +183,27 @@ def pack_phase_source(root: Path, source: str, tokens: list, order: np.ndarray, 
     return entries, stats
 
 
-def spark_phase_source(ctx: StageContext, phase, tmp: Path, source: str, n_docs: int, *, seed: int, eos_id: int,
-                       dtype: str, sink_id: int | None) -> dict:
-    """One Spark-path source of a phase pack: the Spark pack at the phase's seq_len (same bytes as
-    in process). long_docs phases need the in-process path: one ConfigError."""
+def check_phase_paths(phases, ingest_manifest: dict, sources, min_docs: int) -> None:
+    """long_docs phases split windows in process: a source on the Spark path (at least
+    ``order.distributed_min_docs`` documents) is one ConfigError before anything is packed."""
+    for phase in phases:
+        if phase.long_docs is None:
+            continue
+        for source in sorted(sources):
+            n = int(ingest_manifest["sources"].get(source, {}).get("n_docs", 0))
+            if n >= min_docs:
+                raise ConfigError(f"mix.phases.{phase.name}.long_docs splits windows in process, but source {source} "
+                                  f"({n} documents >= order.distributed_min_docs {min_docs}) is packed by Spark; raise "
+                                  "order.distributed_min_docs above its size or drop long_docs from the phase")
+
+
+def spark_phase_source(ctx: StageContext, phase, tmp: Path, source: str, *, seed: int, eos_id: int, dtype: str,
+                       sink_id: int | None) -> dict:
+    """One Spark-path source of a phase pack (no long_docs: :func:`check_phase_paths`): the Spark
+    pack at the phase's seq_len, the same bytes as in process."""
     from ...jobs.pack import run_spark_pack
 
     o = ctx.config.order
-    if phase.long_docs is not None:
-        raise ConfigError(f"mix.phases.{phase.name}.long_docs splits windows in process, but source {source} "
-                          f"({n_docs} documents >= order.distributed_min_docs {o.distributed_min_docs}) is packed "
-                          "by Spark; raise order.distributed_min_docs above its size or drop long_docs from the phase")
     seq_len = phase.window_len(o.seq_len)
     root = tmp / "phases" / phase.name
     res = run_spark_pack(
