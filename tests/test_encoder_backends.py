@@ -129,7 +129,7 @@ def test_contract_of_every_backend(backend):
 
 
 def test_backend_resolution():
-    assert eb.resolve_backend("auto", "cpu") == eb.CPU_DEFAULT
+    assert eb.resolve_backend("auto", "cpu") == eb.cpu_default()
     assert eb.resolve_backend(None, "cuda:0") == "torch"
     assert eb.resolve_backend("static", None) == "static"
     with pytest.raises(InputError, match="choose one of"):

@@ -42,7 +42,7 @@ def test_backend_is_checked_with_the_config(tmp_path):
 
 def test_embed_stage_records_and_fingerprints_its_backend(tmp_path, spark):
     from mixweave.data.artifacts import docs_files_by_source
-    from mixweave.retrieval.encoder_backends import CPU_DEFAULT, export_key
+    from mixweave.retrieval.encoder_backends import cpu_default, export_key
     from mixweave.retrieval.encoders import embed_texts, load_encoder, resolve_encoder_path
 
     stages = build_stages()
@@ -52,6 +52,7 @@ def test_embed_stage_records_and_fingerprints_its_backend(tmp_path, spark):
     assert run_stage(stages["embed"], ctx).status == "ran"
     manifest = json.loads((ctx.artifact("embed") / "_manifest.json").read_text())
     model = resolve_encoder_path("default").resolve()
+    CPU_DEFAULT = cpu_default()  # openvino-bf16 on a CPU with bf16 instructions, else openvino
     assert manifest["backend"] == CPU_DEFAULT and manifest["export"] == export_key(model, CPU_DEFAULT)
     assert run_stage(stages["embed"], ctx).status == "skipped"  # same backend, same export: up to date
 

@@ -77,9 +77,10 @@ def spark_embedded(spark, docs, tmp_path_factory):
 def test_spark_embed_equals_in_process(docs, spark_embedded, backend):
     import torch
 
-    from mixweave.retrieval.encoder_backends import CPU_DEFAULT
+    from mixweave.retrieval.encoder_backends import cpu_default
     from mixweave.retrieval.encoders import embed_texts, load_encoder
 
+    CPU_DEFAULT = cpu_default()
     root, files = docs
     out, units, info = spark_embedded(backend)
     assert len(units) == 8  # 4 files of 10 or 8 rows, row groups of 7: 2 units each

@@ -216,7 +216,8 @@ def test_utility_reuses_the_embed_artifact(tmp_path, capsys, monkeypatch, counte
 
     monkeypatch.setattr(embed_job, "run_embed", in_process_run_embed)
     monkeypatch.setattr(StageContext, "spark", lambda self: None)
-    config = write_run(tmp_path, order={"encoder": "default", "max_tokens": 64, "batch_size": 4},
+    config = write_run(tmp_path, order={"encoder": "default", "encoder_backend": "openvino", "max_tokens": 64,
+                                        "batch_size": 4},
                        utility={"method": "embedding", "max_tokens": 64, "per_source": 3, "top_k": 2,
                                 "n_boot": 50})
     fake_ingest(config)
@@ -267,8 +268,8 @@ def test_gather_reads_rows_across_blocks():
     np.testing.assert_array_equal(_gather(blocks, positions), full[positions])
 
 
-@pytest.mark.parametrize("backend, reused", [("auto", True), ("torch", True), ("openvino", True), ("onnx", True),
-                                             ("onnx-int8", False), ("static", False)])
+@pytest.mark.parametrize("backend, reused", [("auto", "fp32 here"), ("torch", True), ("openvino", True), ("onnx", True),
+                                             ("openvino-bf16", False), ("onnx-int8", False), ("static", False)])
 def test_utility_reuses_only_lossless_embed_vectors(tmp_path, backend, reused):
     """The utility embeds benchmark examples with torch: document vectors of another space (int8) or
     another dimension (static) must not be mixed with them."""
@@ -279,5 +280,9 @@ def test_utility_reuses_only_lossless_embed_vectors(tmp_path, backend, reused):
                            "benchmarks": str(tmp_path / "b.jsonl"),
                            "order": {"encoder_backend": backend, "max_tokens": 64},
                            "utility": {"method": "embedding", "max_tokens": 64}})
+    if reused == "fp32 here":  # auto: openvino-bf16 on a CPU with bf16 instructions (not reused), else openvino
+        from mixweave.retrieval.encoder_backends import cpu_has_bf16
+
+        reused = not cpu_has_bf16()
     assert reuses_embed(config) is reused
     assert ("embed" in utility_inputs(config)) is reused

@@ -39,13 +39,17 @@ LOG = logging.getLogger(__name__)
 
 def reuses_embed(config: RunConfig) -> bool:
     """True when the embed artifact holds the vectors the utility would compute: same encoder and
-    max_tokens, and a lossless backend (torch, or its onnx / openvino export: per-row cosine to
-    torch 1.0000, bench/embed.py), since the utility embeds the benchmark examples with torch.
+    max_tokens, and a lossless backend (torch, or its fp32 onnx / openvino export: per-row cosine to
+    torch 1.0000, bench/embed.py; ``auto`` as resolved on this machine), since the utility embeds the
+    benchmark examples with torch.
     int8 and static vectors live in other spaces (static: another dimension): not reused."""
     u, o = config.utility, config.order
     if u is None or o is None or u.method != "embedding":
         return False
-    lossless = o.encoder_backend in ("auto", "torch", "onnx", "openvino")
+    from ...retrieval.encoder_backends import REUSABLE, resolve_backend
+
+    backend = resolve_backend("auto", o.device) if o.encoder_backend == "auto" else o.encoder_backend
+    lossless = backend in REUSABLE
     return lossless and str(u.encoder) == str(o.encoder) and u.max_tokens == o.max_tokens
 
 
