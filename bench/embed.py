@@ -25,6 +25,13 @@ non-empty documents of every source of the corpus, --max-tokens 128 tokens each)
   ``ratio`` is relative to torch's own order.
 
 Exports are built (and cached) before timing; build seconds are printed when a build happened.
+
+``--roofline`` adds, in the same rounds, a torch fp32 matrix product (2048^3, the same threads) as
+the machine's reachable fp32 peak, and converts each backend's docs/s to GFLOP/s from the documents'
+real (unpadded) token counts: ``24 d^2 + 4 L d`` FLOPs per token per layer (Q, K, V, O and the 4d
+feed-forward; scores and the weighted sum), a lower bound on the work done. It prints what share of
+the peak torch reaches and what a lossless 2x would need: above 100 % it cannot be had in fp32 on
+this CPU (the CPU's bf16/AMX flags are printed: without them there is no faster lossless path).
 """
 
 from __future__ import annotations
@@ -99,6 +106,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--backends", default=",".join(eb.BACKENDS))
     ap.add_argument("--json", default=None)
+    ap.add_argument("--roofline", action="store_true", help="also measure the fp32 matmul peak (module docstring)")
     args = ap.parse_args()
 
     import torch
@@ -136,8 +144,10 @@ def main() -> None:
         embed_texts(encoders[b], texts[:8], max_tokens=args.max_tokens, batch_size=args.batch_size)
         info[b] = {"load_s": round(time.perf_counter() - t0, 2), "wall": [], "cpu": []}
 
-    vectors = {}
+    vectors, peaks = {}, []
     for r in range(args.rounds):
+        if args.roofline:
+            peaks.append(sgemm_gflops())
         for b in backends:
             w0, c0 = time.perf_counter(), time.process_time()
             vectors[b] = embed_texts(encoders[b], texts, max_tokens=args.max_tokens, batch_size=args.batch_size)
@@ -175,9 +185,51 @@ def main() -> None:
               f"{row['cpu_speedup']:.2f} | "
               f"{row['recall_mean']:.3f} ({worst:.2f} {where}) | {row['first_ratio']:.3f} | {row['icp_adj']:.4f} | "
               f"{row['icp_ratio']:.3f} |")
+    roofline = print_roofline(rows, texts, model_dir, args.max_tokens, peaks) if args.roofline else None
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "n_docs": len(texts), "rows": rows}, indent=1,
-                                              default=str))
+        Path(args.json).write_text(json.dumps({"args": vars(args), "n_docs": len(texts), "rows": rows,
+                                               "roofline": roofline}, indent=1, default=str))
+
+
+def sgemm_gflops(n: int = 2048, seconds: float = 2.0) -> float:
+    """fp32 GFLOP/s of torch's n x n x n matrix product (the threads set by torch.set_num_threads)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t0, k = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        k += 1
+    return 2 * n**3 * k / (time.perf_counter() - t0) / 1e9
+
+
+def print_roofline(rows: list[dict], texts: list[str], model_dir: Path, max_tokens: int, peaks: list[float]) -> dict:
+    """Each backend's achieved GFLOP/s (unpadded tokens, a lower bound) against the fp32 matmul peak."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    cfg = AutoConfig.from_pretrained(model_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    lengths = np.array([min(len(ids), max_tokens) for ids in tok(texts, truncation=False)["input_ids"]], dtype=np.float64)
+    d, layers = cfg.hidden_size, cfg.num_hidden_layers
+    flops = float(np.sum(lengths * layers * (24 * d * d + 4 * lengths * d)))  # every document once
+    peak = max(peaks)
+    flags = set(open("/proc/cpuinfo").read().split()) if Path("/proc/cpuinfo").is_file() else set()
+    wide = sorted(f for f in flags if f in ("avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni", "avx_vnni", "avx512f"))
+    print(f"\nroofline: fp32 matmul peak {peak:.0f} GFLOP/s (best of {len(peaks)} rounds: "
+          f"{', '.join(f'{p:.0f}' for p in peaks)}); {flops / len(texts) / 1e9:.2f} GFLOP per document "
+          f"(mean {lengths.mean():.0f} tokens); CPU flags: {', '.join(wide) or 'none of avx512f/vnni/bf16/amx'}")
+    out = {"peak_gflops": peak, "peaks": peaks, "gflop_per_doc": flops / len(texts) / 1e9, "flags": wide, "backends": {}}
+    for row in rows:
+        if row["backend"] not in ("torch", "onnx", "openvino"):  # other models or integer kernels: no fp32 count
+            continue
+        achieved = flops / row["wall_s"] / 1e9
+        out["backends"][row["backend"]] = {"gflops": achieved, "share_of_peak": achieved / peak}
+        print(f"  {row['backend']}: {achieved:.0f} GFLOP/s = {100 * achieved / peak:.0f} % of the fp32 peak")
+    torch_share = out["backends"]["torch"]["share_of_peak"]
+    print(f"  a lossless 2x over torch needs {200 * torch_share:.0f} % of the fp32 peak")
+    out["lossless_2x_needs_share"] = 2 * torch_share
+    return out
 
 
 if __name__ == "__main__":
