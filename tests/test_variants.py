@@ -333,7 +333,9 @@ def test_every_variant_is_exported_in_every_format_naming_the_final_folder(varia
     assert f"{ve.export}/p128/megatron/code_text_document" in (ve.export / "p128" / "megatron" / "data_path.txt").read_text()
 
 
-def test_variant_exports_are_read_token_exact_by_each_trainers_library(variant_export, tmp_path):
+def read_token_exact(root: Path, seq_len: int, windows: dict[str, np.ndarray], tmp: Path) -> None:
+    """One variant's export folder ``root`` (export/<variant>) read by megatron-core, olmo-core and
+    datatrove: every source's windows, token-exact against the variant's pack."""
     from datatrove.utils.dataset import DatatroveFolderDataset
     from olmo_core.data import NumpyFSLDatasetConfig
 
@@ -341,83 +343,84 @@ def test_variant_exports_are_read_token_exact_by_each_trainers_library(variant_e
     from test_export import DS_FILES, _megatron
     from test_run_exports import olmo_tokenizer
 
-    mc = _megatron()
-    ve = variant_export
-    for name, v in ve.variants.items():
-        S, windows = v.seq_len, ve.windows[name]
-        root = ve.export / name
-        for source, prefix in read_manifest(root / "megatron")["export"]["prefixes"].items():
-            ds = mc.IndexedDataset(prefix)
-            assert (ds.sequence_lengths == S).all()
-            assert np.array_equal(np.stack([ds[i] for i in range(len(ds))]), windows[source]), (name, source)
-        for source, paths in read_manifest(root / "olmo")["export"]["paths"].items():
-            ds = NumpyFSLDatasetConfig(tokenizer=olmo_tokenizer(), paths=paths, sequence_length=S, dtype="uint16",
-                                       work_dir=str(tmp_path / name / source)).build()
-            ds.prepare()
-            got = np.stack([ds[i]["input_ids"].numpy() for i in range(len(ds))])
-            assert np.array_equal(got, windows[source]), (name, source)
-        for source, w in windows.items():
-            ds = DatatroveFolderDataset(str(root / "datatrove" / source), seq_len=S, token_size=2, shuffle=False,
-                                        filename_pattern=DS_FILES)
-            got = np.stack([ds[i]["input_ids"].numpy() for i in range(len(ds))])
-            assert np.array_equal(got[:, :S], w), (name, source)
+    mc, S = _megatron(), seq_len
+    prefixes = read_manifest(root / "megatron")["export"]["prefixes"]
+    assert set(prefixes) == set(windows)
+    for source, prefix in prefixes.items():
+        ds = mc.IndexedDataset(prefix)
+        assert (ds.sequence_lengths == S).all()
+        assert np.array_equal(np.stack([ds[i] for i in range(len(ds))]), windows[source]), (root, source)
+    for source, paths in read_manifest(root / "olmo")["export"]["paths"].items():
+        ds = NumpyFSLDatasetConfig(tokenizer=olmo_tokenizer(), paths=paths, sequence_length=S, dtype="uint16",
+                                   work_dir=str(tmp / "olmo" / source)).build()
+        ds.prepare()
+        got = np.stack([ds[i]["input_ids"].numpy() for i in range(len(ds))])
+        assert np.array_equal(got, windows[source]), (root, source)
+    for source, w in windows.items():
+        ds = DatatroveFolderDataset(str(root / "datatrove" / source), seq_len=S, token_size=2, shuffle=False,
+                                    filename_pattern=DS_FILES)
+        got = np.stack([ds[i]["input_ids"].numpy() for i in range(len(ds))])
+        assert np.array_equal(got[:, :S], w), (root, source)
 
 
-def test_variant_mixtures_are_realised_by_the_trainers_samplers(variant_export, tmp_path):
-    """Each variant's mixture-level configs (HF interleave, MDS streams, OLMo-core source mixture),
-    read by the libraries, draw that variant's planned windows of its own pack."""
+def read_realised(root: Path, plan, windows: dict[str, np.ndarray], tmp: Path) -> None:
+    """One variant's mixture-level configs (HF interleave, MDS streams, OLMo-core source mixture),
+    read by the libraries, draw the variant's planned windows of its own pack (OLMo-core to one)."""
     import tempfile
 
     import datasets
     import yaml
     from olmo_core.data import NumpyFSLDatasetConfig
 
-    from mixweave.trainer.plan import load_plan
     from streaming_import import import_streaming
     from test_run_exports import olmo_mixture, olmo_tokenizer
 
     datasets.utils.logging.disable_progress_bar()
-    ve = variant_export
+    S, lookup = plan.seq_len, _lookup(windows)
+    call = json.loads((root / "hf" / "interleave.json").read_text())
+    parts = [datasets.load_dataset(**call["datasets"][n], cache_dir=str(tmp / "hf")) for n in call["order"]]
+    mixed = datasets.interleave_datasets(parts, **call["interleave_datasets"])
+    _realises(plan, _identify(lookup, mixed.with_format("numpy")["input_ids"], S))
     old = tempfile.tempdir
     try:
-        Stream, StreamingDataset = import_streaming(tmp_path / "streaming")
-        for name, v in ve.variants.items():
-            plan, S, root = load_plan(v.pack_dir, v.mixture_path), v.seq_len, ve.export / name
-            lookup = _lookup(ve.windows[name])
-            call = json.loads((root / "hf" / "interleave.json").read_text())
-            parts = [datasets.load_dataset(**call["datasets"][n], cache_dir=str(tmp_path / "hf" / name))
-                     for n in call["order"]]
-            mixed = datasets.interleave_datasets(parts, **call["interleave_datasets"])
-            _realises(plan, _identify(lookup, mixed.with_format("numpy")["input_ids"], S))
-            dataset = yaml.safe_load((root / "mds" / "streams.yaml").read_text())["train_loader"]["dataset"]
-            assert dataset["max_seq_len"] == S
-            ds = StreamingDataset(streams=[Stream(**s) for s in dataset["streams"].values()], shuffle=False,
-                                  batch_size=1)
-            _realises(plan, _identify(lookup, [sample["tokens"] for sample in ds], S))
-            mix = olmo_mixture(root / "olmo" / "source_mixture.yaml")
-            ds = NumpyFSLDatasetConfig.from_src_mix(mix, tokenizer=olmo_tokenizer(), sequence_length=S, dtype="uint16",
-                                                    work_dir=str(tmp_path / "olmo" / name)).build()
-            ds.prepare()
-            _realises(plan, _identify(lookup, [ds[i]["input_ids"].numpy() for i in range(len(ds))], S), slack=1)
+        Stream, StreamingDataset = import_streaming(tmp / "streaming")
+        dataset = yaml.safe_load((root / "mds" / "streams.yaml").read_text())["train_loader"]["dataset"]
+        assert dataset["max_seq_len"] == S
+        ds = StreamingDataset(streams=[Stream(**s) for s in dataset["streams"].values()], shuffle=False, batch_size=1)
+        _realises(plan, _identify(lookup, [sample["tokens"] for sample in ds], S))
     finally:
         tempfile.tempdir = old
+    mix = olmo_mixture(root / "olmo" / "source_mixture.yaml")
+    ds = NumpyFSLDatasetConfig.from_src_mix(mix, tokenizer=olmo_tokenizer(), sequence_length=S, dtype="uint16",
+                                            work_dir=str(tmp / "olmo_mix")).build()
+    ds.prepare()
+    _realises(plan, _identify(lookup, [ds[i]["input_ids"].numpy() for i in range(len(ds))], S), slack=1)
 
 
-def test_export_cli_variant_flag(phased, tmp_path, capsys):
-    from cli_helpers import run_cli
+def test_variant_exports_are_read_token_exact_by_each_trainers_library(variant_export, tmp_path):
+    for name, v in variant_export.variants.items():
+        read_token_exact(variant_export.export / name, v.seq_len, variant_export.windows[name], tmp_path / name)
 
-    base = ["export", "--format", "megatron", "--format", "olmo", "--pack", str(phased.pack), "--mixture",
-            str(phased.mixture)]
-    code, out, err = run_cli([*base, "--out", str(tmp_path / "one"), "--variant", "long"], capsys)
-    assert code == 0, err
-    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["long"]
-    long = phased.variants["long"]
-    for name in SOURCES:  # the phase's own windows at S=64, token-exact
-        got = np.fromfile(tmp_path / "one" / "long" / "megatron" / f"{name}_text_document.bin", np.uint16)
-        assert np.array_equal(got.reshape(-1, 64), read_windows(long.pack_dir, name))
-    code, out, err = run_cli([*base, "--out", str(tmp_path / "all"), "--variant", "all"], capsys)
-    assert code == 0, err
-    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["long", "megatron", "olmo", "short"]
-    assert sorted(p.name for p in (tmp_path / "all" / "short").iterdir()) == ["megatron", "olmo"]
-    code, out, err = run_cli([*base, "--out", str(tmp_path / "bad"), "--variant", "medium"], capsys)
-    assert code != 0 and "no variant 'medium'" in err and "short, long" in err and "Traceback" not in err
+
+def test_variant_mixtures_are_realised_by_the_trainers_samplers(variant_export, tmp_path):
+    from mixweave.trainer.plan import load_plan
+
+    for name, v in variant_export.variants.items():
+        read_realised(variant_export.export / name, load_plan(v.pack_dir, v.mixture_path),
+                      variant_export.windows[name], tmp_path / name)
+
+
+def test_report_has_a_variants_section(variant_export, phased):
+    from mixweave.pipeline.report import variants_section
+
+    mixture = read_mixture_manifest(variant_export.mixture)
+    export_manifest = json.loads((variant_export.export / "_manifest.json").read_text())
+    text = variants_section(mixture, variant_export.mixture.parent, export_manifest)
+    assert text.startswith("<h2>Variants</h2>") and "p128 → p256" in text
+    rows = re.findall(r"<tr><td>(p\d+)</td><td>phase</td><td>(\d+)</td>", text)
+    assert rows == [("p128", "128"), ("p256", "256")]
+    assert "export/p128/ (datatrove, hf, mds, megatron, olmo)" in text
+    weights = {s["name"]: s["weight"] for s in read_mixture_manifest(variant_export.variants["p128"].mixture_path)["sources"]}
+    assert len(re.findall(r"<th>", text)) == 5 + len(weights)  # variant, kind, seq_len, budget, a source each, exports
+    assert variants_section({**mixture, "variants": []}, variant_export.mixture.parent, export_manifest) == ""
+    assert "export/" not in variants_section(read_mixture_manifest(phased.mixture), phased.mixture.parent, None)

@@ -247,6 +247,31 @@ def learned_line(mixture: dict) -> str | None:
             f"(6 x non-embedding parameters x tokens); weights before the epoch caps: {pre}</p>")
 
 
+def variants_section(mixture: dict, mix_dir: Path, export_manifest: dict | None) -> str:
+    """mixture.json's variants (sequence-length phases, bts experts and stitch): one row per variant
+    (kind, seq_len, budget, its weight per source) and where the export stage wrote it ("" without)."""
+    from ..data.mixture_manifest import read_mixture_manifest
+
+    entries = mixture.get("variants") or []
+    if not entries:
+        return ""
+    names = [s["name"] for s in mixture["sources"]]
+    exports = (export_manifest or {}).get("exports_by_variant") or {}
+    rows = []
+    for v in entries:
+        weights = {s["name"]: s["weight"] for s in read_mixture_manifest(mix_dir / v["mixture"])["sources"]}
+        e = exports.get(v["name"])
+        where = f"export/{e['folder']}/ ({', '.join(sorted(e['formats']))})" if e else "-"
+        rows.append([v["name"], v["kind"], v["seq_len"], v["budget_tokens"], *[weights.get(n, 0.0) for n in names],
+                     where])
+    trained = [v["name"] for v in entries if v["kind"] == "phase"]
+    note = (f"The built-in trainer trains the phases in order ({' → '.join(trained)}), steps shared by token budget. "
+            if trained else "")
+    return ("<h2>Variants</h2><p>Each variant is its own mixture.json over its own pack (mix/variants/). "
+            + html.escape(note) + "</p>"
+            + _table(["variant", "kind", "seq_len", "budget tokens", *names, "exports"], rows))
+
+
 def bts_section(mixture: dict, mix_dir: Path) -> str:
     """Branch-train-stitch (mix.bts): sources x seed / each expert / stitch weights and target
     tokens, and each expert's domain share asked and after the epoch caps ("" without bts)."""
@@ -410,6 +435,7 @@ def build_report(out: str | Path, *, utility_path: str | Path | None = None, tit
         learned = learned_line(mixture)
         if learned:
             parts.append(learned)
+        parts.append(variants_section(mixture, mixture_file.parent, manifests.get("export")))
         parts.append(bts_section(mixture, mixture_file.parent))
 
     if table is not None:
