@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -213,12 +214,13 @@ def bts_run(small_runs, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("bts") / "run"
     shutil.copytree(small_runs.reference, out)
-    bts = {"experts": {"code": ["code"], "prose": {"sources": ["books", "web"], "domain_share": 0.8}},
+    # books is in no expert: it gets no stitch tokens
+    bts = {"experts": {"code": ["code"], "prose": {"sources": ["web"], "domain_share": 0.8}},
            "domain_share": 0.7, "expert_budget_tokens": 3000, "stitch_budget_tokens": 1000, "stitch": "seed"}
     mix = {**small_runs.config_data(out, small_runs.globs)["mix"], "bts": bts}
     config = small_runs.config(out, small_runs.globs, mix=mix)
     reports = {r.name: r.status for r in run_stages(build_stages(), config, wanted=["mix"])}
-    return out, config, reports
+    return out, config, reports, mix
 
 
 @pytest.mark.spark
@@ -226,7 +228,7 @@ def test_the_mix_stage_writes_one_mixture_per_expert_and_the_stitch_set(bts_run,
     from mixweave.data.mixture_manifest import mixture_variants, read_mixture_manifest
     from mixweave.mixers.capping import weight_caps
 
-    out, config, reports = bts_run
+    out, config, reports, _ = bts_run
     assert reports["mix"] == "ran" and reports["pack"] == "skipped"  # only mix re-ran
     seed = read_mixture_manifest(out / "mix" / "mixture.json")
     reference = read_mixture_manifest(small_runs.reference / "mix" / "mixture.json")
@@ -235,12 +237,12 @@ def test_the_mix_stage_writes_one_mixture_per_expert_and_the_stitch_set(bts_run,
     assert [(v.name, v.kind) for v in variants] == [("expert-code", "expert"), ("expert-prose", "expert"),
                                                     ("stitch", "stitch")]
     assert all(v.pack_dir == out / "pack" and v.seq_len == seed["seq_len"] for v in variants)
-    assert variants[1].extra["domain"] == ["books", "web"] and variants[1].extra["domain_share"] == 0.8
+    assert variants[1].extra["domain"] == ["web"] and variants[1].extra["domain_share"] == 0.8
     listed = {f["path"] for f in json.loads((out / "mix" / "_manifest.json").read_text())["files"]}
     assert {"variants/expert-code.json", "variants/expert-prose.json", "variants/stitch.json"} <= listed
     weights = {s["name"]: s["weight"] for s in seed["sources"]}
     n_tokens = np.array([s["n_tokens"] for s in seed["sources"]], dtype=float)
-    for v, domain, share, budget in ((variants[0], ["code"], 0.7, 3000), (variants[1], ["books", "web"], 0.8, 3000)):
+    for v, domain, share, budget in ((variants[0], ["code"], 0.7, 3000), (variants[1], ["web"], 0.8, 3000)):
         m = read_mixture_manifest(v.mixture_path)
         assert m["budget_tokens"] == budget and m["window"] == seed["window"] and m["order"]["windows"] == "../../pack"
         assert [s["n_tokens"] for s in m["sources"]] == [s["n_tokens"] for s in seed["sources"]]
@@ -253,14 +255,15 @@ def test_the_mix_stage_writes_one_mixture_per_expert_and_the_stitch_set(bts_run,
     stitch = read_mixture_manifest(variants[2].mixture_path)
     assert stitch["budget_tokens"] == 1000 and stitch["method"]["name"] == "bts_stitch"
     assert stitch["method"]["params"]["weights_before_caps"] == pytest.approx(
-        stitch_weights(weights, {"code": ["code"], "prose": ["books", "web"]}, "seed"))
+        stitch_weights(weights, {"code": ["code"], "prose": ["web"]}, "seed"))
+    assert next(s for s in stitch["sources"] if s["name"] == "books")["weight"] == 0
 
 
 @pytest.mark.spark
 def test_bts_is_in_the_mix_fingerprint_only_when_set(bts_run, small_runs):
     from mixweave.pipeline.stages.mix import mix_config_slice
 
-    out, config, _ = bts_run
+    out, config, _, _ = bts_run
     assert "bts" not in mix_config_slice(small_runs.config(small_runs.reference, small_runs.globs))["mix"]
     assert mix_config_slice(config)["mix"]["bts"]["stitch"] == "seed"
     manifest = json.loads((out / "mix" / "_manifest.json").read_text())
@@ -273,12 +276,51 @@ def test_the_report_shows_the_seed_every_expert_and_the_stitch_set(bts_run):
     from mixweave.data.mixture_manifest import read_mixture_manifest
     from mixweave.pipeline.report import build_report
 
-    out, _, _ = bts_run
+    out = bts_run[0]
     page = build_report(out)
     assert "<h2>Branch-train-stitch</h2>" in page
     for header in ("seed weight", "expert-code weight", "expert-prose tokens", "stitch weight"):
         assert f"<th>{header}</th>" in page, header
-    assert "expert-prose: books, web at 0.8 of its budget" in page
+    assert "expert-prose: web at 0.8 of its budget" in page
     stitch = read_mixture_manifest(out / "mix" / "variants" / "stitch.json")
     code = next(s for s in stitch["sources"] if s["name"] == "code")
     assert f"<td>{round(code['target_tokens']):,}</td>" in page.split("<h2>Branch-train-stitch</h2>")[1]
+
+
+@pytest.mark.spark
+def test_every_bts_variant_is_exported_and_read_by_megatron_core(bts_run, small_runs):
+    """Through the export stage (B's generic variant export): export/<variant>/megatron/ for each expert
+    and the stitch set, read back by megatron-core's IndexedDataset token-exact, blended by each
+    variant's own plan (the stitch set without books)."""
+    from mixweave.data.manifest import read_manifest, verify_stage
+    from mixweave.data.mixture_manifest import mixture_variants
+    from mixweave.data.windows import read_windows
+    from mixweave.pipeline.runner import run_stages
+    from mixweave.pipeline.stages import build_stages
+    from mixweave.trainer.plan import load_plan
+    from test_export import _megatron
+
+    out, _, _, mix = bts_run
+    config = small_runs.config(out, small_runs.globs, mix=mix, export={"formats": ["megatron"]})
+    reports = {r.name: r.status for r in run_stages(build_stages(), config, wanted=["export"])}
+    assert reports["export"] == "ran" and reports["mix"] == "skipped"
+    stage = verify_stage(out / "export")
+    assert set(stage["exports_by_variant"]) == {"expert-code", "expert-prose", "stitch"}
+    mc = _megatron()
+    for v in mixture_variants(out / "mix" / "mixture.json"):
+        folder = out / "export" / v.name / "megatron"
+        verify_stage(folder)
+        summary = read_manifest(folder)["export"]
+        plan = load_plan(v.pack_dir, v.mixture_path)
+        assert summary["plan"] == plan.to_dict()
+        for source, prefix in summary["prefixes"].items():
+            assert prefix.startswith(str(folder))
+            ds = mc.IndexedDataset(prefix)
+            assert np.array_equal(np.stack([ds[i] for i in range(len(ds))]), read_windows(v.pack_dir, source))
+        blend = (folder / "data_path.txt").read_text().split()
+        weights = {Path(p).name.removesuffix("_text_document"): float(w) for w, p in zip(blend[0::2], blend[1::2])}
+        assert weights == pytest.approx(summary["weights"], rel=1e-5)
+        if v.kind == "stitch":
+            assert sorted(weights) == ["code", "web"]  # books is in no expert domain
+        else:
+            assert sorted(weights) == ["books", "code", "web"]
