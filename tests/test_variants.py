@@ -424,3 +424,14 @@ def test_report_has_a_variants_section(variant_export, phased):
     assert len(re.findall(r"<th>", text)) == 5 + len(weights)  # variant, kind, seq_len, budget, a source each, exports
     assert variants_section({**mixture, "variants": []}, variant_export.mixture.parent, export_manifest) == ""
     assert "export/" not in variants_section(read_mixture_manifest(phased.mixture), phased.mixture.parent, None)
+
+
+def test_train_cli_reports_each_phase(phased, tmp_path, capsys):
+    from cli_helpers import run_cli
+
+    code, out, err = run_cli(["train", "--pack", str(phased.pack), "--mixture", str(phased.mixture), "--out",
+                              str(tmp_path / "run"), "--depth", "1", "--batch-size", str(BATCH), "--holdout-windows",
+                              "2", "--device", "cpu"], capsys)
+    assert code == 0, err
+    lines = [x.split() for x in out.splitlines() if x.strip().startswith("phase ")]
+    assert [(x[1], x[3], x[5].rstrip(",")) for x in lines] == [("short", "32", "1..6"), ("long", "64", "7..9")]

@@ -35,7 +35,8 @@ from .common import config_options, load_run_config, refuse_flags_with_config, r
 def command(config_path, overrides, pack_dir, mixture_path, out_dir, depth, steps, batch_size, grad_accum, lr, warmup_steps, seed,
                   benchmarks, holdout_windows, log_interval, eval_interval, checkpoint_interval, device, compile_,
                   resume):
-    """Train the compact GPT on the mixture, reading mixture.json and the pack directly."""
+    """Train the compact GPT on the mixture, reading mixture.json and the pack directly (its sequence-length
+    phases in order when mixture.json has phase variants)."""
     from ..errors import ConfigError
     from ..trainer.train import train
 
@@ -59,6 +60,12 @@ def command(config_path, overrides, pack_dir, mixture_path, out_dir, depth, step
                    f"{result.losses[0]:.4f} -> {result.losses[-1]:.4f}, {result.tokens_per_s:,.0f} tokens/s{resumed}")
     else:
         click.echo(f"already trained to step {result.step} of {result.steps}; nothing to do")
+    for p in result.phases:  # sequence-length phases (mixture.json's phase variants), in training order
+        losses = result.phase_losses.get(p["name"], [])
+        trained = f", loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else ""
+        click.echo(f"  phase {p['name']:<14} seq_len {p['seq_len']:>6}  steps {p['first_step']}..{p['last_step']}{trained}")
+        for name, loss in result.eval.get("phases", {}).get(p["name"], {}).get("sources", {}).items():
+            click.echo(f"    eval {name:<18} {loss:.4f}")
     for name, loss in result.eval.get("sources", {}).items():
         click.echo(f"  eval {name:<20} {loss:.4f}")
     for name, row in result.eval.get("benchmarks", {}).items():
