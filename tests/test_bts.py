@@ -42,6 +42,8 @@ def test_stitch_weights_by_hand():
         {"a": 0.0, "b": 0.5, "c": 0.0, "d": 0.5})
     assert stitch_weights(SEED, {"x": ["b"], "y": ["d"]}, "seed") == pytest.approx(
         {"a": 0.0, "b": 1.0, "c": 0.0, "d": 0.0})
+    with pytest.raises(ConfigError, match="sources b are in more than one expert domain"):
+        stitch_weights(SEED, {"x": ["a", "b"], "y": ["b"]})
 
 
 def _brute_force_fit(weights, groups, caps):

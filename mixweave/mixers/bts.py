@@ -160,11 +160,12 @@ def _seed_array(seed_weights: Mapping[str, float]) -> tuple[list[str], np.ndarra
 
 
 def _indices(names: list[str], domain: Sequence[str], where: str) -> np.ndarray:
-    unknown = [s for s in domain if s not in names]
+    position = {n: i for i, n in enumerate(names)}
+    unknown = [s for s in domain if s not in position]
     if unknown or not domain:
         raise ConfigError(f"bts {where}: {'unknown sources ' + name_list(unknown) if unknown else 'no sources'}; "
                           f"the seed mixture's sources are {name_list(names)}")
-    return np.array([names.index(s) for s in dict.fromkeys(domain)])
+    return np.array([position[s] for s in dict.fromkeys(domain)])
 
 
 def expert_weights(seed_weights: Mapping[str, float], domain: Sequence[str], domain_share: float) -> dict[str, float]:
@@ -199,6 +200,9 @@ def stitch_weights(seed_weights: Mapping[str, float], experts: Mapping[str, Sequ
     if not experts:
         raise ConfigError("bts: the stitch set needs at least one expert domain")
     groups = [_indices(names, d, f"expert {e}") for e, d in experts.items()]
+    shared = sorted({names[i] for g in groups for i in g if sum(i in h for h in groups) > 1})
+    if shared:
+        raise ConfigError(f"bts: sources {name_list(shared)} are in more than one expert domain; give each to one expert")
     mass = np.array([seed[g].sum() for g in groups])
     shares = mass / mass.sum() if how == "seed" and mass.sum() > 0 else np.full(len(groups), 1.0 / len(groups))
     w = np.zeros(len(names))
