@@ -384,3 +384,20 @@ def test_spark_path_phase_packs_equal_the_in_process_ones(phased_run, small_runs
     with pytest.raises(ConfigError, match=r"mix\.phases\.long\.long_docs splits windows in process, but source books"):
         run_stage(build_stages()["pack"], StageContext(config=spark_config, out=out, overrides={"pack": tmp_path / "p2"}))
     assert not (tmp_path / "p2").exists()
+
+
+def test_the_report_has_a_line_per_phase_with_the_long_text_share(phased_run):
+    from mixweave.mixers.long_context import phase_lines
+    from mixweave.pipeline.report import build_report
+
+    out, _, _ = phased_run
+    mixture = read_mixture_manifest(out / "mix" / "mixture.json")
+    lines = phase_lines(mixture)
+    assert [line.split(":")[0] for line in lines] == ["phase short", "phase mid", "phase long"]
+    assert lines[1].startswith("phase mid: seq_len 64, share 0.2 of the budget, ")
+    block = mixture["variants"][2]["long_docs"]
+    assert (f"upsampled x4: long-text token share {100 * block['share_before']:.1f} % -> "
+            f"{100 * block['share_after']:.1f} %") in lines[2]
+    html = build_report(out)
+    assert all(line.replace(">", "&gt;") in html for line in lines)
+    assert phase_lines({"variants": [{"kind": "expert"}]}) == []

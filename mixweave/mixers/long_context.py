@@ -244,3 +244,26 @@ def split_rows(window_ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np
     ids = np.asarray(window_ids, np.int64)
     is_long = mask[ids]
     return np.where(is_long, rank_long[ids], rank_short[ids]), is_long
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f} %"
+
+
+def phase_lines(mixture: Mapping[str, Any]) -> list[str]:
+    """The report's lines on sequence-length phases (plain text, one per phase variant of a
+    mixture.json dict): seq_len, share, budget and, with long_docs, the long-text token share
+    before -> after upsampling, overall and per source. [] without phases."""
+    lines = []
+    for v in mixture.get("variants") or []:
+        if v.get("kind") != "phase":
+            continue
+        line = (f"phase {v['name']}: seq_len {v['seq_len']}, share {v.get('share', 0):.3g} of the budget, "
+                f"{v['budget_tokens']:,.0f} tokens")
+        docs = v.get("long_docs")
+        if docs:
+            per = ", ".join(f"{n} {_pct(s['before'])} -> {_pct(s['after'])}" for n, s in sorted(docs["sources"].items()))
+            line += (f"; documents of >= {docs['min_tokens']} tokens upsampled x{docs['upsample']:g}: long-text token "
+                     f"share {_pct(docs['share_before'])} -> {_pct(docs['share_after'])} ({per})")
+        lines.append(line)
+    return lines

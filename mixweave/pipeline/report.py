@@ -262,14 +262,23 @@ def variants_section(mixture: dict, mix_dir: Path, export_manifest: dict | None)
         weights = {s["name"]: s["weight"] for s in read_mixture_manifest(mix_dir / v["mixture"])["sources"]}
         e = exports.get(v["name"])
         where = f"export/{e['folder']}/ ({', '.join(sorted(e['formats']))})" if e else "-"
-        rows.append([v["name"], v["kind"], v["seq_len"], v["budget_tokens"], *[weights.get(n, 0.0) for n in names],
-                     where])
+        rows.append([v["name"], v["kind"], v["seq_len"], v["budget_tokens"],  # a phase's <source>.long counts as its source
+                     *[weights.get(n, 0.0) + weights.get(n + ".long", 0.0) for n in names], where])
     trained = [v["name"] for v in entries if v["kind"] == "phase"]
     note = (f"The built-in trainer trains the phases in order ({' → '.join(trained)}), steps shared by token budget. "
             if trained else "")
     return ("<h2>Variants</h2><p>Each variant is its own mixture.json over its own pack (mix/variants/). "
             + html.escape(note) + "</p>"
             + _table(["variant", "kind", "seq_len", "budget tokens", *names, "exports"], rows))
+
+
+def phases_paragraph(mixture: dict) -> str:
+    """One line per sequence-length phase: seq_len, share, budget and, with long_docs, the long-text
+    token share before -> after upsampling (:func:`mixweave.mixers.long_context.phase_lines`)."""
+    from ..mixers.long_context import phase_lines
+
+    lines = phase_lines(mixture)
+    return "<p>" + "<br>".join(html.escape(line) for line in lines) + "</p>" if lines else ""
 
 
 def bts_section(mixture: dict, mix_dir: Path) -> str:
@@ -436,6 +445,7 @@ def build_report(out: str | Path, *, utility_path: str | Path | None = None, tit
         if learned:
             parts.append(learned)
         parts.append(variants_section(mixture, mixture_file.parent, manifests.get("export")))
+        parts.append(phases_paragraph(mixture))
         parts.append(bts_section(mixture, mixture_file.parent))
 
     if table is not None:
