@@ -410,6 +410,26 @@ def test_variant_mixtures_are_realised_by_the_trainers_samplers(variant_export, 
                       variant_export.windows[name], tmp_path / name)
 
 
+def test_export_cli_variant_flag(phased, tmp_path, capsys):
+    from cli_helpers import run_cli
+
+    base = ["export", "--format", "megatron", "--format", "olmo", "--pack", str(phased.pack), "--mixture",
+            str(phased.mixture)]
+    code, out, err = run_cli([*base, "--out", str(tmp_path / "one"), "--variant", "long"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["long"]
+    long = phased.variants["long"]
+    for name in SOURCES:  # the phase's own windows at S=64, token-exact
+        got = np.fromfile(tmp_path / "one" / "long" / "megatron" / f"{name}_text_document.bin", np.uint16)
+        assert np.array_equal(got.reshape(-1, 64), read_windows(long.pack_dir, name))
+    code, out, err = run_cli([*base, "--out", str(tmp_path / "all"), "--variant", "all"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["long", "megatron", "olmo", "short"]
+    assert sorted(p.name for p in (tmp_path / "all" / "short").iterdir()) == ["megatron", "olmo"]
+    code, out, err = run_cli([*base, "--out", str(tmp_path / "bad"), "--variant", "medium"], capsys)
+    assert code != 0 and "no variant 'medium'" in err and "short, long" in err and "Traceback" not in err
+
+
 def test_report_has_a_variants_section(variant_export, phased):
     from mixweave.pipeline.report import variants_section
 

@@ -220,7 +220,10 @@ def load_plan(pack_dir: str | Path, mixture_path: str | Path, *,
     """Read mixture.json (validated) and the pack manifest; ``holdout``: windows per source kept
     out of training (the last ones of each source), e.g. for evaluation."""
     mixture = read_mixture_manifest(mixture_path)
-    if mixture.get("phases"):
+    if mixture.get("variants"):  # sequence-length phases / bts sets: each variant is planned from its own file
+        log.info("%s: this plan is the overall mixture's; its %d variant(s) are planned from their own mixture files "
+                 "(mixture_variants)", mixture_path, len(mixture["variants"]))
+    elif mixture.get("phases"):
         log.warning("%s has %d phases; this plan uses the overall mixture (one blend over the whole run). "
                     "Write one mixture per phase for phase-wise blends.", mixture_path, len(mixture["phases"]))
     info = windows_info(pack_dir)

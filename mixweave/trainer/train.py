@@ -17,6 +17,13 @@ same numbers go to ``out/metrics.jsonl``. Step losses stay on the device until t
 per log interval, not one per micro-step. Between log lines, :class:`~mixweave.data.progress.Progress`
 shows steps done, tokens/s and the ETA (a bar on a terminal, a log line every 15 s otherwise). A finished run writes ``out/eval.json`` and ``out/_manifest.json``.
 
+Sequence-length phases: when mixture.json lists ``phase`` variants (each its own mixture over its
+own pack, in training order), :func:`train` trains them in order (:func:`train_phases`): one model
+built for the largest seq_len, each phase with its own plan, sampler and dataset at its seq_len, the
+steps shared out by the phases' token budgets (:func:`phase_steps`), one LR schedule over the whole
+run, checkpoints recording (phase, sampler position), an eval of each phase's held-out windows at
+its end and metrics tagged with the phase. Without phase variants nothing changes.
+
 Multi-process: when ``torch.distributed`` is initialised the model is wrapped in DDP and each rank
 reads its own shard of the order (:class:`MixtureSampler`).
 """
