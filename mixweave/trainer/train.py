@@ -248,8 +248,9 @@ def train_phases(phases: list[PhaseSpec], out_dir: str | Path, cfg: TrainConfig,
     (its rope cache), each phase with its own plan, sampler and dataset at its own seq_len; steps
     shared out by :func:`phase_steps`; one LR schedule over the whole run; checkpoints record the
     phase and its sampler position, so a killed run resumes inside the right phase; each phase is
-    evaluated at its end on its held-out windows; metrics carry the phase. Cost: one phase's
-    windows in memory at a time (each loaded when its phase starts)."""
+    evaluated at its end on its held-out windows (benchmarks once, at the end, at the last phase's
+    seq_len); metrics carry the phase. Cost: one phase's windows in memory at a time (each loaded
+    when its phase starts)."""
     if not phases:
         raise InputError("train_phases needs at least one phase")
     names = [p.name for p in phases]
