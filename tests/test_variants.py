@@ -14,10 +14,8 @@ mixture.json (schema 2) that :func:`mixture_variants` resolves.
 from __future__ import annotations
 
 import json
-import logging
 import re
 import shutil
-import time
 import types
 from pathlib import Path
 
@@ -258,7 +256,6 @@ def variant_export(full_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("variant_export")
     run = full_run.out
     pack, mix = root / "pack", root / "mix"
-    started = time.perf_counter()
     shutil.copytree(run / "pack", pack)
     shutil.copytree(run / "mix", mix)
     repack(run, full_run.config, pack / "phases" / "p128", PHASE_S)
@@ -275,7 +272,6 @@ def variant_export(full_run, tmp_path_factory):
     config = full_run.config_for(run, export={"formats": list(FORMATS)})
     report = run_stage(build_stages()["export"], StageContext(config=config, out=run, overrides=overrides))
     assert report.status == "ran"
-    logging.getLogger(__name__).warning("variant export fixture: %.1f s after the full run", time.perf_counter() - started)
     variants = {v.name: v for v in mixture_variants(mixture, pack_root=pack)}
     windows = {name: {n: read_windows(v.pack_dir, n) for n in windows_info(v.pack_dir).sources}
                for name, v in variants.items()}

@@ -6,9 +6,7 @@ built-in trainer trained through the phases, and the report's Variants section."
 from __future__ import annotations
 
 import json
-import logging
 import shutil
-import time
 
 import pytest
 import yaml
@@ -36,22 +34,20 @@ def phased_cli_run(small_runs, tmp_path_factory):
     config.write_text(yaml.safe_dump(data))
     from mixweave.cli import main
 
-    started = time.perf_counter()
     try:
         main(["run", str(config)])
         code = 0
     except SystemExit as exc:
         code = exc.code or 0
     assert code == 0
-    logging.getLogger(__name__).warning("phased mixweave run: %.1f s after the small run", time.perf_counter() - started)
-    return out
+    return out, config
 
 
 def test_phased_run_exports_every_phase_read_by_the_trainers_libraries(phased_cli_run, tmp_path):
     from mixweave.data.manifest import read_manifest, verify_stage
     from mixweave.trainer.plan import load_plan
 
-    out = phased_cli_run
+    out, _ = phased_cli_run
     variants = mixture_variants(out / "mix" / "mixture.json")
     assert [(v.name, v.kind, v.seq_len) for v in variants] == [("short", "phase", 128), ("long", "phase", 256)]
     assert variants[0].pack_dir == out / "pack" and variants[1].pack_dir == out / "pack" / "phases" / "long"
@@ -69,3 +65,14 @@ def test_phased_run_exports_every_phase_read_by_the_trainers_libraries(phased_cl
     assert [m["phase"] for m in metrics if "loss" in m] == ["short", "short", "long"]
     report = (out / "report.html").read_text()
     assert "<h2>Variants</h2>" in report and "export/long/ (datatrove, hf, mds, megatron, olmo)" in report
+
+
+def test_export_cli_with_config_names_the_variant_folders(phased_cli_run, capsys):
+    from cli_helpers import run_cli
+
+    out, config = phased_cli_run
+    code, stdout, err = run_cli(["export", "--config", str(config), "--variant", "long"], capsys)
+    assert code == 0, err
+    assert f"phase long (seq_len 256): {out / 'export' / 'long'}/<format>" in stdout and "short" not in stdout
+    code, stdout, err = run_cli(["export", "--config", str(config), "--variant", "mid"], capsys)
+    assert code != 0 and "no variant 'mid'" in err and "short, long" in err
