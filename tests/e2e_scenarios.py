@@ -34,11 +34,19 @@ FAST_JVM_FLAGS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 """Short-lived test JVMs: C1 only (C2's warm-up costs more CPU than it saves in a job of seconds)."""
 
 
-def write_config(corpus, work: Path, master: str = "local[2]") -> Path:
-    """The reference's config as YAML (JSON is YAML) with ``spark.master``, writing to ``work/out``."""
+DISTRIBUTED_ORDER = {"partitions": 3, "distributed_min_docs": 0, "pack_file_windows": 3}
+"""The local[1] and standalone scenarios' order settings over the reference's: knn, dedup, order and
+pack on their Spark paths, as conftest's ``distributed_run`` (local[2], in process), which their
+tests compare them with: the same bytes on 1 task slot, 2, and a cluster's executors."""
+
+
+def write_config(corpus, work: Path, master: str = "local[2]", **order) -> Path:
+    """The reference's config as YAML (JSON is YAML) with ``spark.master`` and ``order`` settings
+    over the reference's, writing to ``work/out``."""
     work.mkdir(parents=True, exist_ok=True)
     conf = {"spark.driver.extraJavaOptions": FAST_JVM_FLAGS, "spark.executor.extraJavaOptions": FAST_JVM_FLAGS}
     data = corpus.config_data(work / "out", corpus.globs, spark={"master": master, "driver_memory": "1g", "conf": conf})
+    data["order"] = {**data["order"], **order}
     (work / "c.yaml").write_text(json.dumps(data, indent=1))
     return work / "c.yaml"
 
@@ -111,7 +119,8 @@ def sigkill_then_rerun(corpus, work: Path, reference: Path):
 
 
 def standalone_cluster(corpus, work: Path):
-    """A real Spark standalone master and worker on loopback, started with the classes pyspark ships."""
+    """A real Spark standalone master and worker on loopback, started with the classes pyspark ships,
+    running the config with :data:`DISTRIBUTED_ORDER` (every ICP stage as Spark tasks on its executor)."""
     import pyspark
 
     spark_home = Path(pyspark.__file__).parent
@@ -141,7 +150,7 @@ def standalone_cluster(corpus, work: Path):
                                    "--host", "127.0.0.1", "--cores", "2", "--memory", "2g", "--webui-port", str(_free_port())],
                                   env=cluster_env, stdout=logs, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   start_new_session=True)
-        result = mixweave_run(write_config(corpus, work, master=f"spark://127.0.0.1:{port}"))
+        result = mixweave_run(write_config(corpus, work, master=f"spark://127.0.0.1:{port}", **DISTRIBUTED_ORDER))
         return types.SimpleNamespace(master_started=True, log=log_path.read_text()[-2000:], result=result,
                                      out=work / "out")
     finally:
@@ -157,11 +166,12 @@ def standalone_cluster(corpus, work: Path):
 
 def spark_submit_local1(corpus, work: Path):
     """The whole run under spark-submit (it needs a .py entry file, mixweave/submit.py) with
-    ``--master local[1]``, which wins over the config's local[2]: one task at a time must give the
-    reference's bytes."""
+    ``--master local[1]``, which wins over the config's local[2], and :data:`DISTRIBUTED_ORDER`: one
+    task at a time must give the reference's bytes (ingest, count, embed) and ``distributed_run``'s
+    (knn .. mix)."""
     import pyspark
 
-    config = write_config(corpus, work)
+    config = write_config(corpus, work, **DISTRIBUTED_ORDER)
     spark_submit_bin = Path(pyspark.__file__).parent / "bin" / "spark-submit"
     entry = subprocess.run([sys.executable, "-m", "mixweave.submit", "--path"], capture_output=True, text=True,
                            check=True).stdout.strip()

@@ -4,7 +4,9 @@ Every scenario (tests/e2e_scenarios.py) runs ``mixweave run`` on the small runs'
 sources (tests/conftest.py, ``small_corpus``) with the same settings, and compares artifacts by the
 sha256 lists of their manifests against the session's ``reference`` run of that config
 (``small_runs``: in process, on local[2]). Crash scenarios start from a copy of the reference's
-stages before the one they break.
+stages before the one they break. The local[1] and standalone-cluster scenarios run knn, dedup,
+order and pack on their Spark paths (``DISTRIBUTED_ORDER``) and compare those stages with the
+session's ``distributed_run`` (the same settings on local[2], in process).
 
 The scenarios are independent processes: the session fixture ``e2e_scenarios`` (tests/conftest.py)
 starts them all when the session starts and these tests, ordered last, each wait for their own and
@@ -13,10 +15,11 @@ check it: the suite waits for the slowest scenario, and the other tests run mean
 
 from __future__ import annotations
 
+import json
 import signal
 
 import pytest
-from e2e_scenarios import fingerprints
+from e2e_scenarios import STAGES, fingerprints
 
 from mixweave.data.manifest import read_manifest
 
@@ -28,16 +31,29 @@ def scenarios(e2e_scenarios):
     return e2e_scenarios
 
 
+def assert_spark_paths_equal(out, reference, distributed_run) -> None:
+    """A scenario run with ``DISTRIBUTED_ORDER``: ingest, count and embed equal the reference's, and
+    knn, dedup, order, pack (every source on its Spark path) and mix equal ``distributed_run``'s
+    (local[2], in process, the same order settings)."""
+    assert json.loads((out.parent / "c.yaml").read_text())["order"] == distributed_run.order
+    got, ref, dist = fingerprints(out), fingerprints(reference), fingerprints(distributed_run.out)
+    first = STAGES.index("knn")
+    assert {s: got[s] for s in STAGES[:first]} == {s: ref[s] for s in STAGES[:first]}
+    assert {s: got[s] for s in STAGES[first:]} == {s: dist[s] for s in STAGES[first:]}
+    assert {e["path"] for e in read_manifest(out / "order")["order"].values()} == {"spark"}
+    assert {e["path"] for e in read_manifest(out / "pack")["windows"]["sources"].values()} == {"spark"}
+    assert (out / "mix/mixture.json").read_bytes() == (distributed_run.out / "mix/mixture.json").read_bytes()
+
+
 # ------------------------------------------------------------------------------------------ tests
-def test_spark_submit_local1_equals_local2(scenarios):
+def test_spark_submit_local1_equals_local2(scenarios, distributed_run):
     run = scenarios.submit_local1.result()
     assert run.result.returncode == 0, run.result.stderr[-3000:]
     ingest = read_manifest(run.out / "ingest")
     assert ingest["spark_master"] == "local[1]"  # spark-submit's --master won over the config's local[2]
     assert ingest["counts"]["n_docs"] > 0 and ingest["counts"]["input_equals_kept_plus_quarantined"]
     assert "report:" in run.result.stdout and (run.out / "report.html").is_file()
-    assert fingerprints(run.out) == fingerprints(scenarios.reference)
-    assert (run.out / "mix/mixture.json").read_bytes() == (scenarios.reference / "mix/mixture.json").read_bytes()
+    assert_spark_paths_equal(run.out, scenarios.reference, distributed_run)
 
 
 def test_fault_injection_then_resume_is_identical(scenarios):
@@ -62,8 +78,9 @@ def test_sigkill_mid_run_then_rerun_is_identical(scenarios):
     assert fingerprints(run.out) == fingerprints(scenarios.reference)
 
 
-def test_standalone_cluster_equals_local(scenarios):
+def test_standalone_cluster_equals_local(scenarios, distributed_run):
     run = scenarios.standalone.result()
     assert run.master_started, "the Spark master did not start: " + run.log
     assert run.result.returncode == 0, run.result.stderr[-3000:] + run.log
-    assert fingerprints(run.out) == fingerprints(scenarios.reference)
+    assert read_manifest(run.out / "ingest")["spark_master"].startswith("spark://")
+    assert_spark_paths_equal(run.out, scenarios.reference, distributed_run)
