@@ -316,20 +316,58 @@ def coherence_section(export_manifest: dict) -> str | None:
                      [[("-" if v is None else v) for v in r] for r in rows]))
 
 
-def adjacent_cosines(out: Path, source: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
-    from ..data.artifacts import load_embeddings, load_order
+ADJACENT_PAIRS = 200_000
+"""Pairs of each kind that :func:`adjacent_cosines` reads at most per source."""
 
-    order_manifest = read_manifest(out / "order")
-    if order_manifest is None or source not in order_manifest.get("order", {}) or read_manifest(out / "embed") is None:
+
+def adjacent_cosines(out: Path, source: str, seed: int = 0,
+                     max_pairs: int = ADJACENT_PAIRS) -> tuple[np.ndarray, np.ndarray] | None:
+    """Cosines of consecutive documents in the ICP order and in a seeded random order of the same
+    documents (the report's histogram), read with bounded memory: the order files and the embed
+    blocks memory-mapped, embedding rows gathered by global index in blocks of 16,384 pairs.
+
+    A source of at most ``max_pairs + 1`` ordered documents gives every pair (the random order a
+    permutation), as the whole-array computation did. A larger one gives a seeded uniform sample of
+    ``max_pairs`` adjacent positions and ``max_pairs`` pairs of two distinct random positions (the
+    adjacent pairs of a random permutation, sampled): O(max_pairs) memory and reads, whatever N;
+    a histogram bin's share is then within ~1/sqrt(4 max_pairs) (0.0011) of the whole order's."""
+    from ..data.artifacts import order_files
+    from ..jobs.knn import Blocks, RowReader
+
+    order_manifest, embed_manifest = read_manifest(out / "order"), read_manifest(out / "embed")
+    if order_manifest is None or source not in order_manifest.get("order", {}) or embed_manifest is None:
         return None
-    order = load_order(out / "order", source)
-    if order.size < 3:
+    maps = [np.load(p, mmap_mode="r") for p in order_files(out / "order", source)]
+    starts = np.concatenate([[0], np.cumsum([m.shape[0] for m in maps])]).astype(np.int64)
+    n = int(starts[-1])
+    if n < 3:
         return None
-    X = load_embeddings(out / "embed", source)
-    icp = np.einsum("ij,ij->i", X[order[:-1]], X[order[1:]])
-    rand = np.random.default_rng(seed).permutation(order)
-    random = np.einsum("ij,ij->i", X[rand[:-1]], X[rand[1:]])
-    return icp, random
+    rows = RowReader(Blocks.from_files([out / "embed" / rel for rel in embed_manifest["embeddings"][source]["files"]]))
+
+    def docs(positions: np.ndarray) -> np.ndarray:  # order[positions], from the memory-mapped files
+        which = np.searchsorted(starts, positions, side="right") - 1
+        result = np.empty(positions.size, np.int64)
+        for f in np.unique(which):
+            at = np.flatnonzero(which == f)
+            result[at] = maps[f][positions[at] - starts[f]]
+        return result
+
+    def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        result = np.empty(a.size, np.float32)
+        for lo in range(0, a.size, 16_384):
+            hi = min(a.size, lo + 16_384)
+            result[lo:hi] = np.einsum("ij,ij->i", rows.rows(a[lo:hi]), rows.rows(b[lo:hi]))
+        return result
+
+    rng = np.random.default_rng(seed)
+    if n - 1 <= max_pairs:
+        order = docs(np.arange(n, dtype=np.int64))
+        rand = rng.permutation(order)
+        return cosines(order[:-1], order[1:]), cosines(rand[:-1], rand[1:])
+    at = np.sort(rng.choice(n - 1, size=max_pairs, replace=False))
+    u = rng.integers(0, n, max_pairs)
+    v = (u + rng.integers(1, n, max_pairs)) % n  # uniform over the other positions
+    return cosines(docs(at), docs(at + 1)), cosines(docs(u), docs(v))
 
 
 def chart_icp(out: Path, sources: list[str]) -> bytes | None:

@@ -1,0 +1,82 @@
+"""Bounded-memory readers of the ICP chain at corpus scale, against the whole-array results:
+the report's adjacent cosines (order files and embed blocks memory-mapped, a seeded sample above
+``max_pairs``)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from test_retrieval_partition import clustered
+
+
+def _manifest(folder, stage: str, **fields) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "_manifest.json").write_text(json.dumps({"stage": stage, "files": [], **fields}))
+
+
+@pytest.fixture(scope="module")
+def ordered_run(tmp_path_factory):
+    """A run folder with an embed stage (3 uneven blocks) and an order stage (3 uneven files) of one
+    source: 3,000 documents, 2,900 of them ordered (the rest removed by dedup)."""
+    out = tmp_path_factory.mktemp("ordered_run")
+    rng = np.random.default_rng(4)
+    X = clustered(3000, 24, 30, seed=3)
+    (out / "embed/s").mkdir(parents=True)
+    files, at = [], 0
+    for i, rows in enumerate((1000, 1, 1999)):
+        np.save(out / f"embed/s/part-{i:05d}.npy", X[at:at + rows])
+        files.append(f"s/part-{i:05d}.npy")
+        at += rows
+    _manifest(out / "embed", "embed", embeddings={"s": {"files": files, "dim": 24}})
+    kept = rng.permutation(3000)[:2900].astype(np.int64)
+    centres = np.random.default_rng(3).standard_normal((30, 24))  # clustered()'s centres: an ICP-like
+    order = kept[np.argsort(np.argmax(X[kept] @ centres.T, axis=1), kind="stable")]  # order, by topic
+    (out / "order/s").mkdir(parents=True)
+    names = []
+    for i, (lo, hi) in enumerate(((0, 700), (700, 701), (701, 2900))):
+        np.save(out / f"order/s/order-{i:05d}.npy", order[lo:hi])
+        names.append(f"s/order-{i:05d}.npy")
+    _manifest(out / "order", "order", order={"s": {"files": names}})
+    return out, X, order
+
+
+def test_adjacent_cosines_every_pair_equals_the_whole_array_result(ordered_run):
+    from mixweave.pipeline.report import adjacent_cosines
+
+    out, X, order = ordered_run
+    icp, random = adjacent_cosines(out, "s", seed=3)
+    rand = np.random.default_rng(3).permutation(order)  # the whole-array computation it replaces
+    assert np.array_equal(icp, np.einsum("ij,ij->i", X[order[:-1]], X[order[1:]]))
+    assert np.array_equal(random, np.einsum("ij,ij->i", X[rand[:-1]], X[rand[1:]]))
+    assert icp.dtype == random.dtype == np.float32
+
+
+def test_adjacent_cosines_sample_above_max_pairs(ordered_run):
+    """Above ``max_pairs``: ``max_pairs`` adjacent pairs of the order (each an exact cosine of a pair
+    at distinct positions), seeded, and a histogram close to the whole one."""
+    from mixweave.pipeline.report import adjacent_cosines
+
+    out, X, order = ordered_run
+    whole_icp = np.einsum("ij,ij->i", X[order[:-1]], X[order[1:]])
+    icp, random = adjacent_cosines(out, "s", seed=1, max_pairs=1000)
+    assert icp.size == random.size == 1000
+    again = adjacent_cosines(out, "s", seed=1, max_pairs=1000)
+    assert np.array_equal(icp, again[0]) and np.array_equal(random, again[1])
+    assert not np.array_equal(icp, adjacent_cosines(out, "s", seed=2, max_pairs=1000)[0])
+    # every sampled ICP cosine is one of the order's adjacent cosines, no position twice
+    values, counts = np.unique(whole_icp, return_counts=True)
+    got, got_counts = np.unique(icp, return_counts=True)
+    assert np.isin(got, values).all() and (got_counts <= counts[np.searchsorted(values, got)]).all()
+    # random pairs: two distinct documents (a document with itself would be cosine 1), distributed
+    # as the adjacent pairs of a random permutation (the every-pair result)
+    assert random.max() < 0.999
+    bins = np.linspace(-0.2, 1.0, 25)
+    whole_hist = np.histogram(whole_icp, bins)[0] / whole_icp.size
+    assert np.abs(np.histogram(icp, bins)[0] / icp.size - whole_hist).max() < 0.05
+    permuted = adjacent_cosines(out, "s", seed=1)[1]
+    rand_whole = np.histogram(permuted, bins)[0] / permuted.size
+    assert np.abs(np.histogram(random, bins)[0] / random.size - rand_whole).max() < 0.05
+    assert icp.mean() > random.mean() + 0.1  # the ordered pairs stay far more similar
