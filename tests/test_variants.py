@@ -25,20 +25,14 @@ import torch
 
 from mixweave.data.mixture_manifest import mixture_variants, read_mixture_manifest, write_mixture_manifest
 from mixweave.data.windows import read_windows, windows_info, write_pack_artifact
-from mixweave.trainer.sample_data import build_sample_inputs, sample_mixture
+from mixweave.trainer.sample_data import sample_mixture
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 SOURCES = ["books", "code", "web"]
 BATCH = 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and stay fast on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _stats(pack: Path) -> dict:
@@ -70,18 +64,16 @@ def _texts(source: str, limit: int) -> list[str]:
 
 # ------------------------------------------------------------------------------------- trainer
 @pytest.fixture(scope="module")
-def phased(tmp_path_factory):
-    """Two phases: ``short`` (S=32, the main pack, 6 steps' budget) then ``long`` (S=64, its own pack
-    under pack/phases/long, 3 steps' budget), batch 4."""
+def phased(tiny_sample, tmp_path_factory):
+    """Two phases: ``short`` (S=32, a copy of the session's tiny sample pack, 6 steps' budget) then
+    ``long`` (S=64, the same texts in its own pack under pack/phases/long, 3 steps' budget), batch 4."""
     from mixweave.data.tokenizer import load_tokenizer
     from mixweave.retrieval.pack import pack_windows
 
     root = tmp_path_factory.mktemp("phased")
-    limit = 20_000
-    sample = build_sample_inputs(root / "base", seq_len=32, corpus_dir=CORPUS, sources=SOURCES,
-                                 max_chars_per_source=limit, vocab_size=512, max_epochs=3.0)
-    pack = sample.pack_dir
-    tok = load_tokenizer(str(root / "base" / "tokenizer" / "tokenizer.json"))
+    limit = 20_000  # tiny_sample's characters a source
+    pack = Path(shutil.copytree(tiny_sample.pack_dir, root / "pack"))
+    tok = load_tokenizer(windows_info(pack).tokenizer["path"])
     long_windows = {}
     for i, name in enumerate(SOURCES):  # the same texts as build_sample_inputs, cut at S=64
         ids = tok.encode_batch(_texts(name, limit))
@@ -327,6 +319,16 @@ def test_every_variant_is_exported_in_every_format_naming_the_final_folder(varia
             assert Path(hit).exists() or Path(hit + ".bin").exists(), (path, hit)
     assert named > 100
     assert f"{ve.export}/p128/megatron/code_text_document" in (ve.export / "p128" / "megatron" / "data_path.txt").read_text()
+    # p256 is the run's own mixture over the main pack: its files are the main export's, bar the folder
+    # that the trainer configs name (so the library reads below cover p128, the pack of its own)
+    for fmt in ve.formats:
+        main, p256 = ve.export / fmt, ve.export / "p256" / fmt
+        files = sorted(p.relative_to(main) for p in main.rglob("*") if p.is_file() and p.name != "_manifest.json")
+        assert files == sorted(p.relative_to(p256) for p in p256.rglob("*")
+                               if p.is_file() and p.name != "_manifest.json") and files
+        for rel in files:
+            got = (p256 / rel).read_bytes().replace(str(p256).encode(), str(main).encode())
+            assert got == (main / rel).read_bytes(), (fmt, rel)
 
 
 def read_token_exact(root: Path, seq_len: int, windows: dict[str, np.ndarray], tmp: Path) -> None:
@@ -394,16 +396,16 @@ def read_realised(root: Path, plan, windows: dict[str, np.ndarray], tmp: Path) -
 
 
 def test_variant_exports_are_read_token_exact_by_each_trainers_library(variant_export, tmp_path):
-    for name, v in variant_export.variants.items():
-        read_token_exact(variant_export.export / name, v.seq_len, variant_export.windows[name], tmp_path / name)
+    v = variant_export.variants["p128"]
+    read_token_exact(variant_export.export / "p128", v.seq_len, variant_export.windows["p128"], tmp_path)
 
 
 def test_variant_mixtures_are_realised_by_the_trainers_samplers(variant_export, tmp_path):
     from mixweave.trainer.plan import load_plan
 
-    for name, v in variant_export.variants.items():
-        read_realised(variant_export.export / name, load_plan(v.pack_dir, v.mixture_path),
-                      variant_export.windows[name], tmp_path / name)
+    v = variant_export.variants["p128"]
+    read_realised(variant_export.export / "p128", load_plan(v.pack_dir, v.mixture_path), variant_export.windows["p128"],
+                  tmp_path)
 
 
 def test_export_cli_variant_flag(phased, tmp_path, capsys):
