@@ -1,4 +1,5 @@
-"""The ``export`` stage: the pack + mixture.json as trainer-native files, one folder per format."""
+"""The ``export`` stage: the pack + mixture.json as trainer-native files, one folder per format (and one
+per variant of mixture.json: ``export/<variant>/<format>/``)."""
 
 from __future__ import annotations
 
