@@ -80,3 +80,60 @@ def test_adjacent_cosines_sample_above_max_pairs(ordered_run):
     rand_whole = np.histogram(permuted, bins)[0] / permuted.size
     assert np.abs(np.histogram(random, bins)[0] / random.size - rand_whole).max() < 0.05
     assert icp.mean() > random.mean() + 0.1  # the ordered pairs stay far more similar
+
+
+# ------------------------------------------------------------------- the trainer's pack dataset
+@pytest.fixture(scope="module")
+def many_file_pack(tmp_path_factory):
+    """A pack of two sources in files of 3 windows (uint16 tokens, 17-token windows): 40 and 7 windows."""
+    from mixweave.data.manifest import MANIFEST_NAME, atomic_stage_dir, build_manifest, write_json_atomic
+    from mixweave.data.windows import windows_section, write_windows_files
+
+    rng = np.random.default_rng(0)
+    windows = {"a": rng.integers(0, 50257, (40, 17)).astype(np.uint16), "b": rng.integers(0, 50257, (7, 17)).astype(np.uint16)}
+    out = tmp_path_factory.mktemp("many_file_pack") / "pack"
+    with atomic_stage_dir(out) as tmp:
+        per_source = {name: {"n_windows": int(w.shape[0]), "n_tokens": int(w.size), "dropped_tokens": 0,
+                             "files": write_windows_files(tmp, name, w, per_file=3)} for name, w in windows.items()}
+        tokenizer = {"name": "gpt2", "vocab_size": 50257, "eos_id": 50256, "dtype": "uint16"}
+        manifest = build_manifest(stage="pack", stage_version=1, config={}, fingerprint_value="", inputs={}, root=tmp,
+                                  extra={"windows": windows_section(16, True, tokenizer, per_source)})
+        write_json_atomic(tmp / MANIFEST_NAME, manifest)
+    return out
+
+
+def test_pack_dataset_reads_every_window_through_a_bounded_cache(many_file_pack):
+    """Every index gives read_windows' tokens (ints, negative ints, batches with repeats, slices of
+    ``windows``, source_windows), while the cache never holds more than its files: 3 of 17."""
+    import torch
+
+    from mixweave.data.windows import read_windows
+    from mixweave.trainer.dataset import PackDataset
+
+    whole = np.concatenate([read_windows(many_file_pack, "b"), read_windows(many_file_pack, "a")])
+    ds = PackDataset(many_file_pack, ["b", "a"], cache_bytes=3 * 3 * 17 * 2)
+    assert ds.cache_files == 3 and len(ds._files) == 17 and len(ds) == 47
+    assert ds.offsets.tolist() == [0, 7] and ds.counts.tolist() == [7, 40]
+    held = []
+    for i in range(-len(ds), len(ds)):
+        item = ds[i]
+        assert item.dtype == torch.int64 and torch.equal(item, torch.from_numpy(whole[i].astype(np.int64)))
+        held.append(len(ds._cache))
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        rows = rng.integers(0, len(ds), 9)
+        assert np.array_equal(ds.batch(rows).numpy(), whole[rows])
+        assert np.array_equal(ds.__getitems__(list(rows)).numpy(), whole[rows])
+        held.append(len(ds._cache))
+    assert max(held) == 3
+    assert np.array_equal(ds.windows[5:30:4], whole[5:30:4]) and np.array_equal(ds.windows[-1], whole[-1])
+    assert ds.windows.shape == whole.shape and np.array_equal(np.asarray(ds.windows), whole)
+    assert np.array_equal(ds.source_windows("a"), whole[7:]) and ds.source_windows("b").dtype == np.uint16
+    with pytest.raises(IndexError):
+        ds[47]
+    # a cache that holds the whole pack decodes each file once, as the old whole-array load did
+    big = PackDataset(many_file_pack)
+    for _ in range(3):
+        assert np.array_equal(big.batch(np.arange(len(big))).numpy(), np.concatenate(
+            [read_windows(many_file_pack, "a"), read_windows(many_file_pack, "b")]))
+    assert big.decoded == 17 and big.names == ("a", "b")
