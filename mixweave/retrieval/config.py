@@ -41,6 +41,10 @@ class OrderConfig:
     partitions: int = 0
     """0 = one global traversal per source; N > 0 = N coarse clusters per source, each traversed as
     its own Spark task, clusters ordered by the centroid graph (for sources beyond one machine)."""
+    max_cluster_docs: int = 0
+    """Cap on a partitioned traversal's cluster (a walk task's documents): a cluster above it is cut
+    into equal slabs along its top principal direction (retrieval.partition.split_oversized), on
+    both the in-process and the Spark path; 0 = off (k-means clusters as they come)."""
     seq_len: int = 2048
     plus_one: bool = False
     """Windows of seq_len + 1 tokens overlapping by one (Megatron/nanotron convention)."""
@@ -67,7 +71,7 @@ class OrderConfig:
         if self.encoder_backend not in ("auto", "torch") and str(self.device or "").startswith("cuda"):
             raise ConfigError(f"order.encoder_backend {self.encoder_backend} runs on CPU; use auto or torch with "
                               f"device {self.device}")
-        for key in ("ivf_nlist", "ivf_nprobe", "knn_recall_sample", "pack_file_windows"):
+        for key in ("ivf_nlist", "ivf_nprobe", "knn_recall_sample", "pack_file_windows", "max_cluster_docs"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"order.{key} must be >= 0 (0 = auto), got {getattr(self, key)}")
         if self.distributed_min_docs < 0:
