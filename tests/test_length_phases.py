@@ -401,3 +401,14 @@ def test_the_report_has_a_line_per_phase_with_the_long_text_share(phased_run):
     html = build_report(out)
     assert all(line.replace(">", "&gt;") in html for line in lines)
     assert phase_lines({"variants": [{"kind": "expert"}]}) == []
+
+
+def test_phase_lines_name_sources_the_phase_does_not_draw():
+    from mixweave.mixers.long_context import phase_lines
+
+    src = {"a": {"before": 0.25, "after": 0.5}, "b": {"before": 0.9, "after": None}}
+    variant = {"kind": "phase", "name": "long", "seq_len": 2048, "share": 0.2, "budget_tokens": 4e6,
+               "long_docs": {"min_tokens": 4096, "upsample": 4, "share_before": 0.25, "share_after": 0.5, "sources": src}}
+    assert phase_lines({"variants": [variant]}) == [
+        "phase long: seq_len 2048, share 0.2 of the budget, 4,000,000 tokens; documents of >= 4096 tokens upsampled "
+        "x4: long-text token share 25.0 % -> 50.0 % (a 25.0 % -> 50.0 %); not drawn in this phase: b"]

@@ -262,8 +262,12 @@ def phase_lines(mixture: Mapping[str, Any]) -> list[str]:
                 f"{v['budget_tokens']:,.0f} tokens")
         docs = v.get("long_docs")
         if docs:
-            per = ", ".join(f"{n} {_pct(s['before'])} -> {_pct(s['after'])}" for n, s in sorted(docs["sources"].items()))
+            drawn = sorted(n for n, s in docs["sources"].items() if s["after"] is not None)
+            per = ", ".join(f"{n} {_pct(docs['sources'][n]['before'])} -> {_pct(docs['sources'][n]['after'])}"
+                            for n in drawn)
+            idle = sorted(set(docs["sources"]) - set(drawn))
             line += (f"; documents of >= {docs['min_tokens']} tokens upsampled x{docs['upsample']:g}: long-text token "
-                     f"share {_pct(docs['share_before'])} -> {_pct(docs['share_after'])} ({per})")
+                     f"share {_pct(docs['share_before'])} -> {_pct(docs['share_after'])} ({per})"
+                     + (f"; not drawn in this phase: {', '.join(idle)}" if idle else ""))
         lines.append(line)
     return lines
