@@ -137,3 +137,64 @@ def test_pack_dataset_reads_every_window_through_a_bounded_cache(many_file_pack)
         assert np.array_equal(big.batch(np.arange(len(big))).numpy(), np.concatenate(
             [read_windows(many_file_pack, "a"), read_windows(many_file_pack, "b")]))
     assert big.decoded == 17 and big.names == ("a", "b")
+
+
+# ------------------------------------------------------------------------------ cluster size caps
+def giant_cluster(seed: int = 5) -> np.ndarray:
+    """400 unit vectors: one topic of 300 documents (a cluster k-means keeps whole) and 5 of 20."""
+    from mixweave.retrieval.knn import l2_normalize
+
+    rng = np.random.default_rng(seed)
+    centres = l2_normalize(rng.standard_normal((6, 16)))
+    topic = np.r_[np.zeros(300, np.int64), np.repeat(np.arange(1, 6), 20)]
+    rng.shuffle(topic)
+    return l2_normalize(0.8 * centres[topic] + 0.6 * l2_normalize(rng.standard_normal((400, 16)))).astype(np.float32)
+
+
+def test_split_oversized_cuts_equal_slabs_along_the_principal_direction():
+    from mixweave.retrieval.partition import split_direction, split_oversized, split_scores
+
+    X = giant_cluster()
+    labels = np.r_[np.zeros(300, np.int64), np.full(100, 2)]  # labels 0 (300 docs), 2 (100), 1 empty
+    new, split = split_oversized(X, labels, 70)
+    assert split == 2 and np.array_equal(split_oversized(X, labels, 0)[0], labels)
+    same, none = split_oversized(X, labels, 300)  # at the cap: nothing to split
+    assert none == 0 and np.array_equal(same, labels)
+    sizes = np.bincount(new)
+    assert sizes[:3].tolist() == [0, 0, 0] and sizes[3:8].tolist() == [60] * 5 and sizes[8:].tolist() == [50, 50]
+    score = split_scores(X[:300], split_direction(X[:300]))  # stride 1: the whole cluster is the sample
+    for a, b in zip(range(3, 7), range(4, 8)):  # slabs are consecutive runs of the projection
+        assert score[new[:300] == a].max() <= score[new[:300] == b].min()
+    # a row's score does not depend on its batch
+    v = split_direction(X[:300])
+    assert np.array_equal(split_scores(X[:300], v)[17:40], split_scores(X[17:40], v))
+
+
+@pytest.mark.spark
+def test_max_cluster_docs_same_files_on_both_paths(spark, tmp_path):
+    """One giant cluster: with order.max_cluster_docs the in-process partitioned walk and the Spark
+    job write the same order files (element for element), every file at most the cap; without it
+    the largest cluster is above the cap."""
+    from test_jobs_order import write_shards
+
+    from mixweave.jobs.order import run_sharded_order
+    from mixweave.pipeline.stages.order import _local_order
+    from mixweave.retrieval.knn import knn
+
+    X = giant_cluster()
+    I, D = knn(X, 6, method="flat")
+    keep = np.random.default_rng(0).random(400) > 0.05
+    embed, knn_dir, dedup = write_shards(tmp_path, X, I, D, keep, shard_rows=64, embed_rows=[150, 250])
+    (tmp_path / "uncapped").mkdir()
+    files, _, _ = _local_order(embed, knn_dir, dedup, "s", 4, 0, tmp_path / "uncapped")
+    assert max(np.load(tmp_path / "uncapped" / f).size for f in files) > 80
+    (tmp_path / "local").mkdir()
+    files, _, extra = _local_order(embed, knn_dir, dedup, "s", 4, 0, tmp_path / "local", max_cluster_docs=80)
+    info = run_sharded_order(spark, embed_dir=embed, knn_dir=knn_dir, dedup_dir=dedup, source="s",
+                             out_dir=tmp_path / "spark", n_clusters=4, seed=0, n_tasks=3, work_dir=tmp_path,
+                             max_cluster_docs=80)
+    assert info["files"] == files and info["clusters_split"] >= 1 and info["n_clusters"] == extra["n_clusters"]
+    sizes = [np.load(tmp_path / "local" / f).size for f in files]
+    assert max(sizes) <= 80 and sum(sizes) == keep.sum()
+    for name in files:
+        assert np.array_equal(np.load(tmp_path / "local" / name), np.load(tmp_path / "spark" / name)), name

@@ -246,6 +246,63 @@ def _assign_task(rows_reader: EmbedRows, centroids: np.ndarray):
     return run
 
 
+SCORE_SCHEMA = pa.schema([("u", pa.int64()), ("label", pa.int64()), ("score", pa.float64())])
+
+
+def _score_task(rows_reader: EmbedRows, directions: dict):
+    """Rows ``(u, label)`` of oversized clusters -> their projection on the cluster's split direction."""
+    def run(batches):
+        from mixweave.retrieval.partition import split_scores
+
+        for batch in batches:
+            u = batch.column("u").to_numpy(zero_copy_only=False).astype(np.int64)
+            label = batch.column("label").to_numpy(zero_copy_only=False).astype(np.int64)
+            score = np.empty(u.size, np.float64)
+            for c in np.unique(label):
+                at = np.flatnonzero(label == c)
+                score[at] = split_scores(rows_reader.take(u[at]), directions[int(c)])
+            yield pa.RecordBatch.from_arrays([pa.array(u), pa.array(label), pa.array(score)], schema=SCORE_SCHEMA)
+    return run
+
+
+def _split_labels(spark, labels_path: str, rows_reader: EmbedRows, max_cluster_docs: int, out_path: str) -> tuple[str, int]:
+    """:func:`~mixweave.retrieval.partition.split_oversized` on the labels parquet: cluster sizes
+    (one row per cluster) to the driver, the split plan, the sample rows of each oversized cluster
+    (every ``stride``-th member by ``u``: about ``SPLIT_SAMPLE`` rows each) read on the driver for
+    the direction, then tasks score the members and a window ranks them by (score, u) within their
+    cluster (Spark's sort, spilling): the same labels as in process. Returns (labels path, clusters split)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from ..retrieval.partition import split_direction, split_plan
+    from .ingest import spark_schema
+
+    labels = spark.read.parquet(labels_path)
+    sizes = {int(r["label"]): int(r["count"]) for r in labels.groupBy("label").count().collect()}
+    plan = split_plan(sizes, max_cluster_docs)
+    if not plan:
+        return labels_path, 0
+    plan_frame = spark.createDataFrame(pa.table({
+        "label": [p[0] for p in plan], "size": [p[1] for p in plan], "pieces": [p[2] for p in plan],
+        "stride": [p[3] for p in plan], "base": [p[4] for p in plan]}).to_pandas())
+    big = labels.join(F.broadcast(plan_frame), "label")
+    ranked = big.withColumn("r", F.row_number().over(Window.partitionBy("label").orderBy("u")) - 1)
+    sample = ranked.filter(F.col("r") % F.col("stride") == 0).select("label", "u").toArrow()
+    s_label = sample.column("label").to_numpy().astype(np.int64)
+    s_u = sample.column("u").to_numpy().astype(np.int64)
+    directions = {}
+    for label, *_ in plan:
+        u = np.sort(s_u[s_label == label])
+        directions[label] = split_direction(rows_reader.take(u))
+    scored = big.select("u", "label").mapInArrow(_score_task(rows_reader, directions), spark_schema(SCORE_SCHEMA)) \
+        .join(F.broadcast(plan_frame), "label")
+    rank = F.row_number().over(Window.partitionBy("label").orderBy("score", "u")) - 1
+    pieces = scored.withColumn("r", rank).select("u", (F.col("base") + F.expr("(r * pieces) div size")).alias("label"))
+    rest = labels.join(F.broadcast(plan_frame.select("label")), "label", "left_anti").select("u", "label")
+    rest.unionByName(pieces).write.parquet(out_path)
+    return out_path, len(plan)
+
+
 def _edges_task(batches):
     """kNN entries ``(u, j, v, w)`` of the kept rows ``u`` of each shard (valid ids only; whether
     ``v`` is kept is settled by the join with the labels, which only kept documents have)."""
@@ -422,7 +479,7 @@ def _pair_edges(shards: list[dict], a: np.ndarray, b: np.ndarray) -> tuple[np.nd
 def run_sharded_order(spark, *, embed_dir: Path, knn_dir: Path, dedup_dir: Path, source: str, out_dir: Path,
                       n_clusters: int, seed: int, k_centroids: int = 10, train_size: int | None = None,
                       niter: int = 20, refine_rounds: int = 2, work_dir: str | Path | None = None,
-                      n_tasks: int | None = None) -> dict:
+                      n_tasks: int | None = None, max_cluster_docs: int = 0) -> dict:
     """Partitioned Algorithm 1 of one source from its shards (embed blocks, kNN and keep shards),
     every per-document step a Spark task:
 
@@ -436,6 +493,7 @@ def run_sharded_order(spark, *, embed_dir: Path, knn_dir: Path, dedup_dir: Path,
        groups them by document (neighbours sorted by position j) and votes
        (:func:`~mixweave.retrieval.partition.vote_labels`); removed documents have no label, so the
        join drops them as ``restrict_knn`` does, and global ids keep the kept numbering's order;
+       with ``max_cluster_docs`` clusters above it are cut into slabs (:func:`_split_labels`);
     4. a shuffle by cluster brings each cluster's documents (ascending) and in-cluster neighbours
        together; a task builds the block (``cluster_blocks``), walks it, writes the path and returns
        its centroid sums (exact integers) and metric partial sums;
@@ -512,6 +570,8 @@ def run_sharded_order(spark, *, embed_dir: Path, knn_dir: Path, dedup_dir: Path,
                 labels_path = next_path
                 if changed == 0:
                     break
+            labels_path, clusters_split = _split_labels(spark, labels_path, rows_reader, max_cluster_docs,
+                                                        str(Path(tmp) / "labels-split"))
             t_refine = time.perf_counter()
             labels = spark.read.parquet(labels_path).select("u", F.col("label").alias("cluster"))
             nb = (edges.join(labels.select(F.col("u").alias("v"), F.col("cluster").alias("lv")), "v")
@@ -545,7 +605,8 @@ def run_sharded_order(spark, *, embed_dir: Path, knn_dir: Path, dedup_dir: Path,
         "n_clusters": int(labels_found.size),
         "cluster_size_min": int(sizes.min()), "cluster_size_median": float(np.median(sizes)),
         "cluster_size_max": int(sizes.max()), "k_centroids": int(k_centroids), "refine_rounds": int(refine_rounds),
-        "refine_rounds_run": rounds_run, "seed": int(seed),
+        "refine_rounds_run": rounds_run, "max_cluster_docs": int(max_cluster_docs),
+        **({"clusters_split": clusters_split} if clusters_split else {}), "seed": int(seed),
         "edge_retention": round(float(np.sum(res["in_cluster"]) / entries) if entries else 1.0, 6),
         "kmeans_train_s": round(t_train - t0, 4), "assign_s": round(t_assign - t_train, 4),
         "refine_s": round(t_refine - t_assign, 4), "walk_s": round(t_walk - t_refine, 4),

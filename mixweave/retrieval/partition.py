@@ -15,7 +15,9 @@ cluster is walked on its own:
    100k spec set with 16 clusters only 37% of kNN entries stay inside a cluster and the walk loses 14% of its
    adjacent cosine); one vote round lifts that to 91% and a 0.7% loss, two to 94% and 0.3%. Each
    round is O(Nk) and data-parallel (a join of the kNN edges with the labels). Clusters that end
-   up empty are dropped; each cluster's centroid is the normalised mean of its documents.
+   up empty are dropped; each cluster's centroid is the normalised mean of its documents. With
+   ``max_cluster_docs`` set, a cluster above it is cut into equal slabs along its top principal
+   direction (:func:`split_oversized`), so a walk task holds at most that many documents.
 2. **Walk per cluster.** A cluster's kNN rows are restricted to the cluster and renumbered to
    local ids (exactly :func:`~mixweave.retrieval.dedup.restrict_knn` with ``labels == c``), and
    Algorithm 1 runs on them; the local path is mapped back to global ids. Edges that cross
@@ -248,9 +250,80 @@ def cluster_centroids(X: np.ndarray, labels: np.ndarray, n_labels: int) -> np.nd
     return centroids_from_sums(centroid_sums(X, labels, n_labels))
 
 
+SPLIT_SAMPLE = 1024
+"""Rows (about) from which an oversized cluster's split direction is estimated."""
+
+
+def split_plan(sizes: dict[int, int], max_cluster_docs: int) -> list[tuple[int, int, int, int, int]]:
+    """``(label, size, pieces, stride, base)`` of each cluster above ``max_cluster_docs`` (0 = off),
+    ascending by label: ``pieces = ceil(size / max)``, the split sample takes every ``stride``-th
+    member (by ascending id), and the pieces get the new labels ``base .. base + pieces - 1``, after
+    every label in ``sizes``. Depends on the cluster sizes only (metadata: one entry per cluster)."""
+    if max_cluster_docs <= 0 or not sizes:
+        return []
+    plan, base = [], max(sizes) + 1
+    for label in sorted(sizes):
+        size = int(sizes[label])
+        if size > max_cluster_docs:
+            pieces = -(-size // int(max_cluster_docs))
+            plan.append((int(label), size, pieces, max(1, size // SPLIT_SAMPLE), base))
+            base += pieces
+    return plan
+
+
+def split_direction(sample: np.ndarray) -> np.ndarray:
+    """float64 [d]: the top principal direction of the (centred) sample rows, its largest-magnitude
+    component positive (a unique sign)."""
+    Y = np.asarray(sample, np.float64)
+    Y = Y - Y.mean(axis=0, keepdims=True)
+    v = np.linalg.svd(Y, full_matrices=False)[2][0] if Y.shape[0] > 1 else np.eye(Y.shape[1])[0]
+    return v if v[np.argmax(np.abs(v))] > 0 else -v
+
+
+def split_scores(X: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """float64 projection of every row on ``direction``: row-wise float64 sums, so a row's score
+    does not depend on the batch it is scored in."""
+    return (np.asarray(X, np.float32).astype(np.float64) * np.asarray(direction, np.float64)).sum(axis=1)
+
+
+def split_pieces(scores: np.ndarray, ids: np.ndarray, pieces: int) -> np.ndarray:
+    """Piece of each member of one cluster: members ranked by (score, id) and cut into ``pieces``
+    contiguous runs of equal size (+-1): every piece holds at most ``ceil(size / pieces)``."""
+    size = int(np.asarray(ids).size)
+    rank = np.empty(size, np.int64)
+    rank[np.lexsort((np.asarray(ids), np.asarray(scores)))] = np.arange(size, dtype=np.int64)
+    return rank * int(pieces) // max(size, 1)
+
+
+def split_oversized(X: np.ndarray, labels: np.ndarray, max_cluster_docs: int) -> tuple[np.ndarray, int]:
+    """Cap cluster sizes (``max_cluster_docs``, 0 = off): each cluster above it is cut into
+    ``ceil(size / max)`` slabs of equal size along its top principal direction (estimated from
+    every ``stride``-th member, about :data:`SPLIT_SAMPLE` rows), members ranked by projection;
+    the slabs get new labels (:func:`split_plan`). Returns (labels, clusters split).
+
+    Why slabs, not a second k-means: the cap holds exactly in one pass (k-means pieces are as
+    uneven as the clusters they split), the rank cut is a sort Spark does with spilling, and a slab
+    is still a contiguous region of the cluster (its kNN edges mostly stay inside; those across a
+    cut are lost, like the edges across clusters). Cost: O(size d) per oversized cluster."""
+    labels = np.asarray(labels, np.int64)
+    if max_cluster_docs <= 0 or labels.size == 0:
+        return labels, 0
+    sizes = np.bincount(labels)
+    plan = split_plan({int(c): int(sizes[c]) for c in np.flatnonzero(sizes)}, max_cluster_docs)
+    if not plan:
+        return labels, 0
+    X = np.asarray(X, np.float32)
+    new = labels.copy()
+    for label, _size, pieces, stride, base in plan:
+        members = np.flatnonzero(labels == label)
+        direction = split_direction(X[members[::stride]])
+        new[members] = base + split_pieces(split_scores(X[members], direction), members, pieces)
+    return new, len(plan)
+
+
 def plan_partitions(X: np.ndarray, *, n_clusters: int, seed: int = 0, k_centroids: int = 10,
                     train_size: int | None = None, niter: int = 20, I: np.ndarray | None = None,
-                    D: np.ndarray | None = None, refine_rounds: int = 2) -> PartitionPlan:
+                    D: np.ndarray | None = None, refine_rounds: int = 2, max_cluster_docs: int = 0) -> PartitionPlan:
     """Clusters (:func:`coarse_clusters`, then :func:`refine_labels` when the kNN arrays ``I``,
     ``D`` are given) and their walk order (:func:`order_clusters` over the non-empty clusters'
     centroids). Runs on the driver; cost O(N C d) for the assignment, O(Nk) per vote round."""
@@ -268,6 +341,10 @@ def plan_partitions(X: np.ndarray, *, n_clusters: int, seed: int = 0, k_centroid
         info["edge_retention_kmeans"] = round(edge_retention(I, labels), 6)
         labels = refine_labels(I, D, labels, refine_rounds)
         info["edge_retention"] = round(edge_retention(I, labels), 6)
+    labels, split = split_oversized(X, labels, max_cluster_docs)
+    if split:
+        n_labels = int(labels.max()) + 1
+        info["clusters_split"] = split
     t2 = time.perf_counter()
     sizes = np.bincount(labels, minlength=n_labels)
     nonempty = np.flatnonzero(sizes)
@@ -284,6 +361,7 @@ def plan_partitions(X: np.ndarray, *, n_clusters: int, seed: int = 0, k_centroid
         "cluster_size_max": int(kept.max()),
         "k_centroids": int(k_centroids),
         "refine_rounds": int(refine_rounds) if I is not None else 0,
+        "max_cluster_docs": int(max_cluster_docs),
         "seed": int(seed),
         **info,
         "kmeans_assign_s": round(t1 - t0, 4),
@@ -333,7 +411,7 @@ def edge_retention(I: np.ndarray, labels: np.ndarray) -> float:
 
 def partitioned_walk(X: np.ndarray, I: np.ndarray, D: np.ndarray, *, n_clusters: int, seed: int = 0,
                      k_centroids: int = 10, train_size: int | None = None, niter: int = 20,
-                     refine_rounds: int = 2) -> tuple[np.ndarray, PartitionPlan | None, dict]:
+                     refine_rounds: int = 2, max_cluster_docs: int = 0) -> tuple[np.ndarray, PartitionPlan | None, dict]:
     """:func:`partitioned_order` that also returns the plan (cluster labels and walk order), so a
     caller can cut the order at cluster boundaries (``np.bincount(plan.labels)[plan.cluster_order]``)."""
     from mixweave.retrieval.traverse import traverse_clustered
@@ -345,7 +423,7 @@ def partitioned_walk(X: np.ndarray, I: np.ndarray, D: np.ndarray, *, n_clusters:
     if I.shape[0] == 0:
         return np.zeros(0, np.int64), None, {"n_docs": 0, "n_clusters": 0}
     plan = plan_partitions(X, n_clusters=n_clusters, seed=seed, k_centroids=k_centroids, train_size=train_size,
-                           niter=niter, I=I, D=D, refine_rounds=refine_rounds)
+                           niter=niter, I=I, D=D, refine_rounds=refine_rounds, max_cluster_docs=max_cluster_docs)
     t0 = time.perf_counter()
     order = traverse_clustered(I, D, plan.labels, plan.cluster_order)
     info = dict(plan.info, traverse_s=round(time.perf_counter() - t0, 4))
@@ -356,11 +434,12 @@ def partitioned_walk(X: np.ndarray, I: np.ndarray, D: np.ndarray, *, n_clusters:
 
 def partitioned_order(X: np.ndarray, I: np.ndarray, D: np.ndarray, *, n_clusters: int, seed: int = 0,
                       k_centroids: int = 10, train_size: int | None = None, niter: int = 20,
-                      refine_rounds: int = 2) -> tuple[np.ndarray, dict]:
+                      refine_rounds: int = 2, max_cluster_docs: int = 0) -> tuple[np.ndarray, dict]:
     """In-process partitioned traversal (module docstring): the exact result the Spark job
     ``mixweave.jobs.order.run_sharded_order`` produces from the shards. Returns (int64 permutation, info)."""
     order, _, info = partitioned_walk(X, I, D, n_clusters=n_clusters, seed=seed, k_centroids=k_centroids,
-                                      train_size=train_size, niter=niter, refine_rounds=refine_rounds)
+                                      train_size=train_size, niter=niter, refine_rounds=refine_rounds,
+                                      max_cluster_docs=max_cluster_docs)
     return order, info
 
 

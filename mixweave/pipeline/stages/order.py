@@ -69,13 +69,13 @@ def run_order_stage(ctx: StageContext, tmp: Path) -> StageResult:
                              source, kept, n_clusters, "50,000")
                 info = run_sharded_order(ctx.spark(), embed_dir=embed_dir, knn_dir=knn_dir, dedup_dir=dedup_dir,
                                          source=source, out_dir=tmp / source, n_clusters=n_clusters,
-                                         seed=ctx.config.seed, work_dir=tmp)
+                                         seed=ctx.config.seed, work_dir=tmp, max_cluster_docs=o.max_cluster_docs)
                 files, metrics = info["files"], dict(info["metrics"])
                 extra = {"path": "spark", "n_clusters": info["n_clusters"], "clusters_auto": auto,
                          "edge_retention": info["edge_retention"]}
             else:
                 files, metrics, extra = _local_order(embed_dir, knn_dir, dedup_dir, source, n_clusters, ctx.config.seed,
-                                                     tmp / source)
+                                                     tmp / source, max_cluster_docs=o.max_cluster_docs)
             seconds = time.perf_counter() - t0
             write_json_atomic(tmp / source / "metrics.json", finite_metrics(metrics))  # no timings: bytes stay reproducible
             metrics["traverse_s"] = round(seconds, 4)
@@ -90,7 +90,7 @@ def run_order_stage(ctx: StageContext, tmp: Path) -> StageResult:
 
 
 def _local_order(embed_dir: Path, knn_dir: Path, dedup_dir: Path, source: str, n_clusters: int, seed: int,
-                 out: Path) -> tuple[list[str], dict, dict]:
+                 out: Path, max_cluster_docs: int = 0) -> tuple[list[str], dict, dict]:
     """The in-process path: the whole source on the driver (small sources)."""
     from ...retrieval import order_metrics, restrict_knn, traverse
     from ...retrieval.partition import partitioned_walk
@@ -103,7 +103,8 @@ def _local_order(embed_dir: Path, knn_dir: Path, dedup_dir: Path, source: str, n
     X_kept = load_embeddings(embed_dir, source)[kept_index] if kept_index.size > 2 else None
     extra: dict = {"path": "local"}
     if n_clusters >= 2:
-        path, plan, info = partitioned_walk(X_kept, I_k, D_k, n_clusters=n_clusters, seed=seed)
+        path, plan, info = partitioned_walk(X_kept, I_k, D_k, n_clusters=n_clusters, seed=seed,
+                                            max_cluster_docs=max_cluster_docs)
         sizes = np.bincount(plan.labels)[plan.cluster_order]
         extra.update(n_clusters=int(sizes.size), edge_retention=info["edge_retention"])
     else:
@@ -127,5 +128,6 @@ def finite_metrics(values: dict) -> dict:
 
 STAGE = Stage("order", ("knn", "dedup", "embed"), 2,
               lambda c: {"seed": c.seed, "partitions": c.order.partitions,
-                         "distributed_min_docs": c.order.distributed_min_docs},
+                         "distributed_min_docs": c.order.distributed_min_docs,
+                         **({"max_cluster_docs": c.order.max_cluster_docs} if c.order.max_cluster_docs else {})},
               run_order_stage, enabled=lambda c: c.order is not None, describe="ICP traversal (Algorithm 1) per source")
