@@ -228,8 +228,8 @@ def write_phase_manifest(root: Path, phase, o, tokenizer_info: dict, sources: di
     extra = {"windows": windows_section(seq_len, o.plus_one, tokenizer_info, sources), "phase": phase.name}
     if phase.long_docs is not None:
         extra["long_docs"] = {"min_tokens": int(phase.long_docs.min_tokens), "sources": dict(sorted(long_stats.items()))}
-    config = {"phase": phase.name, "seq_len": seq_len, "plus_one": o.plus_one,
-              "long_docs": to_plain(phase.long_docs)}
+    config = {"phase": phase.name, "seq_len": seq_len, "plus_one": o.plus_one,  # what the pack depends on (not upsample)
+              "long_docs_min_tokens": None if phase.long_docs is None else phase.long_docs.min_tokens}
     manifest = build_manifest(stage="pack", stage_version=1, config=config, fingerprint_value="", inputs={}, root=root,
                               counts={"n_windows": sum(s["n_windows"] for s in sources.values())}, extra=extra)
     write_json_atomic(root / MANIFEST_NAME, manifest)
