@@ -198,3 +198,14 @@ def test_max_cluster_docs_same_files_on_both_paths(spark, tmp_path):
     assert max(sizes) <= 80 and sum(sizes) == keep.sum()
     for name in files:
         assert np.array_equal(np.load(tmp_path / "local" / name), np.load(tmp_path / "spark" / name)), name
+
+
+def test_ivf_train_sample_stops_growing_with_n():
+    """The knn stage's driver sample: 64 rows a list up to TRAIN_MAX_ROWS, then flat (nlist ~4 sqrt(N)
+    would grow it as sqrt(N)); an explicit train_size still wins."""
+    from mixweave.retrieval.ivf_join import TRAIN_MAX_ROWS, resolve_nlist, train_sample
+
+    assert train_sample(10**6, 512).size == 64 * 512 and train_sample(20_000, 512).size == 20_000
+    assert resolve_nlist(10**6) == 4096 and train_sample(10**6, 4096).size == TRAIN_MAX_ROWS == 65_536
+    assert train_sample(10**8, 16_384).size == TRAIN_MAX_ROWS
+    assert train_sample(10**6, 4096, train_size=100_000).size == 100_000

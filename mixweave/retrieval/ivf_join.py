@@ -5,7 +5,8 @@ The ICP paper's ``OIVF`` pattern, cut into pure cores that a Spark job maps over
 job must equal element for element):
 
 1. :func:`train_centroids` - spherical FAISS k-means on a bounded, seeded sample
-   (:func:`train_sample`: ``TRAIN_PER_LIST`` rows per list, at most ``TRAIN_MAX_PER_LIST``).
+   (:func:`train_sample`: ``TRAIN_PER_LIST`` rows per list, at most ``TRAIN_MAX_PER_LIST``, and
+   by default at most ``TRAIN_MAX_ROWS`` in all).
 2. :func:`assign_lists` - each vector's ``nprobe`` nearest lists (as a query, best first) and its
    nearest list (as a member: column 0).
 3. :func:`search_list` - the queries probing one list against the list's members: exact inner
@@ -38,6 +39,11 @@ TRAIN_PER_LIST = 64
 """k-means sample rows per list by default (faiss warns below 39)."""
 TRAIN_MAX_PER_LIST = 256
 """The k-means sample never exceeds this many rows per list (bounded driver memory)."""
+TRAIN_MAX_ROWS = 65_536
+"""The default k-means sample never exceeds this many rows (96 MiB at d = 384), whatever nlist: with
+nlist ~4 sqrt(N), 64 rows a list would grow the driver's sample as sqrt(N) (384 MiB at 10^6
+documents). Above nlist 1024 a list gets fewer rows (16 at 4096); bench/knn_train_memory.py has
+the driver peak, the module docstring of bench/knn_join.py the recall."""
 DEFAULT_NPROBE = 8
 """Lists probed per query when ``nprobe`` is 0. bench/knn_join.py (N = 3x10^4, d = 384, k = 20,
 nlist 512, two-level synthetic clusters): recall@20 0.873 / 0.958 / 0.985 / 0.989 / 0.992 at nprobe
@@ -66,9 +72,10 @@ def resolve_nprobe(nlist: int, nprobe: int = 0) -> int:
 
 def train_sample(n: int, nlist: int, *, seed: int = 0, train_size: int | None = None) -> np.ndarray:
     """Sorted global indices of the k-means sample: ``train_size`` rows (default
-    ``TRAIN_PER_LIST x nlist``), clamped to ``[nlist, TRAIN_MAX_PER_LIST x nlist]`` and to N,
-    drawn without replacement with ``seed``. Its size never grows with N beyond that bound."""
-    size = int(train_size or TRAIN_PER_LIST * nlist)
+    ``TRAIN_PER_LIST x nlist``, at most :data:`TRAIN_MAX_ROWS`), clamped to ``[nlist,
+    TRAIN_MAX_PER_LIST x nlist]`` and to N, drawn without replacement with ``seed``. The default
+    size never grows with N beyond that bound."""
+    size = int(train_size or min(TRAIN_PER_LIST * nlist, TRAIN_MAX_ROWS))
     size = min(n, max(nlist, min(size, TRAIN_MAX_PER_LIST * nlist)))
     if size >= n:
         return np.arange(n, dtype=np.int64)
