@@ -1,6 +1,8 @@
 """The study stage end to end on the full run's fixture folders (read-only: the study writes to its
 own out folder, its inputs are pinned to the full run's through ``overrides``), and its resume after
-a kill: a run killed after k of n proxy runs trains only the n - k missing ones on the rerun."""
+a kill: a run killed after k of n proxy runs trains only the n - k missing ones on the rerun. The
+2-seed study the first three tests check is the one that resume ends with (killed, resumed, grown
+from 1 seed to 2), so the module trains 4 proxy runs, not 8."""
 
 from __future__ import annotations
 
@@ -35,13 +37,10 @@ def study_context(full_run, out: Path, **study) -> StageContext:
 
 
 @pytest.fixture(scope="module")
-def study(full_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("study") / "run"
-    out.mkdir()
-    ctx = study_context(full_run, out)
-    report = run_stage(build_stages()["study"], ctx)
-    return types.SimpleNamespace(out=out, ctx=ctx, report=report, folder=out / "study",
-                                 doc=json.loads((out / "study" / "study.json").read_text()))
+def study(resumed):
+    """The study with 2 seeds (4 proxy runs) that ``resumed`` ends with: the killed, resumed and
+    grown study, so the 4 runs these tests check are trained once in the module."""
+    return resumed.study
 
 
 def test_study_writes_rows_stats_and_charts(study, full_run):
@@ -118,29 +117,54 @@ run_stage(build_stages()["study"], ctx)
 """
 
 
-def test_study_resumes_after_a_kill(full_run, tmp_path):
-    out = tmp_path / "run"
+def _runs(out: Path) -> list[Path]:
+    return sorted((next((out / "study.work").iterdir()) / "runs").glob("*/result.json"))
+
+
+@pytest.fixture(scope="module")
+def resumed(full_run, tmp_path_factory):
+    """The study killed after the 1st of 2 proxy runs (seeds 1; ``os._exit`` in a subprocess), re-run
+    (only the missing run trains), then grown to seeds 2 (only the 2 new runs train): what each step
+    left, for test_study_resumes_after_a_kill, and the finished 2-seed study (``study``)."""
+    out = tmp_path_factory.mktemp("study") / "run"
     out.mkdir()
     script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), inputs=INPUTS)
     env = {**os.environ, "MIXWEAVE_FAULT": "study:run-1"}  # os._exit after the 1st proxy run is committed
-    study = {**STUDY, "seeds": 1}  # 2 runs: 1 before the kill, 1 after
-    proc = subprocess.run([sys.executable, "-c", script, str(out), str(full_run.out), json.dumps(study)], env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 77, proc.stderr[-2000:]
-    assert read_manifest(out / "study") is None  # the stage did not finish
-    runs = sorted((next((out / "study.work").iterdir()) / "runs").glob("*/result.json"))
-    assert len(runs) == 1 and runs[0].parent.name.startswith("unimax-") and runs[0].parent.name.endswith("__icp__s0")
-    before = {p: p.stat().st_mtime_ns for p in runs}
-    ctx = study_context(full_run, out, seeds=1)
-    assert run_stage(build_stages()["study"], ctx).status == "ran"
-    after = sorted((next((out / "study.work").iterdir()) / "runs").glob("*/result.json"))
-    assert len(after) == 2 and {p: p.stat().st_mtime_ns for p in runs} == before  # only the missing one ran
-    assert read_manifest(out / "study")["counts"]["n_runs"] == 2
-    assert not list((out / "study.work").glob("*/runs/.*tmp-*"))
+    one_seed = {**STUDY, "seeds": 1}  # 2 runs: 1 before the kill, 1 after
+    r = types.SimpleNamespace(out=out)
+    r.proc = subprocess.run([sys.executable, "-c", script, str(out), str(full_run.out), json.dumps(one_seed)], env=env,
+                            capture_output=True, text=True, timeout=600)
+    r.manifest_after_kill = read_manifest(out / "study")
+    r.killed = _runs(out)
+    r.killed_mtimes = {p: p.stat().st_mtime_ns for p in r.killed}
+    r.rerun = run_stage(build_stages()["study"], study_context(full_run, out, seeds=1))
+    r.after = _runs(out)
+    r.after_mtimes = {p: p.stat().st_mtime_ns for p in r.after}  # read before the growth below
+    r.killed_mtimes_after_rerun = {p: p.stat().st_mtime_ns for p in r.killed}
+    r.n_runs_after_rerun = read_manifest(out / "study")["counts"]["n_runs"]
+    r.tmp_left = list((out / "study.work").glob("*/runs/.*tmp-*"))
     # a second seed: the finished runs are kept (same work folder), only the 2 new ones train
-    before = {p: p.stat().st_mtime_ns for p in after}
-    assert run_stage(build_stages()["study"], study_context(full_run, out, seeds=2)).status == "ran"
-    grown = sorted((next((out / "study.work").iterdir()) / "runs").glob("*/result.json"))
-    assert len(grown) == 4 and {p: p.stat().st_mtime_ns for p in after} == before
-    assert sorted(p.name for p in (out / "study" / "runs").iterdir()) == [
-        "prop__icp__s0", "prop__icp__s1", "unimax__icp__s0", "unimax__icp__s1"]
+    ctx = study_context(full_run, out, seeds=2)
+    r.grow = run_stage(build_stages()["study"], ctx)
+    r.grown = _runs(out)
+    r.after_mtimes_after_grow = {p: p.stat().st_mtime_ns for p in r.after}
+    r.stage_runs = sorted(p.name for p in (out / "study" / "runs").iterdir())
+    r.study = types.SimpleNamespace(out=out, ctx=ctx, report=r.grow, folder=out / "study",
+                                    doc=json.loads((out / "study" / "study.json").read_text()))
+    return r
+
+
+def test_study_resumes_after_a_kill(resumed):
+    r = resumed
+    assert r.proc.returncode == 77, r.proc.stderr[-2000:]
+    assert r.manifest_after_kill is None  # the stage did not finish
+    runs = r.killed
+    assert len(runs) == 1 and runs[0].parent.name.startswith("unimax-") and runs[0].parent.name.endswith("__icp__s0")
+    assert r.rerun.status == "ran"
+    assert len(r.after) == 2 and r.killed_mtimes_after_rerun == r.killed_mtimes  # only the missing one ran
+    assert r.n_runs_after_rerun == 2
+    assert not r.tmp_left
+    # a second seed: the finished runs are kept (same work folder), only the 2 new ones train
+    assert r.grow.status == "ran"
+    assert len(r.grown) == 4 and r.after_mtimes_after_grow == r.after_mtimes
+    assert r.stage_runs == ["prop__icp__s0", "prop__icp__s1", "unimax__icp__s0", "unimax__icp__s1"]
