@@ -209,3 +209,44 @@ def test_ivf_train_sample_stops_growing_with_n():
     assert resolve_nlist(10**6) == 4096 and train_sample(10**6, 4096).size == TRAIN_MAX_ROWS == 65_536
     assert train_sample(10**8, 16_384).size == TRAIN_MAX_ROWS
     assert train_sample(10**6, 4096, train_size=100_000).size == 100_000
+
+
+# ------------------------------------------------------------------------ pack partitions
+@pytest.mark.spark
+def test_spark_pack_partitions_capped_apart_from_shard_rows(spark, tmp_path):
+    """run_spark_pack cuts partitions of at most ``max_part_docs`` documents whatever ``part_docs``
+    (the stage passes order.shard_rows), so a pack task's memory no longer follows the shard size:
+    part_docs 10^6 with max_part_docs 4 gives partitions of <= 4 and the in-process pack's files."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mixweave.data.tokenizer import load_tokenizer
+    from mixweave.data.windows import write_windows_files
+    from mixweave.jobs.pack import PART_DOCS_MAX, run_spark_pack
+    from mixweave.retrieval.pack import pack_windows, spans_table
+
+    rng = np.random.default_rng(3)
+    words = "the of graph order window token cluster shard spark pack text model data".split()
+    texts = [" ".join(rng.choice(words, int(rng.integers(3, 60)))) for _ in range(27)]
+    docs = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"text": texts}), docs, row_group_size=10)
+    order = rng.permutation(27).astype(np.int64)
+    files = []
+    for i, piece in enumerate(np.split(order, [9, 9, 20])):  # order files of 9, 0, 11, 7 documents
+        files.append(tmp_path / f"order-{i:05d}.npy")
+        np.save(files[-1], piece)
+    tok = load_tokenizer("default")
+    p = pack_windows(tok.encode_batch([texts[i] for i in order]), np.arange(27), seq_len=32, eos_id=tok.eos_id,
+                     plus_one=False, shuffle=True, seed=7, dtype=np.dtype(tok.info["dtype"]))
+    spans = spans_table(p)
+    spans = spans.set_column(1, "doc", pa.array(order[spans.column("doc").to_numpy()], pa.int64()))
+    ref_files = write_windows_files(tmp_path / "local", "s", p.windows, spans, per_file=5)
+    res = run_spark_pack(spark, source="s", order_paths=files, docs_files=[docs], out_root=tmp_path / "spark",
+                         work_dir=tmp_path / "work", tokenizer_path="default", tokenizer_pattern=None,
+                         eos_id=tok.eos_id, dtype=tok.info["dtype"], seq_len=32, plus_one=False, shuffle=True, seed=7,
+                         part_docs=10**6, per_file=5, n_tasks=2, max_part_docs=4)
+    assert PART_DOCS_MAX == 16_384 and res["partitions"] == 3 + 3 + 2 and res["files"] == ref_files
+    assert res["n_windows"] == p.n_windows > 5
+    for kind in ("windows", "spans"):
+        for path in sorted((tmp_path / "local" / kind / "s").iterdir()):
+            assert path.read_bytes() == (tmp_path / "spark" / kind / "s" / path.name).read_bytes(), path

@@ -62,6 +62,12 @@ SPAN_SCHEMA = pa.schema([("window_id", pa.int64()), ("doc", pa.int64()), ("start
 WRITE_DONE = pa.schema([("block", pa.int64()), ("windows", pa.int64()), ("spans", pa.int64())])
 
 
+PART_DOCS_MAX = 16_384
+"""Documents per pack partition at most, whatever ``part_docs`` (the stage passes ``order.shard_rows``):
+a task holds its partition's texts and tokens (~56 KB a document measured at 50,000-document
+partitions: 2.8 GB), so this bounds it near 0.9 GB. The output does not depend on the cut."""
+
+
 def plan_parts(order_paths: list[Path], part_docs: int) -> list[dict]:
     """Ordered partitions: each order file cut into pieces of at most ``part_docs`` positions
     (shapes read from the ``.npy`` headers; empty files give no partition)."""
@@ -268,12 +274,14 @@ def _write_blocks(out_root: str, source: str, per_file: int, dtype: str, width: 
 def run_spark_pack(spark, *, source: str, order_paths: list[Path], docs_files: list[Path], out_root: Path,
                    work_dir: Path, tokenizer_path: str, tokenizer_pattern: str | None, eos_id: int, dtype: str,
                    seq_len: int, plus_one: bool, shuffle: bool, seed: int, part_docs: int, per_file: int,
-                   n_tasks: int | None = None, sink_id: int | None = None) -> dict:
+                   n_tasks: int | None = None, sink_id: int | None = None,
+                   max_part_docs: int = PART_DOCS_MAX) -> dict:
     """Pack one source with Spark (module docstring) into ``out_root`` (the pack stage's folder):
     ``windows/<source>/part-*.parquet`` and ``spans/<source>/part-*.parquet``, the same files as
     the in-process pack with ``per_file`` windows per file. ``work_dir`` (executor-readable, removed
     afterwards) holds the token shards and the cut windows. ``sink_id``: every window starts with
-    this attention-sink token (:mod:`mixweave.retrieval.pack`). Returns the per-source summary
+    this attention-sink token (:mod:`mixweave.retrieval.pack`). Partitions hold at most
+    ``min(part_docs, max_part_docs)`` documents (:data:`PART_DOCS_MAX`). Returns the per-source summary
     (n_windows, stream_tokens, dropped_tokens, n_docs, files, partitions, timings)."""
     from ..data.progress import spark_progress
     from ..data.windows import file_windows, window_file_name, write_window_block
@@ -285,7 +293,7 @@ def run_spark_pack(spark, *, source: str, order_paths: list[Path], docs_files: l
     work = Path(work_dir).resolve()
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    parts = plan_parts(order_paths, part_docs)
+    parts = plan_parts(order_paths, min(int(part_docs), int(max_part_docs)))  # task memory: <= max_part_docs docs
     units = plan_text_units(docs_files)
     tasks = int(n_tasks or max(1, min(max(len(parts), 1), 4 * spark.sparkContext.defaultParallelism)))
     counts: dict[int, tuple[int, int]] = {}
