@@ -172,43 +172,36 @@ def test_split_oversized_cuts_equal_slabs_along_the_principal_direction():
 
 @pytest.mark.spark
 def test_max_cluster_docs_same_files_on_both_paths(spark, tmp_path):
-    """One giant cluster: with order.max_cluster_docs the in-process partitioned walk and the Spark
-    job write the same order files (element for element), every file at most the cap; without it
-    the largest cluster is above the cap."""
+    """One giant cluster: with order.max_cluster_docs the in-process partitioned walk (the stage's
+    local path) and the Spark job give the same order files (element for element), every file at
+    most the cap; without it the largest cluster is above the cap."""
     from test_jobs_order import write_shards
 
     from mixweave.jobs.order import run_sharded_order
-    from mixweave.pipeline.stages.order import _local_order
+    from mixweave.retrieval.dedup import restrict_knn
     from mixweave.retrieval.knn import knn
+    from mixweave.retrieval.partition import partitioned_walk
 
     X = giant_cluster()
     I, D = knn(X, 6, method="flat")
     keep = np.random.default_rng(0).random(400) > 0.05
     embed, knn_dir, dedup = write_shards(tmp_path, X, I, D, keep, shard_rows=64, embed_rows=[150, 250])
-    (tmp_path / "uncapped").mkdir()
-    files, _, _ = _local_order(embed, knn_dir, dedup, "s", 4, 0, tmp_path / "uncapped")
-    assert max(np.load(tmp_path / "uncapped" / f).size for f in files) > 80
-    (tmp_path / "local").mkdir()
-    files, _, extra = _local_order(embed, knn_dir, dedup, "s", 4, 0, tmp_path / "local", max_cluster_docs=80)
+    kept = np.flatnonzero(keep)
+    I_k, D_k = restrict_knn(I, D, keep)
+
+    def in_process(cap: int) -> list[np.ndarray]:  # the stage's local path (refinement off: a cheaper Spark job)
+        path, plan, _ = partitioned_walk(X[kept], I_k, D_k, n_clusters=4, seed=0, refine_rounds=0, max_cluster_docs=cap)
+        return np.split(kept[path], np.cumsum(np.bincount(plan.labels)[plan.cluster_order])[:-1])
+
+    assert max(f.size for f in in_process(0)) > 80
+    local = in_process(80)
     info = run_sharded_order(spark, embed_dir=embed, knn_dir=knn_dir, dedup_dir=dedup, source="s",
                              out_dir=tmp_path / "spark", n_clusters=4, seed=0, n_tasks=3, work_dir=tmp_path,
-                             max_cluster_docs=80)
-    assert info["files"] == files and info["clusters_split"] >= 1 and info["n_clusters"] == extra["n_clusters"]
-    sizes = [np.load(tmp_path / "local" / f).size for f in files]
-    assert max(sizes) <= 80 and sum(sizes) == keep.sum()
-    for name in files:
-        assert np.array_equal(np.load(tmp_path / "local" / name), np.load(tmp_path / "spark" / name)), name
-
-
-def test_ivf_train_sample_stops_growing_with_n():
-    """The knn stage's driver sample: 64 rows a list up to TRAIN_MAX_ROWS, then flat (nlist ~4 sqrt(N)
-    would grow it as sqrt(N)); an explicit train_size still wins."""
-    from mixweave.retrieval.ivf_join import TRAIN_MAX_ROWS, resolve_nlist, train_sample
-
-    assert train_sample(10**6, 512).size == 64 * 512 and train_sample(20_000, 512).size == 20_000
-    assert resolve_nlist(10**6) == 4096 and train_sample(10**6, 4096).size == TRAIN_MAX_ROWS == 65_536
-    assert train_sample(10**8, 16_384).size == TRAIN_MAX_ROWS
-    assert train_sample(10**6, 4096, train_size=100_000).size == 100_000
+                             refine_rounds=0, max_cluster_docs=80)
+    assert info["clusters_split"] >= 1 and len(info["files"]) == len(local)
+    assert max(f.size for f in local) <= 80 and sum(f.size for f in local) == keep.sum()
+    for name, want in zip(info["files"], local):
+        assert np.array_equal(np.load(tmp_path / "spark" / name), want), name
 
 
 # ------------------------------------------------------------------------ pack partitions
@@ -250,3 +243,14 @@ def test_spark_pack_partitions_capped_apart_from_shard_rows(spark, tmp_path):
     for kind in ("windows", "spans"):
         for path in sorted((tmp_path / "local" / kind / "s").iterdir()):
             assert path.read_bytes() == (tmp_path / "spark" / kind / "s" / path.name).read_bytes(), path
+
+
+def test_ivf_train_sample_stops_growing_with_n():
+    """The knn stage's driver sample: 64 rows a list up to TRAIN_MAX_ROWS, then flat (nlist ~4 sqrt(N)
+    would grow it as sqrt(N)); an explicit train_size still wins."""
+    from mixweave.retrieval.ivf_join import TRAIN_MAX_ROWS, resolve_nlist, train_sample
+
+    assert train_sample(10**6, 512).size == 64 * 512 and train_sample(20_000, 512).size == 20_000
+    assert resolve_nlist(10**6) == 4096 and train_sample(10**6, 4096).size == TRAIN_MAX_ROWS == 65_536
+    assert train_sample(10**8, 16_384).size == TRAIN_MAX_ROWS
+    assert train_sample(10**6, 4096, train_size=100_000).size == 100_000
