@@ -44,7 +44,8 @@ def write_config(corpus, work: Path, master: str = "local[2]", **order) -> Path:
     """The reference's config as YAML (JSON is YAML) with ``spark.master`` and ``order`` settings
     over the reference's, writing to ``work/out``."""
     work.mkdir(parents=True, exist_ok=True)
-    conf = {"spark.driver.extraJavaOptions": FAST_JVM_FLAGS, "spark.executor.extraJavaOptions": FAST_JVM_FLAGS}
+    conf = {"spark.driver.extraJavaOptions": FAST_JVM_FLAGS, "spark.executor.extraJavaOptions": FAST_JVM_FLAGS,
+            "spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}  # conftest.NO_CODEGEN
     data = corpus.config_data(work / "out", corpus.globs, spark={"master": master, "driver_memory": "1g", "conf": conf})
     data["order"] = {**data["order"], **order}
     (work / "c.yaml").write_text(json.dumps(data, indent=1))
