@@ -1,7 +1,9 @@
-"""Issue 14's done-when for sequence-length phases, through the real pipeline: ``mixweave run`` of a
-small phased config (a copy of the small reference run, so only pack, mix, export, train and the
-report run) -> every phase exported in every format and read by the trainers' own libraries, the
-built-in trainer trained through the phases, and the report's Variants section."""
+"""Issue 14's done-when through the real pipeline: ``mixweave run`` of a small config with
+sequence-length phases, an attention-sink token and skill tags (UtiliMax over a small utility table
+with a target skill composition), copied from the small reference run so only pack, mix, export,
+train and the report run -> every phase exported in every format and read by the trainers' own
+libraries (sink at position 0 of every window), the built-in trainer trained through the phases,
+the skill weights in mixture.json, and the report's Variants section."""
 
 from __future__ import annotations
 
@@ -27,7 +29,11 @@ def phased_cli_run(small_runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("variants_e2e") / "run"
     shutil.copytree(small_runs.reference, out)
     data = small_runs.config_data(out, small_runs.globs)
-    data["mix"] = {**data["mix"], "phases": PHASES}
+    utility = out.parent / "utility.csv"  # wide form: sources x benchmarks (skills: knowledge, math, code)
+    utility.write_text("source,mmlu,gsm8k,humaneval\nbooks,0.6,0.2,0.1\ncode,0.2,0.3,0.8\nweb,0.5,0.4,0.2\n")
+    data["order"] = {**data["order"], "sink_token": "<|sink|>"}
+    data["mix"] = {**data["mix"], "method": "utilimax", "utility": str(utility), "phases": PHASES,
+                   "params": {"target_skills": {"knowledge": 0.5, "math": 0.25, "code": 0.25}}}
     data["export"] = {"formats": ["all"]}
     data["train"] = {"depth": 1, "steps": 3, "batch_size": 1, "log_interval": 1, "holdout_windows": 1}
     config = out.parent / "phased.yaml"
@@ -51,10 +57,18 @@ def test_phased_run_exports_every_phase_read_by_the_trainers_libraries(phased_cl
     variants = mixture_variants(out / "mix" / "mixture.json")
     assert [(v.name, v.kind, v.seq_len) for v in variants] == [("short", "phase", 128), ("long", "phase", 256)]
     assert variants[0].pack_dir == out / "pack" and variants[1].pack_dir == out / "pack" / "phases" / "long"
+    for v in variants:  # each phase is solved by UtiliMax with the target skill composition, recorded
+        method = json.loads(v.mixture_path.read_text())["method"]
+        assert method["name"] == "utilimax" and method["params"]["target_skills"] == {"knowledge": 0.5, "math": 0.25,
+                                                                                      "code": 0.25}
+        assert method["params"]["benchmark_skills"] == {"mmlu": "knowledge", "gsm8k": "math", "humaneval": "code"}
+        assert set(method["params"]["skill_weights"]) == {"mmlu", "gsm8k", "humaneval"}
     stage = verify_stage(out / "export")
     assert set(stage["exports_by_variant"]) == {"short", "long"}
     for v in variants:  # the short phase's per-source files are the main pack's windows: its draws are what differ
-        windows = {n: read_windows(v.pack_dir, n) for n in windows_info(v.pack_dir).sources}
+        info = windows_info(v.pack_dir)
+        windows = {n: read_windows(v.pack_dir, n) for n in info.sources}
+        assert info.sink_id == 50257 and all((w[:, 0] == 50257).all() for w in windows.values())
         if v.pack_dir != out / "pack":
             read_token_exact(out / "export" / v.name, v.seq_len, windows, tmp_path / v.name / "exact")
         read_realised(out / "export" / v.name, load_plan(v.pack_dir, v.mixture_path), windows,
