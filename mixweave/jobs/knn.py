@@ -70,11 +70,43 @@ class Blocks:
         return cls(tuple(str(Path(p).resolve()) for p in files), np.concatenate([[0], np.cumsum(rows)]).astype(np.int64))
 
 
-class RowReader:
-    """Rows of a source by global index, gathered from memory-mapped embed blocks."""
+def read_npy_rows(path: str, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` of a 2-d C-order ``.npy`` file by positioned reads (``os.pread``), runs of
+    consecutive rows in one read. Unlike indexing a memory map, nothing stays mapped: a sparse sample
+    of a large file (the k-means sample of 10^6 rows) does not fault the file's pages into the
+    process (fault-around maps 64 KiB a touch: a 65,536-row sample mapped ~1 GB, all of VmHWM)."""
+    import os
 
-    def __init__(self, blocks: Blocks):
-        self.blocks = blocks
+    rows = np.asarray(rows, np.int64)
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(handle)
+        if fortran or len(shape) != 2:
+            raise ValueError(f"{path}: expected a 2-d C-order array, got shape {shape} (fortran={fortran})")
+        offset, width = handle.tell(), int(shape[1]) * dtype.itemsize
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        out = np.empty((rows.size, int(shape[1])), dtype)
+        starts = np.flatnonzero(np.r_[True, np.diff(ordered) != 1]) if rows.size else np.zeros(0, np.int64)
+        stops = np.r_[starts[1:], rows.size]
+        fd = handle.fileno()
+        for lo, hi in zip(starts.tolist(), stops.tolist()):
+            first, count = int(ordered[lo]), hi - lo
+            data = os.pread(fd, count * width, offset + first * width)
+            if len(data) != count * width:
+                raise ValueError(f"{path}: rows {first}..{first + count - 1} are beyond the file's end")
+            out[order[lo:hi]] = np.frombuffer(data, dtype).reshape(count, -1)
+    return out
+
+
+class RowReader:
+    """Rows of a source by global index, gathered from the embed blocks: memory-mapped (tasks that
+    read most of a block), or with ``mapped=False`` by positioned reads (sparse samples on the
+    driver: :func:`read_npy_rows`, whose memory is the rows asked for, not the pages they touch)."""
+
+    def __init__(self, blocks: Blocks, *, mapped: bool = True):
+        self.blocks, self.mapped = blocks, mapped
         self._maps: dict[int, np.ndarray] = {}
 
     def block(self, b: int) -> np.ndarray:
@@ -88,7 +120,8 @@ class RowReader:
         out = None
         for b in np.unique(which):
             at = np.flatnonzero(which == b)
-            part = self.block(int(b))[ids[at] - self.blocks.starts[b]]
+            local = ids[at] - self.blocks.starts[b]
+            part = self.block(int(b))[local] if self.mapped else read_npy_rows(self.blocks.paths[int(b)], local)
             if out is None:
                 out = np.empty((ids.size, part.shape[1]), np.float32)
             out[at] = part
@@ -262,7 +295,7 @@ def run_knn_join(spark, blocks: Blocks, out_dir: Path, *, k: int, shard_rows: in
         nl = resolve_nlist(n, nlist)
         npr = resolve_nprobe(nl, nprobe)
         sample = train_sample(n, nl, seed=seed, train_size=train_size)
-        centroids = train_centroids(RowReader(blocks).rows(sample), nl, seed=seed, niter=niter)
+        centroids = train_centroids(RowReader(blocks, mapped=False).rows(sample), nl, seed=seed, niter=niter)
         centroids_bc = spark.sparkContext.broadcast(centroids)
         info.update(nlist=nl, nprobe=npr, train_rows=int(sample.size))
     else:
@@ -339,7 +372,7 @@ def sampled_recall(spark, blocks: Blocks, knn_dir: Path, *, k: int, shard_rows: 
 
     n = blocks.n
     sample = np.sort(np.random.default_rng(seed).choice(n, size=min(n, sample_size), replace=False)).astype(np.int64)
-    Q_bc = spark.sparkContext.broadcast(RowReader(blocks).rows(sample))
+    Q_bc = spark.sparkContext.broadcast(RowReader(blocks, mapped=False).rows(sample))
     tasks = int(n_tasks or 4 * spark.sparkContext.defaultParallelism)
     parts = (_block_frame(spark, blocks, tasks).mapInArrow(_exact_sample_task(blocks, sample, Q_bc, k),
                                                            spark_schema(PARTIAL_SCHEMA)).toArrow())

@@ -342,7 +342,8 @@ def adjacent_cosines(out: Path, source: str, seed: int = 0,
     n = int(starts[-1])
     if n < 3:
         return None
-    rows = RowReader(Blocks.from_files([out / "embed" / rel for rel in embed_manifest["embeddings"][source]["files"]]))
+    rows = RowReader(Blocks.from_files([out / "embed" / rel for rel in embed_manifest["embeddings"][source]["files"]]),
+                     mapped=False)
 
     def docs(positions: np.ndarray) -> np.ndarray:  # order[positions], from the memory-mapped files
         which = np.searchsorted(starts, positions, side="right") - 1
