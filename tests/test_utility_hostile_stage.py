@@ -245,7 +245,7 @@ def test_utility_reuses_the_embed_artifact(tmp_path, capsys, monkeypatch, counte
 
 
 def test_embed_is_an_input_only_when_encoder_and_max_tokens_match(tmp_path):
-    base = {"order": {"encoder": "default", "max_tokens": 64}}
+    base = {"order": {"encoder": "default", "max_tokens": 64, "encoder_backend": "openvino"}}  # fp32: reusable
     cases = [({"method": "embedding", "max_tokens": 64}, ("ingest", "embed")),
              ({"method": "embedding", "max_tokens": 128}, ("ingest",)),
              ({"method": "embedding", "max_tokens": 64, "encoder": str(tmp_path)}, ("ingest",)),
