@@ -125,6 +125,17 @@ def window_file_name(kind: str, source: str, index: int) -> str:
     return f"{kind}/{source}/part-{int(index):05d}.parquet"
 
 
+def gather_by_file(rows: np.ndarray, bounds: np.ndarray, read_file, out: np.ndarray) -> np.ndarray:
+    """Fill ``out[j]`` with row ``rows[j]`` of a row space cut into files: file ``f`` holds rows
+    ``[bounds[f], bounds[f + 1])`` and ``read_file(f)`` returns its rows; each file touched is read
+    once per call (rows already range-checked by the caller)."""
+    which = np.searchsorted(bounds, rows, side="right") - 1
+    for f in np.unique(which):
+        at = np.flatnonzero(which == f)
+        out[at] = read_file(int(f))[rows[at] - bounds[f]]
+    return out
+
+
 class WindowReader:
     """Windows of one source by output row: :meth:`read` a range, :meth:`take` arbitrary rows.
 
@@ -175,11 +186,7 @@ class WindowReader:
             return out
         if rows.min() < 0 or rows.max() >= self.n_windows:
             raise InputError(f"window rows outside 0..{self.n_windows - 1}")
-        which = np.searchsorted(self.bounds, rows, side="right") - 1
-        for i in np.unique(which):
-            sel = np.flatnonzero(which == i)
-            out[sel] = self._file(int(i))[rows[sel] - self.bounds[i]]
-        return out
+        return gather_by_file(rows, self.bounds, self._file, out)
 
     def blocks(self, step: int):
         """``(lo, windows[lo:lo + step])`` for consecutive ranges covering the source."""

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
-from mixweave.data.windows import WindowReader, windows_info
+from mixweave.data.windows import WindowReader, gather_by_file, windows_info
 from mixweave.errors import InputError
 from mixweave.trainer.plan import MixturePlan
 from mixweave.trainer.sampler import MixtureOrder, MixtureSampler, stream_rows
@@ -93,11 +93,7 @@ class PackDataset(Dataset):
             return out
         if indices.min() < 0 or indices.max() >= len(self):
             raise IndexError(f"window index outside 0..{len(self) - 1}")
-        which = np.searchsorted(self._bounds, indices, side="right") - 1
-        for f in np.unique(which):
-            at = np.flatnonzero(which == f)
-            out[at] = self._file(int(f))[indices[at] - self._bounds[f]]
-        return out
+        return gather_by_file(indices, self._bounds, self._file, out)
 
     @property
     def windows(self) -> "_Rows":
