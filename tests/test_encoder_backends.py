@@ -198,3 +198,34 @@ def test_unsupported_model_folders_are_refused(tmp_path):
         {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}]))
     with pytest.raises(InputError, match="only backend torch"):
         load_encoder(folder, "cpu", backend="onnx")
+
+
+@pytest.mark.parametrize("max_length", [6, 34, 130])
+def test_encode_truncated_equals_whole_text_encoding(max_length):
+    """Tokenizing a whitespace-cut prefix (8 characters per kept token) gives the whole text's truncated
+    encoding, bit for bit: every fixture document of every source, plus texts built to break the cut
+    (CRLF and double spaces at the cut, no whitespace at all, whitespace-heavy code that needs the
+    whole-text fallback, CJK, accents, a text of exactly the cut length)."""
+    tokenizer = eb.load_tokenizer(resolve_encoder_path("default").resolve())
+    tokenizer.no_padding()
+    cut = eb.PREFIX_CHARS_PER_TOKEN * max_length
+    made = [
+        "word\r\n" * 400, "a  b  " * 500, "x" * 5000, "def f():\n" + " " * 3000 + "return 1\n" * 50,
+        "漢字の文章。" * 400, "Ça été très déjà-vu, naïve façade; " * 200, ("ab " * cut)[:cut], "",
+        "tail " * (cut // 5) + "Zyzzyva" * 30,
+    ]
+    texts = fixture_texts(40) + made
+    got = eb.encode_truncated(tokenizer, texts, max_length)
+    tokenizer.enable_truncation(max_length)
+    whole = tokenizer.encode_batch_fast(texts)
+    for text, a, b in zip(texts, got, whole):
+        assert (a.ids, a.type_ids, a.attention_mask) == (b.ids, b.type_ids, b.attention_mask), text[:60]
+    assert sum(len(t) > cut for t in texts) > 20  # the cut really happened on real documents
+
+
+def test_whitespace_prefix_cuts_before_whitespace():
+    assert eb.whitespace_prefix("short", 10) == "short"
+    assert eb.whitespace_prefix("one two three", 8) == "one two"
+    assert eb.whitespace_prefix("one  \r\ntwo three", 9) == "one"
+    assert eb.whitespace_prefix("nowhitespacehere", 5) == "nowhitespacehere"
+    assert eb.whitespace_prefix("   leading", 2) == "   leading"

@@ -114,9 +114,7 @@ def test_spark_embed_is_independent_of_partitioning(spark, docs, spark_embedded,
     """The default backend (auto: the CPU default here) gives the same bytes whatever the task layout:
     the shared ``auto`` run (units in order over local[2]'s tasks) against the code units in reverse
     order, and every code unit in one process as local[1] would."""
-    import pyarrow as pa
-
-    from mixweave.jobs.embed import UNIT_SCHEMA, _embed_units, plan_units, run_embed
+    from mixweave.jobs.embed import _embed_units, plan_units, run_embed
     from mixweave.retrieval.encoder_backends import resolve_backend
 
     root, files = docs
@@ -125,8 +123,23 @@ def test_spark_embed_is_independent_of_partitioning(spark, docs, spark_embedded,
     assert info["backend"] == resolve_backend("auto", "cpu")  # the run_embed defaults below resolve the same
     run_embed(spark, units=units[::-1], out_root=tmp_path / "b", batch_size=4, torch_threads=1, device="cpu")
     one_worker = _embed_units(str(tmp_path / "c"), "default", 510, 4, 1, "cpu", resolve_backend("auto", "cpu"))
-    assert len(list(one_worker(iter([pa.RecordBatch.from_pylist(units, schema=UNIT_SCHEMA)])))) == len(units)
+    assert len(list(one_worker(iter([units])))) == len(units)
     for u in units:
         a = np.load(a_dir / u["out_file"])
         assert np.array_equal(a, np.load(tmp_path / "b" / u["out_file"]))
         assert np.array_equal(a, np.load(tmp_path / "c" / u["out_file"]))
+
+
+def test_task_groups_deal_largest_units_first():
+    """LPT: every unit in exactly one task, task 0 starts with the largest unit, sizes dealt round-robin;
+    one unit per task up to MAX_TASKS."""
+    from mixweave.jobs.embed import task_groups
+
+    sizes = [512, 30, 512, 200, 7, 512, 64]
+    units = [{"unit": i, "start": 0, "stop": n} for i, n in enumerate(sizes)]
+    groups = task_groups(units)
+    assert [len(g) for g in groups] == [1] * len(units)
+    assert [g[0]["unit"] for g in groups] == [0, 2, 5, 3, 6, 1, 4]
+    dealt = task_groups(units, max_tasks=3)
+    assert sorted(u["unit"] for g in dealt for u in g) == list(range(len(units)))
+    assert [[u["unit"] for u in g] for g in dealt] == [[0, 3, 4], [2, 6], [5, 1]]

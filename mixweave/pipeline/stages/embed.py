@@ -31,7 +31,7 @@ def run_embed_stage(ctx: StageContext, tmp: Path) -> StageResult:
     units = plan_units(files, ingest_dir)
     started = time.perf_counter()
     backend = resolve_backend(o.encoder_backend, o.device)
-    run_embed(ctx.spark(), units=units, out_root=tmp, encoder=o.encoder, max_tokens=o.max_tokens,
+    done = run_embed(ctx.spark(), units=units, out_root=tmp, encoder=o.encoder, max_tokens=o.max_tokens,
               batch_size=o.batch_size, torch_threads=o.torch_threads, device=o.device, backend=backend)
     seconds = time.perf_counter() - started
     per_source = {}
@@ -43,7 +43,8 @@ def run_embed_stage(ctx: StageContext, tmp: Path) -> StageResult:
     n_docs = sum(s["n_docs"] for s in per_source.values())
     return StageResult(
         counts={"n_docs": n_docs, "units": len(units)},
-        timings={"embed_s": round(seconds, 3), "docs_per_s": round(n_docs / seconds, 1) if seconds else None},
+        timings={"embed_s": round(seconds, 3), "docs_per_s": round(n_docs / seconds, 1) if seconds else None,
+                 "encoder_s": done.get("encoder_seconds", 0.0), "slowest_unit_s": done.get("slowest_unit_s", 0.0)},
         extra={"embeddings": per_source, "encoder": o.encoder, **encoder_identity(o)},
     )
 
