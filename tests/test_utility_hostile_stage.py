@@ -180,13 +180,13 @@ def test_no_artifact_or_log_line_holds_a_credential(tmp_path, capsys, monkeypatc
 def in_process_run_embed(spark, *, units, out_root, encoder, max_tokens, batch_size, torch_threads, device,
                          backend="auto"):
     """The embed job's own per-unit function, without Spark."""
-    from mixweave.jobs.embed import UNIT_SCHEMA, _embed_units
+    from mixweave.jobs.embed import _embed_units
     from mixweave.retrieval.encoder_backends import resolve_backend
 
     backend = resolve_backend(backend, device)  # what run_embed does on the driver
     run = _embed_units(str(Path(out_root).resolve()), encoder, max_tokens, batch_size, torch_threads, device, backend)
-    done = list(run(iter([pa.RecordBatch.from_pylist(units, schema=UNIT_SCHEMA)])))
-    return {"rows": sum(b.num_rows for b in done), "encoder_seconds": 0.0, "backend": backend}
+    done = list(run(iter([units])))
+    return {"rows": sum(d["rows"] for d in done), "encoder_seconds": 0.0, "slowest_unit_s": 0.0, "backend": backend}
 
 
 @pytest.fixture
