@@ -104,7 +104,7 @@ def write_knn_shards(root: Path, source: str, I: np.ndarray, D: np.ndarray, shar
     return shards
 
 
-STAGE = Stage("knn", ("embed",), 3,
+STAGE = Stage("knn", ("embed",), 4,  # 4: the IVF k-means sample capped at TRAIN_MAX_ROWS (other lists above ~65k docs)
               lambda c: {"k": c.order.k, "method": c.order.knn_method, "seed": c.seed, "shard_rows": c.order.shard_rows,
                          "ivf_nlist": c.order.ivf_nlist, "ivf_nprobe": c.order.ivf_nprobe,
                          "recall_sample": c.order.knn_recall_sample,
