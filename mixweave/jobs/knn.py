@@ -43,6 +43,8 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
+from ..data.artifacts import read_npy_rows
+
 LOG = logging.getLogger(__name__)
 
 BLOCK_SCHEMA = pa.schema([("block", pa.int64()), ("path", pa.string()), ("start", pa.int64()), ("stop", pa.int64())])
@@ -68,36 +70,6 @@ class Blocks:
         """Row counts from each ``.npy`` header (memory-mapped, nothing read)."""
         rows = [np.load(p, mmap_mode="r").shape[0] for p in files]
         return cls(tuple(str(Path(p).resolve()) for p in files), np.concatenate([[0], np.cumsum(rows)]).astype(np.int64))
-
-
-def read_npy_rows(path: str, rows: np.ndarray) -> np.ndarray:
-    """Rows ``rows`` of a 2-d C-order ``.npy`` file by positioned reads (``os.pread``), runs of
-    consecutive rows in one read. Unlike indexing a memory map, nothing stays mapped: a sparse sample
-    of a large file (the k-means sample of 10^6 rows) does not fault the file's pages into the
-    process (fault-around maps 64 KiB a touch: a 65,536-row sample mapped ~1 GB, all of VmHWM)."""
-    import os
-
-    rows = np.asarray(rows, np.int64)
-    with open(path, "rb") as handle:
-        version = np.lib.format.read_magic(handle)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(handle)
-        if fortran or len(shape) != 2:
-            raise ValueError(f"{path}: expected a 2-d C-order array, got shape {shape} (fortran={fortran})")
-        offset, width = handle.tell(), int(shape[1]) * dtype.itemsize
-        order = np.argsort(rows, kind="stable")
-        ordered = rows[order]
-        out = np.empty((rows.size, int(shape[1])), dtype)
-        starts = np.flatnonzero(np.r_[True, np.diff(ordered) != 1]) if rows.size else np.zeros(0, np.int64)
-        stops = np.r_[starts[1:], rows.size]
-        fd = handle.fileno()
-        for lo, hi in zip(starts.tolist(), stops.tolist()):
-            first, count = int(ordered[lo]), hi - lo
-            data = os.pread(fd, count * width, offset + first * width)
-            if len(data) != count * width:
-                raise ValueError(f"{path}: rows {first}..{first + count - 1} are beyond the file's end")
-            out[order[lo:hi]] = np.frombuffer(data, dtype).reshape(count, -1)
-    return out
 
 
 class RowReader:

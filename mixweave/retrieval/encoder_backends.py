@@ -397,8 +397,12 @@ class GraphEncoder:
 
             core = ov.Core()
             bf16 = backend == "openvino-bf16"
+            # no CPU pinning: OpenVINO pins its threads to cores counted from the first, so the one-thread
+            # encoders of two Spark workers on one machine shared core 0 (each ran at half speed: the
+            # demo's embed stage spent 35 ms a document instead of 17); the OS spreads unpinned threads
             config = {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
-                      "EXECUTION_MODE_HINT": "PERFORMANCE" if bf16 else "ACCURACY", "PERFORMANCE_HINT": "LATENCY"}
+                      "EXECUTION_MODE_HINT": "PERFORMANCE" if bf16 else "ACCURACY", "PERFORMANCE_HINT": "LATENCY",
+                      "ENABLE_CPU_PINNING": False}
             if threads:
                 config["INFERENCE_NUM_THREADS"] = threads
             compiled = core.compile_model(core.read_model(str(path)), "CPU", config)

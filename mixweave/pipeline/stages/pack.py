@@ -37,6 +37,7 @@ from ...data.artifacts import (
     load_knn,
     load_order,
     order_files,
+    read_npy_rows,
     read_source_texts,
 )
 from ...data.manifest import require_manifest, write_json_atomic
@@ -239,20 +240,23 @@ SAMPLE_WINDOWS = 512
 """Windows (the first output rows: a random sample when windows are shuffled) behind the Spark path's metrics."""
 
 
-def _rows_of_blocks(blocks: list[tuple[int, int, object]], idx: np.ndarray) -> list[np.ndarray]:
-    """Rows ``idx`` (sorted global indices) gathered from ``(start, stop, array)`` row blocks."""
+def _rows_of_files(blocks: list[tuple[int, int, str]], idx: np.ndarray) -> list[np.ndarray]:
+    """Rows ``idx`` (sorted global indices) gathered from ``(start, stop, .npy path)`` row blocks by
+    positioned reads (:func:`~mixweave.data.artifacts.read_npy_rows`): a sample spread over a
+    10^6-document source's files costs its rows, not the pages a memory map would fault in (the 10^6
+    scale run's pack driver peaked at 940 MB from indexing mapped embeddings, 10^5: 347 MB)."""
     out = []
-    for start, stop, array in blocks:
+    for start, stop, path in blocks:
         lo, hi = np.searchsorted(idx, [start, stop])
         if hi > lo:
-            out.append(np.asarray(array[idx[lo:hi] - start]))
+            out.append(read_npy_rows(str(path), idx[lo:hi] - start))
     return out
 
 
 def sampled_window_quality(ctx: StageContext, source: str, pack_root: Path, n_windows: int, per_file: int) -> dict:
     """Window metrics of the Spark path from the first :data:`SAMPLE_WINDOWS` output windows: their
-    spans, the embeddings and kNN rows of their documents only (memory-mapped rows, never a whole
-    source). ``jump_rate`` = share of consecutive documents inside sampled windows that are not kNN
+    spans, the embeddings and kNN rows of their documents only (positioned reads of their rows, never
+    a whole source). ``jump_rate`` = share of consecutive documents inside sampled windows that are not kNN
     neighbours (the order's jump rate measured where the windows cut it); the stream-order window
     metric needs every window and is left out. Marked ``sampled``."""
     import pyarrow.compute as pc
@@ -275,13 +279,14 @@ def sampled_window_quality(ctx: StageContext, source: str, pack_root: Path, n_wi
     manifest = require_manifest(ctx.artifact("embed"), "embed")["embeddings"][source]
     blocks, start = [], 0
     for rel in manifest["files"]:
-        arr = np.load(ctx.artifact("embed") / rel, mmap_mode="r")
-        blocks.append((start, start + arr.shape[0], arr))
-        start += arr.shape[0]
-    X = np.concatenate(_rows_of_blocks(blocks, docs)).astype(np.float32)
+        path = ctx.artifact("embed") / rel
+        rows = int(np.load(path, mmap_mode="r").shape[0])  # the header only
+        blocks.append((start, start + rows, path))
+        start += rows
+    X = np.concatenate(_rows_of_files(blocks, docs)).astype(np.float32)
     shards = knn_shards(ctx.artifact("knn"), source)
-    I = np.concatenate(_rows_of_blocks([(s.start, s.stop, np.load(s.I, mmap_mode="r")) for s in shards], docs))
-    D = np.concatenate(_rows_of_blocks([(s.start, s.stop, np.load(s.D, mmap_mode="r")) for s in shards], docs))
+    I = np.concatenate(_rows_of_files([(s.start, s.stop, s.I) for s in shards], docs))
+    D = np.concatenate(_rows_of_files([(s.start, s.stop, s.D) for s in shards], docs))
     pos = np.searchsorted(docs, np.maximum(I, 0)).clip(0, docs.size - 1)
     inside = (I >= 0) & (docs[pos] == I)  # neighbours among the sampled documents, renumbered
     I_local = np.where(inside, pos, -1).astype(np.int64)
