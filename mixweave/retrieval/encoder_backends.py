@@ -10,7 +10,7 @@ Backends (``order.encoder_backend``):
   Lossless, bitwise reproducible; the CPU default where the CPU has no bf16 instructions.
 * ``openvino-bf16``: the same graph with OpenVINO's ``INFERENCE_PRECISION_HINT: bf16`` (matrix
   products in bfloat16 with fp32 accumulation, on CPUs with AVX512-BF16 or AMX). Per-document cosine
-  to f32 >= 0.9999, recall@20 vs torch ~0.99+ (bench/embed.py), ~1.7x OpenVINO f32's throughput on
+  to f32 >= 0.9999, recall@20 vs torch ~0.99+ (bench/embed.py), ~1.9x OpenVINO f32's throughput on
   an AVX512-BF16 CPU. The CPU default (``auto``) where OpenVINO reports BF16 among the CPU's
   optimization capabilities (:func:`cpu_default`); without them OpenVINO would run it at f32, so it
   is refused there with one line.
