@@ -27,3 +27,27 @@ class InfeasibleError(MixweaveError):
 
 class ManifestError(MixweaveError):
     """A stage manifest is missing, malformed, tampered with, or points outside its root."""
+
+
+class Interrupt:
+    """Whether the process got SIGINT. PySpark's own SIGINT handler cancels the running jobs through
+    the JVM gateway, and when the gateway is already gone that raises a Py4JError instead of
+    KeyboardInterrupt; the CLI reads this flag to report such an error as the interruption it is."""
+
+    received = False
+
+    @classmethod
+    def chain(cls) -> None:
+        """Wrap the current SIGINT handler (call after PySpark installed its own) so it sets the flag first."""
+        import signal
+
+        previous = signal.getsignal(signal.SIGINT)
+        if getattr(previous, "_mixweave_flag", False) or not callable(previous):
+            return
+
+        def flag_then_previous(signum, frame):
+            cls.received = True
+            return previous(signum, frame)
+
+        flag_then_previous._mixweave_flag = True
+        signal.signal(signal.SIGINT, flag_then_previous)

@@ -254,3 +254,38 @@ def test_a_file_added_into_an_artifact_is_not_read(small_runs, tmp_path):
     assert resolve_docs_paths(ingest) == listed and str(intruder) not in listed
     with pytest.raises(ManifestError, match="part-99999.parquet is not listed"):
         verify_stage(ingest)
+
+
+def test_ctrl_c_surfacing_as_a_gateway_error_is_reported_as_interrupted(capsys, monkeypatch):
+    """PySpark's SIGINT handler cancels jobs through the py4j gateway; when the gateway is gone it
+    raises a Py4JError instead of KeyboardInterrupt (seen once in CI). With the handler chained by
+    ``errors.Interrupt`` (as ``jobs.spark.get_spark`` does) the CLI still prints the interrupted line
+    and exits 130, not "internal error"."""
+    import click
+
+    from mixweave import cli as cli_module
+    from mixweave.errors import Interrupt
+
+    def pyspark_like_handler(signum, frame):
+        raise RuntimeError("Gateway must be connected to send cancel cmd")
+
+    previous = signal.signal(signal.SIGINT, pyspark_like_handler)
+    monkeypatch.setattr(Interrupt, "received", False)
+
+    @click.command("interrupt-me")
+    def interrupt_me():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+
+    cli_module.cli.add_command(interrupt_me)
+    try:
+        Interrupt.chain()
+        Interrupt.chain()  # idempotent: one flagging wrapper
+        with pytest.raises(SystemExit) as exit_info:
+            cli_module.main(["interrupt-me"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        cli_module.cli.commands.pop("interrupt-me", None)
+    assert exit_info.value.code == 130
+    err = capsys.readouterr().err
+    assert err.startswith("error: interrupted") and "internal error" not in err

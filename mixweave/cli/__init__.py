@@ -18,7 +18,7 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import MixweaveError
+from ..errors import Interrupt, MixweaveError
 
 LOG = logging.getLogger("mixweave")
 
@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into one line
+        if Interrupt.received:  # Ctrl-C inside a Spark job can surface as a Py4JError (errors.Interrupt)
+            click.echo("error: interrupted; run the same command again to resume (finished stages are kept)", err=True)
+            sys.exit(130)
         if os.environ.get("MIXWEAVE_DEBUG"):
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Mapping
 
-from ..errors import InputError
+from ..errors import InputError, Interrupt
 
 LOG = logging.getLogger(__name__)
 LOG4J2_FILE = Path(__file__).with_name("log4j2.properties")
@@ -80,5 +81,7 @@ def get_spark(
         raise InputError(f"Spark did not start with master {master!r} and driver memory {driver_memory!r} ({first[:300]}); "
                          "check spark.master, spark.driver_memory, spark.conf and that Java 17 is installed") from None
     spark.sparkContext.setLogLevel("ERROR")
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+        Interrupt.chain()
     LOG.info("spark session: master=%s parallelism=%d", spark.sparkContext.master, spark.sparkContext.defaultParallelism)
     return spark
