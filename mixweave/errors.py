@@ -31,10 +31,33 @@ class ManifestError(MixweaveError):
 
 class Interrupt:
     """Whether the process got SIGINT. PySpark's own SIGINT handler cancels the running jobs through
-    the JVM gateway, and when the gateway is already gone that raises a Py4JError instead of
-    KeyboardInterrupt; the CLI reads this flag to report such an error as the interruption it is."""
+    the JVM gateway and raises KeyboardInterrupt, which can go wrong two ways: with the gateway gone it
+    raises a Py4JError instead, and when the signal lands inside a finalizer (py4j's weakref callbacks)
+    Python swallows the exception ("Exception ignored in ...", a traceback on stderr) and the run goes
+    on. The flag survives both: :meth:`unraisable` keeps a swallowed KeyboardInterrupt quiet, the
+    runner raises KeyboardInterrupt at its next stage boundary (:meth:`check`), and the CLI reports a
+    Py4JError raised after a SIGINT as the interruption it is."""
 
     received = False
+
+    @classmethod
+    def check(cls) -> None:
+        """Raise KeyboardInterrupt if SIGINT arrived and was swallowed (call where stopping is safe)."""
+        if cls.received:
+            raise KeyboardInterrupt
+
+    @classmethod
+    def unraisable(cls, previous_hook):
+        """A ``sys.unraisablehook`` that records a KeyboardInterrupt raised inside a finalizer quietly
+        and hands every other unraisable exception to ``previous_hook``."""
+
+        def hook(info):
+            if info.exc_type is not None and issubclass(info.exc_type, KeyboardInterrupt):
+                cls.received = True
+                return None
+            return previous_hook(info)
+
+        return hook
 
     @classmethod
     def chain(cls) -> None:

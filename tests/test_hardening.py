@@ -289,3 +289,33 @@ def test_ctrl_c_surfacing_as_a_gateway_error_is_reported_as_interrupted(capsys, 
     assert exit_info.value.code == 130
     err = capsys.readouterr().err
     assert err.startswith("error: interrupted") and "internal error" not in err
+
+
+def test_ctrl_c_swallowed_in_a_finalizer_still_stops_the_run_quietly(tmp_path, capsys, monkeypatch):
+    """A SIGINT whose KeyboardInterrupt is raised inside a finalizer (py4j's weakref callbacks; seen in
+    CI: "Exception ignored in ...", then the run went on to commit ingest and run every stage) is
+    recorded by the CLI's unraisable hook without a traceback, and the runner stops at the next stage
+    boundary with KeyboardInterrupt, committing nothing."""
+    import sys
+
+    from mixweave.errors import Interrupt
+    from mixweave.pipeline.config import parse_config
+    from mixweave.pipeline.runner import run_stages
+    from mixweave.pipeline.stages import build_stages
+
+    monkeypatch.setattr(Interrupt, "received", False)
+
+    class Finalized:
+        def __del__(self):
+            raise KeyboardInterrupt
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", Interrupt.unraisable(seen.append))
+    Finalized()  # collected at once: the KeyboardInterrupt goes to the unraisable hook
+    assert Interrupt.received and seen == [] and "Traceback" not in capsys.readouterr().err
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "a.jsonl").write_text('{"text": "a document"}\n')
+    config = parse_config({"out": str(tmp_path / "out"), "sources": {"web": {"paths": [str(tmp_path / "web" / "*.jsonl")]}}})
+    with pytest.raises(KeyboardInterrupt):
+        run_stages(build_stages(), config, wanted=["ingest"])
+    assert not (tmp_path / "out" / "ingest").exists()

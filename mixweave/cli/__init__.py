@@ -79,6 +79,15 @@ _attach_commands()
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors, no tracebacks for users."""
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = Interrupt.unraisable(previous_hook)
+    try:
+        _main(argv)
+    finally:
+        sys.unraisablehook = previous_hook
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         cli.main(args=argv, prog_name="mixweave", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):

@@ -31,7 +31,7 @@ from ..data.manifest import (
     write_json_atomic,
 )
 from ..data.progress import spark_progress
-from ..errors import ConfigError
+from ..errors import ConfigError, Interrupt
 
 LOG = logging.getLogger(__name__)
 
@@ -114,6 +114,7 @@ def run_stage(stage: Stage, ctx: StageContext, *, force: bool = False) -> StageR
         fault_point(stage.name, "start")
         with spark_progress(None, stage.name):  # tasks done / total, rate, ETA of any Spark work the stage runs
             result = stage.run(ctx, tmp)
+        Interrupt.check()  # a Ctrl-C swallowed inside a finalizer during the stage: do not commit it
         fault_point(stage.name, "before_manifest")
         seconds = round(time.perf_counter() - started, 3)
         manifest = build_manifest(
@@ -174,6 +175,7 @@ def run_stages(
         for folder in sorted({ctx.out, *(ctx.artifact(s.name).parent for s in plan)}, key=str):
             held.enter_context(hold_folder(folder))
         for stage in plan:
+            Interrupt.check()
             if not stage.enabled(config):
                 report = StageReport(stage.name, "disabled", 0.0, ctx.artifact(stage.name))
             else:  # --force re-runs the stages asked for, not everything they depend on
