@@ -91,8 +91,7 @@ def _main(argv: list[str] | None) -> None:
     try:
         cli.main(args=argv, prog_name="mixweave", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("error: interrupted; run the same command again to resume (finished stages are kept)", err=True)
-        sys.exit(130)
+        _exit_interrupted()
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -101,10 +100,14 @@ def _main(argv: list[str] | None) -> None:
         sys.exit(exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into one line
         if Interrupt.received:  # Ctrl-C inside a Spark job can surface as a Py4JError (errors.Interrupt)
-            click.echo("error: interrupted; run the same command again to resume (finished stages are kept)", err=True)
-            sys.exit(130)
+            _exit_interrupted()
         if os.environ.get("MIXWEAVE_DEBUG"):
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         click.echo(f"internal error: {type(exc).__name__}: {message} (set MIXWEAVE_DEBUG=1 for the traceback)", err=True)
         sys.exit(1)
+
+
+def _exit_interrupted() -> None:
+    click.echo("error: interrupted; run the same command again to resume (finished stages are kept)", err=True)
+    sys.exit(130)

@@ -73,7 +73,8 @@ class Blocks:
 
 
 class RowReader:
-    """Rows of a source by global index, gathered from the embed blocks: memory-mapped (tasks that
+    """Rows of a source by global index (in the blocks' dtype), gathered from its row blocks (embed
+    vectors, kNN I / D shards): memory-mapped (tasks that
     read most of a block), or with ``mapped=False`` by positioned reads (sparse samples on the
     driver: :func:`read_npy_rows`, whose memory is the rows asked for, not the pages they touch)."""
 
@@ -95,7 +96,7 @@ class RowReader:
             local = ids[at] - self.blocks.starts[b]
             part = self.block(int(b))[local] if self.mapped else read_npy_rows(self.blocks.paths[int(b)], local)
             if out is None:
-                out = np.empty((ids.size, part.shape[1]), np.float32)
+                out = np.empty((ids.size, part.shape[1]), part.dtype)
             out[at] = part
         return out if out is not None else np.zeros((0, 0), np.float32)
 

@@ -44,7 +44,7 @@ def run_embed_stage(ctx: StageContext, tmp: Path) -> StageResult:
     return StageResult(
         counts={"n_docs": n_docs, "units": len(units)},
         timings={"embed_s": round(seconds, 3), "docs_per_s": round(n_docs / seconds, 1) if seconds else None,
-                 "encoder_s": done.get("encoder_seconds", 0.0), "slowest_unit_s": done.get("slowest_unit_s", 0.0)},
+                 "encoder_s": done["encoder_seconds"], "slowest_unit_s": done["slowest_unit_s"]},
         extra={"embeddings": per_source, "encoder": o.encoder, **encoder_identity(o)},
     )
 

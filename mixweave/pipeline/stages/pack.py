@@ -37,7 +37,6 @@ from ...data.artifacts import (
     load_knn,
     load_order,
     order_files,
-    read_npy_rows,
     read_source_texts,
 )
 from ...data.manifest import require_manifest, write_json_atomic
@@ -240,19 +239,6 @@ SAMPLE_WINDOWS = 512
 """Windows (the first output rows: a random sample when windows are shuffled) behind the Spark path's metrics."""
 
 
-def _rows_of_files(blocks: list[tuple[int, int, str]], idx: np.ndarray) -> list[np.ndarray]:
-    """Rows ``idx`` (sorted global indices) gathered from ``(start, stop, .npy path)`` row blocks by
-    positioned reads (:func:`~mixweave.data.artifacts.read_npy_rows`): a sample spread over a
-    10^6-document source's files costs its rows, not the pages a memory map would fault in (the 10^6
-    scale run's pack driver peaked at 940 MB from indexing mapped embeddings, 10^5: 347 MB)."""
-    out = []
-    for start, stop, path in blocks:
-        lo, hi = np.searchsorted(idx, [start, stop])
-        if hi > lo:
-            out.append(read_npy_rows(str(path), idx[lo:hi] - start))
-    return out
-
-
 def sampled_window_quality(ctx: StageContext, source: str, pack_root: Path, n_windows: int, per_file: int) -> dict:
     """Window metrics of the Spark path from the first :data:`SAMPLE_WINDOWS` output windows: their
     spans, the embeddings and kNN rows of their documents only (positioned reads of their rows, never
@@ -262,6 +248,7 @@ def sampled_window_quality(ctx: StageContext, source: str, pack_root: Path, n_wi
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from ...jobs.knn import Blocks, RowReader
     from ...retrieval.metrics import edge_lookup, random_pair_cosines, window_metrics
 
     m = min(int(n_windows), SAMPLE_WINDOWS)
@@ -277,16 +264,13 @@ def sampled_window_quality(ctx: StageContext, source: str, pack_root: Path, n_wi
     docs = np.unique(sd_global)
     sd = np.searchsorted(docs, sd_global)
     manifest = require_manifest(ctx.artifact("embed"), "embed")["embeddings"][source]
-    blocks, start = [], 0
-    for rel in manifest["files"]:
-        path = ctx.artifact("embed") / rel
-        rows = int(np.load(path, mmap_mode="r").shape[0])  # the header only
-        blocks.append((start, start + rows, path))
-        start += rows
-    X = np.concatenate(_rows_of_files(blocks, docs)).astype(np.float32)
+    # positioned reads of the sampled rows (RowReader mapped=False): indexing memory maps faulted pages
+    # around every sampled row into the driver (the 10^6 scale run's pack driver: 940 MB, 10^5: 347 MB)
+    X = RowReader(Blocks.from_files([ctx.artifact("embed") / rel for rel in manifest["files"]]), mapped=False).rows(docs)
     shards = knn_shards(ctx.artifact("knn"), source)
-    I = np.concatenate(_rows_of_files([(s.start, s.stop, s.I) for s in shards], docs))
-    D = np.concatenate(_rows_of_files([(s.start, s.stop, s.D) for s in shards], docs))
+    bounds = np.array([s.start for s in shards] + [shards[-1].stop], np.int64)
+    I = RowReader(Blocks(tuple(str(s.I) for s in shards), bounds), mapped=False).rows(docs)
+    D = RowReader(Blocks(tuple(str(s.D) for s in shards), bounds), mapped=False).rows(docs)
     pos = np.searchsorted(docs, np.maximum(I, 0)).clip(0, docs.size - 1)
     inside = (I >= 0) & (docs[pos] == I)  # neighbours among the sampled documents, renumbered
     I_local = np.where(inside, pos, -1).astype(np.int64)
