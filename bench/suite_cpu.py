@@ -1,0 +1,211 @@
+"""Where the test suite's CPU goes: every process's CPU seconds by kind, and system CPU by test file.
+
+    .venv/bin/python bench/suite_cpu.py                       # the whole suite (make test's pytest)
+    .venv/bin/python bench/suite_cpu.py tests/test_e2e.py     # any pytest arguments
+    .venv/bin/python bench/suite_cpu.py --json bench/suite-cpu.json
+
+The suite is CPU-bound on 2 cores (pytest-xdist did not help), so its wall time is bounded below by
+its CPU seconds / cores: this says which processes spend them. Run it on an idle machine.
+
+* **processes**: a sampler thread reads ``/proc/<pid>/stat`` of every process every 0.3 s (CPU =
+  utime + stime, minus what the process had when the run started) and groups them: the pytest process,
+  Spark JVMs (the session's ``local`` driver, spark-submit drivers, standalone master/worker/executor),
+  PySpark Python workers grouped by the JVM above them, ``mixweave`` CLI subprocesses, others. A process
+  that lives under 0.3 s can be missed (a lower bound); Python workers are forked by a daemon and counted
+  each on its own.
+* **test files**: a pytest plugin records the machine's busy CPU seconds (``/proc/stat``, all cores)
+  around each test's setup + call + teardown, summed by file, so background work (the e2e scenarios,
+  started with the session) lands in whichever file runs meanwhile (usually the first one).
+
+Cost: the sampler uses ~1 % of a core. No timing is asserted anywhere; this only measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy since boot (all cores; idle and iowait left out)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    return (sum(values) - values[3] - values[4]) / TICK
+
+
+def read_processes() -> dict[str, tuple[float, str, str, str]]:
+    """``pid:starttime`` -> (CPU seconds, command line, parent pid, pid) of every live process."""
+    found = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        found[f"{pid}:{fields[19]}"] = ((int(fields[11]) + int(fields[12])) / TICK, cmd, fields[1], pid)
+    return found
+
+
+class Sampler(threading.Thread):
+    """Polls every process's CPU until stopped; ``seen`` keeps each process's last reading and its last
+    non-empty command line (an exited, unreaped process reads as an empty one; a JVM that spark-class
+    exec'ed reads as bash until the exec)."""
+
+    def __init__(self, interval: float = 0.3):
+        super().__init__(daemon=True)
+        self.interval, self.stopped = interval, threading.Event()
+        self.base = {key: cpu for key, (cpu, *_rest) in read_processes().items()}
+        self.seen: dict[str, list] = {}
+
+    def poll(self) -> None:
+        for key, (cpu, cmd, ppid, pid) in read_processes().items():
+            old = self.seen.get(key)
+            self.seen[key] = [cpu - self.base.get(key, 0.0), cmd or (old[1] if old else ""), ppid, pid]
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            self.poll()
+            self.stopped.wait(self.interval)
+        self.poll()
+
+
+def kind(cmd: str) -> str:
+    program = cmd.split(" ")[0]
+    if program.endswith("/java") or program == "java":
+        for marker, name in (("deploy.master", "master"), ("deploy.worker", "worker"),
+                             ("CoarseGrainedExecutorBackend", "executor"), ("pyspark-shell", "PySpark session"),
+                             ("SparkSubmit", "spark-submit driver")):
+            if marker in cmd:
+                return f"java {name}"
+        return "java"
+    for marker, name in (("pyspark.daemon", "pyspark worker"), ("pytest", "pytest"), ("mixweave.cli", "mixweave CLI"),
+                         ("mixweave/submit.py", "mixweave CLI (spark-submit)"), ("chromium", "chromium"),
+                         ("transformers serve", "transformers serve")):
+        if marker in cmd:
+            return name
+    return "other: " + " ".join(Path(part).name for part in cmd.split(" ")[:2])
+
+
+def summarize(seen: dict[str, list], pytest_pid: str) -> dict:
+    """CPU seconds by process kind, and the JVM trees (a Spark JVM with the Python workers under it)."""
+    by_pid = {pid: (cpu, cmd, ppid) for cpu, cmd, ppid, pid in seen.values()}
+
+    def jvm_above(pid: str) -> str | None:
+        for _ in range(8):
+            pid = by_pid.get(pid, (0, "", None))[2]
+            if pid is None:
+                return None
+            if kind(by_pid.get(pid, (0, "", None))[1]).startswith("java"):
+                return pid
+        return None
+
+    kinds: dict[str, list] = collections.defaultdict(lambda: [0.0, 0])
+    trees: dict[str, float] = collections.defaultdict(float)
+    for pid, (cpu, cmd, _ppid) in by_pid.items():
+        if cpu <= 0 or pid == str(os.getpid()):
+            continue
+        name = kind(cmd)
+        kinds[name][0] += cpu
+        kinds[name][1] += 1
+        if name.startswith("java"):
+            trees[pid] += cpu
+        elif name == "pyspark worker" and (jvm := jvm_above(pid)):
+            trees[jvm] += cpu
+    def describe(pid: str) -> str:
+        cmd = by_pid[pid][1]
+        main_class = next((t for t in cmd.split() if t.startswith("org.apache.spark.")), "?").rsplit(".", 1)[-1]
+        role = " (a PySpark session: pytest's own or a CLI subprocess's)" if "pyspark-shell" in cmd else ""
+        return f"java {pid} {main_class}{role}"
+
+    label = {pid: describe(pid) for pid in trees}
+    return {"total_cpu_s": round(sum(v[0] for v in kinds.values()), 1),
+            "by_kind": {k: {"cpu_s": round(v[0], 1), "processes": v[1]} for k, v in sorted(kinds.items(), key=lambda x: -x[1][0])},
+            "jvm_trees": {label[p]: round(c, 1) for p, c in sorted(trees.items(), key=lambda x: -x[1])}}
+
+
+PLUGIN = '''
+import json, os, time, pytest
+from bench_suite_cpu_busy import busy_seconds
+ROWS = []
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    b0, w0 = busy_seconds(), time.time()
+    yield
+    ROWS.append((item.nodeid.split("::")[0], busy_seconds() - b0, time.time() - w0))
+def pytest_sessionfinish(session):
+    with open(os.environ["SUITE_CPU_ROWS"], "w") as f:
+        json.dump(ROWS, f)
+'''
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", type=Path, help="write the figures here too")
+    args, pytest_args = parser.parse_known_args()
+    import subprocess
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "bench_suite_cpu_busy.py").write_text(f"import os\nTICK = {TICK}\n" + _source_of(busy_seconds))
+        (Path(tmp) / "bench_suite_cpu_plugin.py").write_text(PLUGIN)
+        rows_path = Path(tmp) / "rows.json"
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [tmp, os.environ.get("PYTHONPATH")])),
+                   SUITE_CPU_ROWS=str(rows_path))
+        sampler = Sampler()
+        sampler.start()
+        busy0, wall0 = busy_seconds(), time.time()
+        proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "bench_suite_cpu_plugin",
+                                 *pytest_args], cwd=root, env=env)
+        code = proc.wait()
+        wall, busy = time.time() - wall0, busy_seconds() - busy0
+        sampler.stopped.set()
+        sampler.join()
+        rows = json.loads(rows_path.read_text()) if rows_path.exists() else []
+    files: dict[str, list] = collections.defaultdict(lambda: [0.0, 0.0, 0])
+    for path, cpu, seconds in rows:
+        files[path][0] += cpu
+        files[path][1] += seconds
+        files[path][2] += 1
+    result = {"pytest_exit": code, "wall_s": round(wall, 1), "machine_busy_cpu_s": round(busy, 1),
+              "cores_busy_on_average": round(busy / wall, 2) if wall else 0.0,
+              **summarize(sampler.seen, str(proc.pid)),
+              "by_test_file": {p: {"busy_cpu_s": round(c, 1), "wall_s": round(s, 1), "tests": n}
+                               for p, (c, s, n) in sorted(files.items(), key=lambda x: -x[1][0])}}
+    print(f"\nwall {result['wall_s']} s, machine busy {result['machine_busy_cpu_s']} CPU-s "
+          f"({result['cores_busy_on_average']} cores on average); processes seen: {result['total_cpu_s']} CPU-s")
+    print("\nCPU-s  procs  process kind")
+    for name, v in result["by_kind"].items():
+        print(f"{v['cpu_s']:6.1f} {v['processes']:6d}  {name}")
+    print("\nCPU-s  Spark JVM with the Python workers under it")
+    for name, cpu in result["jvm_trees"].items():
+        print(f"{cpu:6.1f}  {name}")
+    print("\nbusy CPU-s  wall s  tests  test file (first 25)")
+    for path, v in list(result["by_test_file"].items())[:25]:
+        print(f"{v['busy_cpu_s']:10.1f} {v['wall_s']:7.1f} {v['tests']:6d}  {path}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    sys.exit(code)
+
+
+def _source_of(function) -> str:
+    import inspect
+
+    return inspect.getsource(function)
+
+
+if __name__ == "__main__":
+    main()
