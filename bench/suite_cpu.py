@@ -8,9 +8,10 @@ The suite is CPU-bound on 2 cores (pytest-xdist did not help), so its wall time 
 its CPU seconds / cores: this says which processes spend them. Run it on an idle machine.
 
 * **processes**: a sampler thread reads ``/proc/<pid>/stat`` of every process every 0.3 s (CPU =
-  utime + stime, minus what the process had when the run started) and groups them: the pytest process,
-  Spark JVMs (the session's ``local`` driver, spark-submit drivers, standalone master/worker/executor),
-  PySpark Python workers grouped by the JVM above them, ``mixweave`` CLI subprocesses, others. A process
+  utime + stime, minus what the process had when the run started) and groups them: Spark processes by
+  bench/scale.py's roles (PySpark-session JVMs of pytest or of a CLI run, other driver JVMs, standalone
+  master/worker daemons, executors, Python daemons and workers; each JVM also with the Python processes
+  under it), the pytest process, ``mixweave`` CLI subprocesses, others. A process
   that lives under 0.3 s can be missed (a lower bound); Python workers are forked by a daemon and counted
   each on its own.
 * **test files**: a pytest plugin records the machine's busy CPU seconds (``/proc/stat``, all cores)
@@ -31,18 +32,14 @@ import threading
 import time
 from pathlib import Path
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def busy_seconds() -> float:
-    """CPU seconds the whole machine spent busy since boot (all cores; idle and iowait left out)."""
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    return (sum(values) - values[3] - values[4]) / TICK
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scale import classify, descendants  # noqa: E402 - bench/scale.py's Spark process roles
+from suite_cpu_plugin import TICK, busy_seconds  # noqa: E402
 
 
 def read_processes() -> dict[str, tuple[float, str, str, str]]:
-    """``pid:starttime`` -> (CPU seconds, command line, parent pid, pid) of every live process."""
+    """``pid:starttime`` -> (CPU seconds, command line, parent pid, pid) of every live process (keyed by
+    start time too: Spark's threads cycle through the 32,768 pids within one suite)."""
     found = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -82,73 +79,44 @@ class Sampler(threading.Thread):
         self.poll()
 
 
-def kind(cmd: str) -> str:
-    program = cmd.split(" ")[0]
-    if program.endswith("/java") or program == "java":
-        for marker, name in (("deploy.master", "master"), ("deploy.worker", "worker"),
-                             ("CoarseGrainedExecutorBackend", "executor"), ("pyspark-shell", "PySpark session"),
-                             ("SparkSubmit", "spark-submit driver")):
-            if marker in cmd:
-                return f"java {name}"
-        return "java"
-    for marker, name in (("pyspark.daemon", "pyspark worker"), ("pytest", "pytest"), ("mixweave.cli", "mixweave CLI"),
-                         ("mixweave/submit.py", "mixweave CLI (spark-submit)"), ("chromium", "chromium"),
-                         ("transformers serve", "transformers serve")):
-        if marker in cmd:
-            return name
-    return "other: " + " ".join(Path(part).name for part in cmd.split(" ")[:2])
+OTHER_KINDS = (("mixweave.cli", "mixweave CLI"), ("mixweave/submit.py", "mixweave CLI (spark-submit)"),
+               ("chromium", "chromium"), ("transformers serve", "transformers serve"), ("pytest", "pytest"))
+"""First match wins: ``pytest`` last, since the tests' subprocesses name files under /tmp/pytest-of-*."""
 
 
-def summarize(seen: dict[str, list], pytest_pid: str) -> dict:
-    """CPU seconds by process kind, and the JVM trees (a Spark JVM with the Python workers under it)."""
-    by_pid = {pid: (cpu, cmd, ppid) for cpu, cmd, ppid, pid in seen.values()}
+def kind(pid: int, table: dict[int, tuple[int, str]]) -> str:
+    """A Spark process's role (``scale.classify``; a driver JVM that runs PySpark's gateway is the
+    PySpark session of pytest or of a CLI subprocess), else the program the suite started."""
+    role = classify(pid, table)
+    cmd = table[pid][1]
+    if role == "driver_jvm" and "pyspark-shell" in cmd:
+        return "pyspark_session_jvm"
+    if role != "other":
+        return role
+    name = next((name for marker, name in OTHER_KINDS if marker in cmd), None)
+    return name or "other: " + " ".join(Path(part).name for part in cmd.split(" ")[:2])
 
-    def jvm_above(pid: str) -> str | None:
-        for _ in range(8):
-            pid = by_pid.get(pid, (0, "", None))[2]
-            if pid is None:
-                return None
-            if kind(by_pid.get(pid, (0, "", None))[1]).startswith("java"):
-                return pid
-        return None
 
+def summarize(seen: dict[str, list]) -> dict:
+    """CPU seconds by process kind, and each Spark JVM with the Python workers under it."""
+    table = {int(pid): (int(ppid), cmd) for _cpu, cmd, ppid, pid in seen.values()}
+    cpu_of = {int(pid): cpu for cpu, _cmd, _ppid, pid in seen.values()}
     kinds: dict[str, list] = collections.defaultdict(lambda: [0.0, 0])
-    trees: dict[str, float] = collections.defaultdict(float)
-    for pid, (cpu, cmd, _ppid) in by_pid.items():
-        if cpu <= 0 or pid == str(os.getpid()):
+    jvms = []
+    for pid in table:
+        if cpu_of[pid] <= 0 or pid == os.getpid():
             continue
-        name = kind(cmd)
-        kinds[name][0] += cpu
+        name = kind(pid, table)
+        kinds[name][0] += cpu_of[pid]
         kinds[name][1] += 1
-        if name.startswith("java"):
-            trees[pid] += cpu
-        elif name == "pyspark worker" and (jvm := jvm_above(pid)):
-            trees[jvm] += cpu
-    def describe(pid: str) -> str:
-        cmd = by_pid[pid][1]
-        main_class = next((t for t in cmd.split() if t.startswith("org.apache.spark.")), "?").rsplit(".", 1)[-1]
-        role = " (a PySpark session: pytest's own or a CLI subprocess's)" if "pyspark-shell" in cmd else ""
-        return f"java {pid} {main_class}{role}"
-
-    label = {pid: describe(pid) for pid in trees}
+        if name.endswith("_jvm") or name in ("worker_daemon", "master_daemon"):
+            jvms.append((pid, name))
+    trees = {f"{name} {pid}": cpu_of[pid] + sum(cpu_of[p] for p in descendants(pid, table)
+                                                if kind(p, table).startswith("python_"))
+             for pid, name in jvms}
     return {"total_cpu_s": round(sum(v[0] for v in kinds.values()), 1),
             "by_kind": {k: {"cpu_s": round(v[0], 1), "processes": v[1]} for k, v in sorted(kinds.items(), key=lambda x: -x[1][0])},
-            "jvm_trees": {label[p]: round(c, 1) for p, c in sorted(trees.items(), key=lambda x: -x[1])}}
-
-
-PLUGIN = '''
-import json, os, time, pytest
-from bench_suite_cpu_busy import busy_seconds
-ROWS = []
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item, nextitem):
-    b0, w0 = busy_seconds(), time.time()
-    yield
-    ROWS.append((item.nodeid.split("::")[0], busy_seconds() - b0, time.time() - w0))
-def pytest_sessionfinish(session):
-    with open(os.environ["SUITE_CPU_ROWS"], "w") as f:
-        json.dump(ROWS, f)
-'''
+            "jvm_trees": {label: round(c, 1) for label, c in sorted(trees.items(), key=lambda x: -x[1])}}
 
 
 def main() -> None:
@@ -158,18 +126,16 @@ def main() -> None:
     import subprocess
     import tempfile
 
-    root = Path(__file__).resolve().parents[1]
+    here = Path(__file__).resolve().parent
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "bench_suite_cpu_busy.py").write_text(f"import os\nTICK = {TICK}\n" + _source_of(busy_seconds))
-        (Path(tmp) / "bench_suite_cpu_plugin.py").write_text(PLUGIN)
         rows_path = Path(tmp) / "rows.json"
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [tmp, os.environ.get("PYTHONPATH")])),
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(here), os.environ.get("PYTHONPATH")])),
                    SUITE_CPU_ROWS=str(rows_path))
         sampler = Sampler()
         sampler.start()
         busy0, wall0 = busy_seconds(), time.time()
-        proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "bench_suite_cpu_plugin",
-                                 *pytest_args], cwd=root, env=env)
+        proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "suite_cpu_plugin",
+                                 *pytest_args], cwd=here.parent, env=env)
         code = proc.wait()
         wall, busy = time.time() - wall0, busy_seconds() - busy0
         sampler.stopped.set()
@@ -182,7 +148,7 @@ def main() -> None:
         files[path][2] += 1
     result = {"pytest_exit": code, "wall_s": round(wall, 1), "machine_busy_cpu_s": round(busy, 1),
               "cores_busy_on_average": round(busy / wall, 2) if wall else 0.0,
-              **summarize(sampler.seen, str(proc.pid)),
+              **summarize(sampler.seen),
               "by_test_file": {p: {"busy_cpu_s": round(c, 1), "wall_s": round(s, 1), "tests": n}
                                for p, (c, s, n) in sorted(files.items(), key=lambda x: -x[1][0])}}
     print(f"\nwall {result['wall_s']} s, machine busy {result['machine_busy_cpu_s']} CPU-s "
@@ -199,12 +165,6 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     sys.exit(code)
-
-
-def _source_of(function) -> str:
-    import inspect
-
-    return inspect.getsource(function)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,32 @@
+"""pytest plugin of bench/suite_cpu.py: the machine's busy CPU seconds around each test (setup + call +
+teardown), written as JSON rows (test file, busy CPU-s, wall s) to ``$SUITE_CPU_ROWS`` at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+TICK = os.sysconf("SC_CLK_TCK")
+ROWS: list[tuple[str, float, float]] = []
+
+
+def busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy since boot (all cores; idle and iowait left out)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    return (sum(values) - values[3] - values[4]) / TICK
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    busy0, wall0 = busy_seconds(), time.time()
+    yield
+    ROWS.append((item.nodeid.split("::")[0], busy_seconds() - busy0, time.time() - wall0))
+
+
+def pytest_sessionfinish(session):
+    with open(os.environ["SUITE_CPU_ROWS"], "w") as f:
+        json.dump(ROWS, f)
