@@ -3,8 +3,9 @@ and the pipeline runs that the slow tests share (each made once per test session
 
 * ``small_runs`` -- three 30-document sources (books, code, web) of the fixture corpus, run in
   process through ``mix`` (``reference``), plus the same without books through ``mix`` (``two``).
-  tests/test_e2e.py compares every CLI run (local[1], crash + resume, SIGKILL + rerun, a standalone
-  cluster; subprocesses started with the session, ``e2e_scenarios``) against ``reference``;
+  tests/test_e2e.py compares every CLI run (spark-submit onto a one-core standalone cluster; SIGKILL,
+  then a crash by injected fault, then a resume; subprocesses started with the session,
+  ``e2e_scenarios``) against ``reference``;
   tests/test_hardening.py compares ``two`` with ``reference`` and edits copies of ``two``.
 * ``full_run`` -- all nine fixture sources through every stage: utility (embedding), UtiliMax,
   Megatron and MDS exports and a 3-step training run. tests/test_pipeline_spark.py checks every
@@ -205,7 +206,7 @@ def e2e_scenarios(small_corpus, tmp_path_factory, request):
 @pytest.fixture(scope="session", autouse=True)
 def _e2e_scenarios_start_with_the_session(request):
     """When a test of tests/test_e2e.py is selected, its scenarios (subprocesses: Spark JVMs, a
-    standalone cluster, ~80 CPU-seconds) start with the session's first test instead of when their
+    standalone cluster) start with the session's first test instead of when their
     module comes, so the other tests run meanwhile: alone, the suite leaves most of the two cores
     idle (Spark start-ups, subprocesses, waits)."""
     if any(item.path.name == "test_e2e.py" for item in request.session.items):

@@ -4,9 +4,11 @@ Every scenario (tests/e2e_scenarios.py) runs ``mixweave run`` on the small runs'
 sources (tests/conftest.py, ``small_corpus``) with the same settings, and compares artifacts by the
 sha256 lists of their manifests against the session's ``reference`` run of that config
 (``small_runs``: in process, on local[2]). Crash scenarios start from a copy of the reference's
-stages before the one they break. The local[1] and standalone-cluster scenarios run knn, dedup,
-order and pack on their Spark paths (``DISTRIBUTED_ORDER``) and compare those stages with the
-session's ``distributed_run`` (the same settings on local[2], in process).
+stages before the one they break. The cluster scenario (spark-submit onto a standalone master and a
+one-core worker) runs knn, dedup, order and pack on their Spark paths (``DISTRIBUTED_ORDER``) and
+compares those stages with the session's ``distributed_run`` (the same settings on local[2], in
+process). The failure scenario kills a run while it embeds, crashes its rerun by injected fault
+before pack commits, and resumes it.
 
 The scenarios are independent processes: the session fixture ``e2e_scenarios`` (tests/conftest.py)
 starts them all when the session starts and these tests, ordered last, each wait for their own and
@@ -46,41 +48,44 @@ def assert_spark_paths_equal(out, reference, distributed_run) -> None:
 
 
 # ------------------------------------------------------------------------------------------ tests
-def test_spark_submit_local1_equals_local2(scenarios, distributed_run):
-    run = scenarios.submit_local1.result()
-    assert run.result.returncode == 0, run.result.stderr[-3000:]
+def test_spark_submit_master_wins_and_one_task_slot_equals_local2(scenarios, distributed_run):
+    run = scenarios.cluster.result()
+    assert run.master_started, "the Spark master did not start: " + run.log
+    assert run.result.returncode == 0, run.result.stderr[-3000:] + run.log
     ingest = read_manifest(run.out / "ingest")
-    assert ingest["spark_master"] == "local[1]"  # spark-submit's --master won over the config's local[2]
+    assert ingest["spark_master"] == run.master  # spark-submit's --master won over the config's local[2]
     assert ingest["counts"]["n_docs"] > 0 and ingest["counts"]["input_equals_kept_plus_quarantined"]
     assert "report:" in run.result.stdout and (run.out / "report.html").is_file()
     assert_spark_paths_equal(run.out, scenarios.reference, distributed_run)
 
 
+def test_standalone_cluster_equals_local(scenarios, distributed_run):
+    run = scenarios.cluster.result()
+    assert run.master_started, "the Spark master did not start: " + run.log
+    assert run.result.returncode == 0, run.result.stderr[-3000:] + run.log
+    assert run.one_core_executor, run.log  # the worker launched the executor that ran the tasks, with one core
+    assert read_manifest(run.out / "ingest")["spark_master"].startswith("spark://")
+    assert_spark_paths_equal(run.out, scenarios.reference, distributed_run)
+
+
+def test_sigkill_mid_run_then_rerun_redoes_only_the_killed_stage(scenarios):
+    run = scenarios.failures.result()
+    assert run.after_kill["reached_embed"], "the run never reached the embed stage"
+    assert run.after_kill["returncode"] == -signal.SIGKILL
+    assert run.after_kill["ingest"]
+    assert not run.after_kill["embed"]  # the half-done stage is invisible
+    assert "ingest     skipped" in run.crashed.stderr and "embed      ran" in run.crashed.stderr, run.crashed.stderr[-3000:]
+    assert run.resumed.returncode == 0, run.resumed.stderr[-3000:]
+    assert fingerprints(run.out) == fingerprints(scenarios.reference)
+
+
 def test_fault_injection_then_resume_is_identical(scenarios):
-    run = scenarios.fault.result()
+    run = scenarios.failures.result()
     assert run.crashed.returncode == 77, run.crashed.stderr[-2000:]
-    assert "order      skipped" in run.crashed.stderr
+    assert "order      ran" in run.crashed.stderr
     assert run.after_crash["order"]  # earlier stages kept
     assert not run.after_crash["pack"] and not run.after_crash["mix"]  # no partial artifact exposed
     assert run.resumed.returncode == 0, run.resumed.stderr[-3000:]
     assert "order      skipped" in run.resumed.stderr and "pack       ran" in run.resumed.stderr
     assert fingerprints(run.out) == fingerprints(scenarios.reference)
     assert not list(run.out.glob(".*.tmp-*"))
-
-
-def test_sigkill_mid_run_then_rerun_is_identical(scenarios):
-    run = scenarios.sigkill.result()
-    assert run.after_kill["reached_embed"], "the run never reached the embed stage"
-    assert run.after_kill["returncode"] == -signal.SIGKILL
-    assert run.after_kill["ingest"]
-    assert not run.after_kill["embed"]  # the half-done stage is invisible
-    assert run.rerun.returncode == 0, run.rerun.stderr[-3000:]
-    assert fingerprints(run.out) == fingerprints(scenarios.reference)
-
-
-def test_standalone_cluster_equals_local(scenarios, distributed_run):
-    run = scenarios.standalone.result()
-    assert run.master_started, "the Spark master did not start: " + run.log
-    assert run.result.returncode == 0, run.result.stderr[-3000:] + run.log
-    assert read_manifest(run.out / "ingest")["spark_master"].startswith("spark://")
-    assert_spark_paths_equal(run.out, scenarios.reference, distributed_run)
