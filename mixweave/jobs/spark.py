@@ -67,6 +67,9 @@ def get_spark(
         .config("spark.driver.memory", driver_memory)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.executorEnv.PYTHONHASHSEED", "0")
+        # PySpark's daemon, importing the installed pyspark (cached bytecode) instead of compiling
+        # Spark's pyspark.zip in every Python worker: mixweave/jobs/pyspark_daemon.py
+        .config("spark.python.daemon.module", "mixweave.jobs.pyspark_daemon")
     )
     if master and not under_spark_submit():
         builder = builder.master(master)

@@ -93,8 +93,10 @@ def require_runtime(backend: str) -> None:
 
 
 @lru_cache(maxsize=1)
+@lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
-    """Whether OpenVINO's CPU plugin lists BF16 among its optimization capabilities (AVX512-BF16 or AMX)."""
+    """Whether OpenVINO's CPU plugin lists BF16 among its optimization capabilities (AVX512-BF16 or AMX);
+    asked once per process (an OpenVINO ``Core`` costs ~0.3 CPU-seconds)."""
     import importlib.util
 
     if importlib.util.find_spec("openvino") is None:
@@ -124,9 +126,23 @@ def resolve_backend(backend: str | None, device: str | None = None) -> str:
         return backend
     if device is not None:
         return "torch" if str(device).startswith("cuda") else cpu_default()
+    return "torch" if cuda_available() else cpu_default()
+
+
+def cuda_available() -> bool:
+    """``torch.cuda.is_available()``, without importing torch (~3 CPU-seconds, in every CLI run and
+    Spark task that resolves ``auto``) where no GPU driver is present: CUDA needs the NVIDIA driver
+    (``/proc/driver/nvidia``, ``/dev/nvidia*``), ROCm ``/dev/kfd``, WSL ``/dev/dxg``."""
+    import sys
+
+    if "torch" not in sys.modules and not any(os.path.exists(p) for p in GPU_DRIVER_PATHS):
+        return False
     import torch
 
-    return "torch" if torch.cuda.is_available() else cpu_default()
+    return torch.cuda.is_available()
+
+
+GPU_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
 
 
 def cache_root() -> Path:

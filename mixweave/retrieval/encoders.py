@@ -63,9 +63,9 @@ def resolve_encoder_path(path_or_default: str | os.PathLike | None = "default") 
 
 
 def default_device() -> str:
-    import torch
+    from mixweave.retrieval.encoder_backends import cuda_available
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if cuda_available() else "cpu"
 
 
 def load_encoder(path_or_default: str | os.PathLike | None = "default", device: str | None = None,

@@ -181,12 +181,13 @@ def faiss_num_gpus() -> int:
 
 
 def torch_cuda_available() -> bool:
-    """True if torch is installed and sees a CUDA device (imports torch only if installed)."""
+    """True if torch is installed and sees a CUDA device (imports torch only if installed and a GPU
+    driver is present: :func:`mixweave.retrieval.encoder_backends.cuda_available`)."""
     if importlib.util.find_spec("torch") is None:
         return False
-    import torch
+    from mixweave.retrieval.encoder_backends import cuda_available
 
-    return bool(torch.cuda.is_available())
+    return cuda_available()
 
 
 def default_nlist(n: int) -> int:
