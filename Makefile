@@ -18,7 +18,7 @@ demo: $(STAMP) check-java
 	@echo "results: out/demo (stage folders with _manifest.json; per-source stats in out/demo/count/stats.json)"
 
 test: $(STAMP) check-java check-chromium
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2
 
 # Proxy models per candidate mixture x order x seed on the tiny tier (configs/study.yaml): out/study/study/
 # (study.parquet, study.json, charts) and out/study/report.html with the study section. Resumable.

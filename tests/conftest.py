@@ -22,8 +22,10 @@ Tests must not change these folders (copy them, or write through ``overrides`` t
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import sys
 import types
 from pathlib import Path
@@ -186,9 +188,43 @@ def distributed_run(small_runs, tmp_path_factory):
 
 
 # ------------------------------------------------------------------- the end-to-end CLI scenarios
+SHARED_RUNS = frozenset({"small_runs", "distributed_run", "full_run", "e2e_scenarios"})
+"""The session fixtures that build pipeline runs (and the CLI scenarios compared with them)."""
+
+
+@functools.lru_cache(maxsize=None)
+def uses_shared_runs(test_file: Path) -> bool:
+    """Whether a test file names one of :data:`SHARED_RUNS` (what the xdist controller, which collects
+    nothing, can know of a file; ``pytest_collection_modifyitems`` checks it against the collection)."""
+    return re.search(r"\b(" + "|".join(sorted(SHARED_RUNS)) + r")\b", Path(test_file).read_text()) is not None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``make test`` runs the suite on two pytest-xdist workers (``-n 2``): every file that uses a shared
+    run is one work unit (``shared_runs``, the largest, so the first handed out), so each run is built
+    once, by one worker, with the e2e scenarios beside it; every other file is a unit of its own
+    (module fixtures built once), with its own Spark session where it needs one."""
+    if config.getoption("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedRunsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return "shared_runs" if uses_shared_runs(config.rootpath / file) else file
+
+    return SharedRunsTogether(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    """tests/test_e2e.py runs last: its scenarios started with the session (``e2e_scenarios``)."""
+    """tests/test_e2e.py runs last: its scenarios started with the shared runs (``e2e_scenarios``)."""
     items.sort(key=lambda item: item.path.name == "test_e2e.py")  # stable: the rest keep their order
+    missed = sorted({item.path.name for item in items if SHARED_RUNS & set(getattr(item, "fixturenames", ()))
+                     and not uses_shared_runs(item.path)})
+    if missed:  # a shared run reached through a fixture the file does not name: xdist would build it twice
+        raise pytest.UsageError(f"{', '.join(missed)} use a shared run without naming it; name the fixture "
+                                "(tests/conftest.py, uses_shared_runs)")
 
 
 @pytest.fixture(scope="session")
@@ -203,13 +239,18 @@ def e2e_scenarios(small_corpus, tmp_path_factory, request):
     pool.shutdown(wait=True)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _e2e_scenarios_start_with_the_session(request):
+@pytest.fixture(scope="session")
+def _e2e_selected(request) -> bool:
+    return any(item.path.name == "test_e2e.py" for item in request.session.items)
+
+
+@pytest.fixture(autouse=True)
+def _e2e_scenarios_start_with_the_shared_runs(request, _e2e_selected):
     """When a test of tests/test_e2e.py is selected, its scenarios (subprocesses: Spark JVMs, a
-    standalone cluster) start with the session's first test instead of when their
-    module comes, so the other tests run meanwhile: alone, the suite leaves most of the two cores
-    idle (Spark start-ups, subprocesses, waits)."""
-    if any(item.path.name == "test_e2e.py" for item in request.session.items):
+    standalone cluster) start with the first test that uses a shared run (in the worker that has
+    them, under xdist) instead of when their module comes, so the other tests run meanwhile: alone,
+    the suite leaves much of the two cores idle (Spark start-ups, subprocesses, waits)."""
+    if _e2e_selected and SHARED_RUNS & set(request.fixturenames):
         request.getfixturevalue("e2e_scenarios")
 
 
