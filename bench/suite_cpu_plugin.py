@@ -1,5 +1,7 @@
 """pytest plugin of bench/suite_cpu.py: the machine's busy CPU seconds around each test (setup + call +
-teardown), written as JSON rows (test file, busy CPU-s, wall s) to ``$SUITE_CPU_ROWS`` at the end."""
+teardown), written as JSON rows (test file, busy CPU-s, wall s) to ``$SUITE_CPU_ROWS.<pid>`` at the end.
+Under pytest-xdist the two workers' tests overlap in time, so a test's busy CPU includes the other
+worker's meanwhile: by file, the figures say where the suite spends its time, not exclusive costs."""
 
 from __future__ import annotations
 
@@ -28,5 +30,6 @@ def pytest_runtest_protocol(item, nextitem):
 
 
 def pytest_sessionfinish(session):
-    with open(os.environ["SUITE_CPU_ROWS"], "w") as f:
-        json.dump(ROWS, f)
+    if ROWS:  # one file per process: under pytest-xdist each worker writes its own (the controller none)
+        with open(f"{os.environ['SUITE_CPU_ROWS']}.{os.getpid()}", "w") as f:
+            json.dump(ROWS, f)

@@ -25,13 +25,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mixweave.data.manifest import read_manifest
+from mixweave.jobs.spark_cds import archive_flags
 
 ROOT = Path(__file__).parents[1]
 STAGES = ("ingest", "count", "embed", "knn", "dedup", "order", "pack", "mix")
 
 
-FAST_JVM_FLAGS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
-"""Short-lived test JVMs: C1 only (C2's warm-up costs more CPU than it saves in a job of seconds)."""
+FAST_JVM_FLAGS = " ".join(filter(None, ["-XX:TieredStopAtLevel=1 -XX:+UseSerialGC", archive_flags()]))
+"""Short-lived test JVMs: C1 only (C2's warm-up costs more CPU than it saves in a job of seconds), and
+the class-data archive of Spark's classes where ``make install`` built one (mixweave/jobs/spark_cds.py;
+JVMs that mixweave starts get it from ``get_spark``; spark-submit's driver and the standalone daemons
+from these flags)."""
 
 
 DISTRIBUTED_ORDER = {"partitions": 3, "distributed_min_docs": 0, "pack_file_windows": 3}
