@@ -186,9 +186,10 @@ def spark_submit_on_a_standalone_cluster(corpus, work: Path):
 
 
 def start_scenarios(small_corpus, tmp_path_factory, get_reference) -> tuple[ThreadPoolExecutor, types.SimpleNamespace]:
-    """Every scenario started at once: those that only need the input first, then the in-process
-    reference is built (``get_reference()``: the ``small_runs`` fixture) while they run, then the two
-    that copy from it. Returns the pool (shut it down when done) and the futures by name."""
+    """Every scenario started at once: the cluster run, which only needs the input, first; then the
+    in-process reference is built (``get_reference()``: the ``small_runs`` fixture) while it runs;
+    then the failure scenario, which copies from it. Returns the pool (shut it down when done) and the
+    futures by name."""
     import pyspark.sql  # noqa: F401 - imported here once: a first import racing in two threads fails
 
     from mixweave.retrieval.encoder_backends import ensure_export, resolve_backend

@@ -237,13 +237,11 @@ def test_auto_backend_and_cuda_check_agree_with_torch_without_importing_it_on_a_
 
     import torch
 
-    from mixweave.retrieval.encoder_backends import GPU_DRIVER_PATHS, cuda_available
-
-    assert cuda_available() == torch.cuda.is_available()  # torch imported: asked directly
+    assert eb.cuda_available() == torch.cuda.is_available()  # torch imported: asked directly
     code = ("import sys; from mixweave.retrieval.encoder_backends import cuda_available, resolve_backend; "
             "print(cuda_available(), resolve_backend('auto'), 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == str(torch.cuda.is_available())
     assert out[1] == ("torch" if torch.cuda.is_available() else eb.cpu_default())
-    if not any(Path(p).exists() for p in GPU_DRIVER_PATHS):
+    if not any(Path(p).exists() for p in eb.GPU_DRIVER_PATHS):
         assert out[2] == "False"  # no driver, no CUDA: torch was not imported to learn it

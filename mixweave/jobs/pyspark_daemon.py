@@ -56,14 +56,15 @@ def prefer_installed_pyspark(path: list[str]) -> list[str]:
     if spark_zip is None:
         return path
     wanted = _zip_version(spark_zip)
+    kept = [p for p in path if p not in zips]
     before = sys.path[:]
-    sys.path[:] = [p for p in path if p not in zips]
+    sys.path[:] = kept
     try:
         importlib.invalidate_caches()
         found = _installed_version() if importlib.util.find_spec("py4j") is not None else None
     finally:
         sys.path[:] = before
-    return [p for p in path if p not in zips] if wanted is not None and found == wanted else path
+    return kept if wanted is not None and found == wanted else path
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -93,10 +94,8 @@ def require_runtime(backend: str) -> None:
 
 
 @lru_cache(maxsize=1)
-@lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
-    """Whether OpenVINO's CPU plugin lists BF16 among its optimization capabilities (AVX512-BF16 or AMX);
-    asked once per process (an OpenVINO ``Core`` costs ~0.3 CPU-seconds)."""
+    """Whether OpenVINO's CPU plugin lists BF16 among its optimization capabilities (AVX512-BF16 or AMX)."""
     import importlib.util
 
     if importlib.util.find_spec("openvino") is None:
@@ -133,8 +132,6 @@ def cuda_available() -> bool:
     """``torch.cuda.is_available()``, without importing torch (~3 CPU-seconds, in every CLI run and
     Spark task that resolves ``auto``) where no GPU driver is present: CUDA needs the NVIDIA driver
     (``/proc/driver/nvidia``, ``/dev/nvidia*``), ROCm ``/dev/kfd``, WSL ``/dev/dxg``."""
-    import sys
-
     if "torch" not in sys.modules and not any(os.path.exists(p) for p in GPU_DRIVER_PATHS):
         return False
     import torch
