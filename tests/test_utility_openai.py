@@ -76,7 +76,17 @@ class FaultServer:
             def log_message(self, *args):
                 pass
 
+            def _finished(self):
+                """This request leaves ``active`` before any of its response reaches the client: a client
+                that frees its slot on the response and sends the next request must not find the
+                finished one still counted (under CPU load the old handler thread can lag)."""
+                if self.counted:
+                    self.counted = False
+                    with outer.lock:
+                        outer.active -= 1
+
             def _send(self, status, payload, headers=()):
+                self._finished()
                 try:
                     self.send_response(status)
                     for k, v in headers:
@@ -94,6 +104,7 @@ class FaultServer:
                     outer.requests.append((self.path, body, dict(self.headers)))
                     outer.active += 1
                     outer.max_active = max(outer.max_active, outer.active)
+                    self.counted = True
                     fault = "ok"
                     for marker, pending in outer.faults.items():
                         if marker in text and pending:
@@ -102,10 +113,10 @@ class FaultServer:
                 try:
                     self._handle(fault, body)
                 finally:
-                    with outer.lock:
-                        outer.active -= 1
+                    self._finished()
 
             def _drip(self, payload):
+                self._finished()
                 for i in range(len(payload)):
                     if outer.stop.wait(outer.drip_s):
                         return
@@ -123,6 +134,7 @@ class FaultServer:
                     self._send(500, json.dumps({"error": "bad auth", "echo": echoed}).encode())
                 elif fault == "drip":
                     payload = json.dumps(outer.responder(self.path, body)).encode() + b" " * 400
+                    self._finished()
                     self.send_response(200)
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
@@ -145,6 +157,7 @@ class FaultServer:
                     self._send(200, b'{"choices": []}')
                 elif fault == "drop":
                     self.close_connection = True
+                    self._finished()
                     self.connection.shutdown(socket.SHUT_RDWR)
                 elif fault == "timeout":
                     time.sleep(outer.hang_s)
