@@ -72,22 +72,15 @@ def _inputs(tmp_path, use_fixture=True):
 
 @pytest.mark.parametrize("use_fixture", [True, False], ids=["fixture-corpus", "inline-text"])
 def test_cli_embedding_utility_ranks_code_first_for_code_benchmarks(tmp_path, use_fixture):
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("sentence_transformers")
     from click.testing import CliRunner
 
     from mixweave.cli.utility import command as utility_command
 
     docs, bench, per_source, expected_top = _inputs(tmp_path, use_fixture)
     out = tmp_path / "utility"
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # small batches on a busy 2-core machine: one thread is faster
-    try:
-        res = CliRunner().invoke(utility_command, ["--method", "embedding", "--docs", docs, "--benchmarks", str(bench),
-                                                   "--out", str(out), "--per-source", str(per_source), "--top-k", "3",
-                                                   "--max-tokens", "128"])
-    finally:
-        torch.set_num_threads(before)
+    res = CliRunner().invoke(utility_command, ["--method", "embedding", "--docs", docs, "--benchmarks", str(bench),
+                                               "--out", str(out), "--per-source", str(per_source), "--top-k", "3",
+                                               "--max-tokens", "128"])
     assert res.exit_code == 0, res.output + repr(res.exception)
     table = pq.read_table(out / "utility.parquet").to_pylist()
     ut = read_utility_table(out / "utility.csv")
@@ -140,3 +133,55 @@ def test_utility_cli_ablation_and_table_methods(tmp_path):
         assert exc.code in (0, None)
     again = read_utility_table(tmp_path / "tbl" / "utility.parquet")
     assert again.sources == table.sources and (again.scores == table.scores).all()
+
+
+def _inline_docs():
+    import pyarrow as pa
+
+    long_text = next(json.loads(line)["text"] for line in (CORPUS / "encyclopedic").glob("*.jsonl").__next__().open()
+                     if len(json.loads(line)["text"]) > 5000)  # cut at max_tokens
+    texts = INLINE_CODE + INLINE_PROSE + [long_text]
+    docs = pa.table({"doc_id": [f"d{i}" for i in range(len(texts))], "text": texts,
+                     "source": ["code"] * len(INLINE_CODE) + ["encyclopedic"] * (len(INLINE_PROSE) + 1)})
+    examples = {b: [r for r in INLINE_BENCH if r["benchmark"] == b] for b in ("humaneval", "history")}
+    return docs, examples
+
+
+def test_auto_backend_on_cpu_is_the_fp32_export_with_torchs_scores_and_costs():
+    """``auto`` on CPU: the fp32 OpenVINO export (never bf16: the table must not depend on the CPU),
+    with torch's scores to float32 rounding and the same cost inputs (parameters, tokens read, each
+    document cut at ``max_tokens``); lossy backends are refused with one line."""
+    from mixweave.errors import InputError
+    from mixweave.utility.embedding import embedding_document_scores
+
+    docs, examples = _inline_docs()
+    kw = {"top_k": 2, "max_tokens": 128, "batch_size": 4, "device": "cpu"}
+    rows_t, info_t = embedding_document_scores(docs, examples, backend="torch", **kw)
+    rows_a, info_a = embedding_document_scores(docs, examples, backend="auto", **kw)
+    assert (info_t["encoder_backend"], info_a["encoder_backend"]) == ("torch", "openvino")
+    assert info_a["encoder_params"] == info_t["encoder_params"] > 20_000_000  # all-MiniLM-L6-v2: 22.7M
+    assert info_a["tokens_in"] == info_t["tokens_in"]
+    assert [(r["doc_id"], r["benchmark"]) for r in rows_a] == [(r["doc_id"], r["benchmark"]) for r in rows_t]
+    np.testing.assert_allclose([r["score"] for r in rows_a], [r["score"] for r in rows_t], atol=2e-5)
+    for lossy in ("openvino-bf16", "onnx-int8", "static"):
+        with pytest.raises(InputError, match="not lossless"):
+            embedding_document_scores(docs, examples, backend=lossy, **kw)
+
+
+def test_auto_backend_on_cpu_imports_no_torch():
+    """The CPU utility loads neither torch nor sentence-transformers (~8 CPU-s a process)."""
+    import subprocess
+    import sys
+
+    from mixweave.retrieval.encoder_backends import ensure_export
+    from mixweave.retrieval.encoders import resolve_encoder_path
+
+    ensure_export(resolve_encoder_path("default").resolve(), "openvino")  # built once per machine (with torch)
+    code = ("import sys, json, pyarrow as pa\n"
+            "from mixweave.utility.embedding import embedding_document_scores\n"
+            "docs = pa.table({'doc_id': ['a', 'b'], 'source': ['x', 'y'], 'text': ['def f(): pass', 'The Danube.']})\n"
+            "rows, info = embedding_document_scores(docs, {'q': [{'prompt': 'def g():', 'answer': 'pass'}]}, top_k=1)\n"
+            "print(json.dumps([info['encoder_backend'], len(rows), sorted(m for m in ('torch', 'sentence_transformers') "
+            "if m in sys.modules)]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["openvino", 2, []], out.stderr[-2000:]

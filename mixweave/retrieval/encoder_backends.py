@@ -59,7 +59,8 @@ CPU_DEFAULT = "openvino"
 """The fastest lossless (bitwise fp32) CPU backend; :func:`cpu_default` picks bf16 where the CPU has it."""
 REUSABLE = ("torch", "onnx", "openvino")
 """Backends whose vectors are the reference model's to float32 rounding (per-row cosine to torch
-1.0000), so a stage that embeds with torch (the utility's benchmark examples) may reuse them. bf16
+1.0000), so the utility (which embeds with one of them, :func:`resolve_lossless_backend`) may reuse
+the embed stage's vectors made with any of them. bf16
 vectors (cosine >= 0.9999) moved a small utility table by up to 1.5e-3: not reused; int8 and static
 are other spaces."""
 EXPORT_VERSION = 1
@@ -126,6 +127,36 @@ def resolve_backend(backend: str | None, device: str | None = None) -> str:
     if device is not None:
         return "torch" if str(device).startswith("cuda") else cpu_default()
     return "torch" if cuda_available() else cpu_default()
+
+
+def resolve_lossless_backend(backend: str | None, device: str | None = None) -> str:
+    """A backend whose vectors are the reference model's to float32 rounding (:data:`REUSABLE`):
+    ``auto`` -> ``torch`` on CUDA, else the fp32 CPU export (:data:`CPU_DEFAULT`, never bf16); an
+    explicit one must be in :data:`REUSABLE`. For estimators whose numbers must not depend on the
+    machine's instructions (the embedding utility)."""
+    backend = backend or "auto"
+    if backend == "auto":
+        return "torch" if resolve_backend("auto", device) == "torch" else CPU_DEFAULT
+    if backend not in REUSABLE:
+        raise InputError(f"encoder backend {backend!r} is not lossless here; choose one of auto, {', '.join(REUSABLE)}")
+    return resolve_backend(backend, device)
+
+
+def encoder_param_count(model_dir: Path) -> int | None:
+    """The parameters in the folder's ``model.safetensors`` (from its JSON header: no weights read,
+    no torch; integer buffers such as BERT's ``position_ids`` left out), or None without one: the number
+    ``sum(p.numel() for p in model.parameters())`` gives for the loaded transformer."""
+    path = Path(model_dir) / "model.safetensors"
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size)) if 0 < size < 100_000_000 else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(header, dict):
+        return None
+    return int(sum(int(np.prod(v["shape"], dtype=np.int64)) for k, v in header.items()  # float tensors: integer
+                   if k != "__metadata__" and isinstance(v, dict) and str(v.get("dtype", "")).startswith(("F", "BF"))))
 
 
 def cuda_available() -> bool:

@@ -212,7 +212,7 @@ def _embedding(sample: Any, examples: dict[str, list[dict[str, Any]]], s: Utilit
     vectors = doc_vectors(sample) if doc_vectors is not None else None
     rows, info = embedding_document_scores(sample, examples, encoder=s.encoder, top_k=s.top_k,
                                            max_tokens=s.max_tokens, batch_size=s.batch_size, device=s.device,
-                                           doc_emb=vectors)
+                                           backend=s.encoder_backend, doc_emb=vectors)
     table = aggregate_scores(rows, n_boot=s.n_boot, alpha=s.alpha, seed=s.seed,
                              sources=sorted(set(sample.column("source").to_pylist())), benchmarks=sorted(examples))
     tokens = info["tokens_in"] or 0

@@ -53,6 +53,9 @@ class UtilityConfig:
     """[embedding] top-k cosine similarities per document."""
     max_tokens: int = 256
     """[embedding] tokens of each text the encoder reads."""
+    encoder_backend: Literal["auto", "torch", "onnx", "openvino"] = "auto"
+    """[embedding] the encoder's runtime, lossless only (the table must not depend on the CPU's bf16
+    instructions): auto = torch on CUDA, the fp32 OpenVINO export on CPU (no torch import)."""
     device: str | None = None
     # -- medu
     backend: Literal["transformers", "vllm", "openai"] = "transformers"

@@ -46,18 +46,25 @@ def example_text(ex: Mapping[str, Any]) -> str:
 
 def embedding_document_scores(docs: Any, examples: Mapping[str, Sequence[Mapping[str, Any]]], *,
                               encoder: Any = "default", top_k: int = 5, max_tokens: int = 256,
-                              batch_size: int = 32, device: str | None = None,
+                              batch_size: int = 32, device: str | None = None, backend: str = "auto",
                               doc_emb: np.ndarray | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One row ``{source, doc_id, benchmark, score}`` per (document, benchmark), plus cost info.
 
-    ``docs``: a pyarrow Table with doc_id, source, text. ``encoder``: a loaded SentenceTransformer
-    or a local model path / "default" (see :mod:`mixweave.retrieval.encoders`). ``doc_emb``: the
-    documents' embeddings made earlier with the same encoder and ``max_tokens`` (rows aligned with
-    ``docs``); then only the benchmark examples are encoded."""
-    from mixweave.retrieval.encoders import embed_texts, load_encoder
+    ``docs``: a pyarrow Table with doc_id, source, text. ``encoder``: a loaded encoder
+    (:func:`~mixweave.retrieval.encoders.load_encoder`) or a local model path / "default".
+    ``backend``: the runtime a path is loaded with, lossless only
+    (:func:`~mixweave.retrieval.encoder_backends.resolve_lossless_backend`; ``auto``: torch on CUDA,
+    the fp32 OpenVINO export on CPU, which reads the same vectors to float32 rounding without
+    importing torch). ``doc_emb``: the documents' embeddings made earlier with the same encoder and
+    ``max_tokens`` (rows aligned with ``docs``); then only the benchmark examples are encoded."""
+    from mixweave.retrieval.encoder_backends import resolve_lossless_backend
+    from mixweave.retrieval.encoders import embed_texts, encoder_backend, load_encoder
 
     t0 = time.perf_counter()
-    model = load_encoder(encoder, device) if encoder is None or isinstance(encoder, str) else encoder
+    if encoder is None or isinstance(encoder, str):
+        model = load_encoder(encoder, device, backend=resolve_lossless_backend(backend, device))
+    else:
+        model = encoder
     t_load = time.perf_counter() - t0
     texts = [str(t) for t in docs.column("text").to_pylist()]
     sources = [str(s) for s in docs.column("source").to_pylist()]
@@ -81,9 +88,9 @@ def embedding_document_scores(docs: Any, examples: Mapping[str, Sequence[Mapping
         rows.extend({"source": s, "doc_id": d, "benchmark": b, "score": float(x)}
                     for s, d, x in zip(sources, ids, scores))
     n_tokens = _count_tokens(model, texts + ex_texts, max_tokens)
-    n_params = int(sum(p.numel() for p in model.parameters())) if hasattr(model, "parameters") else None
     info = {"encoder": str(encoder) if isinstance(encoder, str) or encoder is None else type(encoder).__name__,
-            "encoder_params": n_params, "top_k": top_k, "max_tokens": max_tokens,
+            "encoder_backend": encoder_backend(model), "encoder_params": _param_count(model),
+            "top_k": top_k, "max_tokens": max_tokens,
             "n_docs": len(texts), "n_examples": len(ex_texts), "tokens_in": n_tokens,
             "doc_embeddings": "reused" if reused else "encoded",
             "wall_s": {"load": round(t_load, 3), "embed": round(t_embed, 3),
@@ -101,11 +108,28 @@ def _checked_doc_emb(doc_emb: Any, n_docs: int, dim: int) -> np.ndarray:
     return arr
 
 
+def _param_count(model: Any) -> int | None:
+    """The encoder's parameters: the torch module's, or an export's model folder's (safetensors header)."""
+    if hasattr(model, "parameters"):
+        return int(sum(p.numel() for p in model.parameters()))
+    if hasattr(model, "model_dir"):
+        from mixweave.retrieval.encoder_backends import encoder_param_count
+
+        return encoder_param_count(model.model_dir)
+    return None
+
+
 def _count_tokens(model: Any, texts: Sequence[str], max_tokens: int) -> int | None:
     """Tokens the encoder actually read (each text capped at its truncation length)."""
     tok = getattr(model, "tokenizer", None)
     if tok is None:
         return None
+    if hasattr(model, "encode_batch"):  # an export: a `tokenizers.Tokenizer`, cut as embed_texts cuts
+        from mixweave.retrieval.encoder_backends import encode_truncated
+
+        special = int(getattr(model, "special_tokens", 0))
+        total = min(int(max_tokens) + special, int(model.max_seq_length))
+        return int(sum(max(0, len(e.ids) - special) for e in encode_truncated(tok, list(texts), total)))
     cap = min(max_tokens, int(getattr(model, "max_seq_length", max_tokens)))
     try:
         enc = tok(list(texts), add_special_tokens=False, truncation=True, max_length=cap)

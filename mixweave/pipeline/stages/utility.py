@@ -41,7 +41,7 @@ def reuses_embed(config: RunConfig) -> bool:
     """True when the embed artifact holds the vectors the utility would compute: same encoder and
     max_tokens, and a lossless backend (torch, or its fp32 onnx / openvino export: per-row cosine to
     torch 1.0000, bench/embed.py; ``auto`` as resolved on this machine), since the utility embeds the
-    benchmark examples with torch.
+    benchmark examples with one of those (``utility.encoder_backend``: torch on CUDA, fp32 OpenVINO on CPU).
     int8 and static vectors live in other spaces (static: another dimension): not reused."""
     u, o = config.utility, config.order
     if u is None or o is None or u.method != "embedding":
