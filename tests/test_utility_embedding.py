@@ -80,7 +80,8 @@ def test_cli_embedding_utility_ranks_code_first_for_code_benchmarks(tmp_path, us
     out = tmp_path / "utility"
     res = CliRunner().invoke(utility_command, ["--method", "embedding", "--docs", docs, "--benchmarks", str(bench),
                                                "--out", str(out), "--per-source", str(per_source), "--top-k", "3",
-                                               "--max-tokens", "128"])
+                                               "--max-tokens", "128",
+                                               *([] if use_fixture else ["--encoder-backend", "openvino"])])
     assert res.exit_code == 0, res.output + repr(res.exception)
     table = pq.read_table(out / "utility.parquet").to_pylist()
     ut = read_utility_table(out / "utility.csv")
@@ -100,6 +101,9 @@ def test_cli_embedding_utility_ranks_code_first_for_code_benchmarks(tmp_path, us
     assert ut.scores[i, ut.benchmarks.index("humaneval")] == pytest.approx(1.0)
     cost = json.loads((out / "cost.json").read_text())
     assert cost["method"] == "embedding" and cost["tokens"]["in"] > 0 and cost["flops"]["estimator"] > 0
+    from mixweave.retrieval.encoder_backends import resolve_lossless_backend
+
+    assert cost["estimator"]["encoder_backend"] == ("openvino" if not use_fixture else resolve_lossless_backend("auto"))
     assert cost["ablation"]["all_runs_over_estimator"] > 1e3
     assert set(cost["normalize"]["per_benchmark"]) == benchmarks
     manifest = json.loads((out / "_manifest.json").read_text())

@@ -81,6 +81,8 @@ def _backend_options(backend: str, o: dict[str, Any]) -> dict[str, Any]:
 @click.option("--max-examples", type=int, help="At most N examples per benchmark.")
 @click.option("--master", help="Sample documents with Spark on this master (e.g. local[*]); default: in-process.")
 @click.option("--encoder", default="default", show_default=True, help="[embedding] local sentence-transformers folder.")
+@click.option("--encoder-backend", type=click.Choice(["auto", "torch", "onnx", "openvino"]), default="auto",
+              show_default=True, help="[embedding] lossless runtime: auto = torch on CUDA, fp32 OpenVINO on CPU.")
 @click.option("--top-k", default=5, show_default=True, type=int, help="[embedding] top-k similarities per document.")
 @click.option("--max-tokens", default=256, show_default=True, type=int,
               help="[embedding] tokens of each text the encoder reads (clamped to the model's limit).")
@@ -175,7 +177,7 @@ def command(config_path, overrides, **o: Any) -> None:
               "ablation_params": o["ablation_params"], "ablation_tokens": o["ablation_tokens"]}
     if o["method"] == "embedding":
         settings = {**common, "encoder": o["encoder"], "top_k": o["top_k"], "max_tokens": o["max_tokens"],
-                    "normalize": o["normalize"] or "minmax"}
+                    "encoder_backend": o["encoder_backend"], "normalize": o["normalize"] or "minmax"}
         if o["device"]:
             settings["device"] = o["device"]
     else:
