@@ -152,6 +152,35 @@ def test_export_key_follows_the_model_bytes(tmp_path):
     assert eb.export_key(copy, "onnx") != key
 
 
+def test_model_hash_is_memoised_on_disk_until_a_file_changes(tmp_path, monkeypatch):
+    """A process that finds the on-disk memo of the folder's (names, sizes, mtimes) reads the hash
+    instead of hashing the bytes; a rewritten file, or a corrupt memo, means hashing again."""
+    monkeypatch.setenv("MIXWEAVE_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"a": 1}')
+    (model / "weights.bin").write_bytes(b"\0" * 1000)
+    first = eb.model_sha256(model)
+    memos = list((tmp_path / "cache" / "encoders" / "sha256").iterdir())
+    assert len(memos) == 1 and memos[0].read_text() == first
+
+    def no_hashing(*args):
+        raise AssertionError("hashed the folder despite its memo")
+
+    monkeypatch.setattr(eb, "_folder_sha256", no_hashing)
+    assert eb.model_sha256(model) == first  # a new process: the memo, not the bytes
+    monkeypatch.undo()
+    monkeypatch.setenv("MIXWEAVE_CACHE", str(tmp_path / "cache"))
+    before = (model / "weights.bin").stat().st_mtime_ns
+    (model / "weights.bin").write_bytes(b"\1" * 1000)  # same size, new bytes and mtime (set: a clock tick apart)
+    os.utime(model / "weights.bin", ns=(before + 10**9, before + 10**9))
+    second = eb.model_sha256(model)
+    assert second != first and len(list(memos[0].parent.iterdir())) == 2
+    newest = max(memos[0].parent.iterdir(), key=lambda p: p.stat().st_mtime_ns)
+    newest.write_text("not a hash")
+    assert eb.model_sha256(model) == second and newest.read_text() == second
+
+
 def test_cache_builds_once_atomically_under_a_race(tmp_path, monkeypatch):
     monkeypatch.setenv("MIXWEAVE_CACHE", str(tmp_path / "cache"))
     builds = []
