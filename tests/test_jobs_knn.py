@@ -36,7 +36,8 @@ def read_shards(root, info) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_spark_join_equals_in_process_on_any_number_of_tasks(spark, tmp_path):
-    from mixweave.jobs.knn import Blocks, run_knn_join
+    from mixweave.data.artifacts import Blocks
+    from mixweave.jobs.knn import run_knn_join
 
     X = clustered(450, 24, 15, seed=6, cos=0.5)
     blocks = Blocks.from_files(write_blocks(X, tmp_path / "embed", [130, 7, 200, 113]))
@@ -105,7 +106,8 @@ def test_knn_stage_distributed_path_on_the_fixture(small_runs, distributed_run, 
 
 def test_bad_embed_block_is_one_input_error(spark, tmp_path):
     from mixweave.errors import InputError
-    from mixweave.jobs.knn import Blocks, run_knn_join
+    from mixweave.data.artifacts import Blocks
+    from mixweave.jobs.knn import run_knn_join
 
     X = clustered(60, 8, 3, seed=1)
     X[45] *= 2.0  # not unit-norm: document 45, in the second block

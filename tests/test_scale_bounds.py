@@ -261,7 +261,7 @@ def test_driver_row_samples_are_read_without_mapping_the_file(tmp_path):
     (unsorted, repeated, runs, across blocks), and a sparse sample of a 40 MB file leaves the process's
     file-backed resident memory flat (a mapped gather faults in ~64 KiB a row: the 10^6 run's 1.18 GB)."""
     from mixweave.data.artifacts import read_npy_rows
-    from mixweave.jobs.knn import Blocks, RowReader
+    from mixweave.data.artifacts import Blocks, RowReader
 
     rng = np.random.default_rng(0)
     paths = []

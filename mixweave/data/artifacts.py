@@ -137,3 +137,50 @@ def read_npy_rows(path: str, rows: np.ndarray) -> np.ndarray:
                 raise ValueError(f"{path}: rows {first}..{first + count - 1} are beyond the file's end")
             out[order[lo:hi]] = np.frombuffer(data, dtype).reshape(count, -1)
     return out
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """A source's embed blocks: ``paths[b]`` holds global rows ``[starts[b], starts[b+1])``."""
+
+    paths: tuple[str, ...]
+    starts: np.ndarray  # int64 [len(paths) + 1]
+
+    @property
+    def n(self) -> int:
+        return int(self.starts[-1])
+
+    @classmethod
+    def from_files(cls, files: list[Path]) -> "Blocks":
+        """Row counts from each ``.npy`` header (memory-mapped, nothing read)."""
+        rows = [np.load(p, mmap_mode="r").shape[0] for p in files]
+        return cls(tuple(str(Path(p).resolve()) for p in files), np.concatenate([[0], np.cumsum(rows)]).astype(np.int64))
+
+
+class RowReader:
+    """Rows of a source by global index (in the blocks' dtype), gathered from its row blocks (embed
+    vectors, kNN I / D shards): memory-mapped (tasks that
+    read most of a block), or with ``mapped=False`` by positioned reads (sparse samples on the
+    driver: :func:`read_npy_rows`, whose memory is the rows asked for, not the pages they touch)."""
+
+    def __init__(self, blocks: Blocks, *, mapped: bool = True):
+        self.blocks, self.mapped = blocks, mapped
+        self._maps: dict[int, np.ndarray] = {}
+
+    def block(self, b: int) -> np.ndarray:
+        if b not in self._maps:
+            self._maps[b] = np.load(self.blocks.paths[b], mmap_mode="r")
+        return self._maps[b]
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, np.int64)
+        which = np.searchsorted(self.blocks.starts, ids, side="right") - 1
+        out = None
+        for b in np.unique(which):
+            at = np.flatnonzero(which == b)
+            local = ids[at] - self.blocks.starts[b]
+            part = self.block(int(b))[local] if self.mapped else read_npy_rows(self.blocks.paths[int(b)], local)
+            if out is None:
+                out = np.empty((ids.size, part.shape[1]), part.dtype)
+            out[at] = part
+        return out if out is not None else np.zeros((0, 0), np.float32)

@@ -26,7 +26,7 @@ LOG = logging.getLogger(__name__)
 
 
 def run_knn_stage(ctx: StageContext, tmp: Path) -> StageResult:
-    from ...jobs.knn import Blocks
+    from ...data.artifacts import Blocks
 
     o = ctx.config.order
     embed_dir = ctx.artifact("embed")

@@ -248,7 +248,7 @@ def sampled_window_quality(ctx: StageContext, source: str, pack_root: Path, n_wi
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from ...jobs.knn import Blocks, RowReader
+    from ...data.artifacts import Blocks, RowReader
     from ...retrieval.metrics import edge_lookup, random_pair_cosines, window_metrics
 
     m = min(int(n_windows), SAMPLE_WINDOWS)
