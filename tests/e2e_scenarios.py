@@ -44,6 +44,11 @@ Spark paths, as conftest's ``distributed_run`` (local[2], in process), which its
 with: the same bytes on 2 task slots in process and on a cluster executor's one."""
 
 
+SUBMIT_SHUFFLE_PARTITIONS = 3
+"""spark-submit's ``--conf spark.sql.shuffle.partitions`` in the cluster scenario: it must win over
+mixweave's default (8), as ``--master`` wins over the config's master, and change no byte."""
+
+
 def write_config(corpus, work: Path, master: str = "local[2]", **order) -> Path:
     """The reference's config as YAML (JSON is YAML) with ``spark.master`` and ``order`` settings
     over the reference's, writing to ``work/out``."""
@@ -165,6 +170,7 @@ def spark_submit_on_a_standalone_cluster(corpus, work: Path):
                                check=True).stdout.strip()
         result = subprocess.run(
             [str(spark_submit_bin), "--master", f"spark://127.0.0.1:{port}", "--conf", "spark.ui.enabled=false",
+             "--conf", f"spark.sql.shuffle.partitions={SUBMIT_SHUFFLE_PARTITIONS}",  # wins over mixweave's 8
              "--driver-java-options", FAST_JVM_FLAGS, "--conf", f"spark.executor.extraJavaOptions={FAST_JVM_FLAGS}",
              entry, "run", str(config)],
             capture_output=True, text=True, env=env(), timeout=600, stdin=subprocess.DEVNULL, cwd=work,

@@ -21,7 +21,7 @@ import json
 import signal
 
 import pytest
-from e2e_scenarios import STAGES, fingerprints
+from e2e_scenarios import STAGES, SUBMIT_SHUFFLE_PARTITIONS, fingerprints
 
 from mixweave.data.manifest import read_manifest
 
@@ -54,6 +54,10 @@ def test_spark_submit_master_wins_and_one_task_slot_equals_local2(scenarios, dis
     assert run.result.returncode == 0, run.result.stderr[-3000:] + run.log
     ingest = read_manifest(run.out / "ingest")
     assert ingest["spark_master"] == run.master  # spark-submit's --master won over the config's local[2]
+    # and its --conf over mixweave's default (shuffle partitions 8): session_settings
+    # (spark-submit's JVM relays the Python driver's stderr to its own stdout)
+    ours = [line for line in (run.result.stdout + run.result.stderr).splitlines() if " mixweave." in line]
+    assert any(f"shuffle partitions={SUBMIT_SHUFFLE_PARTITIONS}" in line for line in ours), "\n".join(ours)[-3000:]
     assert ingest["counts"]["n_docs"] > 0 and ingest["counts"]["input_equals_kept_plus_quarantined"]
     assert "report:" in run.result.stdout and (run.out / "report.html").is_file()
     assert_spark_paths_equal(run.out, scenarios.reference, distributed_run)

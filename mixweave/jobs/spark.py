@@ -37,6 +37,45 @@ def under_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
+JVM_OPTION_KEYS = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
+
+
+def session_settings(defaults: Mapping[str, str], conf: Mapping[str, str] | None,
+                     launched: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """What :func:`get_spark` gives the session builder, by precedence: mixweave's ``defaults``, then
+    the run config's ``conf``, then what the JVM was launched with (``launched``: spark-submit's
+    ``--conf`` and spark-defaults.conf, empty when mixweave starts the JVM), which wins as
+    spark-submit's ``--master`` does: its keys are not set again (they would override it). JVM options
+    are joined instead (ours, the config's, the launch's: later flags win), so the quiet log4j file and
+    the class-data archive stay. Returns (settings, the launched keys that replaced ours or the config's)."""
+    settings = dict(defaults)
+    for key, value in (conf or {}).items():
+        settings[key] = f"{settings[key]} {value}" if key in JVM_OPTION_KEYS and key in settings else str(value)
+    replaced = []
+    for key, value in sorted(launched.items()):
+        if key not in settings:
+            continue
+        if key in JVM_OPTION_KEYS:
+            if value not in settings[key]:
+                settings[key] = f"{settings[key]} {value}"
+                replaced.append(key)
+        else:
+            if settings.pop(key) != value:
+                replaced.append(key)
+    return settings, replaced
+
+
+def launched_conf() -> dict[str, str]:
+    """The spark.* settings the running JVM was launched with under spark-submit (its ``--conf`` and
+    spark-defaults.conf); empty when mixweave launches the JVM itself."""
+    if not under_spark_submit():
+        return {}
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()
+    return dict(SparkConf().getAll())
+
+
 def get_spark(
     master: str | None = "local[*]",
     *,
@@ -56,30 +95,31 @@ def get_spark(
     # the class-data archive of Spark's classes when one is built for this java and these jars
     # (mixweave/jobs/spark_cds.py: ~3 of the ~6.5 CPU-seconds a JVM start costs)
     java_opts = " ".join(filter(None, [f"-Dlog4j2.configurationFile=file:{LOG4J2_FILE} -XX:+UseSerialGC", archive_flags()]))
-    builder = (
-        SparkSession.builder.appName(app_name)
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.sql.shuffle.partitions", "8")
+    defaults = {
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.shuffle.partitions": "8",
         # every join of ours is per document (labels, kNN edges, order positions, texts): a broadcast
         # join would collect one side through the driver, whose memory must not grow with documents
         # (a 300k-document order failed so with a 1g driver); shuffle joins only
-        .config("spark.sql.autoBroadcastJoinThreshold", "-1")
-        .config("spark.driver.extraJavaOptions", java_opts)
-        .config("spark.executor.extraJavaOptions", java_opts)
-        .config("spark.driver.memory", driver_memory)
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.executorEnv.PYTHONHASHSEED", "0")
+        "spark.sql.autoBroadcastJoinThreshold": "-1",
+        "spark.driver.extraJavaOptions": java_opts,
+        "spark.executor.extraJavaOptions": java_opts,
+        "spark.driver.memory": driver_memory,
+        "spark.sql.session.timeZone": "UTC",
+        "spark.executorEnv.PYTHONHASHSEED": "0",
         # PySpark's daemon, importing the installed pyspark (cached bytecode) instead of compiling
         # Spark's pyspark.zip in every Python worker: mixweave/jobs/pyspark_daemon.py
-        .config("spark.python.daemon.module", "mixweave.jobs.pyspark_daemon")
-    )
+        "spark.python.daemon.module": "mixweave.jobs.pyspark_daemon",
+    }
+    settings, left_to_launch = session_settings(defaults, conf, launched_conf())
+    if left_to_launch:
+        LOG.info("spark-submit set %s: its values are kept (JVM options after mixweave's)", ", ".join(left_to_launch))
+    builder = SparkSession.builder.appName(app_name)
     if master and not under_spark_submit():
         builder = builder.master(master)
-    for key, value in (conf or {}).items():
-        if key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
-            value = f"{java_opts} {value}"  # the user's JVM flags come after ours (quiet log4j) and win
+    for key, value in settings.items():
         builder = builder.config(key, value)
     try:
         spark = builder.getOrCreate()
@@ -90,5 +130,6 @@ def get_spark(
     spark.sparkContext.setLogLevel("ERROR")
     if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
         Interrupt.chain()
-    LOG.info("spark session: master=%s parallelism=%d", spark.sparkContext.master, spark.sparkContext.defaultParallelism)
+    LOG.info("spark session: master=%s parallelism=%d shuffle partitions=%s", spark.sparkContext.master,
+             spark.sparkContext.defaultParallelism, spark.conf.get("spark.sql.shuffle.partitions"))
     return spark

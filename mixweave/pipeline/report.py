@@ -331,8 +331,7 @@ def adjacent_cosines(out: Path, source: str, seed: int = 0,
     ``max_pairs`` adjacent positions and ``max_pairs`` pairs of two distinct random positions (the
     adjacent pairs of a random permutation, sampled): O(max_pairs) memory and reads, whatever N;
     a histogram bin's share is then within ~1/sqrt(4 max_pairs) (0.0011) of the whole order's."""
-    from ..data.artifacts import order_files
-    from ..data.artifacts import Blocks, RowReader
+    from ..data.artifacts import Blocks, RowReader, order_files
 
     order_manifest, embed_manifest = read_manifest(out / "order"), read_manifest(out / "embed")
     if order_manifest is None or source not in order_manifest.get("order", {}) or embed_manifest is None:

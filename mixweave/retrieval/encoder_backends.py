@@ -155,7 +155,7 @@ def encoder_param_count(model_dir: Path) -> int | None:
         return None
     if not isinstance(header, dict):
         return None
-    return int(sum(int(np.prod(v["shape"], dtype=np.int64)) for k, v in header.items()  # float tensors: integer
+    return int(sum(int(np.prod(v["shape"], dtype=np.int64)) for k, v in header.items()  # float tensors only
                    if k != "__metadata__" and isinstance(v, dict) and str(v.get("dtype", "")).startswith(("F", "BF"))))
 
 
