@@ -142,8 +142,9 @@ def test_utility_cli_ablation_and_table_methods(tmp_path):
 def _inline_docs():
     import pyarrow as pa
 
-    long_text = next(json.loads(line)["text"] for line in (CORPUS / "encyclopedic").glob("*.jsonl").__next__().open()
-                     if len(json.loads(line)["text"]) > 5000)  # cut at max_tokens
+    records = [json.loads(line) for path in sorted((CORPUS / "encyclopedic").glob("*.jsonl"))
+               for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    long_text = next(r["text"] for r in records if len(r["text"]) > 5000)  # cut at max_tokens
     texts = INLINE_CODE + INLINE_PROSE + [long_text]
     docs = pa.table({"doc_id": [f"d{i}" for i in range(len(texts))], "text": texts,
                      "source": ["code"] * len(INLINE_CODE) + ["encyclopedic"] * (len(INLINE_PROSE) + 1)})

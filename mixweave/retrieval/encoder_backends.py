@@ -124,9 +124,12 @@ def resolve_backend(backend: str | None, device: str | None = None) -> str:
             raise InputError("encoder backend openvino-bf16 needs a CPU with bf16 instructions (AVX512-BF16 or AMX), "
                              "which this one lacks; use openvino (or auto)")
         return backend
-    if device is not None:
-        return "torch" if str(device).startswith("cuda") else cpu_default()
-    return "torch" if cuda_available() else cpu_default()
+    return "torch" if on_cuda(device) else cpu_default()
+
+
+def on_cuda(device: str | None) -> bool:
+    """Whether ``auto`` means CUDA: ``device`` names it, or (no device given) a GPU is available."""
+    return str(device).startswith("cuda") if device is not None else cuda_available()
 
 
 def resolve_lossless_backend(backend: str | None, device: str | None = None) -> str:
@@ -136,7 +139,7 @@ def resolve_lossless_backend(backend: str | None, device: str | None = None) -> 
     machine's instructions (the embedding utility)."""
     backend = backend or "auto"
     if backend == "auto":
-        return "torch" if resolve_backend("auto", device) == "torch" else CPU_DEFAULT
+        return "torch" if on_cuda(device) else CPU_DEFAULT  # no bf16 probe: its answer is not needed
     if backend not in REUSABLE:
         raise InputError(f"encoder backend {backend!r} is not lossless here; choose one of auto, {', '.join(REUSABLE)}")
     return resolve_backend(backend, device)
