@@ -1,4 +1,5 @@
-"""Offline MiniLM encoder: local load, normalisation, input order, truncation, Arrow wrapper."""
+"""Offline MiniLM encoder: local load, normalisation, input order, truncation, the torch backend against
+sentence-transformers itself."""
 
 from __future__ import annotations
 
@@ -63,6 +64,50 @@ def test_truncation_to_max_tokens(encoder):
     np.testing.assert_allclose(a, b, atol=1e-6)
     c = embed_texts(encoder, [head + " while the stock market crashes spectacularly"], max_tokens=510)
     assert float(a[0] @ c[0]) < 0.999  # the default (clamped to 254) sees the tail
+
+
+def test_torch_backend_is_sentence_transformers_without_the_library(encoder, tmp_path):
+    """Backend torch runs the model sentence-transformers would (``TorchEncoder``: transformers'
+    AutoModel + the folder's tokenizer and mean pooling): the same vectors to float32 rounding at
+    every truncation. A layout it does not read (a Dense module after the pooling) loads as a
+    ``SentenceTransformer`` and still meets embed_texts' contract."""
+    from sentence_transformers import SentenceTransformer
+    try:
+        from sentence_transformers.sentence_transformer.modules import Dense
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.models import Dense
+
+    from mixweave.retrieval.encoder_backends import TorchEncoder
+    from mixweave.retrieval.encoders import resolve_encoder_path
+
+    assert isinstance(encoder, TorchEncoder) and encoder.backend == "torch" and encoder.key is None
+    folder = resolve_encoder_path("default")
+    library = SentenceTransformer(str(folder), device="cpu", local_files_only=True).eval()
+    for max_tokens in (9, 128, 510):
+        library.max_seq_length = min(max_tokens + 2, 256)
+        expected = library.encode(TEXTS, batch_size=4, convert_to_numpy=True, normalize_embeddings=True)
+        np.testing.assert_allclose(embed_texts(encoder, TEXTS, max_tokens=max_tokens, batch_size=4), expected,
+                                   atol=1e-6, rtol=0)
+
+    dense = tmp_path / "dense"
+    dense.mkdir()
+    for item in folder.iterdir():
+        (dense / item.name).symlink_to(item)
+    (dense / "modules.json").unlink()
+    modules = json.loads((folder / "modules.json").read_text())
+    modules = [m for m in modules if not m["type"].endswith("Normalize")]
+    modules.append({"idx": len(modules), "name": str(len(modules)), "path": "9_Dense",
+                    "type": f"{Dense.__module__.rsplit('.', 1)[0]}.Dense"})
+    (dense / "modules.json").write_text(json.dumps(modules))
+    (dense / "9_Dense").mkdir()
+    Dense(384, 16).save(str(dense / "9_Dense"))
+    with_dense = load_encoder(dense, device="cpu", cache=False)
+    assert isinstance(with_dense, SentenceTransformer)
+    E = embed_texts(with_dense, TEXTS, max_tokens=128, batch_size=4)
+    assert E.shape == (len(TEXTS), 16)
+    with_dense.max_seq_length = 130
+    np.testing.assert_allclose(E, with_dense.encode(TEXTS, batch_size=4, convert_to_numpy=True, normalize_embeddings=True),
+                               atol=1e-6, rtol=0)
 
 
 def test_hub_names_and_missing_paths_are_refused(tmp_path):

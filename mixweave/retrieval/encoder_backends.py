@@ -3,7 +3,8 @@ int8 ONNX, and a static (model2vec) distillation.
 
 Backends (``order.encoder_backend``):
 
-* ``torch``: the sentence-transformers model itself (the reference; the default on CUDA).
+* ``torch``: the model in PyTorch (the reference; the default on CUDA): :class:`TorchEncoder`, the
+  transformer sentence-transformers would load with the folder's tokenizer and pooling.
 * ``onnx``: the transformer exported with ``torch.onnx.export(dynamo=False)`` (eager attention),
   run by ONNX Runtime; tokenizer + mean pooling in numpy. Lossless (cosine to torch ~1.0000).
 * ``openvino``: the same ONNX graph compiled by OpenVINO at f32 precision (no bf16 hint).
@@ -437,16 +438,20 @@ def encode_truncated(tokenizer, texts: Sequence[str], max_length: int) -> list:
     return encodings
 
 
-class GraphEncoder:
-    """A transformer graph (ONNX Runtime or OpenVINO) + the folder's tokenizer + numpy pooling.
+class PooledEncoder:
+    """A transformer behind the folder's own tokenizer and pooling (sentence-transformers' layout:
+    Transformer + Pooling (mean or CLS) + Normalize, read by :func:`_st_layout`).
 
-    Same contract as the sentence-transformers path: ``max_seq_length`` (total tokens, specials
-    included) and ``encode_batch(texts, max_length)`` -> L2-normalised float32 rows.
-    """
+    Same contract for every runtime: ``max_seq_length`` (total tokens, specials included) and
+    ``encode_batch(texts, max_length)`` -> L2-normalised float32 rows. A subclass supplies
+    :meth:`pooled` (or :meth:`hidden_states`, pooled here in numpy). Texts are cut before they are
+    tokenized (:func:`encode_truncated`), so a long document costs its first tokens only."""
 
-    def __init__(self, model_dir: Path, backend: str, *, threads: int | None = None) -> None:
-        self.model_dir, self.backend = Path(model_dir), backend
-        self.key = export_key(self.model_dir, backend)
+    backend = ""
+    key: str | None = None
+
+    def __init__(self, model_dir: Path) -> None:
+        self.model_dir = Path(model_dir)
         layout = _st_layout(self.model_dir)
         self.pooling, self.normalize = layout["pooling"], layout["normalize"]
         self.max_seq_length = layout["max_seq_length"]
@@ -456,6 +461,84 @@ class GraphEncoder:
         self.special_tokens = self.tokenizer.post_processor.num_special_tokens_to_add(False) \
             if self.tokenizer.post_processor is not None else 0
         self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
+
+    def get_embedding_dimension(self) -> int:
+        return self.dim
+
+    def hidden_states(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
+        """The transformer's last hidden states [batch, seq, d] for int64 ids / mask / token types."""
+        raise NotImplementedError
+
+    def pooled(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
+        """[batch, d] float32: the CLS row, or the mean of the unmasked rows."""
+        hidden = self.hidden_states(ids, mask, types)
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        m = mask[:, :, None].astype(np.float32)
+        return (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
+
+    def encode_batch(self, texts: Sequence[str], max_length: int) -> np.ndarray:
+        encodings = encode_truncated(self.tokenizer, texts, max_length)
+        width = max(1, max(len(e.ids) for e in encodings))
+        ids = np.full((len(encodings), width), self.pad_id, np.int64)
+        mask = np.zeros((len(encodings), width), np.int64)
+        types = np.zeros((len(encodings), width), np.int64)
+        for row, e in enumerate(encodings):
+            ids[row, :len(e.ids)] = e.ids
+            mask[row, :len(e.ids)] = 1
+            types[row, :len(e.ids)] = e.type_ids
+        pooled = np.asarray(self.pooled(ids, mask, types), np.float32)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return (pooled / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+class TorchEncoder(PooledEncoder):
+    """Backend ``torch``: the folder's transformer in PyTorch (``transformers.AutoModel``, the
+    attention sentence-transformers would pick) with the folder's tokenizer and pooling, on CPU or
+    CUDA; pooled on the device. The model sentence-transformers would run, without importing it
+    (~6 of its ~9 CPU-seconds of import are its own: scikit-learn, its backends), so a Spark worker
+    or CLI run starts seconds sooner; vectors equal sentence-transformers' to float32 rounding
+    (tests/test_retrieval_encoders.py). Layouts it does not read (e.g. a Dense module) load as a
+    ``SentenceTransformer`` instead (:func:`mixweave.retrieval.encoders.load_encoder`)."""
+
+    backend = "torch"
+
+    def __init__(self, model_dir: Path, device: str = "cpu") -> None:
+        import inspect
+
+        import torch
+        from transformers import AutoModel
+
+        super().__init__(model_dir)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        self.device = torch.device(device)
+        self.model = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True).to(self.device).eval()
+        self.takes_types = "token_type_ids" in inspect.signature(self.model.forward).parameters
+
+    def pooled(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            feed = {"input_ids": torch.from_numpy(ids).to(self.device),
+                    "attention_mask": torch.from_numpy(mask).to(self.device)}
+            if self.takes_types:
+                feed["token_type_ids"] = torch.from_numpy(types).to(self.device)
+            hidden = self.model(**feed, return_dict=True).last_hidden_state.float()
+            if self.pooling == "cls":
+                out = hidden[:, 0]
+            else:
+                m = feed["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                out = (hidden * m).sum(1) / torch.clamp(m.sum(1), min=1e-9)
+            return out.cpu().numpy()
+
+
+class GraphEncoder(PooledEncoder):
+    """A transformer graph (ONNX Runtime or OpenVINO) + the folder's tokenizer + numpy pooling."""
+
+    def __init__(self, model_dir: Path, backend: str, *, threads: int | None = None) -> None:
+        super().__init__(model_dir)
+        self.backend = backend
+        self.key = export_key(self.model_dir, backend)
         path = ensure_export(self.model_dir, backend) / "model.onnx"
         threads = int(threads) if threads else 0
         if backend in ("openvino", "openvino-bf16"):
@@ -487,32 +570,9 @@ class GraphEncoder:
             self.input_names = [i.name for i in session.get_inputs()]
             self._run = lambda feed: session.run(None, feed)[0]
 
-    def get_embedding_dimension(self) -> int:
-        return self.dim
-
     def hidden_states(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
-        """The graph's last hidden states [batch, seq, d] for int64 ids / mask / token types."""
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         return np.asarray(self._run({k: feed[k] for k in self.input_names}), np.float32)
-
-    def encode_batch(self, texts: Sequence[str], max_length: int) -> np.ndarray:
-        encodings = encode_truncated(self.tokenizer, texts, max_length)
-        width = max(1, max(len(e.ids) for e in encodings))
-        ids = np.full((len(encodings), width), self.pad_id, np.int64)
-        mask = np.zeros((len(encodings), width), np.int64)
-        types = np.zeros((len(encodings), width), np.int64)
-        for row, e in enumerate(encodings):
-            ids[row, :len(e.ids)] = e.ids
-            mask[row, :len(e.ids)] = 1
-            types[row, :len(e.ids)] = e.type_ids
-        hidden = self.hidden_states(ids, mask, types)
-        if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            m = mask[:, :, None].astype(np.float32)
-            pooled = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
-        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
 class StaticEncoder:

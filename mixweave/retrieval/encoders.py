@@ -11,7 +11,7 @@ what the model supports: all-MiniLM-L6-v2 was trained with ``max_seq_length`` 25
 content tokens, so the default of 510 becomes 254 there (logged once per encoder).
 
 Backends. ``backend`` picks the runtime (:mod:`mixweave.retrieval.encoder_backends`): ``torch``
-(sentence-transformers, the reference), ``onnx`` / ``openvino`` (lossless exports, faster on CPU),
+(the reference: the model sentence-transformers would run, without importing that library), ``onnx`` / ``openvino`` (lossless exports, faster on CPU),
 ``onnx-int8`` and ``static`` (opt-in, lossy), or ``auto`` (torch on CUDA, else the measured CPU
 default). Every backend keeps :func:`embed_texts`'s contract: L2-normalised float32 ``[n, d]`` in
 input order, ``max_tokens`` clamped the same way.
@@ -70,12 +70,13 @@ def default_device() -> str:
 
 def load_encoder(path_or_default: str | os.PathLike | None = "default", device: str | None = None,
                  *, backend: str = "torch", threads: int | None = None, cache: bool = True) -> Any:
-    """An encoder for a local folder: a ``SentenceTransformer`` on CUDA when available (or
-    ``device``) for backend ``torch``, else the export ``backend`` names (``auto``: torch on CUDA,
+    """An encoder for a local folder: for backend ``torch`` the model in PyTorch on CUDA when
+    available (or ``device``): a :class:`~mixweave.retrieval.encoder_backends.TorchEncoder`, or a
+    ``SentenceTransformer`` for layouts only that library reads; else the export ``backend`` names (``auto``: torch on CUDA,
     the CPU default otherwise), built and cached on first use. ``threads`` caps the CPU threads of
     exported backends (torch's are set by the caller). With ``cache`` (default) the same object is
     returned for the same (path, device, backend, threads)."""
-    from mixweave.retrieval.encoder_backends import GraphEncoder, StaticEncoder, resolve_backend
+    from mixweave.retrieval.encoder_backends import GraphEncoder, StaticEncoder, TorchEncoder, resolve_backend
 
     path = resolve_encoder_path(path_or_default).resolve()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -94,11 +95,15 @@ def load_encoder(path_or_default: str | os.PathLike | None = "default", device: 
     key = (str(path), str(device), "torch", None)
     if cache and key in _ENCODERS:
         return _ENCODERS[key]
-    from sentence_transformers import SentenceTransformer
-
     t0 = time.perf_counter()
-    model = SentenceTransformer(str(path), device=device, local_files_only=True)
-    model.eval()
+    try:
+        model = TorchEncoder(path, device)
+    except InputError as exc:  # a layout only sentence-transformers reads (e.g. a Dense module)
+        from sentence_transformers import SentenceTransformer
+
+        log.info("%s; loading it with sentence-transformers", exc)
+        model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        model.eval()
     log.info("loaded encoder %s on %s in %.1fs", path, device, time.perf_counter() - t0)
     if cache:
         _ENCODERS[key] = model
