@@ -4,7 +4,7 @@
     .venv/bin/python bench/embed.py --per-source 40 --rounds 3 --json bench/embed.json
     .venv/bin/python bench/embed.py --corpus tests/data/corpus --per-source 20   # a quick smoke run
 
-For each backend of ``mixweave.retrieval.encoder_backends`` (torch = sentence-transformers, the
+For each backend of ``mixweave.retrieval.encoder_backends`` (torch = the model in PyTorch, ``TorchEncoder``, the
 reference; onnx; openvino; onnx-int8; static) on the same real documents (the first --per-source
 non-empty documents of every source of the corpus, --max-tokens 128 tokens each):
 

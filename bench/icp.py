@@ -546,13 +546,15 @@ def embed_section(args, R: dict, spark) -> None:
 
     from mixweave.data.schema import DOCS_SCHEMA
     from mixweave.jobs.embed import plan_units, run_embed
-    from mixweave.retrieval.encoders import load_encoder
+    from sentence_transformers import SentenceTransformer
+
+    from mixweave.retrieval.encoders import resolve_encoder_path
 
     texts = stdlib_chunks(args.embed_docs, args.embed_chars)
     n = len(texts)
     print(f"\n## 4. Spark embedding vs plain SentenceTransformer.encode: {n} stdlib chunks of <= {args.embed_chars} "
           f"chars, all-MiniLM-L6-v2 (max_seq_length 256), CPU")
-    model = load_encoder("default", "cpu")
+    model = SentenceTransformer(str(resolve_encoder_path("default")), device="cpu", local_files_only=True).eval()
     model.encode(texts[:16], batch_size=32)  # warm
     with tempfile.TemporaryDirectory(prefix="icp-bench-") as tmp:
         tmp = Path(tmp)
