@@ -156,6 +156,48 @@ def test_spark_pack_equals_in_process_pack_byte_for_byte(spark, ingested, tmp_pa
         assert p.n_windows > 2 * per_file
 
 
+@pytest.mark.spark
+@pytest.mark.parametrize("min_tokens,seq_len,shuffle", [
+    ("median", 64, True),   # both groups, several files each: ids renumbered across files and tasks
+    ("median", 700, False),
+    (1, 64, True),          # every window long: only code.long
+    (10**9, 64, True),      # none long: only code
+])
+def test_spark_long_docs_split_equals_the_in_process_phase_pack(spark, ingested, tmp_path, min_tokens, seq_len, shuffle):
+    """A long_docs phase on the Spark path (each cut task classifies its windows, one aggregation
+    counts each file's windows per group, ``_renumber`` renumbers each group in output order) writes
+    ``pack_phase_source``'s files byte for byte, with its entries and statistics."""
+    from mixweave.jobs.pack import run_spark_pack
+    from mixweave.mixers.long_context import LongDocs
+    from mixweave.pipeline.stages.pack import pack_phase_source
+
+    tok = ingested.tokenizer
+    tokens = tok.encode_batch([ingested.texts[i] for i in ingested.order])
+    if min_tokens == "median":
+        min_tokens = int(np.median([len(t) for t in tokens]))
+    long_docs = LongDocs(min_tokens=min_tokens, upsample=2)
+    entries, stats = pack_phase_source(tmp_path / "local", "code", tokens, ingested.order, seq_len=seq_len,
+                                       long_docs=long_docs, plus_one=True, shuffle=shuffle, seed=5, eos_id=tok.eos_id,
+                                       dtype=np.dtype(tok.info["dtype"]), sink_id=None, file_setting=3)
+    res = run_spark_pack(spark, source="code", order_paths=ingested.order_files, docs_files=ingested.docs_files,
+                         out_root=tmp_path / "spark", work_dir=tmp_path / "spark" / ".work", tokenizer_path="default",
+                         tokenizer_pattern=None, eos_id=tok.eos_id, dtype=tok.info["dtype"], seq_len=seq_len,
+                         plus_one=True, shuffle=shuffle, seed=5, part_docs=4, per_file=3, n_tasks=3,
+                         long_min_tokens=min_tokens, long_name="code.long")
+    assert {n: {k: v for k, v in e.items() if k != "path"} for n, e in res["groups"].items()} == \
+        {n: {k: v for k, v in e.items() if k != "path"} for n, e in entries.items()}
+    assert res["long_docs"] == stats
+    groups = sorted(entries)
+    assert groups == {1: ["code.long"], 10**9: ["code"]}.get(min_tokens, ["code", "code.long"])
+    if len(groups) == 2 and seq_len == 64:
+        assert min(e["n_windows"] for e in entries.values()) > 3  # each group spans several files
+    local = sorted(q.relative_to(tmp_path / "local") for q in (tmp_path / "local").rglob("*") if q.is_file())
+    remote = sorted(q.relative_to(tmp_path / "spark") for q in (tmp_path / "spark").rglob("*") if q.is_file())
+    assert local == remote and local and not (tmp_path / "spark" / ".work").exists()
+    for rel in local:
+        assert (tmp_path / "local" / rel).read_bytes() == (tmp_path / "spark" / rel).read_bytes(), rel
+
+
 # -- a pipeline run on the distributed path, exported and read back -------------------------------------------
 
 

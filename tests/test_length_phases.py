@@ -355,12 +355,13 @@ def test_variant_mixtures_are_valid_and_add_up(phased_run):
 @pytest.mark.spark
 def test_spark_path_phase_packs_equal_the_in_process_ones(phased_run, small_runs, spark, tmp_path):
     """The pack stage's Spark path for one source of the mid phase (seq_len 64) writes the
-    in-process phase pack's files byte for byte; a long_docs phase with a Spark-path source
-    (distributed_min_docs 0) is one ConfigError before anything is packed."""
+    in-process phase pack's files byte for byte; with every source on the Spark path
+    (distributed_min_docs 0) the stage's long_docs phase (windows split into ``<source>`` and
+    ``<source>.long``, renumbered in output order) writes the in-process long phase's files byte for
+    byte, with the same windows entries and long_docs statistics."""
     import numpy as np
 
     from mixweave.data.tokenizer import load_tokenizer
-    from mixweave.errors import ConfigError
     from mixweave.pipeline.runner import StageContext, run_stage
     from mixweave.pipeline.stages import build_stages
     from mixweave.pipeline.stages.pack import spark_phase_source
@@ -368,22 +369,35 @@ def test_spark_path_phase_packs_equal_the_in_process_ones(phased_run, small_runs
 
     out, config, _ = phased_run
     tok = load_tokenizer("default")
-    entry = spark_phase_source(StageContext(config=config, out=out), config.mix.phases[1], tmp_path, "web",
-                               seed=source_seed(config.seed, "web"), eos_id=tok.eos_id,
-                               dtype=str(np.dtype(tok.info["dtype"])), sink_id=None)["web"]
+    entries, long_stats = spark_phase_source(StageContext(config=config, out=out), config.mix.phases[1], tmp_path, "web",
+                                             seed=source_seed(config.seed, "web"), eos_id=tok.eos_id,
+                                             dtype=str(np.dtype(tok.info["dtype"])), sink_id=None)
+    entry = entries["web"]
     local = _pack_manifest(out / "pack" / "phases" / "mid")["windows"]["sources"]["web"]
-    assert entry.pop("path") == "spark" and {k: local[k] for k in entry} == entry
+    assert long_stats is None and entry.pop("path") == "spark" and {k: local[k] for k in entry} == entry
     folder = out / "pack" / "phases" / "mid"
     files = sorted(p.relative_to(folder) for p in folder.rglob("*.parquet") if "web" in p.parts)
     assert files == sorted(p.relative_to(tmp_path / "phases" / "mid") for p in tmp_path.rglob("*.parquet")) and files
     for rel in files:
         assert (folder / rel).read_bytes() == (tmp_path / "phases" / "mid" / rel).read_bytes(), rel
+
     data = small_runs.config_data(out, small_runs.globs)
+    phases = [{**PHASES[0], "share": 0.7}, PHASES[2]]  # the long phase alone beside the main pack
     spark_config = small_runs.config(out, small_runs.globs, order={**data["order"], "distributed_min_docs": 0},
-                                     mix={**data["mix"], "phases": PHASES})
-    with pytest.raises(ConfigError, match=r"mix\.phases\.long\.long_docs splits windows in process, but source books"):
-        run_stage(build_stages()["pack"], StageContext(config=spark_config, out=out, overrides={"pack": tmp_path / "p2"}))
-    assert not (tmp_path / "p2").exists()
+                                     mix={**data["mix"], "phases": phases})
+    assert run_stage(build_stages()["pack"], StageContext(config=spark_config, out=out, _spark=spark,
+                                                          overrides={"pack": tmp_path / "p2"})).status == "ran"
+    want, got = out / "pack" / "phases" / "long", tmp_path / "p2" / "phases" / "long"
+    want_m, got_m = _pack_manifest(want), _pack_manifest(got)
+    assert any(name.endswith(".long") for name in got_m["windows"]["sources"])
+    assert {n: {k: v for k, v in e.items() if k != "path"} for n, e in got_m["windows"]["sources"].items()} == \
+        {n: {k: v for k, v in e.items() if k != "path"} for n, e in want_m["windows"]["sources"].items()}
+    assert {e["path"] for e in got_m["windows"]["sources"].values()} == {"spark"}
+    assert got_m["long_docs"] == want_m["long_docs"]
+    files = sorted(p.relative_to(want) for p in want.rglob("*.parquet"))
+    assert files == sorted(p.relative_to(got) for p in got.rglob("*.parquet"))
+    for rel in files:
+        assert (want / rel).read_bytes() == (got / rel).read_bytes(), rel
 
 
 def test_the_report_has_a_line_per_phase_with_the_long_text_share(phased_run):

@@ -7,7 +7,8 @@ phase packed from the same ICP order. A phase may upsample long documents inside
 Long windows. In a phase's pack a window is *long* when at least half of its stream tokens (the
 sink excluded; a document's EOS counts as the document's) come from documents of at least
 ``min_tokens`` tokens; a document's length is its whole tokenized length, not the piece in the
-window. :func:`window_long_tokens` counts them from the pack's spans.
+window. :func:`~mixweave.retrieval.pack.window_long_tokens` counts them from the pack's spans (both pack
+paths call it, so it lives with the pack's cores).
 
 Upsampling (:func:`upsample_rates`), water-filling in window units. The phase's target T of a
 source (windows: target tokens / S_p) is shared between its W_l long and W_s short windows so that
@@ -39,6 +40,7 @@ import numpy as np
 from mixweave.data.manifest import check_name
 from mixweave.data.typed import from_dict
 from mixweave.errors import ConfigError, InfeasibleError
+from mixweave.retrieval.pack import long_window_mask, window_long_tokens  # noqa: F401 - the pack's long-window rule
 
 #: The suffix of a source's long-window group in a phase pack.
 LONG_SUFFIX = ".long"
@@ -150,24 +152,6 @@ def check_phases(phases: Sequence[LengthPhase] | None, *, sources: Sequence[str]
 
 
 # ------------------------------------------------------------------------------ the pure cores
-def window_long_tokens(span_window: np.ndarray, span_doc: np.ndarray, span_start: np.ndarray,
-                       span_end: np.ndarray, doc_tokens: np.ndarray, n_windows: int,
-                       min_tokens: int) -> tuple[np.ndarray, np.ndarray]:
-    """(long-document tokens, stream tokens) of each window, from its spans (``span_doc`` indexes
-    ``doc_tokens``, each document's whole tokenized length). O(spans)."""
-    span_window = np.asarray(span_window, np.int64)
-    length = np.asarray(span_end, np.int64) - np.asarray(span_start, np.int64)
-    is_long = np.asarray(doc_tokens, np.int64)[np.asarray(span_doc, np.int64)] >= int(min_tokens)
-    stream = np.bincount(span_window, weights=length, minlength=n_windows)[:n_windows]
-    long = np.bincount(span_window, weights=length * is_long, minlength=n_windows)[:n_windows]
-    return long.astype(np.int64), stream.astype(np.int64)
-
-
-def long_window_mask(long_tokens: np.ndarray, stream_tokens: np.ndarray) -> np.ndarray:
-    """Windows with at least half of their stream tokens from long documents."""
-    return (2 * np.asarray(long_tokens) >= np.asarray(stream_tokens)) & (np.asarray(stream_tokens) > 0)
-
-
 def upsample_rates(target_windows: float, n_short: int, n_long: int, upsample: float,
                    cap: float | None) -> tuple[float, float]:
     """(r_short, r_long): repeats of each short and each long window (module docstring's

@@ -246,6 +246,25 @@ def cut_windows(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, *, st
                        span_doc_offset=(s_lo - a[seg_idx])[sort])
 
 
+def window_long_tokens(span_window: np.ndarray, span_doc: np.ndarray, span_start: np.ndarray,
+                       span_end: np.ndarray, doc_tokens: np.ndarray, n_windows: int,
+                       min_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    """(long-document tokens, stream tokens) of each window, from its spans (``span_doc`` indexes
+    ``doc_tokens``, each document's whole tokenized length). O(spans)."""
+    span_window = np.asarray(span_window, np.int64)
+    length = np.asarray(span_end, np.int64) - np.asarray(span_start, np.int64)
+    is_long = np.asarray(doc_tokens, np.int64)[np.asarray(span_doc, np.int64)] >= int(min_tokens)
+    stream = np.bincount(span_window, weights=length, minlength=n_windows)[:n_windows]
+    long = np.bincount(span_window, weights=length * is_long, minlength=n_windows)[:n_windows]
+    return long.astype(np.int64), stream.astype(np.int64)
+
+
+def long_window_mask(long_tokens: np.ndarray, stream_tokens: np.ndarray) -> np.ndarray:
+    """Windows with at least half of their stream tokens from long documents (``mix.phases[].long_docs``,
+    :mod:`mixweave.mixers.long_context`)."""
+    return (2 * np.asarray(long_tokens) >= np.asarray(stream_tokens)) & (np.asarray(stream_tokens) > 0)
+
+
 def _as_flat(tokens, offsets) -> tuple[np.ndarray, np.ndarray]:
     if offsets is None:
         if isinstance(tokens, np.ndarray) and tokens.ndim == 1 and tokens.dtype != object:

@@ -17,8 +17,7 @@ pack's files stay byte-identical. With ``long_docs`` each source's phase windows
 ``<source>`` and ``<source>.long`` (windows mostly of long documents), two sources of the phase
 pack keeping their shuffled order, and the manifest's ``long_docs`` section records per source the
 long windows and long-document tokens. Phase packs of Spark-path sources go through the Spark pack
-at the phase's seq_len (same bytes); a long_docs phase needs the in-process path (a Spark-path
-source is one ConfigError)."""
+at the phase's seq_len, long_docs split included (same bytes, same entries and statistics)."""
 
 from __future__ import annotations
 
@@ -66,7 +65,6 @@ def run_pack_stage(ctx: StageContext, tmp: Path) -> StageResult:
     dtype = np.dtype(tokenizer.info["dtype"])
     per_file = file_windows(o.seq_len + int(o.plus_one), o.pack_file_windows)
     phases = pack_phases(ctx.config)
-    check_phase_paths(phases, ingest_manifest, sources, o.distributed_min_docs)
     phase_sources: dict[str, dict] = {p.name: {} for p in phases}
     phase_long: dict[str, dict] = {p.name: {} for p in phases}
     per_source, started = {}, time.perf_counter()
@@ -87,8 +85,11 @@ def run_pack_stage(ctx: StageContext, tmp: Path) -> StageResult:
                 dropped, stream_tokens, path = res["dropped_tokens"], res["stream_tokens"], "spark"
                 metrics = sampled_window_quality(ctx, source, tmp, n_windows, per_file)
                 for phase in phases:
-                    phase_sources[phase.name].update(spark_phase_source(
-                        ctx, phase, tmp, source, seed=seed, eos_id=tokenizer.eos_id, dtype=str(dtype), sink_id=sink_id))
+                    entries, long_stats = spark_phase_source(ctx, phase, tmp, source, seed=seed, eos_id=tokenizer.eos_id,
+                                                             dtype=str(dtype), sink_id=sink_id)
+                    phase_sources[phase.name].update(entries)
+                    if long_stats is not None:
+                        phase_long[phase.name][source] = long_stats
             else:
                 order = load_order(order_dir, source)
                 texts = read_source_texts(ingest_dir, source)
@@ -183,39 +184,33 @@ def pack_phase_source(root: Path, source: str, tokens: list, order: np.ndarray, 
     return entries, stats
 
 
-def check_phase_paths(phases, ingest_manifest: dict, sources, min_docs: int) -> None:
-    """long_docs phases split windows in process: a source on the Spark path (at least
-    ``order.distributed_min_docs`` documents) is one ConfigError before anything is packed."""
-    for phase in phases:
-        if phase.long_docs is None:
-            continue
-        for source in sorted(sources):
-            n = int(ingest_manifest["sources"].get(source, {}).get("n_docs", 0))
-            if n >= min_docs:
-                raise ConfigError(f"mix.phases.{phase.name}.long_docs splits windows in process, but source {source} "
-                                  f"({n} documents >= order.distributed_min_docs {min_docs}) is packed by Spark; raise "
-                                  "order.distributed_min_docs above its size or drop long_docs from the phase")
-
-
 def spark_phase_source(ctx: StageContext, phase, tmp: Path, source: str, *, seed: int, eos_id: int, dtype: str,
-                       sink_id: int | None) -> dict:
-    """One Spark-path source of a phase pack (no long_docs: :func:`check_phase_paths`): the Spark
-    pack at the phase's seq_len, the same bytes as in process."""
+                       sink_id: int | None) -> tuple[dict, dict | None]:
+    """One Spark-path source of a phase pack: the Spark pack at the phase's seq_len, with its
+    long_docs split (``jobs.pack.run_spark_pack``); the same files and entries as
+    :func:`pack_phase_source` in process. Returns (windows-section entries by source name, long_docs
+    stats or None)."""
     from ...jobs.pack import run_spark_pack
+    from ...mixers.long_context import LONG_SUFFIX
 
     o = ctx.config.order
     seq_len = phase.window_len(o.seq_len)
     root = tmp / "phases" / phase.name
+    long_docs = phase.long_docs
     res = run_spark_pack(
         ctx.spark(), source=source, order_paths=order_files(ctx.artifact("order"), source),
         docs_files=docs_files_by_source(ctx.artifact("ingest"))[source], out_root=root,
         work_dir=tmp / f".{source}-{phase.name}-pack", tokenizer_path=ctx.config.tokenizer.path,
         tokenizer_pattern=ctx.config.tokenizer.pattern, eos_id=eos_id, dtype=dtype, seq_len=seq_len,
         plus_one=o.plus_one, shuffle=o.shuffle, seed=seed, part_docs=o.shard_rows,
-        per_file=file_windows(seq_len + int(o.plus_one), o.pack_file_windows), sink_id=sink_id)
+        per_file=file_windows(seq_len + int(o.plus_one), o.pack_file_windows), sink_id=sink_id,
+        long_min_tokens=None if long_docs is None else int(long_docs.min_tokens),
+        long_name=None if long_docs is None else source + LONG_SUFFIX)
+    if long_docs is not None:
+        return res["groups"], res["long_docs"]
     return {source: {"n_windows": int(res["n_windows"]), "n_tokens": int(res["n_windows"]) * seq_len,
                      "files": res["files"], "dropped_tokens": int(res["dropped_tokens"]), "n_docs": int(res["n_docs"]),
-                     "stream_tokens": int(res["stream_tokens"]), "path": "spark"}}
+                     "stream_tokens": int(res["stream_tokens"]), "path": "spark"}}, None
 
 
 def write_phase_manifest(root: Path, phase, o, tokenizer_info: dict, sources: dict, long_stats: dict) -> None:
