@@ -49,6 +49,11 @@ SUBMIT_SHUFFLE_PARTITIONS = 3
 mixweave's default (8), as ``--master`` wins over the config's master, and change no byte."""
 
 
+SITE_SHUFFLE_PARTITIONS = 5
+"""spark-defaults.conf's ``spark.sql.shuffle.partitions`` in the crashed local rerun (which redoes embed
+on Spark): it must win over mixweave's default (8), and change no byte."""
+
+
 def write_config(corpus, work: Path, master: str = "local[2]", **order) -> Path:
     """The reference's config as YAML (JSON is YAML) with ``spark.master`` and ``order`` settings
     over the reference's, writing to ``work/out``."""
@@ -101,7 +106,8 @@ def _free_port() -> int:
 def kill_crash_and_resume(corpus, work: Path, reference: Path):
     """One run folder through three failures and recoveries: a run SIGKILLed while embedding (from a
     copy of the reference's ingest), a rerun that crashes by injected fault before pack's manifest
-    (``MIXWEAVE_FAULT``, exit 77), and a resume that must end with the reference's bytes."""
+    (``MIXWEAVE_FAULT``, exit 77; it reads a spark-defaults.conf of its own, whose shuffle partitions win
+    over mixweave's default), and a resume that must end with the reference's bytes."""
     config, out = write_config(corpus, work), work / "out"
     copy_stages(reference, out, ("ingest",))
     proc = subprocess.Popen([sys.executable, "-m", "mixweave.cli", "run", str(config)], env=env(), cwd=ROOT,
@@ -119,7 +125,10 @@ def kill_crash_and_resume(corpus, work: Path, reference: Path):
             os.killpg(proc.pid, signal.SIGKILL)
     after_kill = {"reached_embed": reached_embed, "returncode": proc.returncode,
                   "ingest": read_manifest(out / "ingest") is not None, "embed": (out / "embed").exists()}
-    crashed = mixweave_run(config, MIXWEAVE_FAULT="pack:before_manifest")
+    site = work / "spark-conf"  # the rerun (it redoes embed on Spark) reads a spark-defaults.conf (SPARK_CONF_DIR)
+    site.mkdir()
+    (site / "spark-defaults.conf").write_text(f"spark.sql.shuffle.partitions {SITE_SHUFFLE_PARTITIONS}\n")
+    crashed = mixweave_run(config, MIXWEAVE_FAULT="pack:before_manifest", SPARK_CONF_DIR=str(site))
     after_crash = {"order": read_manifest(out / "order") is not None, "pack": (out / "pack").exists(),
                    "mix": (out / "mix").exists()}
     return types.SimpleNamespace(out=out, after_kill=after_kill, crashed=crashed, after_crash=after_crash,

@@ -21,7 +21,7 @@ import json
 import signal
 
 import pytest
-from e2e_scenarios import STAGES, SUBMIT_SHUFFLE_PARTITIONS, fingerprints
+from e2e_scenarios import SITE_SHUFFLE_PARTITIONS, STAGES, SUBMIT_SHUFFLE_PARTITIONS, fingerprints
 
 from mixweave.data.manifest import read_manifest
 
@@ -87,6 +87,7 @@ def test_fault_injection_then_resume_is_identical(scenarios):
     run = scenarios.failures.result()
     assert run.crashed.returncode == 77, run.crashed.stderr[-2000:]
     assert "order      ran" in run.crashed.stderr
+    assert f"shuffle partitions={SITE_SHUFFLE_PARTITIONS}" in run.crashed.stderr  # spark-defaults.conf over our 8
     assert run.after_crash["order"]  # earlier stages kept
     assert not run.after_crash["pack"] and not run.after_crash["mix"]  # no partial artifact exposed
     assert run.resumed.returncode == 0, run.resumed.stderr[-3000:]

@@ -1,11 +1,12 @@
-"""get_spark's settings by precedence: mixweave's defaults, then the run config's ``spark.conf``, then
-what spark-submit launched the JVM with (its ``--conf`` wins, as its ``--master`` does); JVM options are
-joined, later flags winning. The real spark-submit path is tests/test_e2e.py's cluster scenario
-(``--conf spark.sql.shuffle.partitions=3`` over mixweave's 8)."""
+"""get_spark's settings by precedence: mixweave's defaults, then the Spark install's spark-defaults.conf,
+then the run config's ``spark.conf``, then what spark-submit launched the JVM with (its ``--conf`` wins, as
+its ``--master`` does); JVM options are joined, later flags winning. The real paths are
+tests/test_e2e.py's: the cluster scenario (``--conf spark.sql.shuffle.partitions=3`` over mixweave's 8)
+and the resumed local run (a spark-defaults.conf in ``SPARK_CONF_DIR`` with 5)."""
 
 from __future__ import annotations
 
-from mixweave.jobs.spark import launched_conf, session_settings
+from mixweave.jobs.spark import launched_conf, read_spark_defaults, session_settings, site_defaults
 
 DEFAULTS = {"spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false",
             "spark.python.daemon.module": "mixweave.jobs.pyspark_daemon",
@@ -40,3 +41,25 @@ def test_what_spark_submit_launched_the_jvm_with_wins():
 def test_nothing_is_launched_outside_spark_submit(monkeypatch):
     monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
     assert launched_conf() == {}
+
+
+def test_spark_defaults_conf_is_read_as_spark_reads_it(tmp_path, monkeypatch):
+    text = ("# comment\n! also a comment\n\nspark.sql.shuffle.partitions   5\nspark.executor.memory=4g\n"
+            "spark.driver.extraJavaOptions: -Dx=1 -Dy=2  \nother.key 3\n=no key\n")
+    assert read_spark_defaults(text) == {"spark.sql.shuffle.partitions": "5", "spark.executor.memory": "4g",
+                                         "spark.driver.extraJavaOptions": "-Dx=1 -Dy=2"}
+    monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))
+    assert site_defaults() == ({}, None)  # no file: nothing
+    (tmp_path / "spark-defaults.conf").write_text(text)
+    assert site_defaults() == (read_spark_defaults(text), tmp_path / "spark-defaults.conf")
+
+
+def test_the_site_file_overrides_defaults_and_yields_to_the_run_config():
+    site = {"spark.sql.shuffle.partitions": "5", "spark.ui.enabled": "true", "spark.executor.memory": "4g",
+            "spark.executor.extraJavaOptions": "-Xss2m"}
+    settings, _ = session_settings(DEFAULTS, {"spark.ui.enabled": "false", "spark.executor.extraJavaOptions": "-Xss4m"},
+                                   {}, site=site)
+    assert settings["spark.sql.shuffle.partitions"] == "5" and settings["spark.executor.memory"] == "4g"
+    assert settings["spark.ui.enabled"] == "false"  # the run config's word is last
+    assert settings["spark.executor.extraJavaOptions"] == ("-Dlog4j2.configurationFile=q -XX:+UseSerialGC "
+                                                           "-Xss2m -Xss4m")

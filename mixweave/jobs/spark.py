@@ -41,16 +41,19 @@ JVM_OPTION_KEYS = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOpt
 
 
 def session_settings(defaults: Mapping[str, str], conf: Mapping[str, str] | None,
-                     launched: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+                     launched: Mapping[str, str], site: Mapping[str, str] | None = None) -> tuple[dict[str, str], list[str]]:
     """What :func:`get_spark` gives the session builder, by precedence: mixweave's ``defaults``, then
-    the run config's ``conf``, then what the JVM was launched with (``launched``: spark-submit's
-    ``--conf`` and spark-defaults.conf, empty when mixweave starts the JVM), which wins as
-    spark-submit's ``--master`` does: its keys are not set again (they would override it). JVM options
-    are joined instead (ours, the config's, the launch's: later flags win), so the quiet log4j file and
-    the class-data archive stay. Returns (settings, the launched keys that replaced ours or the config's)."""
+    the Spark install's spark-defaults.conf (``site``, read by :func:`site_defaults` when mixweave
+    starts the JVM), then the run config's ``conf``, then what the JVM was launched with
+    (``launched``: spark-submit's ``--conf`` and spark-defaults.conf, empty when mixweave starts the
+    JVM), which wins as spark-submit's ``--master`` does: its keys are not set again (they would
+    override it). JVM options are joined instead (ours, the site's, the config's, the launch's: later
+    flags win), so the quiet log4j file and the class-data archive stay. Returns (settings, the
+    launched keys that replaced ours or the config's)."""
     settings = dict(defaults)
-    for key, value in (conf or {}).items():
-        settings[key] = f"{settings[key]} {value}" if key in JVM_OPTION_KEYS and key in settings else str(value)
+    for layer in (site or {}, conf or {}):
+        for key, value in layer.items():
+            settings[key] = f"{settings[key]} {value}" if key in JVM_OPTION_KEYS and key in settings else str(value)
     replaced = []
     for key, value in sorted(launched.items()):
         if key not in settings:
@@ -63,6 +66,43 @@ def session_settings(defaults: Mapping[str, str], conf: Mapping[str, str] | None
             if settings.pop(key) != value:
                 replaced.append(key)
     return settings, replaced
+
+
+def read_spark_defaults(text: str) -> dict[str, str]:
+    """The ``spark.*`` settings of a spark-defaults.conf, read as Spark reads it (a Java properties
+    file: ``key value``, ``key=value`` or ``key: value`` a line, ``#``/``!`` comments, surrounding blanks
+    dropped); other keys are ignored, as Spark ignores them."""
+    import re
+
+    found = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#!":
+            continue
+        match = re.match(r"([^\s=:]+)\s*[=:]?\s*(.*)", line)
+        if match and match.group(1).startswith("spark."):
+            found[match.group(1)] = match.group(2).strip()
+    return found
+
+
+def site_defaults() -> tuple[dict[str, str], Path | None]:
+    """(settings, file) of the spark-defaults.conf that a JVM mixweave starts reads too:
+    ``$SPARK_CONF_DIR/spark-defaults.conf``, else ``conf/`` of ``$SPARK_HOME`` (for pip's pyspark, its
+    package folder). Empty when there is none or it cannot be read; under spark-submit the launch
+    already holds it (:func:`launched_conf`)."""
+    conf_dir = os.environ.get("SPARK_CONF_DIR")
+    if not conf_dir:
+        try:
+            from pyspark.find_spark_home import _find_spark_home
+
+            conf_dir = str(Path(_find_spark_home()) / "conf")
+        except Exception:  # noqa: BLE001 - no Spark home found: no site file
+            return {}, None
+    path = Path(conf_dir) / "spark-defaults.conf"
+    try:
+        return read_spark_defaults(path.read_text(encoding="utf-8", errors="replace")), path
+    except OSError:
+        return {}, None
 
 
 def launched_conf() -> dict[str, str]:
@@ -113,7 +153,11 @@ def get_spark(
         # Spark's pyspark.zip in every Python worker: mixweave/jobs/pyspark_daemon.py
         "spark.python.daemon.module": "mixweave.jobs.pyspark_daemon",
     }
-    settings, left_to_launch = session_settings(defaults, conf, launched_conf())
+    site, site_file = ({}, None) if under_spark_submit() else site_defaults()
+    settings, left_to_launch = session_settings(defaults, conf, launched_conf(), site=site)
+    overridden = sorted(k for k in site if k in defaults and k not in (conf or {}))
+    if overridden:
+        LOG.info("%s sets %s: its values are kept over mixweave's defaults", site_file, ", ".join(overridden))
     if left_to_launch:
         LOG.info("spark-submit set %s: its values are kept (JVM options after mixweave's)", ", ".join(left_to_launch))
     builder = SparkSession.builder.appName(app_name)
