@@ -6,7 +6,7 @@ and the resumed local run (a spark-defaults.conf in ``SPARK_CONF_DIR`` with 5)."
 
 from __future__ import annotations
 
-from mixweave.jobs.spark import launched_conf, read_spark_defaults, session_settings, site_defaults
+from mixweave.jobs.spark import launched_conf, read_spark_defaults, run_conf, session_settings, site_defaults
 
 DEFAULTS = {"spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false",
             "spark.python.daemon.module": "mixweave.jobs.pyspark_daemon",
@@ -63,3 +63,17 @@ def test_the_site_file_overrides_defaults_and_yields_to_the_run_config():
     assert settings["spark.ui.enabled"] == "false"  # the run config's word is last
     assert settings["spark.executor.extraJavaOptions"] == ("-Dlog4j2.configurationFile=q -XX:+UseSerialGC "
                                                            "-Xss2m -Xss4m")
+
+
+def test_driver_memory_is_the_sites_unless_the_run_config_sets_it():
+    from mixweave.jobs.config import SparkConfig
+
+    defaults = {**DEFAULTS, "spark.driver.memory": "2g"}
+    site = {"spark.driver.memory": "16g"}
+    assert SparkConfig().driver_memory is None
+    unset, _ = session_settings(defaults, run_conf(SparkConfig().driver_memory, {}), {}, site=site)
+    assert unset["spark.driver.memory"] == "16g"
+    assert session_settings(defaults, run_conf(None, {}), {})[0]["spark.driver.memory"] == "2g"
+    assert session_settings(defaults, run_conf("4g", {}), {}, site=site)[0]["spark.driver.memory"] == "4g"
+    assert run_conf("4g", {"spark.driver.memory": "8g", "spark.executor.cores": 2}) == {
+        "spark.driver.memory": "8g", "spark.executor.cores": "2"}

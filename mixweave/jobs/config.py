@@ -16,7 +16,8 @@ MEMORY_SIZE = re.compile(r"^[1-9][0-9]*[kmgtKMGT]?[bB]?$")
 class SparkConfig:
     master: str = "local[*]"
     """Spark master URL: local[*], local[2], spark://host:7077, yarn, k8s://..."""
-    driver_memory: str = "2g"
+    driver_memory: str | None = None
+    """The driver JVM's heap (e.g. 4g). Unset: spark-defaults.conf's spark.driver.memory, else 2g."""
     partitions: int = 0
     """Tasks for file-parallel stages; 0 = 2 x the default parallelism."""
     conf: dict[str, str] = field(default_factory=dict)
@@ -26,7 +27,7 @@ class SparkConfig:
         if not SPARK_MASTER.match(self.master):
             raise ConfigError(f"spark.master {self.master!r} is not a Spark master URL; use local[*], local[2], "
                               "spark://host:7077, yarn or k8s://https://host:port")
-        if not MEMORY_SIZE.match(self.driver_memory):
+        if self.driver_memory is not None and not MEMORY_SIZE.match(str(self.driver_memory)):
             raise ConfigError(f"spark.driver_memory {self.driver_memory!r}: write a size such as 2g or 512m")
         if self.partitions < 0:
             raise ConfigError(f"spark.partitions must be >= 0 (0 = automatic), got {self.partitions}")

@@ -37,6 +37,9 @@ def under_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
+DEFAULT_DRIVER_MEMORY = "2g"
+"""The driver heap when neither the run config, spark-defaults.conf nor spark-submit sets one."""
+
 JVM_OPTION_KEYS = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
 
 
@@ -66,6 +69,13 @@ def session_settings(defaults: Mapping[str, str], conf: Mapping[str, str] | None
             if settings.pop(key) != value:
                 replaced.append(key)
     return settings, replaced
+
+
+def run_conf(driver_memory: str | None, conf: Mapping[str, str] | None) -> dict[str, str]:
+    """The run config's layer of :func:`session_settings`: ``spark.conf``, with ``spark.driver_memory``
+    (when set) as ``spark.driver.memory`` unless ``spark.conf`` names that key itself."""
+    layer = {} if driver_memory is None else {"spark.driver.memory": str(driver_memory)}
+    return {**layer, **{k: str(v) for k, v in (conf or {}).items()}}
 
 
 def read_spark_defaults(text: str) -> dict[str, str]:
@@ -120,10 +130,11 @@ def get_spark(
     master: str | None = "local[*]",
     *,
     app_name: str = "mixweave",
-    driver_memory: str = "2g",
+    driver_memory: str | None = None,
     conf: Mapping[str, str] | None = None,
 ):
-    """Return a SparkSession (created once per process; later calls reuse it)."""
+    """Return a SparkSession (created once per process; later calls reuse it). ``driver_memory``, when
+    given, is the run config's word (over spark-defaults.conf); unset, the site's or 2g."""
     prepare_environment()
     from pyspark.sql import SparkSession
 
@@ -146,13 +157,14 @@ def get_spark(
         "spark.sql.autoBroadcastJoinThreshold": "-1",
         "spark.driver.extraJavaOptions": java_opts,
         "spark.executor.extraJavaOptions": java_opts,
-        "spark.driver.memory": driver_memory,
+        "spark.driver.memory": DEFAULT_DRIVER_MEMORY,
         "spark.sql.session.timeZone": "UTC",
         "spark.executorEnv.PYTHONHASHSEED": "0",
         # PySpark's daemon, importing the installed pyspark (cached bytecode) instead of compiling
         # Spark's pyspark.zip in every Python worker: mixweave/jobs/pyspark_daemon.py
         "spark.python.daemon.module": "mixweave.jobs.pyspark_daemon",
     }
+    conf = run_conf(driver_memory, conf)
     site, site_file = ({}, None) if under_spark_submit() else site_defaults()
     settings, left_to_launch = session_settings(defaults, conf, launched_conf(), site=site)
     overridden = sorted(k for k in site if k in defaults and k not in (conf or {}))
@@ -169,7 +181,8 @@ def get_spark(
         spark = builder.getOrCreate()
     except Exception as exc:  # noqa: BLE001 - py4j/JVM failures have no common base class
         first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise InputError(f"Spark did not start with master {master!r} and driver memory {driver_memory!r} ({first[:300]}); "
+        memory = settings.get("spark.driver.memory", "as launched")
+        raise InputError(f"Spark did not start with master {master!r} and driver memory {memory!r} ({first[:300]}); "
                          "check spark.master, spark.driver_memory, spark.conf and that Java 17 is installed") from None
     spark.sparkContext.setLogLevel("ERROR")
     if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
