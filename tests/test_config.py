@@ -35,6 +35,7 @@ def test_string_path_becomes_tuple_and_numbers_parse():
         ({"sources": {"a": {"paths": []}}}, "sources.a.paths: expected a non-empty list"),
         ({"spark": {"partitions": "many"}}, "spark.partitions: expected a number"),
         ({"spark": {"partitions": 1.5}}, "spark.partitions: expected a whole number"),
+        ({"spark": {"concurrent_sources": 0}}, "spark.concurrent_sources must be an integer >= 1"),
         ({"ingest": {"max_doc_bytes": -1}}, "ingest.max_doc_bytes must be > 0"),
         ({"spark": "local"}, "spark: expected a mapping"),
         ({"sources": {"a b": {"paths": "x"}}}, "source name 'a b'"),

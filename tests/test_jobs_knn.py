@@ -80,6 +80,9 @@ def test_knn_stage_distributed_path_on_the_fixture(small_runs, distributed_run, 
         {"ingest": "skipped", "embed": "skipped", "knn": "ran", "dedup": "ran"}
     manifest = json.loads((out / "knn" / "_manifest.json").read_text())
     local = json.loads((small_runs.reference / "knn" / "_manifest.json").read_text())
+    for stage in ("knn", "dedup", "order", "pack"):  # the three sources' Spark jobs were in flight together
+        assert json.loads((out / stage / "_manifest.json").read_text())["timings"]["spark_sources_at_once"] >= 2, stage
+    assert local["timings"]["spark_sources_at_once"] == 0  # in process: no Spark source
     for source, entry in manifest["knn"].items():
         assert (entry["path"], entry["method"]) == ("spark", "exact_join")
         assert local["knn"][source]["path"] == "local"

@@ -22,6 +22,9 @@ class SparkConfig:
     """Tasks for file-parallel stages; 0 = 2 x the default parallelism."""
     conf: dict[str, str] = field(default_factory=dict)
     """Extra spark.* settings passed to the session builder."""
+    concurrent_sources: int = 4
+    """Sources whose knn, dedup, order or pack run on Spark at once (their jobs share the task slots);
+    1 = one after another. Changes no byte."""
 
     def __post_init__(self) -> None:
         if not SPARK_MASTER.match(self.master):
@@ -29,6 +32,9 @@ class SparkConfig:
                               "spark://host:7077, yarn or k8s://https://host:port")
         if self.driver_memory is not None and not MEMORY_SIZE.match(str(self.driver_memory)):
             raise ConfigError(f"spark.driver_memory {self.driver_memory!r}: write a size such as 2g or 512m")
+        if not isinstance(self.concurrent_sources, int) or self.concurrent_sources < 1:
+            raise ConfigError(f"spark.concurrent_sources must be an integer >= 1 (1 = one source at a time), "
+                              f"got {self.concurrent_sources!r}")
         if self.partitions < 0:
             raise ConfigError(f"spark.partitions must be >= 0 (0 = automatic), got {self.partitions}")
         bad = [key for key in self.conf if not key.startswith("spark.")]

@@ -65,6 +65,67 @@ class StageContext:
         return self._spark
 
 
+def each_source(ctx: StageContext, sources, work: Callable[[str], Any], *, on_spark: Callable[[str], bool],
+                done: Callable[[str, Any], None] | None = None) -> tuple[dict[str, Any], int]:
+    """``work(source)`` for every source; returns (results by source, in sorted order; the most Spark
+    sources that were in flight at once).
+
+    Sources for which ``on_spark(source)`` holds run in up to ``spark.concurrent_sources`` threads, so
+    their Spark jobs share the task slots: one source's small job (a few shards, a few tasks) no longer
+    leaves the rest of a cluster idle while the driver plans the next. The others run in this thread
+    meanwhile (their work is the driver's own). Each source's result is a function of its data, so the
+    order they finish in changes nothing; ``done(source, result)`` is called in this thread as each
+    finishes (progress lines). Errors: once every source has stopped, the first failing source's error
+    (in sorted order) is raised. Cost: one thread per concurrent source on the driver; nothing when
+    ``spark.concurrent_sources`` is 1 or no source is on Spark."""
+    import concurrent.futures as cf
+    import threading
+
+    names = sorted(sources)
+    remote = [s for s in names if on_spark(s)]
+    local = [s for s in names if s not in remote]
+    results: dict[str, Any] = {}
+    errors: dict[str, BaseException] = {}
+    width = min(len(remote), max(1, int(ctx.config.spark.concurrent_sources)))
+    in_flight, most, lock = [0], [0], threading.Lock()
+
+    def tracked(source: str):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        try:
+            return work(source)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    def settle(source: str, run: Callable[[], Any]) -> None:
+        try:
+            results[source] = run()
+        except Exception as exc:  # noqa: BLE001 - re-raised below, after the other sources stopped
+            errors[source] = exc
+            return
+        if done is not None:
+            done(source, results[source])
+
+    if width <= 1:
+        for source in names:
+            settle(source, (lambda s=source: tracked(s)) if source in remote else (lambda s=source: work(s)))
+            if errors:
+                break
+    else:
+        ctx.spark()  # one session, made in this thread (signal handlers live here), before any thread asks
+        with cf.ThreadPoolExecutor(max_workers=width, thread_name_prefix="mixweave-source") as pool:
+            futures = {pool.submit(tracked, s): s for s in remote}
+            for source in local:
+                settle(source, lambda s=source: work(s))
+            for future in cf.as_completed(futures):
+                settle(futures[future], future.result)
+    if errors:
+        raise errors[min(errors)]
+    return {s: results[s] for s in names}, most[0]
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str

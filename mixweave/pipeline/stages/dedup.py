@@ -18,7 +18,7 @@ import numpy as np
 from ...data.artifacts import docs_files_by_source, knn_shards, load_knn, read_source_column
 from ...data.manifest import require_manifest
 from ...data.progress import Progress
-from ..runner import Stage, StageContext, StageResult
+from ..runner import Stage, StageContext, StageResult, each_source
 
 LOG = logging.getLogger(__name__)
 
@@ -54,22 +54,22 @@ def run_dedup_stage(ctx: StageContext, tmp: Path) -> StageResult:
     ingest_dir = ctx.artifact("ingest")
     sources = require_manifest(knn_dir, "knn")["knn"]
     docs_files = docs_files_by_source(ingest_dir)
-    per_source, drops = {}, {}
+    shards = {source: knn_shards(knn_dir, source) for source in sources}
+
+    def one(source: str) -> dict:
+        if shards[source][-1].stop >= o.distributed_min_docs:
+            info = run_distributed_dedup(ctx.spark(), source=source, shards=shards[source],
+                                         docs_files=docs_files[source], threshold=o.dedup_cosine, out_root=tmp)
+            return {"path": "spark", **info}
+        return {"path": "local", **dedup_local(knn_dir, source, docs_files[source], o.dedup_cosine, tmp)}
+
     with Progress(len(sources), unit="source", label="dedup") as progress:
-        for source in sorted(sources):
-            shards = knn_shards(knn_dir, source)
-            if shards[-1].stop >= o.distributed_min_docs:
-                info = run_distributed_dedup(ctx.spark(), source=source, shards=shards,
-                                             docs_files=docs_files[source], threshold=o.dedup_cosine, out_root=tmp)
-                entry = {"path": "spark", **info}
-            else:
-                entry = {"path": "local", **dedup_local(knn_dir, source, docs_files[source], o.dedup_cosine, tmp)}
-            per_source[source] = entry
-            drops[source] = {"semantic_duplicate": entry["removed"]}
-            progress.update(1, docs=entry["n_docs"])
+        per_source, at_once = each_source(ctx, sources, one, on_spark=lambda s: shards[s][-1].stop >= o.distributed_min_docs,
+                                          done=lambda s, entry: progress.update(1, docs=entry["n_docs"]))
     return StageResult(
         counts={k: sum(e[k] for e in per_source.values()) for k in ("n_docs", "kept", "removed", "pairs")},
-        drops=drops, extra={"dedup": per_source, "threshold": o.dedup_cosine},
+        drops={s: {"semantic_duplicate": e["removed"]} for s, e in per_source.items()},
+        timings={"spark_sources_at_once": at_once}, extra={"dedup": per_source, "threshold": o.dedup_cosine},
     )
 
 

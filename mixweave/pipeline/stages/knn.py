@@ -20,7 +20,7 @@ import numpy as np
 from ...data.artifacts import load_embeddings, shard_bounds, shard_file
 from ...data.manifest import require_manifest
 from ...data.progress import Progress
-from ..runner import Stage, StageContext, StageResult
+from ..runner import Stage, StageContext, StageResult, each_source
 
 LOG = logging.getLogger(__name__)
 
@@ -31,18 +31,20 @@ def run_knn_stage(ctx: StageContext, tmp: Path) -> StageResult:
     o = ctx.config.order
     embed_dir = ctx.artifact("embed")
     sources = require_manifest(embed_dir, "embed")["embeddings"]
-    per_source, started = {}, time.perf_counter()
+    blocks = {s: Blocks.from_files([embed_dir / rel for rel in sources[s]["files"]]) for s in sources}
+    started = time.perf_counter()
+
+    def one(source: str) -> dict:
+        if blocks[source].n >= max(2, o.distributed_min_docs):
+            return _knn_spark(ctx, tmp, source, blocks[source])
+        return _knn_local(ctx, tmp, source, load_embeddings(embed_dir, source))
+
     with Progress(len(sources), unit="source", label="knn") as progress:
-        for source in sorted(sources):
-            blocks = Blocks.from_files([embed_dir / rel for rel in sources[source]["files"]])
-            n = blocks.n
-            if n >= max(2, o.distributed_min_docs):
-                per_source[source] = _knn_spark(ctx, tmp, source, blocks)
-            else:
-                per_source[source] = _knn_local(ctx, tmp, source, load_embeddings(embed_dir, source))
-            progress.update(1, docs=n)
+        per_source, at_once = each_source(ctx, sources, one, on_spark=lambda s: blocks[s].n >= max(2, o.distributed_min_docs),
+                                          done=lambda s, entry: progress.update(1, docs=entry["n_docs"]))
     return StageResult(counts={"n_docs": sum(e["n_docs"] for e in per_source.values())},
-                       timings={"knn_s": round(time.perf_counter() - started, 3)}, extra={"knn": per_source})
+                       timings={"knn_s": round(time.perf_counter() - started, 3), "spark_sources_at_once": at_once},
+                       extra={"knn": per_source})
 
 
 def _knn_local(ctx: StageContext, tmp: Path, source: str, X: np.ndarray) -> dict:

@@ -29,7 +29,7 @@ import numpy as np
 from ...data.artifacts import knn_shards, load_embeddings, load_keep, load_knn
 from ...data.manifest import require_manifest, write_json_atomic
 from ...data.progress import Progress
-from ..runner import Stage, StageContext, StageResult
+from ..runner import Stage, StageContext, StageResult, each_source
 
 LOG = logging.getLogger(__name__)
 
@@ -51,42 +51,50 @@ def run_order_stage(ctx: StageContext, tmp: Path) -> StageResult:
     o = ctx.config.order
     knn_dir, dedup_dir, embed_dir = ctx.artifact("knn"), ctx.artifact("dedup"), ctx.artifact("embed")
     sources = require_manifest(dedup_dir, "dedup")["dedup"]
-    per_source, started = {}, time.perf_counter()
-    with Progress(len(sources), unit="source", label="order") as progress:
-        for source in sorted(sources):
-            n_docs = knn_shards(knn_dir, source)[-1].stop
-            kept = sources[source].get("kept")
-            if kept is None:  # older manifests: count shard by shard
-                kept = sum(int(np.load(dedup_dir / s["keep"], mmap_mode="r").sum()) for s in sources[source]["shards"])
-            n_clusters, distributed, auto = plan_clusters(n_docs, int(kept), o.partitions, o.distributed_min_docs)
-            (tmp / source).mkdir(parents=True, exist_ok=True)
-            t0 = time.perf_counter()
-            if distributed:
-                from ...jobs.order import run_sharded_order
+    started = time.perf_counter()
+    plans = {}
+    for source in sorted(sources):
+        n_docs = knn_shards(knn_dir, source)[-1].stop
+        kept = sources[source].get("kept")
+        if kept is None:  # older manifests: count shard by shard
+            kept = sum(int(np.load(dedup_dir / s["keep"], mmap_mode="r").sum()) for s in sources[source]["shards"])
+        plans[source] = (int(kept), *plan_clusters(n_docs, int(kept), o.partitions, o.distributed_min_docs))
 
-                if auto:
-                    LOG.info("order %s: %d documents, order.partitions 0: %d clusters (about one per %s)",
-                             source, kept, n_clusters, "50,000")
-                info = run_sharded_order(ctx.spark(), embed_dir=embed_dir, knn_dir=knn_dir, dedup_dir=dedup_dir,
-                                         source=source, out_dir=tmp / source, n_clusters=n_clusters,
-                                         seed=ctx.config.seed, work_dir=tmp, max_cluster_docs=o.max_cluster_docs)
-                files, metrics = info["files"], dict(info["metrics"])
-                extra = {"path": "spark", "n_clusters": info["n_clusters"], "clusters_auto": auto,
-                         "edge_retention": info["edge_retention"]}
-            else:
-                files, metrics, extra = _local_order(embed_dir, knn_dir, dedup_dir, source, n_clusters, ctx.config.seed,
-                                                     tmp / source, max_cluster_docs=o.max_cluster_docs)
-            seconds = time.perf_counter() - t0
-            write_json_atomic(tmp / source / "metrics.json", finite_metrics(metrics))  # no timings: bytes stay reproducible
-            metrics["traverse_s"] = round(seconds, 4)
-            per_source[source] = finite_metrics({k: metrics.get(k) for k in (
-                "n_docs", "traverse_s", "mean_adjacent_cosine", "random_order_mean_adjacent_cosine", "jump_rate",
-                "random_order_jump_rate")})
-            per_source[source].update(extra, metrics_sampled=bool(metrics.get("metrics_sampled", False)))
-            per_source[source]["files"] = [f"{source}/{name}" for name in files]
-            progress.update(1, docs=int(metrics["n_docs"]))
+    def one(source: str) -> dict:
+        kept, n_clusters, distributed, auto = plans[source]
+        (tmp / source).mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        if distributed:
+            from ...jobs.order import run_sharded_order
+
+            if auto:
+                LOG.info("order %s: %d documents, order.partitions 0: %d clusters (about one per %s)",
+                         source, kept, n_clusters, "50,000")
+            info = run_sharded_order(ctx.spark(), embed_dir=embed_dir, knn_dir=knn_dir, dedup_dir=dedup_dir,
+                                     source=source, out_dir=tmp / source, n_clusters=n_clusters,
+                                     seed=ctx.config.seed, work_dir=tmp, max_cluster_docs=o.max_cluster_docs)
+            files, metrics = info["files"], dict(info["metrics"])
+            extra = {"path": "spark", "n_clusters": info["n_clusters"], "clusters_auto": auto,
+                     "edge_retention": info["edge_retention"]}
+        else:
+            files, metrics, extra = _local_order(embed_dir, knn_dir, dedup_dir, source, n_clusters, ctx.config.seed,
+                                                 tmp / source, max_cluster_docs=o.max_cluster_docs)
+        seconds = time.perf_counter() - t0
+        write_json_atomic(tmp / source / "metrics.json", finite_metrics(metrics))  # no timings: bytes stay reproducible
+        metrics["traverse_s"] = round(seconds, 4)
+        entry = finite_metrics({k: metrics.get(k) for k in (
+            "n_docs", "traverse_s", "mean_adjacent_cosine", "random_order_mean_adjacent_cosine", "jump_rate",
+            "random_order_jump_rate")})
+        entry.update(extra, metrics_sampled=bool(metrics.get("metrics_sampled", False)))
+        entry["files"] = [f"{source}/{name}" for name in files]
+        return entry
+
+    with Progress(len(sources), unit="source", label="order") as progress:
+        per_source, at_once = each_source(ctx, sources, one, on_spark=lambda s: plans[s][2],
+                                          done=lambda s, entry: progress.update(1, docs=int(entry["n_docs"])))
     return StageResult(counts={"n_docs": sum(e["n_docs"] for e in per_source.values())},
-                       timings={"order_s": round(time.perf_counter() - started, 3)}, extra={"order": per_source})
+                       timings={"order_s": round(time.perf_counter() - started, 3), "spark_sources_at_once": at_once},
+                       extra={"order": per_source})
 
 
 def _local_order(embed_dir: Path, knn_dir: Path, dedup_dir: Path, source: str, n_clusters: int, seed: int,

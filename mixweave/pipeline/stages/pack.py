@@ -43,7 +43,7 @@ from ...data.progress import Progress
 from ...data.typed import to_plain
 from ...data.windows import file_windows, window_file_name, windows_section, write_windows_files
 from ...errors import ConfigError
-from ..runner import Stage, StageContext, StageResult
+from ..runner import Stage, StageContext, StageResult, each_source
 from .order import finite_metrics
 
 LOG = logging.getLogger(__name__)
@@ -65,61 +65,66 @@ def run_pack_stage(ctx: StageContext, tmp: Path) -> StageResult:
     dtype = np.dtype(tokenizer.info["dtype"])
     per_file = file_windows(o.seq_len + int(o.plus_one), o.pack_file_windows)
     phases = pack_phases(ctx.config)
-    phase_sources: dict[str, dict] = {p.name: {} for p in phases}
-    phase_long: dict[str, dict] = {p.name: {} for p in phases}
-    per_source, started = {}, time.perf_counter()
-    with Progress(len(sources), unit="source", label="pack") as progress:
-        for source in sorted(sources):
-            n_source = int(ingest_manifest["sources"].get(source, {}).get("n_docs", 0))
-            seed = source_seed(ctx.config.seed, source)
-            if n_source >= o.distributed_min_docs:
-                from ...jobs.pack import run_spark_pack
+    n_source = {s: int(ingest_manifest["sources"].get(s, {}).get("n_docs", 0)) for s in sources}
+    started = time.perf_counter()
 
-                res = run_spark_pack(
-                    ctx.spark(), source=source, order_paths=order_files(order_dir, source),
-                    docs_files=docs_files_by_source(ingest_dir)[source], out_root=tmp, work_dir=tmp / f".{source}-pack",
-                    tokenizer_path=ctx.config.tokenizer.path, tokenizer_pattern=ctx.config.tokenizer.pattern,
-                    eos_id=tokenizer.eos_id, dtype=str(dtype), seq_len=o.seq_len, plus_one=o.plus_one,
-                    shuffle=o.shuffle, seed=seed, part_docs=o.shard_rows, per_file=per_file, sink_id=sink_id)
-                n_windows, files, n_docs = res["n_windows"], res["files"], res["n_docs"]
-                dropped, stream_tokens, path = res["dropped_tokens"], res["stream_tokens"], "spark"
-                metrics = sampled_window_quality(ctx, source, tmp, n_windows, per_file)
-                for phase in phases:
-                    entries, long_stats = spark_phase_source(ctx, phase, tmp, source, seed=seed, eos_id=tokenizer.eos_id,
-                                                             dtype=str(dtype), sink_id=sink_id)
-                    phase_sources[phase.name].update(entries)
-                    if long_stats is not None:
-                        phase_long[phase.name][source] = long_stats
-            else:
-                order = load_order(order_dir, source)
-                texts = read_source_texts(ingest_dir, source)
-                tokens = tokenizer.encode_batch([texts[i] for i in order]) if order.size else []
-                packed = pack_windows(tokens, np.arange(len(tokens)), seq_len=o.seq_len, eos_id=tokenizer.eos_id,
-                                      plus_one=o.plus_one, shuffle=o.shuffle, seed=seed, dtype=dtype, sink_id=sink_id)
-                spans = spans_table(packed)
-                # spans refer to positions in the ordered list; map them back to the source's document index
-                doc_index = pa.array(order[np.asarray(spans.column("doc").to_numpy())], pa.int64()) if len(spans) else pa.array([], pa.int64())
-                spans = spans.set_column(spans.schema.get_field_index("doc"), "doc", doc_index)
-                files = write_windows_files(tmp, source, packed.windows, spans, per_file=per_file)
-                metrics = window_quality(ctx, source, order, packed)
-                n_windows, n_docs, dropped, stream_tokens, path = (packed.n_windows, int(order.size), packed.dropped_tokens,
-                                                                   packed.stream_tokens, "local")
-                for phase in phases:
-                    entries, long_stats = pack_phase_source(
-                        tmp / "phases" / phase.name, source, tokens, order, seq_len=phase.window_len(o.seq_len),
-                        long_docs=phase.long_docs, plus_one=o.plus_one, shuffle=o.shuffle, seed=seed,
-                        eos_id=tokenizer.eos_id, dtype=dtype, sink_id=sink_id, file_setting=o.pack_file_windows)
-                    phase_sources[phase.name].update(entries)
-                    if long_stats is not None:
-                        phase_long[phase.name][source] = long_stats
-            (tmp / "metrics").mkdir(exist_ok=True)
-            write_json_atomic(tmp / "metrics" / f"{source}.json", metrics)
-            per_source[source] = {"n_windows": int(n_windows), "n_tokens": int(n_windows * o.seq_len),
-                                  "files": files, "dropped_tokens": int(dropped),
-                                  "n_docs": int(n_docs), "stream_tokens": int(stream_tokens),
-                                  "window_pairwise_cosine_mean": metrics.get("window_pairwise_cosine_mean"),
-                                  "jump_rate": metrics.get("jump_rate"), "path": path}
-            progress.update(1, docs=int(n_docs))
+    def one(source: str) -> tuple[dict, dict, dict]:
+        """(the source's windows entry, its phase packs' entries and long_docs stats by phase)."""
+        seed = source_seed(ctx.config.seed, source)
+        phase_entries: dict[str, dict] = {}
+        phase_stats: dict[str, dict] = {}
+        if n_source[source] >= o.distributed_min_docs:
+            from ...jobs.pack import run_spark_pack
+
+            res = run_spark_pack(
+                ctx.spark(), source=source, order_paths=order_files(order_dir, source),
+                docs_files=docs_files_by_source(ingest_dir)[source], out_root=tmp, work_dir=tmp / f".{source}-pack",
+                tokenizer_path=ctx.config.tokenizer.path, tokenizer_pattern=ctx.config.tokenizer.pattern,
+                eos_id=tokenizer.eos_id, dtype=str(dtype), seq_len=o.seq_len, plus_one=o.plus_one,
+                shuffle=o.shuffle, seed=seed, part_docs=o.shard_rows, per_file=per_file, sink_id=sink_id)
+            n_windows, files, n_docs = res["n_windows"], res["files"], res["n_docs"]
+            dropped, stream_tokens, path = res["dropped_tokens"], res["stream_tokens"], "spark"
+            metrics = sampled_window_quality(ctx, source, tmp, n_windows, per_file)
+            for phase in phases:
+                phase_entries[phase.name], long_stats = spark_phase_source(
+                    ctx, phase, tmp, source, seed=seed, eos_id=tokenizer.eos_id, dtype=str(dtype), sink_id=sink_id)
+                if long_stats is not None:
+                    phase_stats[phase.name] = long_stats
+        else:
+            order = load_order(order_dir, source)
+            texts = read_source_texts(ingest_dir, source)
+            tokens = tokenizer.encode_batch([texts[i] for i in order]) if order.size else []
+            packed = pack_windows(tokens, np.arange(len(tokens)), seq_len=o.seq_len, eos_id=tokenizer.eos_id,
+                                  plus_one=o.plus_one, shuffle=o.shuffle, seed=seed, dtype=dtype, sink_id=sink_id)
+            spans = spans_table(packed)
+            # spans refer to positions in the ordered list; map them back to the source's document index
+            doc_index = pa.array(order[np.asarray(spans.column("doc").to_numpy())], pa.int64()) if len(spans) else pa.array([], pa.int64())
+            spans = spans.set_column(spans.schema.get_field_index("doc"), "doc", doc_index)
+            files = write_windows_files(tmp, source, packed.windows, spans, per_file=per_file)
+            metrics = window_quality(ctx, source, order, packed)
+            n_windows, n_docs, dropped, stream_tokens, path = (packed.n_windows, int(order.size), packed.dropped_tokens,
+                                                               packed.stream_tokens, "local")
+            for phase in phases:
+                phase_entries[phase.name], long_stats = pack_phase_source(
+                    tmp / "phases" / phase.name, source, tokens, order, seq_len=phase.window_len(o.seq_len),
+                    long_docs=phase.long_docs, plus_one=o.plus_one, shuffle=o.shuffle, seed=seed,
+                    eos_id=tokenizer.eos_id, dtype=dtype, sink_id=sink_id, file_setting=o.pack_file_windows)
+                if long_stats is not None:
+                    phase_stats[phase.name] = long_stats
+        (tmp / "metrics").mkdir(exist_ok=True)
+        write_json_atomic(tmp / "metrics" / f"{source}.json", metrics)
+        entry = {"n_windows": int(n_windows), "n_tokens": int(n_windows * o.seq_len), "files": files,
+                 "dropped_tokens": int(dropped), "n_docs": int(n_docs), "stream_tokens": int(stream_tokens),
+                 "window_pairwise_cosine_mean": metrics.get("window_pairwise_cosine_mean"),
+                 "jump_rate": metrics.get("jump_rate"), "path": path}
+        return entry, phase_entries, phase_stats
+
+    with Progress(len(sources), unit="source", label="pack") as progress:
+        results, at_once = each_source(ctx, sources, one, on_spark=lambda s: n_source[s] >= o.distributed_min_docs,
+                                       done=lambda s, r: progress.update(1, docs=r[0]["n_docs"]))
+    per_source = {s: r[0] for s, r in results.items()}
+    phase_sources = {p.name: {k: v for r in results.values() for k, v in r[1][p.name].items()} for p in phases}
+    phase_long = {p.name: {s: r[2][p.name] for s, r in results.items() if p.name in r[2]} for p in phases}
     section = windows_section(o.seq_len, o.plus_one, tokenizer.info, per_source)
     for phase in phases:
         write_phase_manifest(tmp / "phases" / phase.name, phase, o, tokenizer.info, phase_sources[phase.name],
@@ -127,7 +132,8 @@ def run_pack_stage(ctx: StageContext, tmp: Path) -> StageResult:
     return StageResult(
         counts={"n_windows": sum(s["n_windows"] for s in per_source.values()),
                 "n_tokens": sum(s["n_tokens"] for s in per_source.values())},
-        timings={"pack_s": round(time.perf_counter() - started, 3)}, extra={"windows": section},
+        timings={"pack_s": round(time.perf_counter() - started, 3), "spark_sources_at_once": at_once},
+        extra={"windows": section},
     )
 
 
