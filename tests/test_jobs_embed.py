@@ -16,6 +16,7 @@ from mixweave.data.schema import DOCS_SCHEMA
 pytestmark = pytest.mark.spark
 
 ROW_GROUP = 7  # several units per file, several tasks
+MAX_TOKENS = 128  # the claims do not depend on it (the clamp of the default 510: tests/test_retrieval_encoders.py)
 
 
 def real_texts(corpus_dir: Path, source: str, n: int) -> list[dict]:
@@ -65,7 +66,7 @@ def spark_embedded(spark, docs, tmp_path_factory):
         if backend not in done:
             units = plan_units(files, root)
             out = tmp_path_factory.mktemp(f"embed-{backend}")
-            info = run_embed(spark, units=units, out_root=out, encoder="default", max_tokens=510, batch_size=4,
+            info = run_embed(spark, units=units, out_root=out, encoder="default", max_tokens=MAX_TOKENS, batch_size=4,
                              torch_threads=1, device="cpu", backend=backend)
             done[backend] = (out, units, info)
         return done[backend]
@@ -98,13 +99,13 @@ def test_spark_embed_equals_in_process(docs, spark_embedded, backend):
             assert spark_emb.dtype == np.float32 and spark_emb.shape == (len(texts), 384)
             np.testing.assert_allclose(np.linalg.norm(spark_emb, axis=1), 1.0, atol=1e-5)
             # the whole source in one call: batches differ, so equal up to float rounding
-            whole = embed_texts(model, texts, max_tokens=510, batch_size=4)
+            whole = embed_texts(model, texts, max_tokens=MAX_TOKENS, batch_size=4)
             np.testing.assert_allclose(spark_emb, whole, atol=1e-5, rtol=0)
             # unit by unit, same batches as the tasks: bitwise equal
             for unit in (u for u in units if u["source"] == source):
                 table = pq.ParquetFile(unit["docs_file"]).read_row_group(unit["row_group"], columns=["text"])
                 unit_texts = table.column("text").to_pylist()[unit["start"]:unit["stop"]]
-                local = embed_texts(model, unit_texts, max_tokens=510, batch_size=4)
+                local = embed_texts(model, unit_texts, max_tokens=MAX_TOKENS, batch_size=4)
                 assert np.array_equal(np.load(out / unit["out_file"]), local), unit["out_file"]
     finally:
         torch.set_num_threads(previous)
@@ -121,8 +122,9 @@ def test_spark_embed_is_independent_of_partitioning(spark, docs, spark_embedded,
     units = [u for u in plan_units(files, root) if u["source"] == "code"]
     a_dir, _, info = spark_embedded("auto")
     assert info["backend"] == resolve_backend("auto", "cpu")  # the run_embed defaults below resolve the same
-    run_embed(spark, units=units[::-1], out_root=tmp_path / "b", batch_size=4, torch_threads=1, device="cpu")
-    one_worker = _embed_units(str(tmp_path / "c"), "default", 510, 4, 1, "cpu", resolve_backend("auto", "cpu"))
+    run_embed(spark, units=units[::-1], out_root=tmp_path / "b", max_tokens=MAX_TOKENS, batch_size=4, torch_threads=1,
+              device="cpu")
+    one_worker = _embed_units(str(tmp_path / "c"), "default", MAX_TOKENS, 4, 1, "cpu", resolve_backend("auto", "cpu"))
     assert len(list(one_worker(iter([units])))) == len(units)
     for u in units:
         a = np.load(a_dir / u["out_file"])
