@@ -152,7 +152,8 @@ def test_long_window_classification_against_a_hand_count():
     long token; window 1 = doc1 (11) + doc2 (4) + doc3 (1): 1 long token; window 2 = doc3 (16)."""
     import numpy as np
 
-    from mixweave.mixers.long_context import LongGroups, long_window_mask, split_rows, window_long_tokens
+    from mixweave.mixers.long_context import LongGroups, split_rows
+    from mixweave.retrieval.pack import long_window_mask, window_long_tokens
     from mixweave.retrieval import pack_windows
 
     lengths = [5, 20, 3, 30]

@@ -43,6 +43,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..data.artifacts import Blocks, RowReader
+from .batches import grouped
 
 LOG = logging.getLogger(__name__)
 
@@ -63,28 +64,6 @@ def _list_values(column: pa.ChunkedArray | pa.Array, k: int, dtype) -> np.ndarra
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     return np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=dtype).reshape(-1, k)
-
-
-def _grouped(batches: Iterator[pa.RecordBatch], key: str) -> Iterator[pa.Table]:
-    """Consecutive rows with one ``key`` value as tables (input sorted by key): one group in memory."""
-    pending: list[pa.RecordBatch] = []
-    pending_key = None
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        keys = batch.column(key).to_numpy()
-        if pending and keys[0] != pending_key:
-            yield pa.Table.from_batches(pending)
-            pending = []
-        lo = 0
-        for cut in np.flatnonzero(keys[1:] != keys[:-1]) + 1:
-            pending.append(batch.slice(lo, int(cut) - lo))
-            yield pa.Table.from_batches(pending)
-            pending, lo = [], int(cut)
-        pending.append(batch.slice(lo))
-        pending_key = keys[-1]
-    if pending:
-        yield pa.Table.from_batches(pending)
 
 
 BAD_INPUT = "MIXWEAVE-BAD-EMBEDDINGS: "
@@ -135,7 +114,7 @@ def _search_task(blocks: Blocks, k: int, shard_rows: int, query_block: int):
         from mixweave.retrieval.ivf_join import search_list
 
         reader = RowReader(blocks)
-        for group in _grouped(batches, "list"):
+        for group in grouped(batches, "list"):
             q_ids = group.column("id").to_numpy()
             m_ids = q_ids[group.column("member").to_numpy(zero_copy_only=False)]
             if m_ids.size == 0:
@@ -155,7 +134,7 @@ def _reduce_task(out_dir: str, n: int, k: int, shard_rows: int):
         from mixweave.data.artifacts import shard_file
         from mixweave.retrieval.ivf_join import merge_partials
 
-        for group in _grouped(batches, "shard"):
+        for group in grouped(batches, "shard"):
             shard = int(group.column("shard")[0].as_py())
             start, stop = shard * shard_rows, min(n, (shard + 1) * shard_rows)
             q, I, D = merge_partials(group.column("id").to_numpy(), _list_values(group.column("I"), k, np.int64),

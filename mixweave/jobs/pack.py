@@ -43,6 +43,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import InputError
+from .batches import grouped
 
 LOG = logging.getLogger(__name__)
 
@@ -247,22 +248,9 @@ def _cut_parts(work: str, seq_len: int, plus_one: bool, eos_id: int, dtype: str,
 
 
 def _by_block(batches: Iterator[pa.RecordBatch]) -> Iterator[tuple[int, pa.Table]]:
-    """Consecutive rows with one ``block`` value (input sorted by block) as ``(block, table)``."""
-    block, pieces = None, []
-    for batch in batches:
-        blocks = batch.column("block").to_numpy()
-        cuts = np.flatnonzero(np.diff(blocks)) + 1
-        for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [blocks.size]])):
-            if hi <= lo:
-                continue
-            b = int(blocks[lo])
-            if b != block:
-                if block is not None:
-                    yield block, pa.Table.from_batches(pieces).combine_chunks()
-                block, pieces = b, []
-            pieces.append(batch.slice(int(lo), int(hi - lo)))
-    if block is not None:
-        yield block, pa.Table.from_batches(pieces).combine_chunks()
+    """``(block, its rows)`` for rows sorted by block (:func:`~mixweave.jobs.batches.grouped`)."""
+    for table in grouped(batches, "block"):
+        yield int(table.column("block")[0].as_py()), table.combine_chunks()
 
 
 def _renumber(first_ids: dict[tuple[int, int], int], per_file: int):
@@ -396,7 +384,7 @@ def run_spark_pack(spark, *, source: str, order_paths: list[Path], docs_files: l
                 if sorted(int(r["block"]) for r in written) != keys or sum(int(r["windows"]) for r in written) != n_win:
                     raise RuntimeError(f"pack: wrote {len(written)} of {len(keys)} files of {source}")
             elif long_name is not None:  # no window: no group, no file (as the in-process phase pack)
-                split = {"n_windows": [0, 0], "n_docs": [0, 0], "long_tokens": [0, 0], "stream_tokens": [0, 0]}
+                split = _no_split()
             else:  # no window: one empty file, as the in-process pack writes
                 empty = pa.Table.from_pylist([], schema=SPAN_SCHEMA)
                 write_window_block(Path(out_root), source, 0, np.zeros((0, width), np.dtype(dtype)), 0, empty)
@@ -413,6 +401,11 @@ def run_spark_pack(spark, *, source: str, order_paths: list[Path], docs_files: l
     return out
 
 
+def _no_split() -> dict:
+    """Per-group (short, long) counts of a long-documents split with no window yet."""
+    return {"n_windows": [0, 0], "n_docs": [0, 0], "long_tokens": [0, 0], "stream_tokens": [0, 0]}
+
+
 def _split_long(rows, n_windows: int, per_file: int, tasks: int):
     """The cut rows renumbered per group (:func:`_renumber`); returns (rows, per-group counts: windows,
     distinct documents, long-document and stream tokens). Two small aggregations on the driver: one
@@ -425,15 +418,14 @@ def _split_long(rows, n_windows: int, per_file: int, tasks: int):
     per_block = windows.groupBy("block", "long").agg(F.count(F.lit(1)).alias("n"), F.sum("long_tokens").alias("lt"),
                                                      F.sum("stream_tokens").alias("st")).collect()
     docs = rows.where(F.col("kind") == 1).select("long", "doc").distinct().groupBy("long").count().collect()
-    split = {"n_windows": [0, 0], "n_docs": [0, 0], "long_tokens": [0, 0], "stream_tokens": [0, 0]}
-    first_ids, seen = {}, [0, 0]
+    split = _no_split()
+    first_ids, seen = {}, split["n_windows"]
     for r in sorted(per_block, key=lambda r: (int(r["block"]), int(r["long"]))):
         g = int(r["long"])
         first_ids[(int(r["block"]), g)] = seen[g]
         seen[g] += int(r["n"])
         split["long_tokens"][g] += int(r["lt"])
         split["stream_tokens"][g] += int(r["st"])
-    split["n_windows"] = seen
     for r in docs:
         split["n_docs"][int(r["long"])] = int(r["count"])
     if sum(seen) != n_windows:

@@ -167,7 +167,7 @@ def get_spark(
     conf = run_conf(driver_memory, conf)
     site, site_file = ({}, None) if under_spark_submit() else site_defaults()
     settings, left_to_launch = session_settings(defaults, conf, launched_conf(), site=site)
-    overridden = sorted(k for k in site if k in defaults and k not in (conf or {}))
+    overridden = sorted(k for k in site if k in defaults and k not in conf)
     if overridden:
         LOG.info("%s sets %s: its values are kept over mixweave's defaults", site_file, ", ".join(overridden))
     if left_to_launch:

@@ -40,7 +40,7 @@ import numpy as np
 from mixweave.data.manifest import check_name
 from mixweave.data.typed import from_dict
 from mixweave.errors import ConfigError, InfeasibleError
-from mixweave.retrieval.pack import long_window_mask, window_long_tokens  # noqa: F401 - the pack's long-window rule
+from mixweave.retrieval.pack import long_window_mask
 
 #: The suffix of a source's long-window group in a phase pack.
 LONG_SUFFIX = ".long"

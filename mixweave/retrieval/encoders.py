@@ -125,6 +125,12 @@ def _special_tokens(encoder: Any) -> int:
         return 2
 
 
+def truncation_length(encoder: Any, max_tokens: int) -> int:
+    """Tokens each text is cut to, special tokens included: ``max_tokens`` content tokens plus the
+    specials, clamped to the model's ``max_seq_length``."""
+    return min(int(max_tokens) + _special_tokens(encoder), int(encoder.max_seq_length))
+
+
 def embed_texts(encoder: Any, texts: Sequence[str], *, max_tokens: int = DEFAULT_MAX_TOKENS,
                 batch_size: int = 32) -> np.ndarray:
     """L2-normalised float32 ``[n, d]`` embeddings of ``texts``, in input order.
@@ -144,7 +150,7 @@ def embed_texts(encoder: Any, texts: Sequence[str], *, max_tokens: int = DEFAULT
         return np.zeros((0, dim), np.float32)
     model_limit = int(encoder.max_seq_length)
     special = _special_tokens(encoder)
-    effective = min(int(max_tokens) + special, model_limit)
+    effective = truncation_length(encoder, max_tokens)
     if effective < int(max_tokens) + special and id(encoder) not in _CLAMP_LOGGED:
         _CLAMP_LOGGED.add(id(encoder))
         log.info("max_tokens %d clamped to %d: the model's max_seq_length is %d", max_tokens,

@@ -124,12 +124,13 @@ def _count_tokens(model: Any, texts: Sequence[str], max_tokens: int) -> int | No
     tok = getattr(model, "tokenizer", None)
     if tok is None:
         return None
-    if hasattr(model, "encode_batch"):  # an export: a `tokenizers.Tokenizer`, cut as embed_texts cuts
+    if hasattr(model, "encode_batch"):  # a PooledEncoder: a `tokenizers.Tokenizer`, cut as embed_texts cuts
         from mixweave.retrieval.encoder_backends import encode_truncated
+        from mixweave.retrieval.encoders import truncation_length
 
-        special = int(getattr(model, "special_tokens", 0))
-        total = min(int(max_tokens) + special, int(model.max_seq_length))
-        return int(sum(max(0, len(e.ids) - special) for e in encode_truncated(tok, list(texts), total)))
+        special = int(model.special_tokens)
+        encodings = encode_truncated(tok, list(texts), truncation_length(model, max_tokens))
+        return int(sum(max(0, len(e.ids) - special) for e in encodings))
     cap = min(max_tokens, int(getattr(model, "max_seq_length", max_tokens)))
     try:
         enc = tok(list(texts), add_special_tokens=False, truncation=True, max_length=cap)

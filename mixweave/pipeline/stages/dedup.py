@@ -56,15 +56,18 @@ def run_dedup_stage(ctx: StageContext, tmp: Path) -> StageResult:
     docs_files = docs_files_by_source(ingest_dir)
     shards = {source: knn_shards(knn_dir, source) for source in sources}
 
+    def on_spark(source: str) -> bool:
+        return shards[source][-1].stop >= o.distributed_min_docs
+
     def one(source: str) -> dict:
-        if shards[source][-1].stop >= o.distributed_min_docs:
+        if on_spark(source):
             info = run_distributed_dedup(ctx.spark(), source=source, shards=shards[source],
                                          docs_files=docs_files[source], threshold=o.dedup_cosine, out_root=tmp)
             return {"path": "spark", **info}
         return {"path": "local", **dedup_local(knn_dir, source, docs_files[source], o.dedup_cosine, tmp)}
 
     with Progress(len(sources), unit="source", label="dedup") as progress:
-        per_source, at_once = each_source(ctx, sources, one, on_spark=lambda s: shards[s][-1].stop >= o.distributed_min_docs,
+        per_source, at_once = each_source(ctx, sources, one, on_spark=on_spark,
                                           done=lambda s, entry: progress.update(1, docs=entry["n_docs"]))
     return StageResult(
         counts={k: sum(e[k] for e in per_source.values()) for k in ("n_docs", "kept", "removed", "pairs")},

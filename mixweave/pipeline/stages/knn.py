@@ -34,13 +34,16 @@ def run_knn_stage(ctx: StageContext, tmp: Path) -> StageResult:
     blocks = {s: Blocks.from_files([embed_dir / rel for rel in sources[s]["files"]]) for s in sources}
     started = time.perf_counter()
 
+    def on_spark(source: str) -> bool:
+        return blocks[source].n >= max(2, o.distributed_min_docs)
+
     def one(source: str) -> dict:
-        if blocks[source].n >= max(2, o.distributed_min_docs):
+        if on_spark(source):
             return _knn_spark(ctx, tmp, source, blocks[source])
         return _knn_local(ctx, tmp, source, load_embeddings(embed_dir, source))
 
     with Progress(len(sources), unit="source", label="knn") as progress:
-        per_source, at_once = each_source(ctx, sources, one, on_spark=lambda s: blocks[s].n >= max(2, o.distributed_min_docs),
+        per_source, at_once = each_source(ctx, sources, one, on_spark=on_spark,
                                           done=lambda s, entry: progress.update(1, docs=entry["n_docs"]))
     return StageResult(counts={"n_docs": sum(e["n_docs"] for e in per_source.values())},
                        timings={"knn_s": round(time.perf_counter() - started, 3), "spark_sources_at_once": at_once},

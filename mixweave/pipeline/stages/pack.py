@@ -66,14 +66,19 @@ def run_pack_stage(ctx: StageContext, tmp: Path) -> StageResult:
     per_file = file_windows(o.seq_len + int(o.plus_one), o.pack_file_windows)
     phases = pack_phases(ctx.config)
     n_source = {s: int(ingest_manifest["sources"].get(s, {}).get("n_docs", 0)) for s in sources}
+    if sources:
+        (tmp / "metrics").mkdir(exist_ok=True)  # every source writes its metrics file here
     started = time.perf_counter()
+
+    def on_spark(source: str) -> bool:
+        return n_source[source] >= o.distributed_min_docs
 
     def one(source: str) -> tuple[dict, dict, dict]:
         """(the source's windows entry, its phase packs' entries and long_docs stats by phase)."""
         seed = source_seed(ctx.config.seed, source)
         phase_entries: dict[str, dict] = {}
         phase_stats: dict[str, dict] = {}
-        if n_source[source] >= o.distributed_min_docs:
+        if on_spark(source):
             from ...jobs.pack import run_spark_pack
 
             res = run_spark_pack(
@@ -111,7 +116,6 @@ def run_pack_stage(ctx: StageContext, tmp: Path) -> StageResult:
                     eos_id=tokenizer.eos_id, dtype=dtype, sink_id=sink_id, file_setting=o.pack_file_windows)
                 if long_stats is not None:
                     phase_stats[phase.name] = long_stats
-        (tmp / "metrics").mkdir(exist_ok=True)
         write_json_atomic(tmp / "metrics" / f"{source}.json", metrics)
         entry = {"n_windows": int(n_windows), "n_tokens": int(n_windows * o.seq_len), "files": files,
                  "dropped_tokens": int(dropped), "n_docs": int(n_docs), "stream_tokens": int(stream_tokens),
@@ -120,7 +124,7 @@ def run_pack_stage(ctx: StageContext, tmp: Path) -> StageResult:
         return entry, phase_entries, phase_stats
 
     with Progress(len(sources), unit="source", label="pack") as progress:
-        results, at_once = each_source(ctx, sources, one, on_spark=lambda s: n_source[s] >= o.distributed_min_docs,
+        results, at_once = each_source(ctx, sources, one, on_spark=on_spark,
                                        done=lambda s, r: progress.update(1, docs=r[0]["n_docs"]))
     per_source = {s: r[0] for s, r in results.items()}
     phase_sources = {p.name: {k: v for r in results.values() for k, v in r[1][p.name].items()} for p in phases}
@@ -149,8 +153,9 @@ def pack_phase_source(root: Path, source: str, tokens: list, order: np.ndarray, 
     """One source of a phase pack (in process): the same ordered ``tokens`` packed at ``seq_len``
     into ``root``; with ``long_docs`` split into ``<source>`` and ``<source>.long`` (empty groups
     left out). Returns (windows-section entries by source name, long_docs stats or None)."""
-    from ...mixers.long_context import LONG_SUFFIX, long_window_mask, split_rows, window_long_tokens
+    from ...mixers.long_context import LONG_SUFFIX, split_rows
     from ...retrieval import pack_windows, spans_table
+    from ...retrieval.pack import long_window_mask, window_long_tokens
 
     packed = pack_windows(tokens, np.arange(len(tokens)), seq_len=seq_len, eos_id=eos_id, plus_one=plus_one,
                           shuffle=shuffle, seed=seed, dtype=dtype, sink_id=sink_id)
