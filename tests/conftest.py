@@ -179,7 +179,7 @@ def distributed_run(small_runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("distributed_run") / "run"
     shutil.copytree(small_runs.reference, out)
     order = {**small_config_data(out, small_runs.globs)["order"], "partitions": 3, "distributed_min_docs": 0,
-             "pack_file_windows": 3}
+             "embed_distributed_min_docs": 0, "pack_file_windows": 3}
     extra = {"order": order, "export": {"formats": ["megatron"]}}
     config = small_config(out, small_runs.globs, **extra)
     reports = {r.name: r.status for r in run_stages(build_stages(), config, wanted=["export"])}

@@ -38,10 +38,16 @@ JVMs that mixweave starts get it from ``get_spark``; spark-submit's driver and t
 from these flags)."""
 
 
-DISTRIBUTED_ORDER = {"partitions": 3, "distributed_min_docs": 0, "pack_file_windows": 3}
-"""The cluster scenario's order settings over the reference's: knn, dedup, order and pack on their
-Spark paths, as conftest's ``distributed_run`` (local[2], in process), which its tests compare it
+DISTRIBUTED_ORDER = {"partitions": 3, "distributed_min_docs": 0, "embed_distributed_min_docs": 0,
+                     "pack_file_windows": 3}
+"""The cluster scenario's order settings over the reference's: embed, knn, dedup, order and pack on
+their Spark paths, as conftest's ``distributed_run`` (local[2], in process), which its tests compare it
 with: the same bytes on 2 task slots in process and on a cluster executor's one."""
+
+
+ON_SPARK_INGEST = {"distributed_min_mb": 0}
+"""The cluster scenario's ingest settings: a Spark job (the reference, 90 small documents, ingests in
+process), so the cluster's bytes are checked against the in-process ingest's."""
 
 
 SUBMIT_SHUFFLE_PARTITIONS = 3
@@ -49,21 +55,19 @@ SUBMIT_SHUFFLE_PARTITIONS = 3
 mixweave's default (8), as ``--master`` wins over the config's master, and change no byte."""
 
 
-SITE_SHUFFLE_PARTITIONS = 5
-"""spark-defaults.conf's ``spark.sql.shuffle.partitions`` in the crashed local rerun (which redoes embed
-on Spark): it must win over mixweave's default (8), and change no byte."""
-
-
-def write_config(corpus, work: Path, master: str = "local[2]", **order) -> Path:
-    """The reference's config as YAML (JSON is YAML) with ``spark.master`` and ``order`` settings
-    over the reference's, writing to ``work/out``."""
+def write_config(corpus, work: Path, master: str = "local[2]", name: str = "c.yaml", ingest: dict | None = None,
+                 **order) -> Path:
+    """The reference's config as YAML (JSON is YAML) at ``work/name`` with ``spark.master``, ``ingest``
+    and ``order`` settings over the reference's, writing to ``work/out``."""
     work.mkdir(parents=True, exist_ok=True)
     conf = {"spark.driver.extraJavaOptions": FAST_JVM_FLAGS, "spark.executor.extraJavaOptions": FAST_JVM_FLAGS,
             "spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}  # conftest.NO_CODEGEN
     data = corpus.config_data(work / "out", corpus.globs, spark={"master": master, "driver_memory": "1g", "conf": conf})
     data["order"] = {**data["order"], **order}
-    (work / "c.yaml").write_text(json.dumps(data, indent=1))
-    return work / "c.yaml"
+    if ingest:
+        data["ingest"] = ingest
+    (work / name).write_text(json.dumps(data, indent=1))
+    return work / name
 
 
 def copy_stages(reference: Path, out: Path, stages: tuple[str, ...]) -> None:
@@ -106,8 +110,8 @@ def _free_port() -> int:
 def kill_crash_and_resume(corpus, work: Path, reference: Path):
     """One run folder through three failures and recoveries: a run SIGKILLed while embedding (from a
     copy of the reference's ingest), a rerun that crashes by injected fault before pack's manifest
-    (``MIXWEAVE_FAULT``, exit 77; it reads a spark-defaults.conf of its own, whose shuffle partitions win
-    over mixweave's default), and a resume that must end with the reference's bytes."""
+    (``MIXWEAVE_FAULT``, exit 77), and a resume that must end with the reference's bytes. Every stage
+    runs in process (90 small documents: no JVM)."""
     config, out = write_config(corpus, work), work / "out"
     copy_stages(reference, out, ("ingest",))
     proc = subprocess.Popen([sys.executable, "-m", "mixweave.cli", "run", str(config)], env=env(), cwd=ROOT,
@@ -125,10 +129,7 @@ def kill_crash_and_resume(corpus, work: Path, reference: Path):
             os.killpg(proc.pid, signal.SIGKILL)
     after_kill = {"reached_embed": reached_embed, "returncode": proc.returncode,
                   "ingest": read_manifest(out / "ingest") is not None, "embed": (out / "embed").exists()}
-    site = work / "spark-conf"  # the rerun (it redoes embed on Spark) reads a spark-defaults.conf (SPARK_CONF_DIR)
-    site.mkdir()
-    (site / "spark-defaults.conf").write_text(f"spark.sql.shuffle.partitions {SITE_SHUFFLE_PARTITIONS}\n")
-    crashed = mixweave_run(config, MIXWEAVE_FAULT="pack:before_manifest", SPARK_CONF_DIR=str(site))
+    crashed = mixweave_run(config, MIXWEAVE_FAULT="pack:before_manifest")
     after_crash = {"order": read_manifest(out / "order") is not None, "pack": (out / "pack").exists(),
                    "mix": (out / "mix").exists()}
     return types.SimpleNamespace(out=out, after_kill=after_kill, crashed=crashed, after_crash=after_crash,
@@ -138,10 +139,10 @@ def kill_crash_and_resume(corpus, work: Path, reference: Path):
 def spark_submit_on_a_standalone_cluster(corpus, work: Path):
     """A real Spark standalone master and worker on loopback (the classes pyspark ships), the worker
     offering **one core**, and the whole run under spark-submit (it needs a ``.py`` entry file,
-    mixweave/submit.py) with ``--master spark://...``, which wins over the config's local[2], and
-    :data:`DISTRIBUTED_ORDER`: every ICP stage as Spark tasks on the cluster's executor, one task at a
-    time, must give the reference's bytes (ingest, count, embed) and ``distributed_run``'s (knn .. mix,
-    local[2] in process). One scenario for the three claims (spark-submit's master, a cluster's
+    mixweave/submit.py) with ``--master spark://...``, which wins over the config's local[2],
+    :data:`ON_SPARK_INGEST` and :data:`DISTRIBUTED_ORDER`: ingest and every ICP stage as Spark tasks on
+    the cluster's executor, one task at a time, must give the reference's bytes (ingest, count, embed:
+    in process there) and ``distributed_run``'s (knn .. mix, local[2] in process). One scenario for the three claims (spark-submit's master, a cluster's
     executors, one task slot): each from-scratch CLI run costs ~60 CPU-seconds of the suite's budget."""
     import pyspark
 
@@ -173,7 +174,7 @@ def spark_submit_on_a_standalone_cluster(corpus, work: Path):
                                    "--host", "127.0.0.1", "--cores", "1", "--memory", "2g", "--webui-port", str(_free_port())],
                                   env=cluster_env, stdout=logs, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   start_new_session=True)
-        config = write_config(corpus, work, **DISTRIBUTED_ORDER)  # spark.master: local[2], overridden below
+        config = write_config(corpus, work, ingest=ON_SPARK_INGEST, **DISTRIBUTED_ORDER)  # master overridden below
         spark_submit_bin = spark_home / "bin" / "spark-submit"
         entry = subprocess.run([sys.executable, "-m", "mixweave.submit", "--path"], capture_output=True, text=True,
                                check=True).stdout.strip()

@@ -217,12 +217,20 @@ def test_a_run_does_not_read_its_own_output(spark, small_runs, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- Ctrl-C
+SITE_SHUFFLE_PARTITIONS = 5
+"""spark-defaults.conf's ``spark.sql.shuffle.partitions`` in the Ctrl-C run: it must win over mixweave's
+default (8)."""
+
+
 @pytest.mark.spark
 def test_ctrl_c_prints_one_line_and_no_traceback(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(f"out: {tmp_path / 'out'}\nsources: {{books: {{paths: ['{CORPUS}/books/*.jsonl']}}}}\n"
-                      "order: {max_tokens: 32}\n")
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+                      "order: {max_tokens: 32}\ningest: {distributed_min_mb: 0}\n")  # ingest as a Spark job
+    site = tmp_path / "spark-conf"  # a local launch reads the install's spark-defaults.conf ($SPARK_CONF_DIR)
+    site.mkdir()
+    (site / "spark-defaults.conf").write_text(f"spark.sql.shuffle.partitions {SITE_SHUFFLE_PARTITIONS}\n")
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_CONF_DIR": str(site)}
     proc = subprocess.Popen([sys.executable, "-m", "mixweave.cli", "run", str(config)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 120
@@ -232,6 +240,7 @@ def test_ctrl_c_prints_one_line_and_no_traceback(tmp_path):
     while not list((tmp_path / "out").glob(".ingest.tmp-*")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)  # interrupted inside a stage: its temporary folder exists
     assert list((tmp_path / "out").glob(".ingest.tmp-*")), seen
+    assert f"shuffle partitions={SITE_SHUFFLE_PARTITIONS}" in seen, seen  # spark-defaults.conf's, over our 8
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     err = seen + err

@@ -46,7 +46,8 @@ def _parquet_inputs(folder: Path) -> None:
 def test_a_run_never_reads_its_own_output(spark, tmp_path):
     nest = tmp_path / "in" / "nest"
     _parquet_inputs(nest / "data")
-    config = parse_config({"out": str(nest / "out"), "sources": {"p": {"paths": [str(nest / "**" / "*.parquet")]}}})
+    data = {"out": str(nest / "out"), "sources": {"p": {"paths": [str(nest / "**" / "*.parquet")]}}}
+    config = parse_config(data)
 
     def n_docs() -> int:
         return read_manifest(nest / "out" / "ingest")["counts"]["n_docs"]
@@ -55,6 +56,8 @@ def test_a_run_never_reads_its_own_output(spark, tmp_path):
     assert n_docs() == 14
     # the output under the glob changes neither the fingerprint (skipped) nor, when forced, the count
     assert [r.status for r in run_stages(build_stages(), config, wanted=["ingest"])] == ["skipped"]
-    for _ in range(2):
+    for ingest in ({}, {"distributed_min_mb": 0}, {}):  # in process, as a Spark job, in process again
+        config = parse_config({**data, "ingest": ingest})
         assert [r.status for r in run_stages(build_stages(), config, wanted=["ingest"], force=True)] == ["ran"]
         assert n_docs() == 14
+        assert read_manifest(nest / "out" / "ingest")["path"] == ("spark" if ingest else "in_process")

@@ -1,4 +1,5 @@
-"""The ingest and count stages as real Spark jobs on local[2]."""
+"""The ingest and count stages as real Spark jobs on local[2], and the in-process ingest (inputs below
+``ingest.distributed_min_mb``) against them byte for byte."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from mixweave.pipeline.config import parse_config
 from mixweave.data.manifest import read_manifest, verify_stage
 from mixweave.data.schema import DOCS_SCHEMA
 from mixweave.data.tokenizer import load_tokenizer
+from mixweave.data.ingest import spark_hash_buckets
 from mixweave.pipeline.runner import run_stages
 from mixweave.data.artifacts import load_stats
 from mixweave.pipeline.stages import build_stages
@@ -19,6 +21,9 @@ from mixweave.pipeline.stages import build_stages
 from test_bad_input import CASE_NAMES, _cases
 
 pytestmark = pytest.mark.spark
+
+ON_SPARK = {"distributed_min_mb": 0}
+"""``ingest`` settings that make the stage a Spark job whatever the input's size."""
 
 
 def corpus_sources(corpus_dir: Path) -> dict:
@@ -35,8 +40,9 @@ def run(tmp_path: Path, sources: dict, **extra) -> Path:
 def test_fixture_corpus_ingest_and_count(spark, tmp_path, corpus_dir):
     sources = corpus_sources(corpus_dir)
     assert len(sources) >= 8
-    out = run(tmp_path, sources)
+    out = run(tmp_path, sources, ingest=ON_SPARK)
     manifest = verify_stage(out / "ingest")
+    assert manifest["path"] == "spark" and manifest["spark_master"] == spark.sparkContext.master
     counts = manifest["counts"]
     assert counts["n_input"] == counts["n_docs"] + counts["n_quarantined"]
     assert counts["input_equals_kept_plus_quarantined"] is True
@@ -52,21 +58,37 @@ def test_fixture_corpus_ingest_and_count(spark, tmp_path, corpus_dir):
         sample = table.slice(0, 5).to_pylist()
         assert [r["n_tokens"] for r in sample] == tokenizer.count_batch([r["text"] for r in sample])
     assert stats["tokenizer"]["sha256"] == tokenizer.info["sha256"]
-    # a second run with the same config does nothing
-    config = parse_config({"out": str(out), "sources": sources})
-    assert [r.status for r in run_stages(build_stages(), config, wanted=["count"])] == ["skipped", "skipped"]
+    # a second run with the same config does nothing, nor one that would ingest in process (same bytes)
+    for ingest in (ON_SPARK, {}):
+        config = parse_config({"out": str(out), "sources": sources, "ingest": ingest})
+        assert [r.status for r in run_stages(build_stages(), config, wanted=["count"])] == ["skipped", "skipped"]
 
 
-def test_output_bytes_do_not_depend_on_partitioning(spark, tmp_path, corpus_dir):
+def test_output_bytes_do_not_depend_on_partitioning_or_path(spark, tmp_path, corpus_dir):
+    """1 task, 5 tasks and no Spark at all: the same files (several a source: the xxhash64 buckets)."""
     sources = corpus_sources(corpus_dir)
     ingest = {"target_file_mb": 0.05}  # several output files per source
-    a = run(tmp_path / "a", sources, spark={"partitions": 1}, ingest=ingest)
-    b = run(tmp_path / "b", sources, spark={"partitions": 5}, ingest=ingest)
+    a = run(tmp_path / "a", sources, spark={"partitions": 1}, ingest={**ingest, **ON_SPARK})
+    b = run(tmp_path / "b", sources, spark={"partitions": 5}, ingest={**ingest, **ON_SPARK})
+    local = run(tmp_path / "local", sources, ingest=ingest)
     files_a = read_manifest(a / "ingest")["files"]
-    files_b = read_manifest(b / "ingest")["files"]
     assert len([f for f in files_a if "/docs/" in "/" + f["path"]]) > len(sources)
-    assert files_a == files_b
-    assert (a / "count" / "stats.json").read_bytes() == (b / "count" / "stats.json").read_bytes()
+    assert read_manifest(local / "ingest")["path"] == "in_process" and read_manifest(local / "ingest")["spark_master"] is None
+    for other in (b, local):
+        assert read_manifest(other / "ingest")["files"] == files_a
+        assert read_manifest(other / "ingest")["sources"] == read_manifest(a / "ingest")["sources"]
+        assert (other / "count" / "stats.json").read_bytes() == (a / "count" / "stats.json").read_bytes()
+
+
+def test_hash_buckets_are_sparks_xxhash64(spark):
+    from pyspark.sql import functions as F
+
+    ids = ["a", "doc-1", "ü-é", "数据", "😀 emoji", "x" * 300, "books/part-0001.jsonl:17", "-", "0"]
+    for n in (2, 3, 7, 64):
+        rows = spark.createDataFrame([(i,) for i in ids], "id string").select(
+            F.pmod(F.xxhash64("id"), F.lit(n)).cast("int").alias("b")).collect()
+        assert spark_hash_buckets(ids, n) == [r["b"] for r in rows]
+    assert spark_hash_buckets(ids, 1) == [0] * len(ids)
 
 
 def test_bad_files_are_quarantined_with_reasons_and_counted(spark, tmp_path):
@@ -82,8 +104,12 @@ def test_bad_files_are_quarantined_with_reasons_and_counted(spark, tmp_path):
     (bad_dir / "zz-dup1.jsonl").write_text(json.dumps({"id": "same", "text": "first copy"}) + "\n")
     (bad_dir / "zz-dup2.jsonl").write_text(json.dumps({"id": "same", "text": "second copy"}) + "\n")
     expected["duplicate_id"] = expected.get("duplicate_id", 0) + 1
-    out = run(tmp_path, {"bad": {"paths": [str(bad_dir / "*")]}}, ingest={"max_doc_bytes": 1000})
+    out = run(tmp_path, {"bad": {"paths": [str(bad_dir / "*")]}}, ingest={"max_doc_bytes": 1000, **ON_SPARK})
     manifest = verify_stage(out / "ingest")
+    # the in-process ingest quarantines the same records for the same reasons, byte for byte
+    local = run(tmp_path / "local", {"bad": {"paths": [str(bad_dir / "*")]}}, ingest={"max_doc_bytes": 1000})
+    assert read_manifest(local / "ingest")["path"] == "in_process"
+    assert read_manifest(local / "ingest")["files"] == manifest["files"]
     source = manifest["sources"]["bad"]
     # every good line in the case files carries id "good": all but the first are duplicates
     n_good = sum(1 for name in CASE_NAMES if _cases(tmp_path)[name][1].startswith(b'{"id": "good"'))

@@ -114,8 +114,9 @@ def test_spark_embed_equals_in_process(docs, spark_embedded, backend):
 def test_spark_embed_is_independent_of_partitioning(spark, docs, spark_embedded, tmp_path):
     """The default backend (auto: the CPU default here) gives the same bytes whatever the task layout:
     the shared ``auto`` run (units in order over local[2]'s tasks) against the code units in reverse
-    order, and every code unit in one process as local[1] would."""
-    from mixweave.jobs.embed import _embed_units, plan_units, run_embed
+    order, and every code unit in this process (``run_embed_in_process``: the embed stage's path for
+    small runs)."""
+    from mixweave.jobs.embed import plan_units, run_embed, run_embed_in_process
     from mixweave.retrieval.encoder_backends import resolve_backend
 
     root, files = docs
@@ -124,8 +125,9 @@ def test_spark_embed_is_independent_of_partitioning(spark, docs, spark_embedded,
     assert info["backend"] == resolve_backend("auto", "cpu")  # the run_embed defaults below resolve the same
     run_embed(spark, units=units[::-1], out_root=tmp_path / "b", max_tokens=MAX_TOKENS, batch_size=4, torch_threads=1,
               device="cpu")
-    one_worker = _embed_units(str(tmp_path / "c"), "default", MAX_TOKENS, 4, 1, "cpu", resolve_backend("auto", "cpu"))
-    assert len(list(one_worker(iter([units])))) == len(units)
+    local = run_embed_in_process(units=units, out_root=tmp_path / "c", max_tokens=MAX_TOKENS, batch_size=4,
+                                 torch_threads=1, device="cpu")
+    assert local["rows"] == sum(u["stop"] - u["start"] for u in units) and local["backend"] == info["backend"]
     for u in units:
         a = np.load(a_dir / u["out_file"])
         assert np.array_equal(a, np.load(tmp_path / "b" / u["out_file"]))

@@ -187,6 +187,56 @@ def write_quarantine_file(table: pa.Table, path: str | Path) -> dict:
     return {"rows": table.num_rows, "reasons": reasons}
 
 
+DUPLICATE_DETAIL = "duplicate of an earlier record with doc_id "
+RAW_PREVIEW_CHARS = 2048
+
+
+def quarantine_duplicate_ids(records: pa.Table) -> pa.Table:
+    """One source's :data:`RECORD_SCHEMA` rows, in (file_index, record_index) order, with every doc whose
+    doc_id an earlier doc holds turned into a ``duplicate_id`` quarantine row (its first
+    :data:`RAW_PREVIEW_CHARS` characters kept as ``raw``): the first occurrence wins, as the Spark job's
+    window over (source, doc_id) ordered by (file_index, record_index) decides. Cost: one pass, a set
+    of the source's ids."""
+    kinds = records.column("kind").to_pylist()
+    ids = records.column("doc_id").to_pylist()
+    seen: set[str] = set()
+    duplicate = []
+    for kind, doc_id in zip(kinds, ids):
+        repeated = kind == "doc" and doc_id in seen
+        duplicate.append(repeated)
+        if kind == "doc":
+            seen.add(doc_id)
+    if not any(duplicate):
+        return records
+    columns = {name: records.column(name).to_pylist() for name in ("kind", "reason", "detail", "raw")}
+    texts = records.column("text").to_pylist()
+    for row, repeated in enumerate(duplicate):
+        if repeated:
+            columns["kind"][row] = "quarantine"
+            columns["reason"][row] = "duplicate_id"
+            columns["detail"][row] = DUPLICATE_DETAIL + ids[row]
+            columns["raw"][row] = texts[row][:RAW_PREVIEW_CHARS]
+    for name, values in columns.items():
+        records = records.set_column(records.schema.get_field_index(name), RECORD_SCHEMA.field(name),
+                                     pa.array(values, type=RECORD_SCHEMA.field(name).type))
+    return records
+
+
+def spark_hash_buckets(doc_ids: list[str], n_files: int) -> list[int]:
+    """Spark's ``pmod(xxhash64(doc_id), n_files)`` for each id: XXH64 of the UTF-8 bytes with seed 42,
+    read as a signed 64-bit integer, modulo ``n_files`` (non-negative), so both ingest paths put every
+    document in the same output file."""
+    import xxhash
+
+    if n_files <= 1:
+        return [0] * len(doc_ids)
+    out = []
+    for doc_id in doc_ids:
+        digest = xxhash.xxh64_intdigest(doc_id.encode("utf-8"), seed=42)
+        out.append((digest - (1 << 64) if digest >= 1 << 63 else digest) % n_files)
+    return out
+
+
 def files_per_source(n_bytes: int, target_file_mb: float) -> int:
     return max(1, math.ceil(n_bytes / (target_file_mb * 1024 * 1024)))
 

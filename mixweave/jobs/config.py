@@ -56,6 +56,10 @@ class IngestConfig:
     """Documents longer than this (UTF-8 bytes after normalisation) are quarantined as too_long."""
     target_file_mb: float = 256.0
     """Each source's docs are split into ceil(bytes / target) parquet files, by a hash of doc_id."""
+    distributed_min_mb: float = 16.0
+    """Inputs of at least this many MiB (the input files' sizes, all sources together) are ingested by
+    a Spark job; smaller ones in one process, without starting a JVM. Both paths write the same bytes.
+    0 = always Spark."""
 
     def __post_init__(self) -> None:
         if self.max_doc_bytes <= 0:
@@ -63,3 +67,5 @@ class IngestConfig:
         if not self.target_file_mb > 0:
             raise ConfigError(f"ingest.target_file_mb must be > 0 (size of each output parquet file), got "
                               f"{self.target_file_mb}")
+        if not self.distributed_min_mb >= 0:
+            raise ConfigError(f"ingest.distributed_min_mb must be >= 0 (0 = always a Spark job), got {self.distributed_min_mb}")

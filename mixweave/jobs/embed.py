@@ -86,6 +86,41 @@ def task_groups(units: list[dict], max_tasks: int = MAX_TASKS) -> list[list[dict
     return [ordered[t::n_tasks] for t in range(n_tasks)]
 
 
+def run_embed_in_process(
+    *,
+    units: list[dict],
+    out_root: Path,
+    encoder: str = "default",
+    max_tokens: int = 510,
+    batch_size: int = 32,
+    torch_threads: int = 1,
+    device: str | None = None,
+    backend: str = "auto",
+) -> dict:
+    """:func:`run_embed` without Spark, for sources too small to pay for a JVM: the same units, the
+    same encoder settings (threads pinned to ``torch_threads``, so the same bytes) and the same
+    files, embedded one after another in this process. torch's thread count is restored after."""
+    from ..retrieval.encoder_backends import resolve_backend
+
+    backend = resolve_backend(backend, device)
+    if not units:
+        return {"rows": 0, "encoder_seconds": 0.0, "slowest_unit_s": 0.0, "backend": backend}
+    threads_before = None
+    if backend == "torch":
+        import torch
+
+        threads_before = torch.get_num_threads()
+    try:
+        done = list(_embed_units(str(Path(out_root).resolve()), encoder, max_tokens, batch_size, torch_threads, device,
+                                 backend)(iter([units])))
+    finally:
+        if threads_before is not None:
+            import torch
+
+            torch.set_num_threads(threads_before)
+    return _summary(done, units, backend)
+
+
 def run_embed(
     spark,
     *,
@@ -115,6 +150,10 @@ def run_embed(
         done = spark.sparkContext.parallelize(groups, len(groups)).mapPartitions(
             _embed_units(str(Path(out_root).resolve()), encoder, max_tokens, batch_size, torch_threads, device, backend),
         ).collect()
+    return _summary(done, units, backend)
+
+
+def _summary(done: list[dict], units: list[dict], backend: str) -> dict:
     if len(done) != len(units):
         raise RuntimeError(f"embedding finished {len(done)} of {len(units)} units")
     return {"rows": int(sum(r["rows"] for r in done)), "encoder_seconds": round(sum(r["seconds"] for r in done), 3),

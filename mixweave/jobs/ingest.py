@@ -9,6 +9,10 @@ partitioning; each source is split into ``ceil(bytes / target_file_mb)`` output 
 doc_id. Output bytes therefore depend on the data and the config only, never on the number of
 Spark partitions or tasks.
 
+Below ``ingest.distributed_min_bytes`` of input, :func:`run_ingest_in_process` writes the same
+files and stats in one process (no JVM): the same reader, the same first-occurrence rule and the same
+xxhash64 buckets.
+
 Scaling: one task per input file (a huge single file is one task -- split such files upstream);
 output files are written by the executors straight into the stage's temporary folder, which must
 be on a filesystem all executors share (NFS/Lustre/a mounted bucket) on a real cluster.
@@ -24,13 +28,19 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..data.ingest import (
+    DUPLICATE_DETAIL,
     HISTOGRAM_BINS,
+    RAW_PREVIEW_CHARS,
     RECORD_SCHEMA,
     files_per_source,
     histogram_edges,
+    ingest_file,
     merge_histograms,
+    quarantine_duplicate_ids,
+    spark_hash_buckets,
 )
 from ..data.readers import expand_glob, glob_root, id_key
 from ..errors import InputError
@@ -124,7 +134,6 @@ def input_file_size(path: str) -> int:
 
 def _read_partition(tokenizer_path: str, tokenizer_pattern: str | None, max_doc_bytes: int):
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from ..data.ingest import ingest_file
         from ..data.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(tokenizer_path, tokenizer_pattern)  # cached per worker process
@@ -139,23 +148,27 @@ def _read_partition(tokenizer_path: str, tokenizer_pattern: str | None, max_doc_
     return run
 
 
+def write_output_group(table: pa.Table, out_root: str | Path, kind: str, source: str, bucket: int) -> dict:
+    """Write one output file (``docs`` or ``quarantine`` of ``source``, file ``bucket``) under
+    ``out_root``; return its :data:`WRITTEN_SCHEMA` row. Both ingest paths write through it."""
+    from ..data.ingest import write_docs_file, write_quarantine_file
+
+    rel = f"{kind}/{source}/part-{bucket:05d}.parquet"
+    if kind == "docs":
+        info = write_docs_file(table, Path(out_root) / rel)
+        return {"kind": kind, "source": source, "file": rel, "rows": info["rows"], "n_tokens": info["n_tokens"],
+                "n_bytes": info["n_bytes"], "histogram": info["histogram"], "reasons": []}
+    info = write_quarantine_file(table, Path(out_root) / rel)
+    return {"kind": kind, "source": source, "file": rel, "rows": info["rows"], "n_tokens": 0, "n_bytes": 0,
+            "histogram": [0] * HISTOGRAM_BINS, "reasons": sorted(info["reasons"].items())}
+
+
 def _write_group(out_root: str, kind: str):
     def run(table: pa.Table) -> pa.Table:
-        from ..data.ingest import write_docs_file, write_quarantine_file
-
         if table.num_rows == 0:
             return pa.Table.from_pylist([], schema=WRITTEN_SCHEMA)
-        source = table.column("source")[0].as_py()
-        bucket = table.column("bucket")[0].as_py()
-        rel = f"{kind}/{source}/part-{bucket:05d}.parquet"
-        if kind == "docs":
-            info = write_docs_file(table, Path(out_root) / rel)
-            row = {"kind": kind, "source": source, "file": rel, "rows": info["rows"], "n_tokens": info["n_tokens"],
-                   "n_bytes": info["n_bytes"], "histogram": info["histogram"], "reasons": []}
-        else:
-            info = write_quarantine_file(table, Path(out_root) / rel)
-            row = {"kind": kind, "source": source, "file": rel, "rows": info["rows"], "n_tokens": 0, "n_bytes": 0,
-                   "histogram": [0] * HISTOGRAM_BINS, "reasons": sorted(info["reasons"].items())}
+        row = write_output_group(table, out_root, kind, table.column("source")[0].as_py(),
+                                 table.column("bucket")[0].as_py())
         return pa.Table.from_pylist([row], schema=WRITTEN_SCHEMA)
 
     return run
@@ -197,10 +210,10 @@ def run_ingest(
         .withColumn("reason", F.when(F.col("_rank") > 1, F.lit("duplicate_id")).otherwise(F.col("reason")))
         .withColumn(
             "detail",
-            F.when(F.col("_rank") > 1, F.concat(F.lit("duplicate of an earlier record with doc_id "), F.col("doc_id")))
+            F.when(F.col("_rank") > 1, F.concat(F.lit(DUPLICATE_DETAIL), F.col("doc_id")))
             .otherwise(F.col("detail")),
         )
-        .withColumn("raw", F.when(F.col("_rank") > 1, F.substring("text", 1, 2048)).otherwise(F.col("raw")))
+        .withColumn("raw", F.when(F.col("_rank") > 1, F.substring("text", 1, RAW_PREVIEW_CHARS)).otherwise(F.col("raw")))
         .drop("_rank")
     ).persist()
 
@@ -223,7 +236,59 @@ def run_ingest(
     records.unpersist()
     marked.unpersist()
 
-    stats = summarize(sources, input_counts, [r.asDict() for r in written])
+    return _stats(sources, input_counts, [r.asDict() for r in written], files, started)
+
+
+def run_ingest_in_process(
+    *,
+    sources: Mapping[str, SourceSpec],
+    out_root: str | Path,
+    tokenizer_path: str = "default",
+    tokenizer_pattern: str | None = None,
+    max_doc_bytes: int = 10_000_000,
+    target_file_mb: float = 256.0,
+    exclude: tuple[str, ...] = (),
+) -> dict:
+    """:func:`run_ingest`'s files and stats without Spark, for inputs too small to pay for a JVM.
+
+    The same steps in one process: :func:`~mixweave.data.ingest.ingest_file` over the files in
+    (source, path) order; per source, :func:`~mixweave.data.ingest.quarantine_duplicate_ids` (first
+    occurrence by file, then record, wins); docs split into the same ``ceil(bytes / target_file_mb)``
+    files by Spark's ``pmod(xxhash64(doc_id), n)`` (:func:`~mixweave.data.ingest.spark_hash_buckets`);
+    each file written by :func:`write_output_group`. Same bytes as the Spark job (tests check it).
+    Cost: O(input bytes) reading and tokenising on one core, and one source's records in memory at
+    a time; no JVM start (seconds, more than the job on a small input)."""
+    from ..data.tokenizer import load_tokenizer
+
+    started = time.perf_counter()
+    files = expand_sources(sources, exclude=(*exclude, str(out_root)))
+    tokenizer = load_tokenizer(tokenizer_path, tokenizer_pattern)
+    out_root = str(Path(out_root).resolve())
+    input_counts: dict[str, int] = {}
+    written: list[dict] = []
+    for name in sorted(sources):
+        batches = [batch for f in files if f["source"] == name
+                   for batch in ingest_file(source=name, path=f["path"], file_index=f["file_index"], tokenizer=tokenizer,
+                                            text_field=f["text_field"], id_field=f["id_field"],
+                                            max_doc_bytes=max_doc_bytes, id_key=f["id_key"], file_error=f["file_error"])]
+        records = quarantine_duplicate_ids(pa.Table.from_batches(batches, schema=RECORD_SCHEMA))
+        input_counts[name] = records.num_rows
+        kinds = records.column("kind")
+        docs = records.filter(pc.equal(kinds, "doc"))
+        quarantined = records.filter(pc.equal(kinds, "quarantine"))
+        n_bytes = pc.sum(docs.column("n_bytes")).as_py() or 0
+        buckets = pa.array(spark_hash_buckets(docs.column("doc_id").to_pylist(), files_per_source(n_bytes, target_file_mb)),
+                           type=pa.int64())
+        for bucket in sorted(set(buckets.to_pylist())):
+            written.append(write_output_group(docs.filter(pc.equal(buckets, bucket)), out_root, "docs", name, bucket))
+        if quarantined.num_rows:
+            written.append(write_output_group(quarantined, out_root, "quarantine", name, 0))
+    return _stats(sources, input_counts, written, files, started)
+
+
+def _stats(sources: Mapping[str, SourceSpec], input_counts: Mapping[str, int], written: list[dict], files: list[dict],
+           started: float) -> dict:
+    stats = summarize(sources, input_counts, written)
     stats["timings"] = {"ingest_s": round(time.perf_counter() - started, 3)}
     stats["n_files_read"] = len(files)
     stats["input_bytes"] = sum(input_file_size(f["path"]) for f in files)

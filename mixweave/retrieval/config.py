@@ -60,6 +60,11 @@ class OrderConfig:
     """Sources with at least this many documents run knn, dedup, order and pack as Spark jobs over
     the shards (the driver holds metadata only); smaller sources run in one process. Both paths
     write the same artifact layout. 0 = always distributed."""
+    embed_distributed_min_docs: int = 2_000
+    """Runs with at least this many documents (all sources together) embed them as a Spark job (one
+    encoder per task slot); smaller runs embed in this process on ``torch_threads`` threads, without
+    starting a JVM, which costs more than embedding them (about 10 s of a JVM and workers against
+    ~50 documents/s a thread on CPU). The same files either way. 0 = always Spark."""
     pack_file_windows: int = 0
     """Windows per pack file (windows/<source>/part-NNNNN.parquet holds output windows
     [N*F, (N+1)*F)); 0 = as many as hold 2^25 tokens. Both pack paths write the same files."""
@@ -74,8 +79,9 @@ class OrderConfig:
         for key in ("ivf_nlist", "ivf_nprobe", "knn_recall_sample", "pack_file_windows", "max_cluster_docs"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"order.{key} must be >= 0 (0 = auto), got {getattr(self, key)}")
-        if self.distributed_min_docs < 0:
-            raise ConfigError(f"order.distributed_min_docs must be >= 0, got {self.distributed_min_docs}")
+        for key in ("distributed_min_docs", "embed_distributed_min_docs"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
+                raise ConfigError(f"order.{key} must be an integer >= 0 (0 = always Spark), got {getattr(self, key)!r}")
         if self.partitions < 0:
             raise ConfigError(f"order.partitions must be >= 0 (0 = global traversal), got {self.partitions}")
         for key in ("k", "seq_len", "batch_size", "max_tokens", "torch_threads", "shard_rows"):

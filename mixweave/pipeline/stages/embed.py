@@ -1,4 +1,6 @@
-"""The ``embed`` stage: sentence embeddings of every document, a Spark job over fixed row-group units.
+"""The ``embed`` stage: sentence embeddings of every document over fixed row-group units: a Spark job
+for runs of at least ``order.embed_distributed_min_docs`` documents, smaller runs in this process (no
+JVM; the same units, encoder threads and bytes).
 
 The fingerprint holds the encoder settings, the resolved backend (``auto`` -> torch on CUDA, the
 CPU default otherwise) and the cache key of its export (model folder sha256 + recipe), so a
@@ -23,16 +25,18 @@ LOG = logging.getLogger(__name__)
 
 
 def run_embed_stage(ctx: StageContext, tmp: Path) -> StageResult:
-    from ...jobs.embed import plan_units, run_embed
+    from ...jobs.embed import plan_units, run_embed, run_embed_in_process
 
     o = ctx.config.order
     ingest_dir = ctx.artifact("ingest")
     files = docs_files_by_source(ingest_dir)
     units = plan_units(files, ingest_dir)
+    on_spark = sum(u["stop"] - u["start"] for u in units) >= o.embed_distributed_min_docs
     started = time.perf_counter()
     backend = resolve_backend(o.encoder_backend, o.device)
-    done = run_embed(ctx.spark(), units=units, out_root=tmp, encoder=o.encoder, max_tokens=o.max_tokens,
-              batch_size=o.batch_size, torch_threads=o.torch_threads, device=o.device, backend=backend)
+    settings = dict(units=units, out_root=tmp, encoder=o.encoder, max_tokens=o.max_tokens, batch_size=o.batch_size,
+                    torch_threads=o.torch_threads, device=o.device, backend=backend)
+    done = run_embed(ctx.spark(), **settings) if on_spark else run_embed_in_process(**settings)
     seconds = time.perf_counter() - started
     per_source = {}
     for source in sorted(files):
@@ -45,7 +49,8 @@ def run_embed_stage(ctx: StageContext, tmp: Path) -> StageResult:
         counts={"n_docs": n_docs, "units": len(units)},
         timings={"embed_s": round(seconds, 3), "docs_per_s": round(n_docs / seconds, 1) if seconds else None,
                  "encoder_s": done["encoder_seconds"], "slowest_unit_s": done["slowest_unit_s"]},
-        extra={"embeddings": per_source, "encoder": o.encoder, **encoder_identity(o)},
+        extra={"embeddings": per_source, "encoder": o.encoder, "path": "spark" if on_spark else "in_process",
+               **encoder_identity(o)},
     )
 
 
@@ -65,4 +70,4 @@ STAGE = Stage("embed", ("ingest",), 1,
               lambda c: {k: v for k, v in to_plain(c.order).items()
                          if k in ("encoder", "encoder_backend", "max_tokens", "batch_size", "torch_threads")},
               run_embed_stage, extra_fingerprint=lambda c: encoder_identity(c.order) if c.order is not None else None,
-              enabled=lambda c: c.order is not None, describe="sentence embeddings (Spark)")
+              enabled=lambda c: c.order is not None, describe="sentence embeddings")

@@ -1,4 +1,8 @@
-"""The ``ingest`` stage: read sources, normalise, tokenise, quarantine bad records (a Spark job)."""
+"""The ``ingest`` stage: read sources, normalise, tokenise, quarantine bad records.
+
+A Spark job for inputs of at least ``ingest.distributed_min_mb``; smaller inputs are ingested in
+one process (no JVM), with the same bytes. ``distributed_min_mb`` is not in the fingerprint: the path
+changes no byte, so a run ingested either way is reused."""
 
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ LOG = logging.getLogger(__name__)
 
 
 def ingest_config_slice(config: RunConfig) -> dict:
-    return {"sources": to_plain(config.sources), "tokenizer": to_plain(config.tokenizer), "ingest": to_plain(config.ingest)}
+    ingest = {k: v for k, v in to_plain(config.ingest).items() if k != "distributed_min_mb"}  # changes no byte
+    return {"sources": to_plain(config.sources), "tokenizer": to_plain(config.tokenizer), "ingest": ingest}
 
 
 def input_files_fingerprint(config: RunConfig) -> list:
@@ -38,25 +43,32 @@ def input_files_fingerprint(config: RunConfig) -> list:
 
 def run_ingest_stage(ctx: StageContext, tmp: Path) -> StageResult:
     from ...data.tokenizer import load_tokenizer
-    from ...jobs.ingest import SourceSpec, run_ingest
+    from ...jobs.ingest import SourceSpec, expand_sources, input_file_size, run_ingest, run_ingest_in_process
 
     config = ctx.config
     tokenizer = load_tokenizer(config.tokenizer.path, config.tokenizer.pattern)
     specs = {n: SourceSpec(n, s.paths, s.text_field, s.id_field) for n, s in config.sources.items()}
     # a run never reads its own output: not the run folder, nor this stage's (possibly pinned) folder
     exclude = tuple(str(p.resolve()) for p in (ctx.out, ctx.artifact("ingest"), tmp))
-    stats = run_ingest(
-        ctx.spark(), sources=specs, out_root=tmp, tokenizer_path=config.tokenizer.path,
-        tokenizer_pattern=config.tokenizer.pattern, max_doc_bytes=config.ingest.max_doc_bytes,
-        target_file_mb=config.ingest.target_file_mb, partitions=config.spark.partitions, exclude=exclude,
-    )
+    common = dict(sources=specs, out_root=tmp, tokenizer_path=config.tokenizer.path,
+                  tokenizer_pattern=config.tokenizer.pattern, max_doc_bytes=config.ingest.max_doc_bytes,
+                  target_file_mb=config.ingest.target_file_mb, exclude=exclude)
+    input_bytes = sum(input_file_size(f["path"]) for f in expand_sources(specs, exclude=(*exclude, str(tmp))))
+    on_spark = input_bytes >= config.ingest.distributed_min_mb * 2**20
+    if on_spark:
+        stats = run_ingest(ctx.spark(), partitions=config.spark.partitions, **common)
+    else:
+        LOG.info("ingest: %.1f MiB of input, below ingest.distributed_min_mb (%g): in process", input_bytes / 2**20,
+                 config.ingest.distributed_min_mb)
+        stats = run_ingest_in_process(**common)
     drops = {name: s["quarantine_reasons"] for name, s in stats["sources"].items()}
     counts = dict(stats["totals"])
     counts["input_equals_kept_plus_quarantined"] = counts["n_input"] == counts["n_docs"] + counts["n_quarantined"]
     return StageResult(
         counts=counts, drops=drops, timings=stats["timings"],
         extra={"tokenizer": tokenizer.info, "sources": stats["sources"], "input_bytes": stats["input_bytes"],
-               "n_files_read": stats["n_files_read"], "spark_master": ctx.spark().sparkContext.master},
+               "n_files_read": stats["n_files_read"], "path": "spark" if on_spark else "in_process",
+               "spark_master": ctx.spark().sparkContext.master if on_spark else None},
     )
 
 
