@@ -1,9 +1,10 @@
-"""Benchmark: Spark ingest vs a plain single-process pyarrow read + tokenize of the same files.
+"""Benchmark: Spark ingest and the in-process ingest vs a plain single-process pyarrow read + tokenize.
 
-Both sides read every JSONL file of the corpus, tokenise every text with the same GPT-2 BPE
-(HF ``tokenizers``) and count tokens; Spark additionally validates, quarantines, dedups ids and
-writes sorted parquet. Printed side by side from one run: docs/s, MB/s and the ratio, for the
-Spark job cold (including session start) and warm (session already up).
+All read every JSONL file of the corpus, tokenise every text with the same GPT-2 BPE (HF
+``tokenizers``) and count tokens; both mixweave paths additionally validate, quarantine, dedup ids
+and write sorted parquet (the same bytes: checked here). Printed side by side from one run: docs/s,
+MB/s and the ratio, for the in-process ingest (``run_ingest_in_process``: what the stage runs below
+``ingest.distributed_min_mb``) and the Spark job cold (including session start) and warm.
 
     python bench/ingest.py [--corpus data/tiny] [--master local[2]] [--json bench/results.json]
 """
@@ -53,6 +54,21 @@ def spark_ingest(spark, sources, out: Path) -> tuple[int, int, float]:
     return stats["totals"]["n_docs"], stats["totals"]["n_tokens"], time.perf_counter() - started
 
 
+def in_process_ingest(sources, out: Path) -> tuple[int, int, float]:
+    from mixweave.jobs.ingest import SourceSpec, run_ingest_in_process
+
+    specs = {name: SourceSpec(name, tuple(paths)) for name, paths in sources.items()}
+    started = time.perf_counter()
+    stats = run_ingest_in_process(sources=specs, out_root=out)
+    return stats["totals"]["n_docs"], stats["totals"]["n_tokens"], time.perf_counter() - started
+
+
+def file_hashes(root: Path) -> dict:
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.parquet"))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default=str(ROOT / "data/tiny"))
@@ -70,19 +86,23 @@ def main() -> None:
     from mixweave.jobs.spark import get_spark
 
     docs_b, tokens_b, t_base = baseline(files)
-    cold_start = time.perf_counter()
-    spark = get_spark(args.master)
     tmp = Path(tempfile.mkdtemp(prefix="mixweave-bench-"))
     try:
+        docs_l, tokens_l, t_local = in_process_ingest(sources, tmp / "local")
+        cold_start = time.perf_counter()
+        spark = get_spark(args.master)
         docs_c, tokens_c, t_job_cold = spark_ingest(spark, sources, tmp / "cold")
         t_cold = time.perf_counter() - cold_start
         docs_w, tokens_w, t_warm = spark_ingest(spark, sources, tmp / "warm")
+        same_bytes = file_hashes(tmp / "local") == file_hashes(tmp / "cold")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if not (docs_b == docs_c == docs_w and tokens_b == tokens_c == tokens_w):
-        print(f"warning: counts differ (baseline {docs_b}/{tokens_b}, spark {docs_c}/{tokens_c})")
+    if not (docs_b == docs_c == docs_w == docs_l and tokens_b == tokens_c == tokens_w == tokens_l):
+        print(f"warning: counts differ (baseline {docs_b}/{tokens_b}, spark {docs_c}/{tokens_c}, in process {docs_l}/{tokens_l})")
+    print(f"in-process and Spark ingest wrote the same bytes: {same_bytes}")
     rows = [
         ("pyarrow + tokenizers, 1 process", t_base),
+        ("mixweave ingest in process (no JVM)", t_local),
         (f"spark ingest {args.master}, cold (incl. session start)", t_cold),
         (f"spark ingest {args.master}, warm", t_warm),
     ]
