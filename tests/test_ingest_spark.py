@@ -121,3 +121,30 @@ def test_bad_files_are_quarantined_with_reasons_and_counted(spark, tmp_path):
     assert all(row["reason"] and row["detail"] for row in quarantine)
     docs = pq.read_table(out / "ingest" / "docs" / "bad" / "part-00000.parquet").to_pylist()
     assert [d["text"] for d in docs if d["doc_id"] == "same"] == ["first copy"]
+
+
+def test_a_small_compressed_input_that_expands_is_ingested_by_spark(spark, tmp_path):
+    """A 'small' input on disk (a gzip file far below ingest.distributed_min_mb) that decodes past
+    DECODED_LIMIT_FACTOR times it: the in-process ingest stops and the Spark job starts over in the
+    same stage folder, writing what the in-process ingest would have written without the limit."""
+    import gzip
+
+    from mixweave.jobs.ingest import SourceSpec, run_ingest_in_process
+    from mixweave.pipeline.stages.ingest import DECODED_LIMIT_FACTOR
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    lines = [json.dumps({"id": f"d{i}", "text": "the river runs to the sea " * 40}) for i in range(3000)]
+    (folder / "part.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=9))
+    threshold_mb = 0.1
+    on_disk = (folder / "part.jsonl.gz").stat().st_size
+    assert on_disk < threshold_mb * 2**20 < 3_000 * 1_000 / DECODED_LIMIT_FACTOR  # small on disk, large decoded
+    out = run(tmp_path, {"s": {"paths": [str(folder / "*.jsonl.gz")]}}, ingest={"distributed_min_mb": threshold_mb})
+    manifest = verify_stage(out / "ingest")
+    assert manifest["path"] == "spark" and manifest["counts"]["n_docs"] == 3000
+    unbounded = run_ingest_in_process(sources={"s": SourceSpec("s", (str(folder / "*.jsonl.gz"),))},
+                                      out_root=tmp_path / "unbounded")
+    assert unbounded["sources"]["s"]["n_docs"] == 3000
+    for rel in ("docs/s/part-00000.parquet",):
+        assert (out / "ingest" / rel).read_bytes() == (tmp_path / "unbounded" / rel).read_bytes()
+    assert [f["path"] for f in manifest["files"]] == ["docs/s/part-00000.parquet"]

@@ -58,8 +58,9 @@ class IngestConfig:
     """Each source's docs are split into ceil(bytes / target) parquet files, by a hash of doc_id."""
     distributed_min_mb: float = 16.0
     """Inputs of at least this many MiB (the input files' sizes, all sources together) are ingested by
-    a Spark job; smaller ones in one process, without starting a JVM. Both paths write the same bytes.
-    0 = always Spark."""
+    a Spark job; smaller ones in one process, without starting a JVM, unless their records decode to
+    more than 16 times this (compressed files that expand a lot: then the Spark job starts over).
+    Both paths write the same bytes. 0 = always Spark."""
 
     def __post_init__(self) -> None:
         if self.max_doc_bytes <= 0:

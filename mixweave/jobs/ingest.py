@@ -239,6 +239,11 @@ def run_ingest(
     return _stats(sources, input_counts, [r.asDict() for r in written], files, started)
 
 
+class TooLargeForOneProcess(Exception):
+    """The in-process ingest decoded more than its limit (a small compressed input that expands a lot):
+    the caller runs the Spark job instead."""
+
+
 def run_ingest_in_process(
     *,
     sources: Mapping[str, SourceSpec],
@@ -248,6 +253,7 @@ def run_ingest_in_process(
     max_doc_bytes: int = 10_000_000,
     target_file_mb: float = 256.0,
     exclude: tuple[str, ...] = (),
+    max_decoded_bytes: int | None = None,
 ) -> dict:
     """:func:`run_ingest`'s files and stats without Spark, for inputs too small to pay for a JVM.
 
@@ -257,7 +263,10 @@ def run_ingest_in_process(
     files by Spark's ``pmod(xxhash64(doc_id), n)`` (:func:`~mixweave.data.ingest.spark_hash_buckets`);
     each file written by :func:`write_output_group`. Same bytes as the Spark job (tests check it).
     Cost: O(input bytes) reading and tokenising on one core, and one source's records in memory at
-    a time; no JVM start (seconds, more than the job on a small input)."""
+    a time; no JVM start (seconds, more than the job on a small input). The input's size on disk says
+    little of a compressed file's records: past ``max_decoded_bytes`` of decoded records (Arrow
+    bytes, all sources together) it raises :class:`TooLargeForOneProcess`, having written files the
+    caller must discard."""
     from ..data.tokenizer import load_tokenizer
 
     started = time.perf_counter()
@@ -266,11 +275,18 @@ def run_ingest_in_process(
     out_root = str(Path(out_root).resolve())
     input_counts: dict[str, int] = {}
     written: list[dict] = []
+    decoded = 0
     for name in sorted(sources):
-        batches = [batch for f in files if f["source"] == name
-                   for batch in ingest_file(source=name, path=f["path"], file_index=f["file_index"], tokenizer=tokenizer,
-                                            text_field=f["text_field"], id_field=f["id_field"],
-                                            max_doc_bytes=max_doc_bytes, id_key=f["id_key"], file_error=f["file_error"])]
+        batches = []
+        for f in (f for f in files if f["source"] == name):
+            for batch in ingest_file(source=name, path=f["path"], file_index=f["file_index"], tokenizer=tokenizer,
+                                     text_field=f["text_field"], id_field=f["id_field"], max_doc_bytes=max_doc_bytes,
+                                     id_key=f["id_key"], file_error=f["file_error"]):
+                decoded += batch.nbytes
+                if max_decoded_bytes is not None and decoded > max_decoded_bytes:
+                    raise TooLargeForOneProcess(f"more than {max_decoded_bytes / 2**20:.0f} MiB of records decoded "
+                                                f"by {f['path']}")
+                batches.append(batch)
         records = quarantine_duplicate_ids(pa.Table.from_batches(batches, schema=RECORD_SCHEMA))
         input_counts[name] = records.num_rows
         kinds = records.column("kind")

@@ -1,13 +1,16 @@
 """The ``ingest`` stage: read sources, normalise, tokenise, quarantine bad records.
 
 A Spark job for inputs of at least ``ingest.distributed_min_mb``; smaller inputs are ingested in
-one process (no JVM), with the same bytes. ``distributed_min_mb`` is not in the fingerprint: the path
-changes no byte, so a run ingested either way is reused."""
+one process (no JVM), with the same bytes, unless they decode to more than
+:data:`DECODED_LIMIT_FACTOR` times that (compressed files that expand a lot): then the Spark job
+starts over. ``distributed_min_mb`` is not in the fingerprint: the path changes no byte, so a run
+ingested either way is reused."""
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 from ...data.typed import to_plain
@@ -15,6 +18,10 @@ from ..config import RunConfig
 from ..runner import Stage, StageContext, StageResult
 
 LOG = logging.getLogger(__name__)
+
+DECODED_LIMIT_FACTOR = 16
+"""An in-process ingest that decodes more than this many times ``ingest.distributed_min_mb`` of records
+(Arrow bytes) stops and runs the Spark job instead: one process must not hold a large source."""
 
 
 def ingest_config_slice(config: RunConfig) -> dict:
@@ -43,7 +50,14 @@ def input_files_fingerprint(config: RunConfig) -> list:
 
 def run_ingest_stage(ctx: StageContext, tmp: Path) -> StageResult:
     from ...data.tokenizer import load_tokenizer
-    from ...jobs.ingest import SourceSpec, expand_sources, input_file_size, run_ingest, run_ingest_in_process
+    from ...jobs.ingest import (
+        SourceSpec,
+        TooLargeForOneProcess,
+        expand_sources,
+        input_file_size,
+        run_ingest,
+        run_ingest_in_process,
+    )
 
     config = ctx.config
     tokenizer = load_tokenizer(config.tokenizer.path, config.tokenizer.pattern)
@@ -54,13 +68,21 @@ def run_ingest_stage(ctx: StageContext, tmp: Path) -> StageResult:
                   tokenizer_pattern=config.tokenizer.pattern, max_doc_bytes=config.ingest.max_doc_bytes,
                   target_file_mb=config.ingest.target_file_mb, exclude=exclude)
     input_bytes = sum(input_file_size(f["path"]) for f in expand_sources(specs, exclude=(*exclude, str(tmp))))
-    on_spark = input_bytes >= config.ingest.distributed_min_mb * 2**20
-    if on_spark:
-        stats = run_ingest(ctx.spark(), partitions=config.spark.partitions, **common)
-    else:
+    limit = config.ingest.distributed_min_mb * 2**20
+    on_spark = input_bytes >= limit
+    if not on_spark:
         LOG.info("ingest: %.1f MiB of input, below ingest.distributed_min_mb (%g): in process", input_bytes / 2**20,
                  config.ingest.distributed_min_mb)
-        stats = run_ingest_in_process(**common)
+        try:
+            stats = run_ingest_in_process(max_decoded_bytes=int(DECODED_LIMIT_FACTOR * limit), **common)
+        except TooLargeForOneProcess as exc:
+            LOG.warning("ingest: %s (%d x ingest.distributed_min_mb): starting over as a Spark job", exc,
+                        DECODED_LIMIT_FACTOR)
+            for kind in ("docs", "quarantine"):  # what the in-process ingest wrote
+                shutil.rmtree(tmp / kind, ignore_errors=True)
+            on_spark = True
+    if on_spark:
+        stats = run_ingest(ctx.spark(), partitions=config.spark.partitions, **common)
     drops = {name: s["quarantine_reasons"] for name, s in stats["sources"].items()}
     counts = dict(stats["totals"])
     counts["input_equals_kept_plus_quarantined"] = counts["n_input"] == counts["n_docs"] + counts["n_quarantined"]
