@@ -9,7 +9,7 @@ partitioning; each source is split into ``ceil(bytes / target_file_mb)`` output 
 doc_id. Output bytes therefore depend on the data and the config only, never on the number of
 Spark partitions or tasks.
 
-Below ``ingest.distributed_min_bytes`` of input, :func:`run_ingest_in_process` writes the same
+Below ``ingest.distributed_min_mb`` of input, :func:`run_ingest_in_process` writes the same
 files and stats in one process (no JVM): the same reader, the same first-occurrence rule and the same
 xxhash64 buckets.
 
