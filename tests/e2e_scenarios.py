@@ -55,6 +55,11 @@ SUBMIT_SHUFFLE_PARTITIONS = 3
 mixweave's default (8), as ``--master`` wins over the config's master, and change no byte."""
 
 
+NO_JAVA = {"PATH": str(Path(sys.executable).parent), "JAVA_HOME": "/nonexistent-java"}
+"""Environment of the failure scenario's runs: no ``java`` on PATH nor under JAVA_HOME (a run below every
+Spark threshold must not need one)."""
+
+
 def write_config(corpus, work: Path, master: str = "local[2]", name: str = "c.yaml", ingest: dict | None = None,
                  **order) -> Path:
     """The reference's config as YAML (JSON is YAML) at ``work/name`` with ``spark.master``, ``ingest``
@@ -111,10 +116,10 @@ def kill_crash_and_resume(corpus, work: Path, reference: Path):
     """One run folder through three failures and recoveries: a run SIGKILLed while embedding (from a
     copy of the reference's ingest), a rerun that crashes by injected fault before pack's manifest
     (``MIXWEAVE_FAULT``, exit 77), and a resume that must end with the reference's bytes. Every stage
-    runs in process (90 small documents: no JVM)."""
+    runs in process (90 small documents: no JVM), and the three runs find no ``java`` (:data:`NO_JAVA`)."""
     config, out = write_config(corpus, work), work / "out"
     copy_stages(reference, out, ("ingest",))
-    proc = subprocess.Popen([sys.executable, "-m", "mixweave.cli", "run", str(config)], env=env(), cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "mixweave.cli", "run", str(config)], env=env(**NO_JAVA), cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
                             start_new_session=True)
     try:
@@ -129,11 +134,11 @@ def kill_crash_and_resume(corpus, work: Path, reference: Path):
             os.killpg(proc.pid, signal.SIGKILL)
     after_kill = {"reached_embed": reached_embed, "returncode": proc.returncode,
                   "ingest": read_manifest(out / "ingest") is not None, "embed": (out / "embed").exists()}
-    crashed = mixweave_run(config, MIXWEAVE_FAULT="pack:before_manifest")
+    crashed = mixweave_run(config, MIXWEAVE_FAULT="pack:before_manifest", **NO_JAVA)
     after_crash = {"order": read_manifest(out / "order") is not None, "pack": (out / "pack").exists(),
                    "mix": (out / "mix").exists()}
     return types.SimpleNamespace(out=out, after_kill=after_kill, crashed=crashed, after_crash=after_crash,
-                                 resumed=mixweave_run(config))
+                                 resumed=mixweave_run(config, **NO_JAVA))
 
 
 def spark_submit_on_a_standalone_cluster(corpus, work: Path):

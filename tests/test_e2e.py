@@ -8,8 +8,8 @@ from a copy of the reference's stages before the one they break. The cluster sce
 onto a standalone master and a one-core worker) runs ingest, embed, knn, dedup, order and pack on
 their Spark paths (``ON_SPARK_INGEST``, ``DISTRIBUTED_ORDER``): ingest and embed are compared with the
 reference's, the later stages with the session's ``distributed_run`` (the same settings on local[2],
-in process). The failure scenario (every stage in process: no JVM) kills a run while it embeds, crashes
-its rerun by injected fault before pack commits, and resumes it.
+in process). The failure scenario (every stage in process, no java on PATH) kills a run while it
+embeds, crashes its rerun by injected fault before pack commits, and resumes it.
 
 The scenarios are independent processes: the session fixture ``e2e_scenarios`` (tests/conftest.py)
 starts them all when the session starts and these tests, ordered last, each wait for their own and
@@ -83,7 +83,8 @@ def test_sigkill_mid_run_then_rerun_redoes_only_the_killed_stage(scenarios):
     assert run.after_kill["ingest"]
     assert not run.after_kill["embed"]  # the half-done stage is invisible
     assert "ingest     skipped" in run.crashed.stderr and "embed      ran" in run.crashed.stderr, run.crashed.stderr[-3000:]
-    assert "spark session" not in run.crashed.stderr + run.resumed.stderr  # 90 small documents: no JVM
+    # 90 small documents: no JVM, and no java on PATH or under JAVA_HOME (e2e_scenarios.NO_JAVA)
+    assert "spark session" not in run.crashed.stderr + run.resumed.stderr
     assert run.resumed.returncode == 0, run.resumed.stderr[-3000:]
     assert fingerprints(run.out) == fingerprints(scenarios.reference)
 
