@@ -100,6 +100,7 @@ def run_embed_in_process(
     """:func:`run_embed` without Spark, for sources too small to pay for a JVM: the same units, the
     same encoder settings (threads pinned to ``torch_threads``, so the same bytes) and the same
     files, embedded one after another in this process. torch's thread count is restored after."""
+    from ..data.progress import Progress
     from ..retrieval.encoder_backends import resolve_backend
 
     backend = resolve_backend(backend, device)
@@ -111,8 +112,12 @@ def run_embed_in_process(
 
         threads_before = torch.get_num_threads()
     try:
-        done = list(_embed_units(str(Path(out_root).resolve()), encoder, max_tokens, batch_size, torch_threads, device,
-                                 backend)(iter([units])))
+        with Progress(sum(u["stop"] - u["start"] for u in units), unit="doc", label="embed") as progress:
+            done = []
+            for result in _embed_units(str(Path(out_root).resolve()), encoder, max_tokens, batch_size, torch_threads,
+                                       device, backend)(iter([units])):
+                done.append(result)
+                progress.update(result["rows"])
     finally:
         if threads_before is not None:
             import torch

@@ -267,6 +267,7 @@ def run_ingest_in_process(
     little of a compressed file's records: past ``max_decoded_bytes`` of decoded records (Arrow
     bytes, all sources together) it raises :class:`TooLargeForOneProcess`, having written files the
     caller must discard."""
+    from ..data.progress import Progress
     from ..data.tokenizer import load_tokenizer
 
     started = time.perf_counter()
@@ -276,30 +277,39 @@ def run_ingest_in_process(
     input_counts: dict[str, int] = {}
     written: list[dict] = []
     decoded = 0
-    for name in sorted(sources):
-        batches = []
-        for f in (f for f in files if f["source"] == name):
-            for batch in ingest_file(source=name, path=f["path"], file_index=f["file_index"], tokenizer=tokenizer,
-                                     text_field=f["text_field"], id_field=f["id_field"], max_doc_bytes=max_doc_bytes,
-                                     id_key=f["id_key"], file_error=f["file_error"]):
-                decoded += batch.nbytes
-                if max_decoded_bytes is not None and decoded > max_decoded_bytes:
-                    raise TooLargeForOneProcess(f"more than {max_decoded_bytes / 2**20:.0f} MiB of records decoded "
-                                                f"by {f['path']}")
-                batches.append(batch)
-        records = quarantine_duplicate_ids(pa.Table.from_batches(batches, schema=RECORD_SCHEMA))
-        input_counts[name] = records.num_rows
-        kinds = records.column("kind")
-        docs = records.filter(pc.equal(kinds, "doc"))
-        quarantined = records.filter(pc.equal(kinds, "quarantine"))
-        n_bytes = pc.sum(docs.column("n_bytes")).as_py() or 0
-        buckets = pa.array(spark_hash_buckets(docs.column("doc_id").to_pylist(), files_per_source(n_bytes, target_file_mb)),
-                           type=pa.int64())
-        for bucket in sorted(set(buckets.to_pylist())):
-            written.append(write_output_group(docs.filter(pc.equal(buckets, bucket)), out_root, "docs", name, bucket))
-        if quarantined.num_rows:
-            written.append(write_output_group(quarantined, out_root, "quarantine", name, 0))
+    with Progress(len(files), unit="file", label="ingest") as progress:
+        for name in sorted(sources):
+            batches = []
+            for f in (f for f in files if f["source"] == name):
+                for batch in ingest_file(source=name, path=f["path"], file_index=f["file_index"],
+                                         tokenizer=tokenizer, text_field=f["text_field"], id_field=f["id_field"],
+                                         max_doc_bytes=max_doc_bytes, id_key=f["id_key"], file_error=f["file_error"]):
+                    decoded += batch.nbytes
+                    if max_decoded_bytes is not None and decoded > max_decoded_bytes:
+                        raise TooLargeForOneProcess(f"more than {max_decoded_bytes / 2**20:.0f} MiB of records "
+                                                    f"decoded by {f['path']}")
+                    batches.append(batch)
+                    progress.update(0, records=batch.num_rows)
+                progress.update(1)
+            records = quarantine_duplicate_ids(pa.Table.from_batches(batches, schema=RECORD_SCHEMA))
+            input_counts[name] = records.num_rows
+            written += _write_source(records, out_root, name, target_file_mb)
     return _stats(sources, input_counts, written, files, started)
+
+
+def _write_source(records: pa.Table, out_root: str, source: str, target_file_mb: float) -> list[dict]:
+    """One source's marked records as the Spark job writes them: docs in ``ceil(bytes / target)``
+    xxhash64 buckets, the quarantined rows in one file."""
+    kinds = records.column("kind")
+    docs = records.filter(pc.equal(kinds, "doc"))
+    quarantined = records.filter(pc.equal(kinds, "quarantine"))
+    n_files = files_per_source(pc.sum(docs.column("n_bytes")).as_py() or 0, target_file_mb)
+    buckets = pa.array(spark_hash_buckets(docs.column("doc_id").to_pylist(), n_files), type=pa.int64())
+    written = [write_output_group(docs.filter(pc.equal(buckets, b)), out_root, "docs", source, b)
+               for b in sorted(set(buckets.to_pylist()))]
+    if quarantined.num_rows:
+        written.append(write_output_group(quarantined, out_root, "quarantine", source, 0))
+    return written
 
 
 def _stats(sources: Mapping[str, SourceSpec], input_counts: Mapping[str, int], written: list[dict], files: list[dict],
