@@ -44,6 +44,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import InputError
+from .batches import grouped
 
 LOG = logging.getLogger(__name__)
 
@@ -128,62 +129,40 @@ def _look_up_ids(files: list[str], starts: list[int]):
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import pyarrow.parquet as pq
 
-        current, column = None, None
-        for batch in batches:
-            file, idx = batch.column("file").to_numpy(), batch.column("idx").to_numpy().astype(np.int64)
-            cuts = np.r_[0, np.flatnonzero(np.diff(file)) + 1, len(file)]
-            for lo, hi in zip(cuts[:-1], cuts[1:]):
-                if int(file[lo]) != current:
-                    current = int(file[lo])
-                    column = pq.read_table(files[current], columns=["doc_id"]).column("doc_id").combine_chunks()
-                local = idx[lo:hi] - starts[current]
-                yield pa.RecordBatch.from_arrays([pa.array(idx[lo:hi]), column.take(pa.array(local)).cast(pa.string())],
-                                                 schema=ID_SCHEMA)
+        for rows in grouped(batches, "file"):
+            file = int(rows.column("file")[0].as_py())
+            idx = rows.column("idx").to_numpy().astype(np.int64)
+            column = pq.read_table(files[file], columns=["doc_id"]).column("doc_id").combine_chunks()
+            yield pa.RecordBatch.from_arrays([pa.array(idx), column.take(pa.array(idx - starts[file])).cast(pa.string())],
+                                             schema=ID_SCHEMA)
 
     return run
 
 
 def _write_shards(out_root: str, source: str, bounds: list[tuple[int, int]]):
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        current, parts = None, []
-
-        def flush() -> pa.RecordBatch:
+        for rows in grouped(batches, "shard"):
+            current = int(rows.column("shard")[0].as_py())
             start, stop = bounds[current]
-            rows = pa.Table.from_batches(parts) if parts else None
             keep = np.ones(stop - start, bool)
-            a = b = cos = np.zeros(0)
-            ida = idb = pa.array([], pa.string())
-            if rows is not None:
-                kind = rows.column("kind").to_numpy()
-                leaves = rows.filter(pa.array(kind == LEAF)).column("a").to_numpy().astype(np.int64) - start
-                if leaves.size and (leaves.min() < 0 or leaves.max() >= keep.size or np.unique(leaves).size != leaves.size):
-                    raise RuntimeError(f"internal error: dedup leaves of shard {current} out of range or repeated")
-                keep[leaves] = False
-                pair_rows = rows.filter(pa.array(kind == ROW))
-                a = pair_rows.column("a").to_numpy().astype(np.int64)
-                b = pair_rows.column("b").to_numpy().astype(np.int64)
-                cos = pair_rows.column("cosine").to_numpy().astype(np.float32)
-                ida = pair_rows.column("doc_id_a").combine_chunks()
-                idb = pair_rows.column("doc_id_b").combine_chunks()
-                if ida.null_count or idb.null_count:
-                    raise InputError(f"dedup: a pair of shard {current} names a document the ingest files do not hold; "
-                                     "rerun knn after ingest")
+            kind = rows.column("kind").to_numpy()
+            leaves = rows.filter(pa.array(kind == LEAF)).column("a").to_numpy().astype(np.int64) - start
+            if leaves.size and (leaves.min() < 0 or leaves.max() >= keep.size or np.unique(leaves).size != leaves.size):
+                raise RuntimeError(f"internal error: dedup leaves of shard {current} out of range or repeated")
+            keep[leaves] = False
+            pair_rows = rows.filter(pa.array(kind == ROW))
+            a = pair_rows.column("a").to_numpy().astype(np.int64)
+            b = pair_rows.column("b").to_numpy().astype(np.int64)
+            cos = pair_rows.column("cosine").to_numpy().astype(np.float32)
+            ida = pair_rows.column("doc_id_a").combine_chunks()
+            idb = pair_rows.column("doc_id_b").combine_chunks()
+            if ida.null_count or idb.null_count:
+                raise InputError(f"dedup: a pair of shard {current} names a document the ingest files do not hold; "
+                                 "rerun knn after ingest")
             write_dedup_shard(Path(out_root), source, current, keep, a, b, ida, idb, cos)
-            return pa.RecordBatch.from_pylist([{
+            yield pa.RecordBatch.from_pylist([{
                 "shard": current, "n_docs": int(keep.size), "kept": int(keep.sum()), "removed": int((~keep).sum()),
                 "pairs": int(len(a))}], schema=DONE_SCHEMA)
-
-        for batch in batches:
-            shard = batch.column("shard").to_numpy()
-            cuts = np.r_[0, np.flatnonzero(np.diff(shard)) + 1, len(shard)]
-            for lo, hi in zip(cuts[:-1], cuts[1:]):
-                if int(shard[lo]) != current:
-                    if current is not None:
-                        yield flush()
-                    current, parts = int(shard[lo]), []
-                parts.append(batch.slice(lo, hi - lo))
-        if current is not None:
-            yield flush()
 
     return run
 
