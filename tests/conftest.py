@@ -3,12 +3,14 @@ and the pipeline runs that the slow tests share (each made once per test session
 
 * ``small_runs`` -- three 30-document sources (books, code, web) of the fixture corpus, run in
   process through ``mix`` (``reference``), plus the same without books through ``mix`` (``two``).
+  Both are below every Spark threshold (``ingest.distributed_min_mb``, ``order.embed_distributed_min_docs``,
+  ``order.distributed_min_docs``): no stage runs a Spark job.
   tests/test_e2e.py compares every CLI run (spark-submit onto a one-core standalone cluster; SIGKILL,
   then a crash by injected fault, then a resume; subprocesses started with the session,
   ``e2e_scenarios``) against ``reference``;
   tests/test_hardening.py compares ``two`` with ``reference`` and edits copies of ``two``.
-* ``full_run`` -- all nine fixture sources through every stage: utility (embedding), UtiliMax,
-  Megatron and MDS exports and a 3-step training run. tests/test_pipeline_spark.py checks every
+* ``full_run`` -- all nine fixture sources through every stage (in process: 1.4 MB, 449 documents):
+  utility (embedding), UtiliMax, Megatron and MDS exports and a 3-step training run. tests/test_pipeline_spark.py checks every
   stage; tests/test_run_exports.py reuses it up to ``pack`` (its own UniMax ``mix`` and all-format
   ``export`` go to its own folders through ``overrides``) and reads the exports with each
   trainer's library.
