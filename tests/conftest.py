@@ -153,7 +153,7 @@ def small_corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def small_runs(spark, small_corpus, tmp_path_factory):
+def small_runs(small_corpus, tmp_path_factory):
     """``reference``: books + code + web (30 documents each) through mix; ``two``: code + web."""
     from mixweave.pipeline.runner import run_stages
     from mixweave.pipeline.stages import build_stages
@@ -169,7 +169,7 @@ def small_runs(spark, small_corpus, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def distributed_run(small_runs, tmp_path_factory):
+def distributed_run(spark, small_runs, tmp_path_factory):
     """A copy of the small ``reference`` run re-run to ``export`` with every ICP stage on its Spark
     path: ingest, count and embed are reused (same fingerprints); knn (exact Spark join), dedup,
     order (sharded job, 3 clusters), pack (Spark, 3 windows a file), mix and a Megatron export run."""
@@ -238,7 +238,7 @@ def pytest_xdist_make_scheduler(config, log):
 
 def pytest_collection_modifyitems(config, items):
     """tests/test_e2e.py runs last: its scenarios started with the shared runs (``e2e_scenarios``)."""
-    items.sort(key=lambda item: item.path.name == "test_e2e.py")  # stable: the rest keep their order
+    items.sort(key=lambda item: (item.path.name == "test_e2e.py", not uses_spark(item.path)))  # stable
     missed = sorted({item.path.name for item in items if SHARED_RUNS & set(getattr(item, "fixturenames", ()))
                      and not uses_shared_runs(item.path)})
     if missed:  # a shared run reached through a fixture the file does not name: xdist would build it twice
@@ -295,7 +295,7 @@ def full_config(out: Path, **extra):
 
 
 @pytest.fixture(scope="session")
-def full_run(spark, tmp_path_factory):
+def full_run(tmp_path_factory):
     from mixweave.pipeline.runner import run_stages
     from mixweave.pipeline.stages import build_stages
 

@@ -22,7 +22,6 @@ def test_shard_bounds_refuses_zero_rows():
         shard_bounds(10, 0)
 
 
-@pytest.mark.spark
 @pytest.mark.timeout(600)
 def test_full_run_artifacts_are_sharded_and_concatenate_to_the_whole(full_run):
     from mixweave.data.artifacts import load_embeddings

@@ -225,7 +225,6 @@ def bts_run(small_runs, tmp_path_factory):
     return out, config, reports, mix
 
 
-@pytest.mark.spark
 def test_the_mix_stage_writes_one_mixture_per_expert_and_the_stitch_set(bts_run, small_runs):
     from mixweave.data.mixture_manifest import mixture_variants, read_mixture_manifest
     from mixweave.mixers.capping import weight_caps
@@ -261,7 +260,6 @@ def test_the_mix_stage_writes_one_mixture_per_expert_and_the_stitch_set(bts_run,
     assert next(s for s in stitch["sources"] if s["name"] == "books")["weight"] == 0
 
 
-@pytest.mark.spark
 def test_bts_is_in_the_mix_fingerprint_only_when_set(bts_run, small_runs):
     from mixweave.pipeline.stages.mix import mix_config_slice
 
@@ -273,7 +271,6 @@ def test_bts_is_in_the_mix_fingerprint_only_when_set(bts_run, small_runs):
     assert "variants" not in json.loads((small_runs.reference / "mix" / "_manifest.json").read_text())
 
 
-@pytest.mark.spark
 def test_the_report_shows_the_seed_every_expert_and_the_stitch_set(bts_run):
     from mixweave.data.mixture_manifest import read_mixture_manifest
     from mixweave.pipeline.report import build_report
@@ -289,7 +286,6 @@ def test_the_report_shows_the_seed_every_expert_and_the_stitch_set(bts_run):
     assert f"<td>{round(code['target_tokens']):,}</td>" in page.split("<h2>Branch-train-stitch</h2>")[1]
 
 
-@pytest.mark.spark
 def test_every_bts_variant_is_exported_and_read_by_megatron_core(bts_run, small_runs):
     """Through the export stage (B's generic variant export): export/<variant>/megatron/ for each expert
     and the stitch set, read back by megatron-core's IndexedDataset token-exact, blended by each

@@ -155,14 +155,12 @@ def test_source_seed_depends_on_the_name_only():
 # mix, ``two`` = code + web through mix, with the same settings.
 
 
-@pytest.mark.spark
 def test_adding_a_source_does_not_reshuffle_the_others(small_runs):
     two, three = small_runs.two, small_runs.reference
     for source in ("code", "web"):  # 'books' sorts first: an index-based seed would move both
         assert np.array_equal(read_windows(two / "pack", source), read_windows(three / "pack", source)), source
 
 
-@pytest.mark.spark
 def test_mix_with_config_applies_max_epochs_and_params(small_runs, capsys, tmp_path):
     two = tmp_path / "two"  # a copy: the shared run stays as it is
     shutil.copytree(small_runs.two, two)
@@ -176,7 +174,6 @@ def test_mix_with_config_applies_max_epochs_and_params(small_runs, capsys, tmp_p
     assert {s["max_epochs"] for s in mixture["sources"]} == {7.0}
 
 
-@pytest.mark.spark
 def test_a_hand_edited_stats_file_is_not_mixed(small_runs, tmp_path):
     two = tmp_path / "two"  # a copy: the shared run stays as it is
     shutil.copytree(small_runs.two, two)
@@ -189,7 +186,6 @@ def test_a_hand_edited_stats_file_is_not_mixed(small_runs, tmp_path):
         run_stage(build_stages()["mix"], StageContext(config=config, out=two), force=True)
 
 
-@pytest.mark.spark
 def test_a_source_too_small_for_one_window_is_explained(small_runs, tmp_path):
     tiny = small_runs.subset(tmp_path / "data", "tiny", 3, short=True)
     config = small_runs.config(tmp_path / "tiny-run", {"code": small_runs.globs["code"], "tiny": tiny})
@@ -197,8 +193,7 @@ def test_a_source_too_small_for_one_window_is_explained(small_runs, tmp_path):
         run_stages(build_stages(), config, wanted=["mix"])
 
 
-@pytest.mark.spark
-def test_a_run_does_not_read_its_own_output(spark, small_runs, tmp_path):
+def test_a_run_does_not_read_its_own_output(small_runs, tmp_path):
     import pyarrow.json as pj
     import pyarrow.parquet as pq
 
@@ -251,7 +246,6 @@ def test_ctrl_c_prints_one_line_and_no_traceback(tmp_path):
     assert not list((tmp_path / "out").glob(".*.tmp-*"))
 
 
-@pytest.mark.spark
 def test_a_file_added_into_an_artifact_is_not_read(small_runs, tmp_path):
     from mixweave.utility.sampling import resolve_docs_paths
 

@@ -11,12 +11,13 @@ import pytest
 
 from mixweave.data.artifacts import load_keep, load_order
 from mixweave.data.manifest import read_manifest, verify_stage
+from mixweave.data.typed import to_plain
 from mixweave.data.mixture_manifest import read_mixture_manifest
 from mixweave.data.windows import read_windows, windows_info
 from mixweave.pipeline.runner import run_stages
 from mixweave.pipeline.stages import build_stages
 
-pytestmark = [pytest.mark.spark, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.timeout(600)]
 
 SEQ_LEN = 256  # the full run's (tests/conftest.py, ``full_run``)
 
@@ -98,13 +99,20 @@ def test_mixture_uses_window_tokens(full_run):
     assert (out / "mix" / "mixture.png").stat().st_size > 1000
 
 
+@pytest.mark.spark
 def test_rerun_skips_and_partitioning_does_not_change_bytes(full_run, tmp_path):
     out = full_run.out
     again = run_stages(build_stages(), full_run.config_for(out))
     assert (again[-1].name, again[-1].status) == ("study", "disabled")  # no study section here
     assert all(r.status == "skipped" for r in again[:-1]), [(r.name, r.status) for r in again]
-    other = tmp_path / "run"  # up to mix: export and train only read pack and mix
-    run_stages(build_stages(), full_run.config_for(other, spark={"partitions": 5}), wanted=["mix"])
+    # the same config with ingest and embed as Spark jobs on 5 tasks (the full run's 9 sources, 1.4 MB,
+    # ran in process): up to mix, export and train only read pack and mix
+    other = tmp_path / "run"
+    on_spark = {"ingest": {"distributed_min_mb": 0}, "spark": {"partitions": 5},
+                "order": {**to_plain(full_run.config.order), "embed_distributed_min_docs": 0}}
+    run_stages(build_stages(), full_run.config_for(other, **on_spark), wanted=["mix"])
+    assert read_manifest(out / "ingest")["path"] == read_manifest(out / "embed")["path"] == "in_process"
+    assert read_manifest(other / "ingest")["path"] == read_manifest(other / "embed")["path"] == "spark"
     for stage in ("ingest", "embed", "knn", "dedup", "order", "pack", "utility"):
         files = [f for f in read_manifest(out / stage)["files"] if f["path"] != "cost.json"]  # cost.json holds wall times
         assert files == [f for f in read_manifest(other / stage)["files"] if f["path"] != "cost.json"], stage

@@ -36,7 +36,7 @@ from mixweave.pipeline.runner import StageContext, run_stage, run_stages  # noqa
 from mixweave.pipeline.stages import build_stages  # noqa: E402
 from mixweave.trainer.plan import load_plan  # noqa: E402
 
-pytestmark = [pytest.mark.spark, pytest.mark.timeout(600),
+pytestmark = [pytest.mark.timeout(600),
               pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")]
 
 SEQ_LEN = 256  # the full run's

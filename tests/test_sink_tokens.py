@@ -96,7 +96,7 @@ def test_sink_is_a_new_special_token_that_no_text_encodes_to(corpus_dir):
 
 
 @pytest.fixture(scope="module")
-def sink_run(small_runs, spark, tmp_path_factory):
+def sink_run(small_runs, tmp_path_factory):
     """The reference run's pack (in process) and mix stages re-run with ``order.sink_token`` into
     this module's folders."""
     from mixweave.pipeline.runner import StageContext, run_stage
@@ -109,8 +109,8 @@ def sink_run(small_runs, spark, tmp_path_factory):
     stages = build_stages()
     config = small_runs.config(ref, small_runs.globs, order=order)
     over = {"pack": root / "pack", "mix": root / "mix"}
-    run_stage(stages["pack"], StageContext(config=config, out=ref, overrides=over, _spark=spark))
-    run_stage(stages["mix"], StageContext(config=config, out=ref, overrides=over, _spark=spark))
+    run_stage(stages["pack"], StageContext(config=config, out=ref, overrides=over))
+    run_stage(stages["mix"], StageContext(config=config, out=ref, overrides=over))
     return types.SimpleNamespace(root=root, pack=root / "pack", mixture=root / "mix" / "mixture.json", ref=ref,
                                  seed=config.seed, info=windows_info(root / "pack"))
 

@@ -11,6 +11,7 @@ import pytest
 from mixweave.jobs import spark_cds
 
 
+@pytest.mark.spark  # fingerprints the java on PATH
 def test_flags_only_for_a_built_archive_that_matches_this_java_and_these_jars(tmp_path, monkeypatch):
     archive = tmp_path / "spark.jsa"
     monkeypatch.setenv("MIXWEAVE_SPARK_CDS", str(archive))

@@ -22,7 +22,7 @@ from mixweave.pipeline.runner import StageContext, run_stage
 from mixweave.pipeline.stages import build_stages
 from mixweave.pipeline.study_stats import paired_bootstrap
 
-pytestmark = [pytest.mark.spark, pytest.mark.timeout(900)]  # the full_run fixture builds every stage once
+pytestmark = [pytest.mark.timeout(900)]  # the full_run fixture builds every stage once (in process)
 
 INPUTS = ("ingest", "count", "embed", "knn", "dedup", "order", "pack", "utility")
 STUDY = {"candidates": [{"name": "unimax", "method": "unimax"}, {"name": "prop", "method": "proportional"}],

@@ -17,7 +17,7 @@ from mixweave.data.mixture_manifest import mixture_variants
 from mixweave.data.windows import read_windows, windows_info
 from test_variants import read_realised, read_token_exact
 
-pytestmark = [pytest.mark.spark, pytest.mark.timeout(900),
+pytestmark = [pytest.mark.timeout(900),
               pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")]
 
 PHASES = [{"name": "short", "share": 0.6},
