@@ -237,8 +237,11 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(config, items):
-    """tests/test_e2e.py runs last: its scenarios started with the shared runs (``e2e_scenarios``)."""
-    items.sort(key=lambda item: (item.path.name == "test_e2e.py", not uses_spark(item.path)))  # stable
+    """tests/test_e2e.py runs last: its scenarios started with the shared runs (``e2e_scenarios``); before
+    it, the files that use Spark (:func:`uses_spark`) run first, back to back, so a worker's Spark session
+    and Python workers stay warm instead of idling (Spark kills Python workers idle for 60 s) between
+    files that need no Spark. The sort is stable: inside each group files and tests keep their order."""
+    items.sort(key=lambda item: (item.path.name == "test_e2e.py", not uses_spark(item.path)))
     missed = sorted({item.path.name for item in items if SHARED_RUNS & set(getattr(item, "fixturenames", ()))
                      and not uses_shared_runs(item.path)})
     if missed:  # a shared run reached through a fixture the file does not name: xdist would build it twice
