@@ -119,9 +119,7 @@ def run_embed_in_process(
                 done.append(result)
                 progress.update(result["rows"])
     finally:
-        if threads_before is not None:
-            import torch
-
+        if threads_before is not None:  # torch was imported above
             torch.set_num_threads(threads_before)
     return _summary(done, units, backend)
 

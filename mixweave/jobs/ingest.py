@@ -185,16 +185,19 @@ def run_ingest(
     target_file_mb: float = 256.0,
     partitions: int = 0,
     exclude: tuple[str, ...] = (),
+    files: list[dict] | None = None,
 ) -> dict:
     """Run the ingest job, writing ``docs/`` and ``quarantine/`` under ``out_root``; return the stats.
 
     ``exclude``: folders whose files are never read even when a glob matches them (the run's output).
+    ``files``: :func:`expand_sources` of ``sources`` with ``exclude`` and ``out_root``, when the caller
+    already made it (globbed and logged once).
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     started = time.perf_counter()
-    files = expand_sources(sources, exclude=(*exclude, str(out_root)))
+    files = files if files is not None else expand_sources(sources, exclude=(*exclude, str(out_root)))
     n_tasks = partitions or 2 * spark.sparkContext.defaultParallelism
     n_tasks = max(1, min(n_tasks, len(files)))
     file_table = pa.Table.from_pylist(files, schema=FILE_SCHEMA)
@@ -253,6 +256,7 @@ def run_ingest_in_process(
     max_doc_bytes: int = 10_000_000,
     target_file_mb: float = 256.0,
     exclude: tuple[str, ...] = (),
+    files: list[dict] | None = None,
     max_decoded_bytes: int | None = None,
 ) -> dict:
     """:func:`run_ingest`'s files and stats without Spark, for inputs too small to pay for a JVM.
@@ -271,7 +275,7 @@ def run_ingest_in_process(
     from ..data.tokenizer import load_tokenizer
 
     started = time.perf_counter()
-    files = expand_sources(sources, exclude=(*exclude, str(out_root)))
+    files = files if files is not None else expand_sources(sources, exclude=(*exclude, str(out_root)))
     tokenizer = load_tokenizer(tokenizer_path, tokenizer_pattern)
     out_root = str(Path(out_root).resolve())
     input_counts: dict[str, int] = {}

@@ -66,8 +66,9 @@ def run_ingest_stage(ctx: StageContext, tmp: Path) -> StageResult:
     exclude = tuple(str(p.resolve()) for p in (ctx.out, ctx.artifact("ingest"), tmp))
     common = dict(sources=specs, out_root=tmp, tokenizer_path=config.tokenizer.path,
                   tokenizer_pattern=config.tokenizer.pattern, max_doc_bytes=config.ingest.max_doc_bytes,
-                  target_file_mb=config.ingest.target_file_mb, exclude=exclude)
-    input_bytes = sum(input_file_size(f["path"]) for f in expand_sources(specs, exclude=(*exclude, str(tmp))))
+                  target_file_mb=config.ingest.target_file_mb, exclude=exclude,
+                  files=expand_sources(specs, exclude=(*exclude, str(tmp))))  # globbed once, for both paths
+    input_bytes = sum(input_file_size(f["path"]) for f in common["files"])
     limit = config.ingest.distributed_min_mb * 2**20
     on_spark = input_bytes >= limit
     if not on_spark:
