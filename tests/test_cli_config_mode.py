@@ -1,5 +1,6 @@
 """Every command that runs a stage takes ``--config`` and ``--set`` the same way: the stage commands
-on one small run config, in the order a user would type them, through ``mixweave.cli.main``."""
+on one small run config, in the order a user would type them, through ``mixweave.cli.main``. Its 40
+documents are below every Spark threshold: every stage runs in process and no JVM starts."""
 
 from __future__ import annotations
 
@@ -12,11 +13,7 @@ from cli_helpers import run_cli
 from mixweave.data.manifest import read_manifest, verify_stage
 from mixweave.data.mixture_manifest import read_mixture_manifest
 
-pytestmark = pytest.mark.spark
-
 CORPUS = Path(__file__).parent / "data" / "corpus"
-
-
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +39,7 @@ def config_file(tmp_path_factory) -> Path:
     return path
 
 
-def test_stage_commands_take_config_and_set(spark, config_file, capsys):
+def test_stage_commands_take_config_and_set(config_file, capsys):
     out = Path(json.loads(config_file.read_text())["out"])
     code, stdout, err = run_cli(["ingest", "--config", str(config_file)], capsys)
     assert code == 0, err
