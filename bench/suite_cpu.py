@@ -126,6 +126,24 @@ def summarize(seen: dict[str, list]) -> dict:
             "jvm_trees": {label: round(c, 1) for label, c in sorted(trees.items(), key=lambda x: -x[1])}}
 
 
+def speed_probe(n: int = 30_000_000) -> float:
+    """Seconds one core takes for a fixed pure-Python loop: this machine's speed drifts (a shared host;
+    the same loop took 2.45 s and 3.28 s half an hour apart on 2026-12-03, and the unchanged suite 246 s
+    and 287 s), so a suite figure is comparable to another only next to this probe."""
+    started = time.perf_counter()
+    total = 0
+    for i in range(n):
+        total += i
+    return round(time.perf_counter() - started, 2)
+
+
+def steal_seconds() -> float:
+    """CPU seconds the hypervisor gave other guests (``/proc/stat`` steal, all cores) since boot."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return int(fields[8]) / TICK if len(fields) > 8 else 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", type=Path, help="write the figures here too")
@@ -139,15 +157,17 @@ def main() -> None:
         pytest_args = pytest_args or MAKE_TEST_ARGS
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(here), os.environ.get("PYTHONPATH")])),
                    SUITE_CPU_ROWS=str(rows_path))
+        probe_before = speed_probe()
         sampler = Sampler()
         sampler.start()
-        busy0, wall0 = busy_seconds(), time.time()
+        busy0, wall0, steal0 = busy_seconds(), time.time(), steal_seconds()
         proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "suite_cpu_plugin",
                                  *pytest_args], cwd=here.parent, env=env)
         code = proc.wait()
-        wall, busy = time.time() - wall0, busy_seconds() - busy0
+        wall, busy, steal = time.time() - wall0, busy_seconds() - busy0, steal_seconds() - steal0
         sampler.stopped.set()
         sampler.join()
+        probe_after = speed_probe()
         rows = [row for part in sorted(Path(tmp).glob("rows.json.*")) for row in json.loads(part.read_text())]
     files: dict[str, list] = collections.defaultdict(lambda: [0.0, 0.0, 0])
     for path, cpu, seconds in rows:
@@ -156,11 +176,14 @@ def main() -> None:
         files[path][2] += 1
     result = {"pytest_exit": code, "wall_s": round(wall, 1), "machine_busy_cpu_s": round(busy, 1),
               "cores_busy_on_average": round(busy / wall, 2) if wall else 0.0,
+              "speed_probe_s": {"before": probe_before, "after": probe_after}, "steal_cpu_s": round(steal, 1),
               **summarize(sampler.seen),
               "by_test_file": {p: {"busy_cpu_s": round(c, 1), "wall_s": round(s, 1), "tests": n}
                                for p, (c, s, n) in sorted(files.items(), key=lambda x: -x[1][0])}}
     print(f"\nwall {result['wall_s']} s, machine busy {result['machine_busy_cpu_s']} CPU-s "
           f"({result['cores_busy_on_average']} cores on average); processes seen: {result['total_cpu_s']} CPU-s")
+    print(f"machine speed probe {probe_before} s before, {probe_after} s after (lower is faster); "
+          f"steal {result['steal_cpu_s']} CPU-s")
     print("\nCPU-s  procs  process kind")
     for name, v in result["by_kind"].items():
         print(f"{v['cpu_s']:6.1f} {v['processes']:6d}  {name}")
