@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale import classify, descendants  # noqa: E402 - bench/scale.py's Spark process roles
-from suite_cpu_plugin import TICK, busy_seconds  # noqa: E402
+from suite_cpu_plugin import TICK, busy_seconds, steal_seconds  # noqa: E402
 
 
 def read_processes() -> dict[str, tuple[float, str, str, str]]:
@@ -135,13 +135,6 @@ def speed_probe(n: int = 30_000_000) -> float:
     for i in range(n):
         total += i
     return round(time.perf_counter() - started, 2)
-
-
-def steal_seconds() -> float:
-    """CPU seconds the hypervisor gave other guests (``/proc/stat`` steal, all cores) since boot."""
-    with open("/proc/stat") as f:
-        fields = f.readline().split()
-    return int(fields[8]) / TICK if len(fields) > 8 else 0.0
 
 
 def main() -> None:

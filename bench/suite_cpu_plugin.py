@@ -15,11 +15,22 @@ TICK = os.sysconf("SC_CLK_TCK")
 ROWS: list[tuple[str, float, float]] = []
 
 
+def _cpu_ticks() -> list[int]:
+    """``/proc/stat``'s all-core CPU line: user, nice, system, idle, iowait, irq, softirq, steal, ..."""
+    with open("/proc/stat") as f:
+        return [int(v) for v in f.readline().split()[1:]]
+
+
 def busy_seconds() -> float:
     """CPU seconds the whole machine spent busy since boot (all cores; idle and iowait left out)."""
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
+    values = _cpu_ticks()
     return (sum(values) - values[3] - values[4]) / TICK
+
+
+def steal_seconds() -> float:
+    """CPU seconds the hypervisor gave other guests since boot (all cores; counted in busy_seconds too)."""
+    values = _cpu_ticks()
+    return values[7] / TICK if len(values) > 7 else 0.0
 
 
 @pytest.hookimpl(hookwrapper=True)
