@@ -29,6 +29,7 @@ BENCHMARKS = {
     "export": ("export.py", [], False, ["--tokens", "1000000", "--repeat", "1"]),
     "trainer": ("trainer.py", [], False, ["--steps", "4"]),
     "medu": ("medu.py", [], False, []),
+    "worker_gc": ("worker_gc.py", [], False, ["--tasks", "50"]),
 }
 
 
