@@ -1,5 +1,6 @@
 """PySpark's Python daemon (``spark.python.daemon.module``, set by :func:`mixweave.jobs.spark.get_spark`)
-importing pyspark from the installed package instead of Spark's zips.
+importing pyspark from the installed package instead of Spark's zips, and collecting a reused worker's
+garbage without walking everything it imported.
 
 Spark puts ``$SPARK_HOME/python/lib/pyspark.zip`` and ``py4j-*-src.zip`` first on its Python workers'
 ``PYTHONPATH``. Python never caches bytecode for modules imported from a zip, so the daemon and every
@@ -15,8 +16,8 @@ Nothing else is imported before the fork: PySpark imports the worker module (pan
 start threads) only in the forked child, and so does this.
 
 A reused worker runs ``gc.collect()`` after every task; in a worker that has imported pandas, pyarrow,
-numba or torch that full collection walks a million long-lived objects: 60-90 ms a task, more than most
-of our tasks take (measured on the suite's Spark tests: 54 of ~100 Python-worker CPU-seconds, 749
+numba or torch that full collection walks 75,000-530,000 long-lived objects: 36-310 ms a task
+(``bench/worker_gc.py``), more than most of our tasks take (measured on the suite's Spark tests: 54 of ~100 Python-worker CPU-seconds, 749
 tasks). The daemon's forks run :class:`CollectThenFreeze` instead: collect, then ``gc.freeze()`` the
 survivors, so the next task's collection walks only the objects created since.
 """
