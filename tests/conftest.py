@@ -76,6 +76,34 @@ def corpus_dir() -> Path:
     return CORPUS
 
 
+@pytest.fixture(scope="session")
+def backend_embeddings():
+    """``backend -> float32 [72, 384]``: tests/test_encoder_backends.py's 72 fixture documents embedded by
+    one encoder backend (128 tokens, batches of 16, one thread), once per backend in a worker. The torch
+    reference and OpenVINO f32 serve tests/test_encoder_backends.py and tests/test_openvino_bf16.py (one
+    xdist unit, :data:`SHARED_UNITS`); the encoders are ``load_encoder``'s cached ones."""
+    import torch
+
+    from mixweave.retrieval.encoders import embed_texts, load_encoder
+    from tests.test_encoder_backends import TEXTS
+
+    done: dict = {}
+
+    def get(backend: str):
+        if backend not in done:
+            before = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                enc = load_encoder("default", "cpu", backend="torch") if backend == "torch" else \
+                    load_encoder("default", "cpu", backend=backend, threads=1)
+                done[backend] = embed_texts(enc, TEXTS, max_tokens=128, batch_size=16)
+            finally:
+                torch.set_num_threads(before)
+        return done[backend]
+
+    return get
+
+
 # ------------------------------------------------------------------- tiny trainer inputs (no Spark)
 @pytest.fixture(scope="module")
 def torch_one_thread():
@@ -201,6 +229,11 @@ def uses_shared_runs(test_file: Path) -> bool:
     return re.search(r"\b(" + "|".join(sorted(SHARED_RUNS)) + r")\b", Path(test_file).read_text()) is not None
 
 
+SHARED_UNITS = {"test_encoder_backends.py": "encoder_backends", "test_openvino_bf16.py": "encoder_backends"}
+"""Files without Spark that share session fixtures (``backend_embeddings``): one xdist unit, so one worker
+computes each."""
+
+
 @functools.lru_cache(maxsize=None)
 def uses_spark(test_file: Path) -> bool:
     """Whether a test file asks for the ``spark`` fixture or carries the ``spark`` marker (read from its
@@ -214,7 +247,8 @@ def pytest_xdist_make_scheduler(config, log):
     run is one work unit (``shared_runs``, the largest, so the first handed out), so each run is built
     once, by one worker, with the e2e scenarios beside it; every other file that uses Spark joins a
     second unit (``spark_files``), so the other worker runs them one after the other on one warm session;
-    every remaining file is a unit of its own (module fixtures built once).
+    the files of :data:`SHARED_UNITS` share a unit; every remaining file is a unit of its own (module
+    fixtures built once).
 
     Why ``spark_files``: Spark's costs are mostly per session and per Python worker (JVM start, JIT
     warm-up, worker forks; Spark kills Python workers idle for 60 s), so Spark tests spread between
@@ -231,7 +265,9 @@ def pytest_xdist_make_scheduler(config, log):
             file = config.rootpath / nodeid.split("::", 1)[0]
             if uses_shared_runs(file):
                 return "shared_runs"
-            return "spark_files" if uses_spark(file) else str(file.relative_to(config.rootpath))
+            if uses_spark(file):
+                return "spark_files"
+            return SHARED_UNITS.get(file.name) or str(file.relative_to(config.rootpath))
 
     return SharedRunsTogether(config, log)
 

@@ -45,16 +45,10 @@ SHORT = ["A cat is sleeping on the warm windowsill.", "The kitten curled up in a
          "Quarterly revenue grew by twelve percent compared with last year.", ""]
 
 
-@pytest.fixture(scope="module")
-def reference():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return embed_texts(load_encoder("default", "cpu", backend="torch"), TEXTS, max_tokens=128, batch_size=16)
-    finally:
-        torch.set_num_threads(before)
+@pytest.fixture
+def reference(backend_embeddings):
+    """The torch backend's vectors of :data:`TEXTS` (one thread; tests/conftest.py, once per worker)."""
+    return backend_embeddings("torch")
 
 
 def neighbours(E: np.ndarray, k: int) -> np.ndarray:
@@ -70,10 +64,10 @@ def recall_at(E: np.ndarray, ref: np.ndarray, k: int) -> float:
 
 
 @pytest.mark.parametrize("backend", ["onnx", "openvino"])
-def test_lossless_backends_match_torch(backend, reference):
+def test_lossless_backends_match_torch(backend, reference, backend_embeddings):
     enc = load_encoder("default", "cpu", backend=backend, threads=1)
     assert encoder_backend(enc) == backend and enc.key.startswith("onnx-")
-    E = embed_texts(enc, TEXTS, max_tokens=128, batch_size=16)
+    E = backend_embeddings(backend)  # enc's vectors of TEXTS at 128 tokens, batches of 16
     assert E.dtype == np.float32 and E.shape == reference.shape
     cos = (E * reference).sum(1)
     assert cos.min() >= 0.999, cos.min()
