@@ -16,10 +16,11 @@ Nothing else is imported before the fork: PySpark imports the worker module (pan
 start threads) only in the forked child, and so does this.
 
 A reused worker runs ``gc.collect()`` after every task; in a worker that has imported pandas, pyarrow,
-numba or torch that full collection walks 75,000-530,000 long-lived objects: 36-310 ms a task
-(``bench/worker_gc.py``), more than most of our tasks take (measured on the suite's Spark tests: 54 of ~100 Python-worker CPU-seconds, 749
-tasks). The daemon's forks run :class:`CollectThenFreeze` instead: collect, then ``gc.freeze()`` the
-survivors, so the next task's collection walks only the objects created since.
+numba or torch that full collection walks 75,000-530,000 long-lived objects: 36-313 ms a task
+(``bench/worker_gc.py``), more than most of our tasks take (the suite's Spark tests: 54 of ~100
+Python-worker CPU-seconds over 749 tasks). The daemon's forks run :class:`CollectThenFreeze` instead:
+collect, then ``gc.freeze()`` the survivors, so the next task's collection walks only the objects
+created since (and every 64th walks everything).
 """
 
 from __future__ import annotations
