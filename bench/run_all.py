@@ -30,6 +30,7 @@ BENCHMARKS = {
     "trainer": ("trainer.py", [], False, ["--steps", "4"]),
     "medu": ("medu.py", [], False, []),
     "worker_gc": ("worker_gc.py", [], False, ["--tasks", "50"]),
+    "tokenizer": ("tokenizer_speed.py", [], False, ["--repeats", "2"]),
 }
 
 

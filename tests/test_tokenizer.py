@@ -35,6 +35,37 @@ def test_default_matches_tiktoken_gpt2_on_real_text():
     assert tok.encode_batch(texts) == [reference.encode_ordinary(t) for t in texts]
 
 
+ODD_TEXTS = ["", " ", "  \n\n  x", "don't I'll we've THEY'RE", "<|endoftext|> stays text", "日本語 🙂🙃 café naïve",
+             "1234567 3.14159 0x1F", "\t\tdef f(x):\n\t\treturn x  ", "\u00a0\u2003 odd spaces\r\n", "a" * 3000,
+             "trailing   ", "\ud800 a lone surrogate"]
+
+
+def test_default_matches_hugging_face_byte_level_bpe_on_the_fixture_corpus():
+    """The default (tiktoken over encoder.json's ranks) against an independent implementation:
+    Hugging Face ``tokenizers``' byte-level BPE built from the same two files, on every fixture
+    document and odd text (contractions, CJK, emoji, whitespace runs, a spelled special token); and
+    decoding gives the text back."""
+    import json
+
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers
+
+    from conftest import CORPUS
+
+    encoder_json, vocab_bpe = default_tokenizer_files()
+    reference = HFTokenizer(models.BPE.from_file(str(encoder_json), str(vocab_bpe)))
+    reference.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    reference.decoder = decoders.ByteLevel()
+    texts = [json.loads(line)["text"] for path in sorted(CORPUS.glob("*/*.jsonl")) for line in open(path, encoding="utf-8")]
+    texts += [t for t in ODD_TEXTS if "\ud800" not in t]  # Rust strings cannot hold a lone surrogate
+    assert len(texts) > 400
+    tok = load_tokenizer("default")
+    ids = tok.encode_batch(texts)
+    assert ids == [e.ids for e in reference.encode_batch(texts, add_special_tokens=False)]
+    assert [tok._backend.decode(i) for i in ids] == texts
+    assert tok.encode(ODD_TEXTS[-1]) == tok.encode("\ufffd a lone surrogate")  # replaced, not a crash
+
+
 def test_tiktoken_file_round_trip(tmp_path):
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
