@@ -11,6 +11,7 @@ cheap.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -31,11 +32,18 @@ class ConvexResult:
     status: str
 
 
-def default_solver() -> str | None:
-    """CLARABEL when installed (SOCP and QP, interior point), else cvxpy's own choice."""
+@functools.cache
+def installed_solvers() -> tuple[str, ...]:
+    """cvxpy's installed solvers, asked once a process: ``cp.installed_solvers()`` probes every solver
+    it knows on each call (~2 ms), and a mix asked it up to three times a solve."""
     import cvxpy as cp
 
-    return "CLARABEL" if "CLARABEL" in cp.installed_solvers() else None
+    return tuple(cp.installed_solvers())
+
+
+def default_solver() -> str | None:
+    """CLARABEL when installed (SOCP and QP, interior point), else cvxpy's own choice."""
+    return "CLARABEL" if "CLARABEL" in installed_solvers() else None
 
 
 def finite_caps(weight_caps: np.ndarray) -> np.ndarray:
@@ -48,9 +56,9 @@ def run_program(problem: Any, weights_var: Any, weight_caps: np.ndarray, solver:
     """Solve a program, check its status, and clean the weights onto the feasible set."""
     import cvxpy as cp
 
-    if solver is not None and solver not in cp.installed_solvers():
+    if solver is not None and solver not in installed_solvers():
         raise ConfigError(f"{method}: solver {solver!r} is not installed; use one of "
-                          f"{', '.join(cp.installed_solvers())} or leave solver unset")
+                          f"{', '.join(installed_solvers())} or leave solver unset")
     try:
         problem.solve(solver=solver)
     except cp.error.SolverError as exc:
