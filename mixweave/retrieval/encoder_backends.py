@@ -493,27 +493,42 @@ class PooledEncoder:
 
 
 class TorchEncoder(PooledEncoder):
-    """Backend ``torch``: the folder's transformer in PyTorch (``transformers.AutoModel``, the
-    attention sentence-transformers would pick) with the folder's tokenizer and pooling, on CPU or
-    CUDA; pooled on the device. The model sentence-transformers would run, without importing it
-    (~6 of its ~9 CPU-seconds of import are its own: scikit-learn, its backends), so a Spark worker
-    or CLI run starts seconds sooner; vectors equal sentence-transformers' to float32 rounding
-    (tests/test_retrieval_encoders.py). Layouts it does not read (e.g. a Dense module) load as a
-    ``SentenceTransformer`` instead (:func:`mixweave.retrieval.encoders.load_encoder`)."""
+    """Backend ``torch``: the folder's transformer in PyTorch with the folder's tokenizer and pooling,
+    on CPU or CUDA; pooled on the device. A plain BERT encoder (the default MiniLM, BGE, E5, GTE) runs
+    on :mod:`mixweave.retrieval.bert`, which gives ``transformers.AutoModel``'s hidden states bit for
+    bit without importing transformers (~3.5 CPU-seconds a process); any other architecture on
+    ``AutoModel`` (the attention sentence-transformers would pick). Neither imports
+    sentence-transformers (~6 of its ~9 CPU-seconds of import are its own: scikit-learn, its
+    backends), so a Spark worker or CLI run starts seconds sooner; vectors equal sentence-transformers'
+    to float32 rounding (tests/test_retrieval_encoders.py). Layouts it does not read (e.g. a Dense
+    module) load as a ``SentenceTransformer`` instead (:func:`mixweave.retrieval.encoders.load_encoder`)."""
 
     backend = "torch"
 
     def __init__(self, model_dir: Path, device: str = "cpu") -> None:
-        import inspect
-
         import torch
-        from transformers import AutoModel
+
+        from mixweave.retrieval.bert import load_bert
 
         super().__init__(model_dir)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.device = torch.device(device)
-        self.model = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True).to(self.device).eval()
-        self.takes_types = "token_type_ids" in inspect.signature(self.model.forward).parameters
+        self.bert = load_bert(self.model_dir, self.device)
+        self.model = None
+        if self.bert is None:
+            import inspect
+
+            from transformers import AutoModel
+
+            self.model = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True).to(self.device).eval()
+        self.takes_types = self.bert is not None or "token_type_ids" in inspect.signature(self.model.forward).parameters
+
+    def _last_hidden(self, feed: dict) -> Any:
+        if self.bert is not None:
+            from mixweave.retrieval.bert import bert_hidden_states
+
+            return bert_hidden_states(self.bert, feed["input_ids"], feed["attention_mask"], feed.get("token_type_ids"))
+        return self.model(**feed, return_dict=True).last_hidden_state
 
     def pooled(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
         import torch
@@ -523,7 +538,7 @@ class TorchEncoder(PooledEncoder):
                     "attention_mask": torch.from_numpy(mask).to(self.device)}
             if self.takes_types:
                 feed["token_type_ids"] = torch.from_numpy(types).to(self.device)
-            hidden = self.model(**feed, return_dict=True).last_hidden_state.float()
+            hidden = self._last_hidden(feed).float()
             if self.pooling == "cls":
                 out = hidden[:, 0]
             else:
