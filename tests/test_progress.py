@@ -105,3 +105,44 @@ def test_spark_poller_finds_the_active_session_and_leaves_out_skipped_stages(spa
     assert len(rows) == 20
     assert progress.done == progress.total and progress.total >= 5
     assert _lines(caplog)[-1].startswith(f"any: {progress.total}/{progress.total} tasks (100%)")
+
+
+@pytest.mark.spark
+def test_a_finished_job_is_asked_about_once(spark):
+    """spark_tasks asks the JVM about a job until it has seen it end (then once more for its stages'
+    final counts, in the same poll) and never again: a poll's cost follows the running jobs."""
+    from mixweave.data.progress import spark_tasks
+
+    class CountingContext:
+        def __init__(self, sc):
+            self.sc, self.asked = sc, []
+
+        def statusTracker(self):
+            tracker, asked = self.sc.statusTracker(), self.asked
+
+            class Counting:
+                def __getattr__(self, name):
+                    return getattr(tracker, name)
+
+                def getJobInfo(self, job_id):
+                    asked.append(job_id)
+                    return tracker.getJobInfo(job_id)
+
+            return Counting()
+
+    sc = spark.sparkContext
+    sc.setJobGroup("finished-once", "test")
+    try:
+        assert sc.parallelize(range(12), 3).count() == 12
+        assert sc.parallelize(range(8), 2).count() == 8
+        job_ids = set(sc.statusTracker().getJobIdsForGroup("finished-once"))
+    finally:
+        sc.setJobGroup(None, None)  # later jobs of the session carry no group
+    assert len(job_ids) == 2
+    counting, stages, finished = CountingContext(sc), {}, set()
+    assert spark_tasks(counting, set(job_ids), stages, finished) == 0
+    assert finished == job_ids and sorted(counting.asked) == sorted(job_ids)
+    assert sorted(stages.values()) == [(2, 2), (3, 3)]
+    assert spark_tasks(counting, set(job_ids), stages, finished) == 0
+    assert len(counting.asked) == 2 and sorted(stages.values()) == [(2, 2), (3, 3)]
+    assert spark_tasks(counting, set(job_ids), {}, None) == 0 and len(counting.asked) == 4  # without: every poll

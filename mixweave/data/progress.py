@@ -136,14 +136,19 @@ def _context(spark: Any) -> Any:
     return getattr(spark, "sparkContext", spark)
 
 
-def spark_tasks(sc: Any, job_ids: set[int], stages: dict[int, tuple[int, int]]) -> int:
+def spark_tasks(sc: Any, job_ids: set[int], stages: dict[int, tuple[int, int]],
+                finished: set[int] | None = None) -> int:
     """Add the active jobs to ``job_ids`` and refresh ``stages`` (stage id -> tasks, completed).
-    Returns how many of the jobs in ``job_ids`` still run."""
+    Returns how many of the jobs in ``job_ids`` still run. A job seen ended is added to ``finished``
+    (when given) after one last refresh of its stages and never asked about again, so a poll costs
+    O(running jobs' stages) calls to the JVM, not O(every job the block has run): a stage running
+    hundreds of small jobs polled them all every ``poll`` seconds."""
     tracker = sc.statusTracker()
     job_ids.update(tracker.getActiveJobsIds())
+    done_before = finished if finished is not None else set()
     running: set[int] = set()
     n_running = 0
-    for job_id in job_ids:
+    for job_id in job_ids - done_before:
         job = tracker.getJobInfo(job_id)
         if job is None:
             continue
@@ -155,6 +160,8 @@ def spark_tasks(sc: Any, job_ids: set[int], stages: dict[int, tuple[int, int]]) 
                 stages[stage_id] = (stage.numTasks, stage.numCompletedTasks)
             if still:
                 running.add(stage_id)
+        if not still and finished is not None:
+            finished.add(job_id)
     # a finished job's stage without a completed task was skipped (an earlier job wrote its output)
     for stage_id in [s for s, (_, done) in stages.items() if done == 0 and s not in running]:
         del stages[stage_id]
@@ -168,6 +175,7 @@ class _SparkPoller:
         self.sc_source, self.label, self.poll = sc_source, label, poll
         self.progress = Progress(None, "tasks", label, interval=interval, bar=bar)
         self.job_ids: set[int] = set()
+        self.finished: set[int] = set()
         self.stages: dict[int, tuple[int, int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"spark-progress-{label}", daemon=True)
@@ -203,7 +211,7 @@ class _SparkPoller:
         sc = self.sc_source()
         if sc is None or getattr(sc, "_jsc", None) is None:
             return 0
-        active = spark_tasks(sc, self.job_ids, self.stages)
+        active = spark_tasks(sc, self.job_ids, self.stages, self.finished)
         if not self.stages or (not active and not final):
             return active
         total = sum(t for t, _ in self.stages.values())
