@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_helpers import run_cli
+from conftest import FAST_JVM, NO_CODEGEN
 
 from mixweave.data.manifest import (
     MANIFEST_NAME,
@@ -221,7 +222,8 @@ default (8)."""
 def test_ctrl_c_prints_one_line_and_no_traceback(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(f"out: {tmp_path / 'out'}\nsources: {{books: {{paths: ['{CORPUS}/books/*.jsonl']}}}}\n"
-                      "order: {max_tokens: 32}\ningest: {distributed_min_mb: 0}\n")  # ingest as a Spark job
+                      "order: {max_tokens: 32}\ningest: {distributed_min_mb: 0}\n"  # ingest as a Spark job
+                      f"spark: {{conf: {json.dumps({**FAST_JVM, **NO_CODEGEN})}}}\n")  # the tests' JVM settings
     site = tmp_path / "spark-conf"  # a local launch reads the install's spark-defaults.conf ($SPARK_CONF_DIR)
     site.mkdir()
     (site / "spark-defaults.conf").write_text(f"spark.sql.shuffle.partitions {SITE_SHUFFLE_PARTITIONS}\n")
