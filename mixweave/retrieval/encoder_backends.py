@@ -630,3 +630,19 @@ MEASURED_QUALITY: dict[str, dict[str, Any]] = {
 }
 """Agreement with torch of the backends that are not fp32 as bench/embed.py measured it (the README
 table), copied into the embed manifest so a run states what it traded for speed."""
+
+
+def prepare_default_export() -> Path | None:
+    """Build the export the default encoder runs on this machine's ``auto`` backend (the fp32 ONNX graph
+    OpenVINO reads on a CPU; nothing for torch on CUDA) into :func:`cache_root`, so the first run's
+    processes do not each build it (~8 CPU-s). ``make install`` runs it
+    (``python -m mixweave.retrieval.encoder_backends``); a later empty cache is refilled on first use."""
+    from mixweave.retrieval.encoders import resolve_encoder_path
+
+    backend = resolve_backend("auto")
+    return None if backend == "torch" else ensure_export(resolve_encoder_path("default").resolve(), backend)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    print(f"default encoder export for this machine: {prepare_default_export() or 'none needed (torch)'}")
