@@ -213,12 +213,11 @@ def start_scenarios(small_corpus, tmp_path_factory, get_reference) -> tuple[Thre
     futures by name."""
     import pyspark.sql  # noqa: F401 - imported here once: a first import racing in two threads fails
 
-    from mixweave.retrieval.encoder_backends import ensure_export, resolve_backend
-    from mixweave.retrieval.encoders import resolve_encoder_path
+    from mixweave.retrieval.encoder_backends import prepare_default_export
 
-    backend = resolve_backend("auto")  # the runs' encoder backend: its export is built once, here, on an
-    if backend != "torch":             # empty cache (a clean CI machine), not by three processes at once
-        ensure_export(resolve_encoder_path("default").resolve(), backend)
+    # the runs' encoder export: built once, here, when the cache is empty (make install builds it), not by
+    # three processes at once
+    prepare_default_export()
     root = tmp_path_factory.mktemp("e2e")
     corpus = small_corpus
     pool = ThreadPoolExecutor(max_workers=2)

@@ -145,10 +145,10 @@ def spark_tasks(sc: Any, job_ids: set[int], stages: dict[int, tuple[int, int]],
     hundreds of small jobs polled them all every ``poll`` seconds."""
     tracker = sc.statusTracker()
     job_ids.update(tracker.getActiveJobsIds())
-    done_before = finished if finished is not None else set()
+    finished = set() if finished is None else finished
     running: set[int] = set()
     n_running = 0
-    for job_id in job_ids - done_before:
+    for job_id in job_ids - finished:
         job = tracker.getJobInfo(job_id)
         if job is None:
             continue
@@ -160,7 +160,7 @@ def spark_tasks(sc: Any, job_ids: set[int], stages: dict[int, tuple[int, int]],
                 stages[stage_id] = (stage.numTasks, stage.numCompletedTasks)
             if still:
                 running.add(stage_id)
-        if not still and finished is not None:
+        if not still:
             finished.add(job_id)
     # a finished job's stage without a completed task was skipped (an earlier job wrote its output)
     for stage_id in [s for s, (_, done) in stages.items() if done == 0 and s not in running]:

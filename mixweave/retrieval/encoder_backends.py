@@ -51,6 +51,7 @@ from typing import Any, Literal
 import numpy as np
 
 from mixweave.errors import InputError
+from mixweave.retrieval.bert import bert_hidden_states, load_bert
 
 log = logging.getLogger(__name__)
 
@@ -508,8 +509,6 @@ class TorchEncoder(PooledEncoder):
     def __init__(self, model_dir: Path, device: str = "cpu") -> None:
         import torch
 
-        from mixweave.retrieval.bert import load_bert
-
         super().__init__(model_dir)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.device = torch.device(device)
@@ -525,8 +524,6 @@ class TorchEncoder(PooledEncoder):
 
     def _last_hidden(self, feed: dict) -> Any:
         if self.bert is not None:
-            from mixweave.retrieval.bert import bert_hidden_states
-
             return bert_hidden_states(self.bert, feed["input_ids"], feed["attention_mask"], feed.get("token_type_ids"))
         return self.model(**feed, return_dict=True).last_hidden_state
 
