@@ -5,19 +5,23 @@ and the pipeline runs that the slow tests share (each made once per test session
   process through ``mix`` (``reference``), plus the same without books through ``mix`` (``two``).
   Both are below every Spark threshold (``ingest.distributed_min_mb``, ``order.embed_distributed_min_docs``,
   ``order.distributed_min_docs``): no stage runs a Spark job.
-  tests/test_e2e.py compares every CLI run (spark-submit onto a one-core standalone cluster; SIGKILL,
-  then a crash by injected fault, then a resume; subprocesses started with the session,
-  ``e2e_scenarios``) against ``reference``;
+  tests/test_e2e.py compares every CLI run (spark-submit onto a one-core standalone cluster,
+  ``distributed_run``; SIGKILL, then a crash by injected fault, then a resume; subprocesses started
+  with the session, ``e2e_scenarios``) against ``reference``;
   tests/test_hardening.py compares ``two`` with ``reference`` and edits copies of ``two``.
 * ``full_run`` -- all nine fixture sources through every stage (in process: 1.4 MB, 449 documents):
   utility (embedding), UtiliMax, Megatron and MDS exports and a 3-step training run. tests/test_pipeline_spark.py checks every
   stage; tests/test_run_exports.py reuses it up to ``pack`` (its own UniMax ``mix`` and all-format
   ``export`` go to its own folders through ``overrides``) and reads the exports with each
   trainer's library.
-* ``distributed_run`` -- a copy of ``reference`` re-run to ``export`` with every ICP stage on its
-  Spark path (``order.distributed_min_docs: 0``, 3 clusters, 3 windows a pack file, a Megatron
-  export). tests/test_jobs_knn.py, test_jobs_order.py and test_jobs_pack.py each check their stage
-  of that one run against the in-process path.
+* ``distributed_run`` -- the cluster scenario's run (tests/e2e_scenarios.py: spark-submit onto a
+  one-core standalone cluster, started with the session as a subprocess): the small corpus's three
+  sources through ``export`` with ingest and every ICP stage on its Spark path (ingest and embed as
+  Spark jobs, the exact kNN join, dedup, order as the sharded job with 3 clusters, pack with 3 windows a
+  file, a Megatron export). tests/test_jobs_knn.py, test_jobs_order.py and test_jobs_pack.py each
+  check their stage of that one run against the in-process path on the same inputs; tests/test_e2e.py
+  checks its ingest, count and embed against ``reference``. Tests that use it run last (with
+  test_e2e.py's), when the scenario has finished.
 
 Tests must not change these folders (copy them, or write through ``overrides`` to a tmp folder).
 """
@@ -197,28 +201,35 @@ def small_runs(small_corpus, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def distributed_run(spark, small_runs, tmp_path_factory):
-    """A copy of the small ``reference`` run re-run to ``export`` with every ICP stage on its Spark
-    path: ingest, count and embed are reused (same fingerprints); knn (exact Spark join), dedup,
-    order (sharded job, 3 clusters), pack (Spark, 3 windows a file), mix and a Megatron export run."""
-    import shutil
+def cluster_run(small_corpus, tmp_path_factory):
+    """The cluster scenario (tests/e2e_scenarios.py) started in a background thread: its future."""
+    from e2e_scenarios import start_cluster
 
-    from mixweave.pipeline.runner import run_stages
-    from mixweave.pipeline.stages import build_stages
+    pool, future = start_cluster(small_corpus, tmp_path_factory)
+    yield future
+    pool.shutdown(wait=True)
 
-    out = tmp_path_factory.mktemp("distributed_run") / "run"
-    shutil.copytree(small_runs.reference, out)
-    order = {**small_config_data(out, small_runs.globs)["order"], "partitions": 3, "distributed_min_docs": 0,
-             "embed_distributed_min_docs": 0, "pack_file_windows": 3}
-    extra = {"order": order, "export": {"formats": ["megatron"]}}
-    config = small_config(out, small_runs.globs, **extra)
-    reports = {r.name: r.status for r in run_stages(build_stages(), config, wanted=["export"])}
-    return types.SimpleNamespace(out=out, config=config, reports=reports, order=order,
-                                 config_for=lambda **changes: small_config(out, small_runs.globs, **{**extra, **changes}))
+
+@pytest.fixture(scope="session")
+def distributed_run(cluster_run):
+    """The cluster scenario's finished run (waits for it): ``out``, ``reports`` (stage -> status, from
+    its output), ``order`` (its order settings), ``config_for(**changes)`` (its config with sections
+    replaced, for in-process stages on its folders)."""
+    from e2e_scenarios import stage_statuses
+
+    from mixweave.pipeline.config import parse_config
+
+    run = cluster_run.result()
+    if not run.master_started or run.result.returncode != 0:
+        output = "" if run.result is None else run.result.stderr[-3000:]
+        pytest.fail(f"the cluster scenario's run failed (tests/test_e2e.py says how): {output}{run.log}")
+    data = json.loads((run.out.parent / "c.yaml").read_text())
+    return types.SimpleNamespace(out=run.out, reports=stage_statuses(run.result.stdout + run.result.stderr),
+                                 order=data["order"], config_for=lambda **changes: parse_config({**data, **changes}))
 
 
 # ------------------------------------------------------------------- the end-to-end CLI scenarios
-SHARED_RUNS = frozenset({"small_runs", "distributed_run", "full_run", "e2e_scenarios"})
+SHARED_RUNS = frozenset({"small_runs", "distributed_run", "cluster_run", "full_run", "e2e_scenarios"})
 """The session fixtures that build pipeline runs (and the CLI scenarios compared with them)."""
 
 
@@ -273,11 +284,12 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(config, items):
-    """tests/test_e2e.py runs last: its scenarios started with the shared runs (``e2e_scenarios``); before
-    it, the files that use Spark (:func:`uses_spark`) run first, back to back, so a worker's Spark session
+    """tests/test_e2e.py and the tests that use ``distributed_run`` run last: their scenarios started with
+    the shared runs (``cluster_run``, ``e2e_scenarios``); before them, the files that use Spark (:func:`uses_spark`) run first, back to back, so a worker's Spark session
     and Python workers stay warm instead of idling (Spark kills Python workers idle for 60 s) between
     files that need no Spark. The sort is stable: inside each group files and tests keep their order."""
-    items.sort(key=lambda item: (item.path.name == "test_e2e.py", not uses_spark(item.path)))
+    items.sort(key=lambda item: (item.path.name == "test_e2e.py" or "distributed_run" in getattr(item, "fixturenames", ()),
+                                 not uses_spark(item.path)))
     missed = sorted({item.path.name for item in items if SHARED_RUNS & set(getattr(item, "fixturenames", ()))
                      and not uses_shared_runs(item.path)})
     if missed:  # a shared run reached through a fixture the file does not name: xdist would build it twice
@@ -286,30 +298,37 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def e2e_scenarios(small_corpus, tmp_path_factory, request):
-    """tests/test_e2e.py's CLI scenarios (tests/e2e_scenarios.py), started at once in background
-    threads; the futures by name and the ``reference`` they are compared with."""
-    from e2e_scenarios import start_scenarios
+def e2e_scenarios(small_corpus, small_runs, cluster_run, tmp_path_factory):
+    """tests/test_e2e.py's CLI scenarios (tests/e2e_scenarios.py) in background threads: the cluster's
+    (``cluster_run``, started first: it only needs the input) and the failure scenario's futures, and
+    the ``reference`` they are compared with (built in process meanwhile)."""
+    from e2e_scenarios import start_failures
 
-    pool, started = start_scenarios(small_corpus, tmp_path_factory,
-                                    lambda: request.getfixturevalue("small_runs").reference)
-    yield started
+    pool, failures = start_failures(small_corpus, tmp_path_factory, small_runs.reference)
+    yield types.SimpleNamespace(reference=small_runs.reference, cluster=cluster_run, failures=failures)
     pool.shutdown(wait=True)
 
 
 @pytest.fixture(scope="session")
-def _e2e_selected(request) -> bool:
-    return any(item.path.name == "test_e2e.py" for item in request.session.items)
+def _scenarios_wanted(request) -> tuple[bool, bool]:
+    """(the cluster scenario is needed: a selected test uses ``distributed_run`` or is in
+    tests/test_e2e.py; the others are needed: a test of tests/test_e2e.py is selected)."""
+    e2e = any(item.path.name == "test_e2e.py" for item in request.session.items)
+    return e2e or any("distributed_run" in getattr(item, "fixturenames", ()) for item in request.session.items), e2e
 
 
 @pytest.fixture(autouse=True)
-def _e2e_scenarios_start_with_the_shared_runs(request, _e2e_selected):
-    """When a test of tests/test_e2e.py is selected, its scenarios (subprocesses: Spark JVMs, a
-    standalone cluster) start with the first test that uses a shared run (in the worker that has
-    them, under xdist) instead of when their module comes, so the other tests run meanwhile: alone,
-    the suite leaves much of the two cores idle (Spark start-ups, subprocesses, waits)."""
-    if _e2e_selected and SHARED_RUNS & set(request.fixturenames):
-        request.getfixturevalue("e2e_scenarios")
+def _e2e_scenarios_start_with_the_shared_runs(request, _scenarios_wanted):
+    """When a selected test needs them, the scenarios (subprocesses: Spark JVMs, a standalone cluster)
+    start with the first test that uses a shared run (in the worker that has them, under xdist)
+    instead of when the tests that check them come, so the other tests run meanwhile: alone, the suite
+    leaves much of the two cores idle (Spark start-ups, subprocesses, waits)."""
+    cluster, e2e = _scenarios_wanted
+    if (cluster or e2e) and SHARED_RUNS & set(request.fixturenames):
+        if cluster:
+            request.getfixturevalue("cluster_run")
+        if e2e:
+            request.getfixturevalue("e2e_scenarios")
 
 
 # -------------------------------------------------------------------------------- the full run

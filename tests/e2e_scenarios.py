@@ -1,19 +1,22 @@
 """The end-to-end scenarios of tests/test_e2e.py: each runs ``mixweave run`` (the CLI, in
 subprocesses) on the small runs' three 30-document sources (tests/conftest.py, ``small_corpus``)
-with the reference's settings and returns what its test checks; none asserts, so a failure is
+with the reference's settings and returns what its tests check; none asserts, so a failure is
 reported by the test it belongs to.
 
-They are independent processes, each in its own folder: :func:`start_scenarios` starts them all at
-once in background threads (the ones that need the reference as soon as it exists). tests/conftest.py
-does that when the session starts, whenever a test of tests/test_e2e.py is selected, and orders
-those tests last, so the rest of the suite runs while the scenarios do (the suite alone keeps the
-two cores far from busy: Spark start-ups, subprocesses, waits).
+They are independent processes, each in its own folder, started in background threads
+(:func:`start_cluster`, :func:`start_failures`): tests/conftest.py starts them with the first test
+that uses a shared run, whenever a test that needs them is selected, and orders those tests last, so
+the rest of the suite runs while the scenarios do (the suite alone keeps the two cores far from busy:
+Spark start-ups, subprocesses, waits). The cluster scenario's run is also conftest's
+``distributed_run``: the run whose Spark-path stages tests/test_jobs_knn.py, test_jobs_order.py and
+test_jobs_pack.py compare with the in-process path.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,7 +24,7 @@ import subprocess
 import sys
 import time
 import types
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from mixweave.data.manifest import read_manifest
@@ -40,9 +43,14 @@ from these flags)."""
 
 DISTRIBUTED_ORDER = {"partitions": 3, "distributed_min_docs": 0, "embed_distributed_min_docs": 0,
                      "pack_file_windows": 3}
-"""The cluster scenario's order settings over the reference's: embed, knn, dedup, order and pack on
-their Spark paths, as conftest's ``distributed_run`` (local[2], in process), which its tests compare it
-with: the same bytes on 2 task slots in process and on a cluster executor's one."""
+"""The cluster scenario's order settings over the reference's: embed, knn, dedup, order (3 clusters) and
+pack (3 windows a file) on their Spark paths. The run is conftest's ``distributed_run``: the tests of
+tests/test_jobs_knn.py, test_jobs_order.py and test_jobs_pack.py compare each of those stages with the
+in-process path on the same inputs."""
+
+
+CLUSTER_EXPORT = {"formats": ["megatron"]}
+"""The cluster scenario's export section: a Megatron export of the multi-file Spark pack."""
 
 
 ON_SPARK_INGEST = {"distributed_min_mb": 0}
@@ -61,9 +69,9 @@ Spark threshold must not need one)."""
 
 
 def write_config(corpus, work: Path, master: str = "local[2]", name: str = "c.yaml", ingest: dict | None = None,
-                 **order) -> Path:
-    """The reference's config as YAML (JSON is YAML) at ``work/name`` with ``spark.master``, ``ingest``
-    and ``order`` settings over the reference's, writing to ``work/out``."""
+                 export: dict | None = None, **order) -> Path:
+    """The reference's config as YAML (JSON is YAML) at ``work/name`` with ``spark.master``, ``ingest``,
+    ``export`` and ``order`` settings over the reference's, writing to ``work/out``."""
     work.mkdir(parents=True, exist_ok=True)
     conf = {"spark.driver.extraJavaOptions": FAST_JVM_FLAGS, "spark.executor.extraJavaOptions": FAST_JVM_FLAGS,
             "spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}  # conftest.NO_CODEGEN
@@ -71,6 +79,8 @@ def write_config(corpus, work: Path, master: str = "local[2]", name: str = "c.ya
     data["order"] = {**data["order"], **order}
     if ingest:
         data["ingest"] = ingest
+    if export:
+        data["export"] = export
     (work / name).write_text(json.dumps(data, indent=1))
     return work / name
 
@@ -145,10 +155,13 @@ def spark_submit_on_a_standalone_cluster(corpus, work: Path):
     """A real Spark standalone master and worker on loopback (the classes pyspark ships), the worker
     offering **one core**, and the whole run under spark-submit (it needs a ``.py`` entry file,
     mixweave/submit.py) with ``--master spark://...``, which wins over the config's local[2],
-    :data:`ON_SPARK_INGEST` and :data:`DISTRIBUTED_ORDER`: ingest and every ICP stage as Spark tasks on
-    the cluster's executor, one task at a time, must give the reference's bytes (ingest, count, embed:
-    in process there) and ``distributed_run``'s (knn .. mix, local[2] in process). One scenario for the three claims (spark-submit's master, a cluster's
-    executors, one task slot): each from-scratch CLI run costs ~60 CPU-seconds of the suite's budget."""
+    :data:`ON_SPARK_INGEST` and :data:`DISTRIBUTED_ORDER` (and :data:`CLUSTER_EXPORT`): ingest and every
+    ICP stage as Spark tasks on the cluster's executor, one task at a time. Its ingest, count and embed
+    must give the reference's bytes (in process there: tests/test_e2e.py); knn, dedup, order and pack
+    the in-process path's on the same inputs (the run is conftest's ``distributed_run``, which
+    tests/test_jobs_knn.py, test_jobs_order.py and test_jobs_pack.py check). One from-scratch CLI run
+    for every claim (spark-submit's master and conf, a cluster's executors, one task slot, each Spark
+    path in a pipeline run): each costs ~50 CPU-seconds of the suite's budget."""
     import pyspark
 
     spark_home = Path(pyspark.__file__).parent
@@ -179,7 +192,8 @@ def spark_submit_on_a_standalone_cluster(corpus, work: Path):
                                    "--host", "127.0.0.1", "--cores", "1", "--memory", "2g", "--webui-port", str(_free_port())],
                                   env=cluster_env, stdout=logs, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   start_new_session=True)
-        config = write_config(corpus, work, ingest=ON_SPARK_INGEST, **DISTRIBUTED_ORDER)  # master overridden below
+        config = write_config(corpus, work, ingest=ON_SPARK_INGEST, export=CLUSTER_EXPORT,
+                              **DISTRIBUTED_ORDER)  # master overridden below
         spark_submit_bin = spark_home / "bin" / "spark-submit"
         entry = subprocess.run([sys.executable, "-m", "mixweave.submit", "--path"], capture_output=True, text=True,
                                check=True).stdout.strip()
@@ -206,22 +220,31 @@ def spark_submit_on_a_standalone_cluster(corpus, work: Path):
         logs.close()
 
 
-def start_scenarios(small_corpus, tmp_path_factory, get_reference) -> tuple[ThreadPoolExecutor, types.SimpleNamespace]:
-    """Every scenario started at once: the cluster run, which only needs the input, first; then the
-    in-process reference is built (``get_reference()``: the ``small_runs`` fixture) while it runs;
-    then the failure scenario, which copies from it. Returns the pool (shut it down when done) and the
-    futures by name."""
+def start_cluster(small_corpus, tmp_path_factory) -> tuple[ThreadPoolExecutor, Future]:
+    """The cluster scenario started in a background thread (it only needs the input); returns the pool
+    (shut it down when done) and its future."""
     import pyspark.sql  # noqa: F401 - imported here once: a first import racing in two threads fails
 
     from mixweave.retrieval.encoder_backends import prepare_default_export
 
     # the runs' encoder export: built once, here, when the cache is empty (make install builds it), not by
-    # three processes at once
+    # several processes at once
     prepare_default_export()
-    root = tmp_path_factory.mktemp("e2e")
-    corpus = small_corpus
-    pool = ThreadPoolExecutor(max_workers=2)
-    started = {"cluster": pool.submit(spark_submit_on_a_standalone_cluster, corpus, root / "cluster")}
-    reference = get_reference()
-    started["failures"] = pool.submit(kill_crash_and_resume, corpus, root / "failures", reference)
-    return pool, types.SimpleNamespace(reference=reference, **started)
+    pool = ThreadPoolExecutor(max_workers=1)
+    return pool, pool.submit(spark_submit_on_a_standalone_cluster, small_corpus, tmp_path_factory.mktemp("cluster"))
+
+
+def start_failures(small_corpus, tmp_path_factory, reference: Path) -> tuple[ThreadPoolExecutor, Future]:
+    """The failure scenario started in a background thread, once the reference exists (it copies from
+    it); returns the pool and its future."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    return pool, pool.submit(kill_crash_and_resume, small_corpus, tmp_path_factory.mktemp("failures"), reference)
+
+
+STAGE_LINE = re.compile(r"^\s+(\w+)\s+(ran|skipped|disabled)\s+[\d.]+s\s", re.M)
+"""A stage's report line in ``mixweave run``'s output (``cli/common.print_reports``)."""
+
+
+def stage_statuses(output: str) -> dict[str, str]:
+    """Stage name -> status from a ``mixweave run``'s output."""
+    return dict(STAGE_LINE.findall(output))

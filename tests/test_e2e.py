@@ -6,19 +6,19 @@ sha256 lists of their manifests against the session's ``reference`` run of that 
 (``small_runs``: 90 small documents, every stage in process, no Spark job). Crash scenarios start
 from a copy of the reference's stages before the one they break. The cluster scenario (spark-submit
 onto a standalone master and a one-core worker) runs ingest, embed, knn, dedup, order and pack on
-their Spark paths (``ON_SPARK_INGEST``, ``DISTRIBUTED_ORDER``): ingest and embed are compared with the
-reference's, the later stages with the session's ``distributed_run`` (the same settings on local[2],
-in process). The failure scenario (every stage in process, no java on PATH) kills a run while it
-embeds, crashes its rerun by injected fault before pack commits, and resumes it.
+their Spark paths (``ON_SPARK_INGEST``, ``DISTRIBUTED_ORDER``): its ingest, count and embed are compared
+with the reference's here; its knn, dedup, order and pack with the in-process path on the same inputs
+by tests/test_jobs_knn.py, test_jobs_order.py and test_jobs_pack.py (the run is conftest's
+``distributed_run``). The failure scenario (every stage in process, no java on PATH) kills a run while
+it embeds, crashes its rerun by injected fault before pack commits, and resumes it.
 
-The scenarios are independent processes: the session fixture ``e2e_scenarios`` (tests/conftest.py)
-starts them all when the session starts and these tests, ordered last, each wait for their own and
-check it: the suite waits for the slowest scenario, and the other tests run meanwhile.
+The scenarios are independent processes: tests/conftest.py starts them all with the first test that
+uses a shared run and these tests, ordered last, each wait for their own and check it: the suite
+waits for the slowest scenario, and the other tests run meanwhile.
 """
 
 from __future__ import annotations
 
-import json
 import signal
 
 import pytest
@@ -34,25 +34,22 @@ def scenarios(e2e_scenarios):
     return e2e_scenarios
 
 
-def assert_spark_paths_equal(out, reference, distributed_run) -> None:
-    """A scenario run with ``DISTRIBUTED_ORDER``: ingest, count and embed (on Spark; the reference's in
-    process) equal the reference's, and
-    knn, dedup, order, pack (every source on its Spark path) and mix equal ``distributed_run``'s
-    (local[2], in process, the same order settings)."""
-    assert json.loads((out.parent / "c.yaml").read_text())["order"] == distributed_run.order
-    got, ref, dist = fingerprints(out), fingerprints(reference), fingerprints(distributed_run.out)
+def assert_spark_paths(out, reference) -> None:
+    """A scenario run with ``ON_SPARK_INGEST`` and ``DISTRIBUTED_ORDER``: ingest, count and embed (on
+    Spark; the reference's in process) equal the reference's, and every source of order and pack took
+    its Spark path (their bytes against the in-process path: tests/test_jobs_order.py, test_jobs_pack.py)."""
+    got, ref = fingerprints(out), fingerprints(reference)
     first = STAGES.index("knn")
     assert {s: got[s] for s in STAGES[:first]} == {s: ref[s] for s in STAGES[:first]}
-    assert {s: got[s] for s in STAGES[first:]} == {s: dist[s] for s in STAGES[first:]}
     assert read_manifest(out / "ingest")["path"] == "spark" and read_manifest(reference / "ingest")["path"] == "in_process"
     assert read_manifest(out / "embed")["path"] == "spark" and read_manifest(reference / "embed")["path"] == "in_process"
+    assert {e["path"] for e in read_manifest(out / "knn")["knn"].values()} == {"spark"}
     assert {e["path"] for e in read_manifest(out / "order")["order"].values()} == {"spark"}
     assert {e["path"] for e in read_manifest(out / "pack")["windows"]["sources"].values()} == {"spark"}
-    assert (out / "mix/mixture.json").read_bytes() == (distributed_run.out / "mix/mixture.json").read_bytes()
 
 
 # ------------------------------------------------------------------------------------------ tests
-def test_spark_submit_master_wins_and_one_task_slot_equals_local2(scenarios, distributed_run):
+def test_spark_submit_master_and_conf_win(scenarios):
     run = scenarios.cluster.result()
     assert run.master_started, "the Spark master did not start: " + run.log
     assert run.result.returncode == 0, run.result.stderr[-3000:] + run.log
@@ -64,16 +61,16 @@ def test_spark_submit_master_wins_and_one_task_slot_equals_local2(scenarios, dis
     assert any(f"shuffle partitions={SUBMIT_SHUFFLE_PARTITIONS}" in line for line in ours), "\n".join(ours)[-3000:]
     assert ingest["counts"]["n_docs"] > 0 and ingest["counts"]["input_equals_kept_plus_quarantined"]
     assert "report:" in run.result.stdout and (run.out / "report.html").is_file()
-    assert_spark_paths_equal(run.out, scenarios.reference, distributed_run)
+    assert_spark_paths(run.out, scenarios.reference)
 
 
-def test_standalone_cluster_equals_local(scenarios, distributed_run):
+def test_standalone_cluster_equals_local(scenarios):
     run = scenarios.cluster.result()
     assert run.master_started, "the Spark master did not start: " + run.log
     assert run.result.returncode == 0, run.result.stderr[-3000:] + run.log
     assert run.one_core_executor, run.log  # the worker launched the executor that ran the tasks, with one core
     assert read_manifest(run.out / "ingest")["spark_master"].startswith("spark://")
-    assert_spark_paths_equal(run.out, scenarios.reference, distributed_run)
+    assert_spark_paths(run.out, scenarios.reference)
 
 
 def test_sigkill_mid_run_then_rerun_redoes_only_the_killed_stage(scenarios):

@@ -2,7 +2,7 @@
 to ``spark.concurrent_sources`` threads, the others in the calling thread; results come back in source
 order whatever order they finish in, and the first failing source's error is raised once all stopped.
 The stages on real Spark jobs: tests/test_jobs_knn.py (``distributed_run``'s three sources in flight
-together, every stage's bytes equal to the in-process path)."""
+together on a one-core cluster, every stage's bytes equal to the in-process path)."""
 
 from __future__ import annotations
 

@@ -205,8 +205,8 @@ def test_spark_long_docs_split_equals_the_in_process_phase_pack(spark, ingested,
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_distributed_pipeline_run_exports_multi_file_packs(distributed_run, tmp_path):
-    """The shared ``distributed_run`` (tests/conftest.py: a copy of the small reference run re-run
-    from knn with ``distributed_min_docs: 0`` and 3 windows a file): the Spark pack equals the
+    """The shared ``distributed_run`` (tests/conftest.py: the small corpus spark-submitted onto a one-core
+    standalone cluster with ``distributed_min_docs: 0`` and 3 windows a file): the Spark pack equals the
     in-process pack stage on the same order (every file, byte for byte), and its Megatron, OLMo and
     MDS exports, several files a source, read back token-exact with each trainer's own library."""
     import json
