@@ -315,8 +315,9 @@ def clean_stale_temporaries(parent: Path, name: str) -> None:
 def atomic_folder(final: str | os.PathLike, *, require: str | None = None) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces ``final`` in one rename.
 
-    The one place in mixweave that renames a folder into place (stage artifacts, nested export
-    folders, trainer checkpoints). ``require``: a file the folder must hold before it is committed
+    The one place in mixweave that renames an artifact folder into place (stage artifacts, nested
+    export folders, trainer checkpoints; the encoder-export cache, whose concurrent builders race and
+    keep the first, renames its own: ``retrieval/encoder_backends.py``). ``require``: a file the folder must hold before it is committed
     (a stage's manifest). On an exception the temporary folder is removed and ``final`` is untouched.
     Cost: two renames and, when ``final`` existed, one ``rmtree`` of the old copy.
     """
