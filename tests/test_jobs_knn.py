@@ -1,5 +1,6 @@
 """The Spark kNN join equals the in-process join shard for shard, whatever the tasks; the knn stage's
-distributed path on the fixture corpus."""
+distributed path on the fixture corpus (the exact join on the cluster scenario's run, the IVF join on
+the small runs' reference)."""
 
 from __future__ import annotations
 
@@ -72,9 +73,7 @@ def test_knn_stage_distributed_path_on_the_fixture(small_runs, distributed_run, 
     the same inputs with ``distributed_min_docs: 0``, spark-submitted onto a one-core standalone
     cluster): knn ran on Spark (its embeddings equal the reference's: tests/test_e2e.py), dedup read its
     shards."""
-    from mixweave.data.artifacts import load_embeddings, load_keep, load_knn
-    from mixweave.pipeline.runner import run_stages
-    from mixweave.pipeline.stages import build_stages
+    from mixweave.data.artifacts import load_keep, load_knn
 
     out = distributed_run.out
     reports = distributed_run.reports
@@ -95,14 +94,27 @@ def test_knn_stage_distributed_path_on_the_fixture(small_runs, distributed_run, 
         assert np.array_equal(I, I_local) and np.abs(D - D_local).max() <= 1e-6
         assert np.array_equal(load_keep(out / "dedup", source), load_keep(small_runs.reference / "dedup", source))
 
-    # the IVF join through the stage (its own folder; ingest and embed are reused)
-    config = distributed_run.config_for(order={**distributed_run.order, "knn_method": "ivf", "ivf_nlist": 3, "ivf_nprobe": 2})
-    reports = run_stages(build_stages(), config, wanted=["knn"], overrides={"knn": tmp_path / "knn_ivf"})
+
+def test_knn_stage_ivf_join_on_the_reference(spark, small_runs, tmp_path):
+    """The knn stage's IVF join as a Spark job (``distributed_min_docs: 0``) on the small runs'
+    reference, its ingest and embed reused through ``overrides`` (skipped): the in-process IVF join's
+    neighbours and sampled recall, source by source."""
+    from mixweave.data.artifacts import load_embeddings, load_knn
+    from mixweave.pipeline.runner import run_stages
+    from mixweave.pipeline.stages import build_stages
+
+    reference = small_runs.reference
+    order = {**small_runs.config_data(reference, small_runs.globs)["order"], "distributed_min_docs": 0,
+             "knn_method": "ivf", "ivf_nlist": 3, "ivf_nprobe": 2}
+    config = small_runs.config(tmp_path / "run", small_runs.globs, order=order)
+    reports = run_stages(build_stages(), config, wanted=["knn"],
+                         overrides={"ingest": reference / "ingest", "embed": reference / "embed", "knn": tmp_path / "knn_ivf"})
     assert {r.name: r.status for r in reports} == {"ingest": "skipped", "embed": "skipped", "knn": "ran"}
     manifest = json.loads((tmp_path / "knn_ivf" / "_manifest.json").read_text())
+    assert sorted(manifest["knn"]) == ["books", "code", "web"]
     for source, entry in manifest["knn"].items():
         assert (entry["path"], entry["method"], entry["nlist"], entry["nprobe"]) == ("spark", "ivf_join", 3, 2)
-        X = load_embeddings(out / "embed", source)
+        X = load_embeddings(reference / "embed", source)
         I_ref, D_ref = ivf_join_knn(X, 4, nlist=3, nprobe=2, seed=5)
         I, D = load_knn(tmp_path / "knn_ivf", source)
         assert np.array_equal(I, I_ref) and np.array_equal(D, D_ref)
