@@ -63,11 +63,6 @@ class KnnGraph:
         """Distinct neighbours per document (int64 [N])."""
         return np.diff(self.indptr)
 
-    def edge_keys(self) -> np.ndarray:
-        """Sorted int64 keys ``u * N + v`` of all directed adjacencies (for vectorised lookups)."""
-        rows = np.repeat(np.arange(self.n, dtype=np.int64), self.degree)
-        return np.sort(rows * self.n + self.indices)
-
 
 def build_graph(I: np.ndarray, D: np.ndarray) -> KnnGraph:
     """Symmetrised, de-duplicated kNN graph (see module docstring) as CSR."""
