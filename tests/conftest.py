@@ -240,9 +240,12 @@ def uses_shared_runs(test_file: Path) -> bool:
     return re.search(r"\b(" + "|".join(sorted(SHARED_RUNS)) + r")\b", Path(test_file).read_text()) is not None
 
 
-SHARED_UNITS = {"test_encoder_backends.py": "encoder_backends", "test_openvino_bf16.py": "encoder_backends"}
+SHARED_UNITS = {"test_encoder_backends.py": "encoder_backends", "test_openvino_bf16.py": "encoder_backends",
+                "test_export.py": "shared_runs"}
 """Files without Spark that share session fixtures (``backend_embeddings``): one xdist unit, so one worker
-computes each."""
+computes each. tests/test_export.py joins the shared runs' unit: it reads exports with the trainers'
+libraries, as the shared runs' export tests do, and their imports cost more than its tests (Megatron-Core
+~3.3 CPU-s over torch, OLMo-core ~1.6, MosaicML Streaming ~1.0), paid once in one worker instead of in both."""
 
 
 @functools.lru_cache(maxsize=None)
