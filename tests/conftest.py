@@ -288,9 +288,10 @@ def pytest_xdist_make_scheduler(config, log):
 
 def pytest_collection_modifyitems(config, items):
     """tests/test_e2e.py and the tests that use ``distributed_run`` run last: their scenarios started with
-    the shared runs (``cluster_run``, ``e2e_scenarios``); before them, the files that use Spark (:func:`uses_spark`) run first, back to back, so a worker's Spark session
-    and Python workers stay warm instead of idling (Spark kills Python workers idle for 60 s) between
-    files that need no Spark. The sort is stable: inside each group files and tests keep their order."""
+    the shared runs (``cluster_run``, ``e2e_scenarios``); before them, the files that use Spark
+    (:func:`uses_spark`) run first, back to back, so a worker's Spark session and Python workers stay
+    warm instead of idling (Spark kills Python workers idle for 60 s) between files that need no Spark.
+    The sort is stable: inside each group files and tests keep their order."""
     items.sort(key=lambda item: (item.path.name == "test_e2e.py" or "distributed_run" in getattr(item, "fixturenames", ()),
                                  not uses_spark(item.path)))
     missed = sorted({item.path.name for item in items if SHARED_RUNS & set(getattr(item, "fixturenames", ()))
@@ -326,10 +327,9 @@ def _e2e_scenarios_start_with_the_shared_runs(request, _scenarios_wanted):
     start with the first test that uses a shared run (in the worker that has them, under xdist)
     instead of when the tests that check them come, so the other tests run meanwhile: alone, the suite
     leaves much of the two cores idle (Spark start-ups, subprocesses, waits)."""
-    cluster, e2e = _scenarios_wanted
-    if (cluster or e2e) and SHARED_RUNS & set(request.fixturenames):
-        if cluster:
-            request.getfixturevalue("cluster_run")
+    cluster, e2e = _scenarios_wanted  # e2e implies cluster
+    if cluster and SHARED_RUNS & set(request.fixturenames):
+        request.getfixturevalue("cluster_run")
         if e2e:
             request.getfixturevalue("e2e_scenarios")
 

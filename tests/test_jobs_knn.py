@@ -68,7 +68,7 @@ def test_spark_join_equals_in_process_on_any_number_of_tasks(spark, tmp_path):
 
 
 @pytest.mark.timeout(900)  # waits for the cluster scenario when run alone
-def test_knn_stage_distributed_path_on_the_fixture(small_runs, distributed_run, tmp_path):
+def test_knn_stage_distributed_path_on_the_fixture(small_runs, distributed_run):
     """The small runs' reference (in process) against the shared ``distributed_run`` (tests/conftest.py:
     the same inputs with ``distributed_min_docs: 0``, spark-submitted onto a one-core standalone
     cluster): knn ran on Spark (its embeddings equal the reference's: tests/test_e2e.py), dedup read its

@@ -317,8 +317,8 @@ def atomic_folder(final: str | os.PathLike, *, require: str | None = None) -> It
 
     The one place in mixweave that renames an artifact folder into place (stage artifacts, nested
     export folders, trainer checkpoints; the encoder-export cache, whose concurrent builders race and
-    keep the first, renames its own: ``retrieval/encoder_backends.py``). ``require``: a file the folder must hold before it is committed
-    (a stage's manifest). On an exception the temporary folder is removed and ``final`` is untouched.
+    keep the first, renames its own: ``retrieval/encoder_backends.py``). ``require``: a file the folder
+    must hold before it is committed (a stage's manifest). On an exception the temporary folder is removed and ``final`` is untouched.
     Cost: two renames and, when ``final`` existed, one ``rmtree`` of the old copy.
     """
     final = Path(final)
