@@ -28,6 +28,7 @@ BENCHMARKS = {
     "icp": ("icp.py", [], True, ["--quick"]),
     "export": ("export.py", [], False, ["--tokens", "1000000", "--repeat", "1"]),
     "trainer": ("trainer.py", [], False, ["--steps", "4"]),
+    "benchmark_eval": ("benchmark_eval.py", [], False, ["--repeats", "1"]),
     "medu": ("medu.py", [], False, []),
     "worker_gc": ("worker_gc.py", [], False, ["--tasks", "50"]),
     "tokenizer": ("tokenizer_speed.py", [], False, ["--repeats", "2"]),

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from mixweave.data.tokenizer import load_tokenizer
-from mixweave.trainer.evaluate import (Example, answer_metrics, example_losses, parse_options, score_texts)
+from mixweave.trainer.evaluate import (Example, answer_metrics, example_losses, example_nll, parse_options,
+                                       score_texts)
 from mixweave.trainer.model import GPT, GPTConfig
 
 S = 64
@@ -52,6 +53,28 @@ def test_bits_per_byte_by_hand(setup):
         assert got[b]["bpb"] == pytest.approx(np.mean(vals), rel=1e-4)
         assert got[b]["n"] == len(vals) and got[b]["n_too_long"] == 0
         assert "acc" not in got[b]
+
+
+def test_batched_answer_only_scoring_equals_one_forward_pass_per_example(setup):
+    """example_nll runs the LM head on the answer positions only (GPT.scored_nll), over padded batches
+    sorted by length: its sums and counts equal the brute force's full-logits pass on each example alone."""
+    _, model = setup
+    rng = np.random.default_rng(3)
+    examples = []
+    for _ in range(11):
+        n = int(rng.integers(2, S + 2))
+        examples.append(Example("b", "", rng.integers(0, 50257, n), int(rng.integers(1, n))))
+    sums, counts = example_nll(model, examples, torch.device("cpu"), batch_size=4)
+    for e, got, n in zip(examples, sums, counts):
+        ids = e.ids.tolist()
+        assert n == len(ids) - e.n_prompt
+        assert got == pytest.approx(-_ll(model, ids[:e.n_prompt], ids[e.n_prompt:]), rel=1e-5)
+    ids = torch.as_tensor(np.stack([e.ids[:20] for e in examples if len(e.ids) >= 20]))
+    targets = ids[:, 1:].clone()
+    targets[:, :7] = -100
+    with torch.no_grad():
+        full = model.loss(ids[:, :-1], targets, reduction="none").view(targets.shape)[:, 7:].reshape(-1)
+        assert torch.allclose(model.scored_nll(ids[:, :-1], targets), full, rtol=1e-5, atol=1e-6)
 
 
 def test_too_long_answer_is_counted_not_truncated(setup):

@@ -8,7 +8,8 @@ when the answer is empty). Long examples keep the answer and as much prompt as f
 truncation). A benchmark's loss is the mean over its examples; ``sem`` is the standard error of
 that mean (what the ablation utility reports as std).
 
-Cost: one forward pass per example batch; examples are sorted by length to limit padding.
+Cost: one forward pass per example batch (examples sorted by length to limit padding); the LM head
+and its softmax run on the answer tokens only (``GPT.scored_nll``), not on the prompt's.
 
 :func:`answer_metrics` (the study's benchmark metrics) scores the same records two more ways:
 
@@ -119,10 +120,11 @@ def example_nll(model, examples: list[Example], device: torch.device, batch_size
             tgt[row, examples[i].n_prompt - 1:n] = ids[examples[i].n_prompt:]
         inp, tgt = inp.to(device), tgt.to(device)
         with autocast() if autocast else _null():
-            nll = model.loss(inp, tgt, reduction="none").view(len(idx), width)
-        mask = (tgt != -100).float()
-        sums[idx] = (nll.float() * mask).sum(1).double().cpu().numpy()
-        counts[idx] = mask.sum(1).long().cpu().numpy()
+            nll = model.scored_nll(inp, tgt)  # the LM head on the answer positions only
+        rows = (tgt != -100).nonzero()[:, 0]
+        sums[idx] = torch.zeros(len(idx), dtype=torch.float64, device=nll.device).index_add_(
+            0, rows, nll.double()).cpu().numpy()
+        counts[idx] = torch.bincount(rows, minlength=len(idx)).cpu().numpy()
     model.train()
     return sums, counts
 

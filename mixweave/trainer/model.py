@@ -112,19 +112,33 @@ class GPT(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, std=0.02)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, T, padded_vocab]`` for token ids ``[B, T]`` (T <= seq_len + 1)."""
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        """The final normed hidden states ``[B, T, d_model]`` for token ids ``[B, T]`` (T <= seq_len + 1)."""
         t = idx.shape[1]
         cos, sin = self.rope_cos[:t], self.rope_sin[:t]
         x = self.wte(idx)
         for block in self.blocks:
             x = block(x, cos, sin)
-        return F.linear(self.norm(x), self.wte.weight)
+        return self.norm(x)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, T, padded_vocab]`` for token ids ``[B, T]`` (T <= seq_len + 1)."""
+        return F.linear(self.hidden(idx), self.wte.weight)
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         logits = self(idx)
         return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), reduction=reduction,
                                ignore_index=-100)
+
+    def scored_nll(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Next-token NLL ``[n]`` (float32) at the ``n`` positions whose target is not -100, in row-major
+        order. The tied LM head (``d_model x padded_vocab`` per position, most of a small model's FLOPs and
+        a ``[B, T, vocab]`` logits tensor) runs on those positions only: scoring a short answer after a
+        long prompt costs the answer's positions, not the window's. Equals ``loss(idx, targets,
+        reduction="none")`` at those positions up to float rounding."""
+        keep = targets != -100
+        logits = F.linear(self.hidden(idx)[keep], self.wte.weight)
+        return F.cross_entropy(logits.float(), targets[keep], reduction="none")
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
