@@ -51,3 +51,19 @@ def test_end_to_end_icp_beats_random_order():
     assert m["adjacent_window_centroid_cosine_shuffled"] < m["adjacent_window_centroid_cosine_stream"]
     with pytest.raises(InputError):
         order_metrics(Xk, order[:-1], Ik, Dk)
+
+
+def test_random_pair_cosines_from_the_gram_matrix_equal_the_gathered_pairs(monkeypatch):
+    """Small inputs read the pairs from X @ X.T; the row gather (the large-input path) is the reference."""
+    import mixweave.retrieval.metrics as metrics
+
+    rng = np.random.default_rng(0)
+    for n in (2, 31, 700):
+        X = rng.standard_normal((n, 48)).astype(np.float32)
+        X /= np.linalg.norm(X, axis=1, keepdims=True)
+        fast = metrics.random_pair_cosines(X, n_pairs=5000, seed=n)
+        monkeypatch.setattr(metrics, "GRAM_MAX_ROWS", 0)
+        gathered = metrics.random_pair_cosines(X, n_pairs=5000, seed=n)
+        monkeypatch.undo()
+        assert fast.dtype == gathered.dtype == np.float32 and fast.shape == (5000,)
+        np.testing.assert_allclose(fast, gathered, atol=1e-6, rtol=0)
