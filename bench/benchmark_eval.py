@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from mixweave.data.tokenizer import load_tokenizer
-from mixweave.trainer.evaluate import Example, example_nll, parse_options, score_texts
+from mixweave.trainer.evaluate import Example, example_nll, padded_batches, parse_options, score_texts
 from mixweave.trainer.model import GPT, GPTConfig
 
 RECORDS = Path(__file__).resolve().parent.parent / "tests" / "data" / "corpus" / "benchmarks.jsonl"
@@ -28,19 +28,10 @@ RECORDS = Path(__file__).resolve().parent.parent / "tests" / "data" / "corpus" /
 
 @torch.no_grad()
 def full_logits_nll(model, examples, batch_size: int = 16) -> np.ndarray:
-    """The previous path: logits and cross-entropy on every position of the padded batch, masked after."""
+    """The previous path: logits and cross-entropy on every position of the same padded batches, masked after."""
     sums = np.zeros(len(examples))
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].ids))
-    for lo in range(0, len(order), batch_size):
-        idx = order[lo:lo + batch_size]
-        width = max(len(examples[i].ids) for i in idx) - 1
-        inp = torch.zeros((len(idx), width), dtype=torch.long)
-        tgt = torch.full((len(idx), width), -100, dtype=torch.long)
-        for row, i in enumerate(idx):
-            ids = torch.from_numpy(examples[i].ids)
-            inp[row, :len(ids) - 1] = ids[:-1]
-            tgt[row, examples[i].n_prompt - 1:len(ids) - 1] = ids[examples[i].n_prompt:]
-        nll = model.loss(inp, tgt, reduction="none").view(len(idx), width)
+    for idx, inp, tgt in padded_batches(examples, batch_size):
+        nll = model.loss(inp, tgt, reduction="none").view(tgt.shape)
         sums[idx] = (nll.float() * (tgt != -100).float()).sum(1).double().numpy()
     return sums
 

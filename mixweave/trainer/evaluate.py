@@ -100,13 +100,10 @@ def tokenize_examples(records: Iterable[Mapping[str, Any]], tokenizer, max_len: 
     return out
 
 
-@torch.no_grad()
-def example_nll(model, examples: list[Example], device: torch.device, batch_size: int = 16,
-                autocast: Any = None) -> tuple[np.ndarray, np.ndarray]:
-    """(summed answer-token NLL in nats, number of answer tokens) of each example."""
-    model.eval()
-    sums = np.zeros(len(examples))
-    counts = np.zeros(len(examples), dtype=np.int64)
+def padded_batches(examples: list[Example], batch_size: int):
+    """``(idx, inputs, targets)`` per batch of ``examples`` sorted by length: ``idx`` the examples' indices,
+    ``inputs`` ``[b, width]`` token ids (zero padded), ``targets`` the next tokens at the answer positions
+    and -100 elsewhere (prompt and padding)."""
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].ids))
     for lo in range(0, len(order), batch_size):
         idx = order[lo:lo + batch_size]
@@ -118,6 +115,17 @@ def example_nll(model, examples: list[Example], device: torch.device, batch_size
             n = len(ids) - 1
             inp[row, :n] = ids[:-1]
             tgt[row, examples[i].n_prompt - 1:n] = ids[examples[i].n_prompt:]
+        yield idx, inp, tgt
+
+
+@torch.no_grad()
+def example_nll(model, examples: list[Example], device: torch.device, batch_size: int = 16,
+                autocast: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """(summed answer-token NLL in nats, number of answer tokens) of each example."""
+    model.eval()
+    sums = np.zeros(len(examples))
+    counts = np.zeros(len(examples), dtype=np.int64)
+    for idx, inp, tgt in padded_batches(examples, batch_size):
         inp, tgt = inp.to(device), tgt.to(device)
         with autocast() if autocast else _null():
             nll = model.scored_nll(inp, tgt)  # the LM head on the answer positions only
