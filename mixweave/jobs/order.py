@@ -624,6 +624,8 @@ def _sharded_metrics(res: dict, rank_order: np.ndarray, rows_reader: EmbedRows, 
     random-pair sample (the same pairs as ``random_pair_cosines``): means, path objective, jump rate
     and segments are exact (up to float summation order); quantiles come from the histogram; the
     random-order figures are estimates from the pairs."""
+    from mixweave.retrieval.metrics import random_pairs
+
     firsts = np.asarray(res["first"], np.int64)[rank_order]
     lasts = np.asarray(res["last"], np.int64)[rank_order]
     a, b = lasts[:-1], firsts[1:]
@@ -646,10 +648,8 @@ def _sharded_metrics(res: dict, rank_order: np.ndarray, rows_reader: EmbedRows, 
     seg = _merge_segments(res, rank_order, bound_edge)
     nn_count = int(np.sum(res["nn_count"]))
     ceiling = float(np.sum(res["nn_sum"]) / nn_count) if nn_count else 0.0
-    # random pairs: exactly random_pair_cosines' draw over the kept numbering
-    rng = np.random.default_rng(seed)
-    pa_ = rng.integers(0, n, RANDOM_PAIRS)
-    pb_ = (pa_ + rng.integers(1, max(n, 2), RANDOM_PAIRS)) % n
+    # random pairs: random_pair_cosines' draw over the kept numbering
+    pa_, pb_ = random_pairs(n, RANDOM_PAIRS, seed)
     uniq, inverse = np.unique(np.r_[pa_, pb_], return_inverse=True)
     g = kept.to_global(uniq)
     X = rows_reader.take(g)

@@ -45,17 +45,21 @@ GRAM_MAX_ROWS = 2048
 """Up to this many rows :func:`random_pair_cosines` reads the pairs from the Gram matrix (16 MiB at most)."""
 
 
+def random_pairs(n: int, n_pairs: int = 20_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n_pairs`` seeded random pairs ``(a, b)`` of distinct row indices below ``n`` (``a != b`` when n > 1)."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, n, n_pairs)
+    return a, (a + rng.integers(1, max(n, 2), n_pairs)) % n
+
+
 def random_pair_cosines(X: np.ndarray, n_pairs: int = 20_000, seed: int = 0) -> np.ndarray:
     """Cosines of ``n_pairs`` random distinct pairs (a seeded baseline distribution).
 
     Up to :data:`GRAM_MAX_ROWS` rows the cosines are read from ``X @ X.T`` (one GEMM over ``n^2`` entries)
     instead of gathering ``2 x n_pairs`` rows of ``X`` (~60 MB at d=384; 10-25x slower for a source of
     tens to hundreds of documents): the same pairs, equal to float rounding (~1e-7)."""
-    rng = np.random.default_rng(seed)
-    n = X.shape[0]
-    a = rng.integers(0, n, n_pairs)
-    b = (a + rng.integers(1, max(n, 2), n_pairs)) % n
-    if n <= GRAM_MAX_ROWS:
+    a, b = random_pairs(X.shape[0], n_pairs, seed)
+    if X.shape[0] <= GRAM_MAX_ROWS:
         return (X @ X.T)[a, b].astype(np.float32)
     return np.einsum("ij,ij->i", X[a], X[b]).astype(np.float32)
 
