@@ -83,13 +83,13 @@ def corpus_dir() -> Path:
 @pytest.fixture(scope="session")
 def backend_embeddings():
     """``backend -> float32 [72, 384]``: tests/test_encoder_backends.py's 72 fixture documents embedded by
-    one encoder backend (128 tokens, batches of 16, one thread), once per backend in a worker. The torch
+    one encoder backend (``MAX_TOKENS`` tokens, batches of 16, one thread), once per backend in a worker. The torch
     reference and OpenVINO f32 serve tests/test_encoder_backends.py and tests/test_openvino_bf16.py (one
     xdist unit, :data:`SHARED_UNITS`); the encoders are ``load_encoder``'s cached ones."""
     import torch
 
     from mixweave.retrieval.encoders import embed_texts, load_encoder
-    from tests.test_encoder_backends import TEXTS
+    from tests.test_encoder_backends import MAX_TOKENS, TEXTS
 
     done: dict = {}
 
@@ -100,7 +100,7 @@ def backend_embeddings():
             try:
                 enc = load_encoder("default", "cpu", backend="torch") if backend == "torch" else \
                     load_encoder("default", "cpu", backend=backend, threads=1)
-                done[backend] = embed_texts(enc, TEXTS, max_tokens=128, batch_size=16)
+                done[backend] = embed_texts(enc, TEXTS, max_tokens=MAX_TOKENS, batch_size=16)
             finally:
                 torch.set_num_threads(before)
         return done[backend]

@@ -16,7 +16,7 @@ from mixweave.data.schema import DOCS_SCHEMA
 pytestmark = pytest.mark.spark
 
 ROW_GROUP = 7  # several units per file, several tasks
-MAX_TOKENS = 128  # the claims do not depend on it (the clamp of the default 510: tests/test_retrieval_encoders.py)
+MAX_TOKENS = 32  # the claims do not depend on it (the clamp of the default 510: tests/test_retrieval_encoders.py)
 
 
 def real_texts(corpus_dir: Path, source: str, n: int) -> list[dict]:

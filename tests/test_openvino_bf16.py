@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 from mixweave.errors import InputError  # noqa: E402
 from mixweave.retrieval import encoder_backends as eb  # noqa: E402
 from mixweave.retrieval.encoders import embed_texts, encoder_backend, load_encoder  # noqa: E402
-from tests.test_encoder_backends import SHORT, TEXTS, recall_at, reference  # noqa: E402,F401
+from tests.test_encoder_backends import MAX_TOKENS, SHORT, TEXTS, recall_at, reference  # noqa: E402,F401
 
 needs_bf16 = pytest.mark.skipif(not eb.cpu_has_bf16(), reason="this CPU has no bf16 instructions")
 
@@ -28,7 +28,7 @@ needs_bf16 = pytest.mark.skipif(not eb.cpu_has_bf16(), reason="this CPU has no b
 def test_bf16_is_close_to_torch_and_really_bf16(reference, backend_embeddings):  # noqa: F811
     enc = load_encoder("default", "cpu", backend="openvino-bf16", threads=1)
     assert encoder_backend(enc) == "openvino-bf16" and enc.key == eb.export_key(enc.model_dir, "openvino")
-    E = embed_texts(enc, TEXTS, max_tokens=128, batch_size=16)
+    E = embed_texts(enc, TEXTS, max_tokens=MAX_TOKENS, batch_size=16)
     assert E.dtype == np.float32 and E.shape == reference.shape
     cos = (E * reference).sum(1)
     assert cos.min() >= 0.999, cos.min()
@@ -43,9 +43,9 @@ def test_bf16_is_reproducible_across_threads_and_batches():
     one = load_encoder("default", "cpu", backend="openvino-bf16", threads=1)
     two = load_encoder("default", "cpu", backend="openvino-bf16", threads=2)
     texts = SHORT + TEXTS[:10]
-    a = embed_texts(one, texts, max_tokens=128, batch_size=4)
-    assert np.array_equal(a, embed_texts(two, texts, max_tokens=128, batch_size=4))
-    one_by_one = np.stack([embed_texts(one, [t], max_tokens=128)[0] for t in texts])
+    a = embed_texts(one, texts, max_tokens=MAX_TOKENS, batch_size=4)
+    assert np.array_equal(a, embed_texts(two, texts, max_tokens=MAX_TOKENS, batch_size=4))
+    one_by_one = np.stack([embed_texts(one, [t], max_tokens=MAX_TOKENS)[0] for t in texts])
     np.testing.assert_allclose(a, one_by_one, atol=2e-5)  # padding-independent
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
     assert a[0] @ a[1] > a[0] @ a[2]  # cat ~ kitten, not revenue
