@@ -342,9 +342,9 @@ def full_config(out: Path, **extra):
     sources = {d.name: {"paths": [str(d / "*.jsonl")]} for d in sorted(CORPUS.iterdir()) if d.is_dir()}
     data = {
         "out": str(out), "seed": 3, "sources": sources,
-        "order": {"k": 8, "seq_len": FULL_SEQ_LEN, "max_tokens": 64, "batch_size": 64, "shard_rows": 16},
+        "order": {"k": 8, "seq_len": FULL_SEQ_LEN, "max_tokens": 32, "batch_size": 64, "shard_rows": 16},
         "benchmarks": str(CORPUS / "benchmarks.jsonl"),
-        "utility": {"method": "embedding", "per_source": 8, "max_tokens": 64},
+        "utility": {"method": "embedding", "per_source": 8, "max_tokens": 32},
         "mix": {"method": "utilimax", "max_epochs": 4},
         "export": {"formats": ["megatron", "mds"]},
         # 2 held-out windows a source for the final per-source eval (default 16: 9 x 16 windows of
