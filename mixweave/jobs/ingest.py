@@ -203,9 +203,11 @@ def run_ingest(
     file_table = pa.Table.from_pylist(files, schema=FILE_SCHEMA)
     files_df = spark.createDataFrame(file_table.to_pandas()).repartition(n_tasks, "file_index")
 
+    # one cached copy: ``marked`` (every record, duplicates re-labelled), built by the first action below;
+    # the parse runs once and every later action reads that cache
     records = files_df.mapInArrow(
         _read_partition(tokenizer_path, tokenizer_pattern, max_doc_bytes), spark_schema(RECORD_SCHEMA)
-    ).persist()
+    )
     first = Window.partitionBy("source", "doc_id").orderBy("file_index", "record_index")
     marked = (
         records.withColumn("_rank", F.when(F.col("kind") == "doc", F.row_number().over(first)).otherwise(F.lit(1)))
@@ -220,7 +222,7 @@ def run_ingest(
         .drop("_rank")
     ).persist()
 
-    input_counts = {r["source"]: r["count"] for r in records.groupBy("source").count().collect()}
+    input_counts = {r["source"]: r["count"] for r in marked.groupBy("source").count().collect()}  # = records
     doc_bytes = {
         r["source"]: int(r["b"] or 0)
         for r in marked.where("kind = 'doc'").groupBy("source").agg(F.sum("n_bytes").alias("b")).collect()
@@ -236,7 +238,6 @@ def run_ingest(
     quarantined = marked.where("kind = 'quarantine'").withColumn("bucket", F.lit(0))
     written_q = quarantined.groupBy("source", "bucket").applyInArrow(_write_group(out_root, "quarantine"), spark_schema(WRITTEN_SCHEMA))
     written = written_docs.unionByName(written_q).collect()
-    records.unpersist()
     marked.unpersist()
 
     return _stats(sources, input_counts, [r.asDict() for r in written], files, started)
