@@ -58,7 +58,7 @@ ON_SPARK_INGEST = {"distributed_min_mb": 0}
 process), so the cluster's bytes are checked against the in-process ingest's."""
 
 
-SUBMIT_SHUFFLE_PARTITIONS = 3
+SUBMIT_SHUFFLE_PARTITIONS = 2
 """spark-submit's ``--conf spark.sql.shuffle.partitions`` in the cluster scenario: it must win over
 mixweave's default (8), as ``--master`` wins over the config's master, and change no byte."""
 
