@@ -29,6 +29,7 @@ Tests must not change these folders (copy them, or write through ``overrides`` t
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import os
 import re
@@ -288,6 +289,15 @@ def pytest_xdist_make_scheduler(config, log):
             return SHARED_UNITS.get(file.name) or str(file.relative_to(config.rootpath))
 
     return SharedRunsTogether(config, log)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """Once pytest is done in this process (after pytest's own last garbage collections, which surface
+    unraisable exceptions): ``gc.freeze()``, so the interpreter's exit does not walk the ~900k objects
+    an xdist worker holds by then (torch, transformers, Spark's py4j, ...) in its final collection.
+    Both workers spent ~3 s with both cores busy in that exit after their last test."""
+    gc.freeze()
 
 
 def pytest_collection_modifyitems(config, items):
