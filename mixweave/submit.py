@@ -16,6 +16,6 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--path"]:
         print(os.path.abspath(__file__))
         sys.exit(0)
-    from mixweave.cli import main
+    from mixweave.cli import console_main
 
-    main(sys.argv[1:])
+    console_main()  # main() on sys.argv[1:], then gc.freeze() before the exit

@@ -1,5 +1,5 @@
 """``python -m mixweave.cli ...`` (what the tests and spark-submit's entry file run)."""
 
-from . import main
+from . import console_main
 
-main()
+console_main()
