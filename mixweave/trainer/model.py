@@ -121,9 +121,15 @@ class GPT(nn.Module):
             x = block(x, cos, sin)
         return self.norm(x)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, T, padded_vocab]`` for token ids ``[B, T]`` (T <= seq_len + 1)."""
-        return F.linear(self.hidden(idx), self.wte.weight)
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[B, T, padded_vocab]`` for token ids ``[B, T]`` (T <= seq_len + 1); with ``targets``
+        ``[B, T]``, their mean next-token cross-entropy (fp32) instead. Inside ``forward`` the loss is
+        compiled with the model (the trainer compiles ``forward``), so the head's ``[B, T, V]`` fp32
+        upcast, log-softmax and their backward fuse rather than each crossing memory in eager kernels."""
+        logits = F.linear(self.hidden(idx), self.wte.weight)
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1))
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         logits = self(idx)

@@ -537,9 +537,8 @@ def _losses_to_host(pending: list[torch.Tensor]) -> list[float]:
 
 
 def _loss(model, batch: torch.Tensor) -> torch.Tensor:
-    """Next-token loss through ``model``'s forward (so DDP hooks and torch.compile apply)."""
-    logits = model(batch[:, :-1])
-    return torch.nn.functional.cross_entropy(logits.float().view(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+    """Next-token loss through ``model``'s forward (so DDP hooks and torch.compile apply, to the loss too)."""
+    return model(batch[:, :-1], batch[:, 1:])
 
 
 def _eval_line(ev: dict) -> str:
