@@ -282,10 +282,11 @@ PAPER_TRAVERSAL_CPU_H = 12 * 20
 """The paper's graph traversal: 12 h on 20 CPUs (icp.md, "Compute reported per stage")."""
 PAPER_SEARCH_GPU_H = 6 * 32
 """The paper's kNN search: 6 h over 32 GPUs (icp.md)."""
-GPU_EMBED_DOCS_PER_S = 14_200
-"""ASSUMPTION, not measured here: all-MiniLM-L6-v2 encodes 14,200 sentences/s on one V100 (the
-sentence-transformers pretrained-models table, sbert.net, "Speed" column). Documents of
-``max_tokens`` tokens are longer than its sentences, so this is optimistic for max_tokens >= 128."""
+GPU_EMBED_DOCS_PER_S = 2_275
+"""Measured on one H200 (``bench/gpu.py``, 2026-12-04): the default encoder in torch fp32 at 128
+tokens, batch 256, 8,192 documents. Bound by tokenizing on the host (one core, not overlapped with
+the GPU), so it is per GPU only while each GPU has its own core to tokenize on. Earlier results JSONs
+used 14,200, sbert.net's V100 figure for short sentences (their ``gpu_embed_docs_per_s``)."""
 
 
 def projection(cpu_s_per_doc: dict[str, float], *, n_docs: float = PAPER_DOCS, nodes=(8, 32, 128),
@@ -654,8 +655,8 @@ def print_projection(cpu_s_per_doc: dict, args, measured_at: str) -> dict:
         print(f"{n:>6}" + "".join(f"{row['cpu_embedding_h'][s]:>9.2f}h" for s in cpu_s_per_doc)
               + f"{row['total_cpu_embedding_h']:>9.2f}h{row['gpu_embedding_h'].get('embed', 0):>9.2f}h"
               + f"{row['total_gpu_embedding_h']:>9.2f}h")
-    print(f"GPU embedding ASSUMES {args.gpu_embed_docs_per_s:,.0f} docs/s per GPU x {args.gpus_per_node} GPUs per node "
-          "(all-MiniLM-L6-v2 on a V100, sentences: sbert.net pretrained-models table; not measured here)")
+    print(f"GPU embedding at {args.gpu_embed_docs_per_s:,.0f} docs/s per GPU x {args.gpus_per_node} GPUs per node "
+          "(default: measured on one H200 at 128 tokens by bench/gpu.py, 2026-12-04; host-bound by tokenizing)")
     if "order_cpu_h" in proj:
         print(f"order (traversal incl. its Spark plumbing): {proj['order_cpu_h']:,.1f} CPU-hours projected vs the ICP "
               f"paper's 12 h on 20 CPUs = {PAPER_TRAVERSAL_CPU_H} CPU-hours for the traversal alone "

@@ -111,8 +111,9 @@ def main() -> None:
             rows = [read_windows(inputs.pack_dir, names[s])[i - ds.offsets[s]] for s, i in zip(src[sl], indices[sl])]
             torch.from_numpy(np.stack(rows).astype(np.int64))
         reread = m * b / (time.perf_counter() - started)
-        print(f"\ndataloader, windows/s (S={args.seq_len}, batch {b}, {len(ds):,} windows in memory "
-              f"{ds.windows.nbytes / 1e6:.1f} MB)")
+        token_bytes = len(ds) * ds.window_tokens * np.dtype(ds.dtype).itemsize
+        print(f"\ndataloader, windows/s (S={args.seq_len}, batch {b}, {len(ds):,} windows, "
+              f"{token_bytes / 1e6:.1f} MB of tokens)")
         print(f"{'MixtureLoader (ours)':<44}{ours:>12,.0f}{1.0:>8.2f}x")
         print(f"{'DataLoader, item-by-item + default collate':<44}{per_item:>12,.0f}{per_item / ours:>8.3f}x")
         print(f"{'re-read pack parquet per window':<44}{reread:>12,.0f}{reread / ours:>8.4f}x")
