@@ -5,6 +5,8 @@
    CUDA also runs the corpus repeated to --gpu-docs documents, since 449 documents are a few
    batches). docs/s each, warm (one pass first), best of --rounds; ``ratio`` = CUDA / CPU docs/s;
    ``max |diff|`` is the largest element difference of the two devices' unit vectors (fp32 both).
+   Then CUDA with ``embed_texts(prefetch=False)`` (tokenizing each batch in line) beside the default
+   (the next batch tokenized on a thread while the GPU runs this one), alternated.
 2. **knn**: ``knn_torch`` (exact blocked matmul + top-k, the kNN backend for CUDA machines without
    faiss-gpu) on --knn-n random unit vectors of dimension 384, k=20, CUDA vs CPU, with the recall
    of CUDA's lists against CPU's; then CUDA alone at --knn-n-gpu (where the CPU would take minutes).
@@ -40,16 +42,17 @@ def corpus_texts() -> list[str]:
     return texts
 
 
-def docs_per_s(encoder, texts, *, max_tokens: int, batch_size: int, rounds: int, sync) -> tuple[float, object]:
+def docs_per_s(encoder, texts, *, max_tokens: int, batch_size: int, rounds: int, sync,
+               prefetch: bool | None = None) -> tuple[float, object]:
     """Best-of-``rounds`` docs/s of ``embed_texts`` after one warm pass; also returns the vectors."""
     from mixweave.retrieval.encoders import embed_texts
 
-    vectors = embed_texts(encoder, texts, max_tokens=max_tokens, batch_size=batch_size)
+    vectors = embed_texts(encoder, texts, max_tokens=max_tokens, batch_size=batch_size, prefetch=prefetch)
     best = 0.0
     for _ in range(rounds):
         sync()
         t0 = time.perf_counter()
-        embed_texts(encoder, texts, max_tokens=max_tokens, batch_size=batch_size)
+        embed_texts(encoder, texts, max_tokens=max_tokens, batch_size=batch_size, prefetch=prefetch)
         sync()
         best = max(best, len(texts) / (time.perf_counter() - t0))
     return best, vectors
@@ -144,6 +147,14 @@ def embed(gpu_enc, texts, many, args, sync) -> None:
     print(f"  CUDA (batch {args.gpu_batch}):            {gpu_rate:10.0f} docs/s   ratio {gpu_rate / cpu_rate:.1f}x"
           f"   max |diff| {diff:.2e}")
     print(f"  CUDA, {len(many)} documents:           {gpu_many:10.0f} docs/s   ratio {gpu_many / cpu_rate:.1f}x")
+    rates: dict[bool, float] = {False: 0.0, True: 0.0}
+    for _ in range(args.rounds):  # alternated, best kept
+        for prefetch in (False, True):
+            rate, _ = docs_per_s(gpu_enc, many, max_tokens=args.max_tokens, batch_size=args.gpu_batch, rounds=1,
+                                 sync=sync, prefetch=prefetch)
+            rates[prefetch] = max(rates[prefetch], rate)
+    print(f"  CUDA, {len(many)} documents, tokenizing in line: {rates[False]:8.0f} docs/s; the next batch "
+          f"prefetched on a thread (the default): {rates[True]:8.0f} docs/s   {rates[True] / rates[False]:.2f}x")
 
 
 def knn(args, sync) -> None:

@@ -282,11 +282,12 @@ PAPER_TRAVERSAL_CPU_H = 12 * 20
 """The paper's graph traversal: 12 h on 20 CPUs (icp.md, "Compute reported per stage")."""
 PAPER_SEARCH_GPU_H = 6 * 32
 """The paper's kNN search: 6 h over 32 GPUs (icp.md)."""
-GPU_EMBED_DOCS_PER_S = 2_275
+GPU_EMBED_DOCS_PER_S = 2_480
 """Measured on one H200 (``bench/gpu.py``, 2026-12-04): the default encoder in torch fp32 at 128
-tokens, batch 256, 8,192 documents. Bound by tokenizing on the host (one core, not overlapped with
-the GPU), so it is per GPU only while each GPU has its own core to tokenize on. Earlier results JSONs
-used 14,200, sbert.net's V100 figure for short sentences (their ``gpu_embed_docs_per_s``)."""
+tokens, batch 256, 8,192 documents, the next batch tokenized on a thread while the GPU runs this one.
+Bound by tokenizing on the host (one core), so it is per GPU only while each GPU has its own core to
+tokenize on. Earlier results JSONs used 14,200, sbert.net's V100 figure for short sentences (their
+``gpu_embed_docs_per_s``)."""
 
 
 def projection(cpu_s_per_doc: dict[str, float], *, n_docs: float = PAPER_DOCS, nodes=(8, 32, 128),

@@ -125,4 +125,16 @@ def test_cuda_encoder_matches_cpu(encoder):
     if not torch.cuda.is_available():
         pytest.skip("CUDA not available")
     gpu = load_encoder("default", device="cuda")
-    np.testing.assert_allclose(embed_texts(gpu, TEXTS), embed_texts(encoder, TEXTS), atol=1e-3)
+    assert gpu.overlaps_host  # embed_texts tokenizes the next batch while the GPU runs this one
+    np.testing.assert_allclose(embed_texts(gpu, TEXTS, batch_size=4), embed_texts(encoder, TEXTS), atol=1e-3)
+
+
+def test_prefetched_batches_equal_sequential_ones(encoder):
+    """``embed_texts(prefetch=True)`` (a thread tokenizes the next batch; the default for torch on
+    CUDA) gives the sequential loop's vectors, bit for bit and in input order."""
+    assert not encoder.overlaps_host  # on the CPU the runtime already uses every core
+    sequential = embed_texts(encoder, TEXTS, batch_size=3, prefetch=False)
+    prefetched = embed_texts(encoder, TEXTS, batch_size=3, prefetch=True)
+    assert np.array_equal(prefetched, sequential)
+    assert embed_texts(encoder, [], prefetch=True).shape == (0, 384)
+    np.testing.assert_allclose(embed_texts(encoder, TEXTS[:1], prefetch=True), sequential[:1], atol=1e-6)

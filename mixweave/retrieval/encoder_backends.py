@@ -450,6 +450,10 @@ class PooledEncoder:
 
     backend = ""
     key: str | None = None
+    overlaps_host = False
+    """Whether :func:`~mixweave.retrieval.encoders.embed_texts` tokenizes the next batch on a thread
+    while this one runs: true for torch on CUDA, where the device otherwise idles while one core
+    tokenizes; CPU runtimes already keep every core busy."""
 
     def __init__(self, model_dir: Path) -> None:
         self.model_dir = Path(model_dir)
@@ -478,7 +482,9 @@ class PooledEncoder:
         m = mask[:, :, None].astype(np.float32)
         return (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
 
-    def encode_batch(self, texts: Sequence[str], max_length: int) -> np.ndarray:
+    def prepare(self, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The host's part of a batch: ``texts`` tokenized (:func:`encode_truncated`) and padded into
+        int64 ids / attention mask / token types ``[batch, longest]``."""
         encodings = encode_truncated(self.tokenizer, texts, max_length)
         width = max(1, max(len(e.ids) for e in encodings))
         ids = np.full((len(encodings), width), self.pad_id, np.int64)
@@ -488,9 +494,16 @@ class PooledEncoder:
             ids[row, :len(e.ids)] = e.ids
             mask[row, :len(e.ids)] = 1
             types[row, :len(e.ids)] = e.type_ids
-        pooled = np.asarray(self.pooled(ids, mask, types), np.float32)
+        return ids, mask, types
+
+    def embed_prepared(self, feed: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        """L2-normalised float32 rows for a :meth:`prepare`'d batch."""
+        pooled = np.asarray(self.pooled(*feed), np.float32)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+    def encode_batch(self, texts: Sequence[str], max_length: int) -> np.ndarray:
+        return self.embed_prepared(self.prepare(texts, max_length))
 
 
 class TorchEncoder(PooledEncoder):
@@ -521,6 +534,7 @@ class TorchEncoder(PooledEncoder):
 
             self.model = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True).to(self.device).eval()
         self.takes_types = self.bert is not None or "token_type_ids" in inspect.signature(self.model.forward).parameters
+        self.overlaps_host = self.device.type == "cuda"
 
     def _last_hidden(self, feed: dict) -> Any:
         if self.bert is not None:

@@ -125,6 +125,23 @@ def _special_tokens(encoder: Any) -> int:
         return 2
 
 
+def _embed_prefetched(encoder: Any, texts: list[str], batches: list[np.ndarray], max_length: int, out: np.ndarray,
+                      progress: Progress) -> None:
+    """``out[idx] = encoder.encode_batch(...)`` for each batch, with one thread ``prepare``-ing
+    (tokenizing, padding) the next batch while the encoder runs this one. The tokenizer releases the
+    GIL and so does the wait for the device, so the two overlap; at most two batches are prepared."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="mixweave-tokenize") as pool:
+        pending = pool.submit(encoder.prepare, [texts[i] for i in batches[0]], max_length) if batches else None
+        for j, idx in enumerate(batches):
+            feed = pending.result()
+            if j + 1 < len(batches):
+                pending = pool.submit(encoder.prepare, [texts[i] for i in batches[j + 1]], max_length)
+            out[idx] = encoder.embed_prepared(feed)
+            progress.update(len(idx))
+
+
 def truncation_length(encoder: Any, max_tokens: int) -> int:
     """Tokens each text is cut to, special tokens included: ``max_tokens`` content tokens plus the
     specials, clamped to the model's ``max_seq_length``."""
@@ -132,12 +149,15 @@ def truncation_length(encoder: Any, max_tokens: int) -> int:
 
 
 def embed_texts(encoder: Any, texts: Sequence[str], *, max_tokens: int = DEFAULT_MAX_TOKENS,
-                batch_size: int = 32) -> np.ndarray:
+                batch_size: int = 32, prefetch: bool | None = None) -> np.ndarray:
     """L2-normalised float32 ``[n, d]`` embeddings of ``texts``, in input order.
 
     Each text is truncated to ``max_tokens`` content tokens (clamped to the model's
     ``max_seq_length`` minus special tokens). Texts are sorted by length (longest first,
     stable) so each batch pads to similar lengths, then rows are put back in input order.
+    With ``prefetch`` (default: the encoder's ``overlaps_host``, true for torch on CUDA) one thread
+    tokenizes batch i+1 while batch i runs: the same vectors, and the GPU no longer waits on the
+    host's tokenizer between batches.
     """
     if max_tokens < 1 or batch_size < 1:
         raise InputError(f"max_tokens and batch_size must be >= 1 (got {max_tokens}, {batch_size})")
@@ -162,14 +182,19 @@ def embed_texts(encoder: Any, texts: Sequence[str], *, max_tokens: int = DEFAULT
     if not exported:
         encoder.max_seq_length = effective
     try:
+        batches = [order[lo:lo + batch_size] for lo in range(0, len(texts), batch_size)]
+        if prefetch is None:
+            prefetch = bool(getattr(encoder, "overlaps_host", False))
         with Progress(len(texts), unit="doc", label="embed", logger=log) as progress:
-            for lo in range(0, len(texts), batch_size):
-                idx = order[lo:lo + batch_size]
-                batch = [texts[i] for i in idx]
-                out[idx] = (encoder.encode_batch(batch, effective) if exported else
-                            encoder.encode(batch, batch_size=batch_size, show_progress_bar=False,
-                                           convert_to_numpy=True, normalize_embeddings=True))
-                progress.update(len(idx))
+            if prefetch and hasattr(encoder, "prepare"):
+                _embed_prefetched(encoder, texts, batches, effective, out, progress)
+            else:
+                for idx in batches:
+                    batch = [texts[i] for i in idx]
+                    out[idx] = (encoder.encode_batch(batch, effective) if exported else
+                                encoder.encode(batch, batch_size=batch_size, show_progress_bar=False,
+                                               convert_to_numpy=True, normalize_embeddings=True))
+                    progress.update(len(idx))
     finally:
         if not exported:
             encoder.max_seq_length = model_limit
