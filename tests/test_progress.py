@@ -139,6 +139,12 @@ def test_a_finished_job_is_asked_about_once(spark):
     finally:
         sc.setJobGroup(None, None)  # later jobs of the session carry no group
     assert len(job_ids) == 2
+    # the status tracker learns a job's end from Spark's listener bus, after the action has returned
+    # (seen once: one job still RUNNING there); wait until both read as ended, as the claim is about ended jobs
+    deadline = time.monotonic() + 60
+    while any(sc.statusTracker().getJobInfo(j).status not in ("SUCCEEDED", "FAILED") for j in job_ids):
+        assert time.monotonic() < deadline, "the jobs never read as ended in the status tracker"
+        time.sleep(0.05)
     counting, stages, finished = CountingContext(sc), {}, set()
     assert spark_tasks(counting, set(job_ids), stages, finished) == 0
     assert finished == job_ids and sorted(counting.asked) == sorted(job_ids)
