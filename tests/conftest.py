@@ -43,6 +43,13 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One OpenMP thread a process (torch's intra-op pool, faiss, OpenBLAS), inherited by the workers'
+# subprocesses (CLI runs, Spark's Python workers): `make test`'s two xdist workers already keep both
+# cores busy, and two OpenMP threads each made four spinning threads on two cores. Whole suite, four
+# alternated pairs (2026-12-04, two or one threads): 183.5 -> 167.9, 162.3 -> 156.8, 164.8 -> 150.8 and
+# 187.1 -> 176.6 s of pytest; busy CPU 341.7 -> 307.0, 299.9 -> 290.4, 304.7 -> 275.1 and 347.6 ->
+# 327.5 s. Tests that pin threads still set their own; OMP_NUM_THREADS=N overrides.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 
