@@ -20,12 +20,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mixweave.errors import InputError
 from mixweave.trainer.config import TrainConfig
 from mixweave.trainer.dataset import MixtureLoader, PackDataset
-from mixweave.trainer.model import GPT, GPTConfig
+from mixweave.trainer.model import GPT, GPTConfig, next_token_loss
 from mixweave.trainer.plan import MixturePlan
 from mixweave.trainer.train import _device, _optimizer, lr_at
 
@@ -44,9 +43,7 @@ class GroupDROResult:
 
 
 def _token_losses(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
-    logits = model(batch[:, :-1])
-    flat = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="none")
-    return flat.view(batch.shape[0], -1)
+    return next_token_loss(model(batch[:, :-1]), batch[:, 1:], "none").view(batch.shape[0], -1)
 
 
 def train_group_dro(plan: MixturePlan, dataset: PackDataset, reference: GPT, cfg: TrainConfig,

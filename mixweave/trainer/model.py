@@ -92,6 +92,13 @@ class Block(nn.Module):
         return x + self.out(F.gelu(self.fc(self.norm2(x))))
 
 
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of ``logits`` ``[B, T, V]`` (upcast to fp32) against ``targets`` ``[B, T]``; targets
+    of -100 are ignored. ``reduction`` as in ``F.cross_entropy`` (``none``: ``[B * T]``)."""
+    return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), reduction=reduction,
+                           ignore_index=-100)
+
+
 class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -127,14 +134,10 @@ class GPT(nn.Module):
         compiled with the model (the trainer compiles ``forward``), so the head's ``[B, T, V]`` fp32
         upcast, log-softmax and their backward fuse rather than each crossing memory in eager kernels."""
         logits = F.linear(self.hidden(idx), self.wte.weight)
-        if targets is None:
-            return logits
-        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1))
+        return logits if targets is None else next_token_loss(logits, targets)
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        logits = self(idx)
-        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), reduction=reduction,
-                               ignore_index=-100)
+        return next_token_loss(self(idx), targets, reduction)
 
     def scored_nll(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Next-token NLL ``[n]`` (float32) at the ``n`` positions whose target is not -100, in row-major
