@@ -133,7 +133,7 @@ def _embed_prefetched(encoder: Any, texts: list[str], batches: list[np.ndarray],
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1, thread_name_prefix="mixweave-tokenize") as pool:
-        pending = pool.submit(encoder.prepare, [texts[i] for i in batches[0]], max_length) if batches else None
+        pending = pool.submit(encoder.prepare, [texts[i] for i in batches[0]], max_length)  # texts is never empty here
         for j, idx in enumerate(batches):
             feed = pending.result()
             if j + 1 < len(batches):
